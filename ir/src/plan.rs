@@ -1,0 +1,92 @@
+//! The fusion plan: a graph split into a host scalar program and kernel phases.
+
+use crate::graph::{Graph, Target};
+use petgraph::stable_graph::NodeIndex;
+use std::fmt;
+
+/// A per-element buffer that a kernel reads or writes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Buffer {
+    /// The parameter tensor.
+    Param,
+    /// The gradient.
+    Grad,
+    /// A per-element state, by name.
+    State(String),
+}
+
+impl Buffer {
+    /// The name as printed (`param`, `grad`, `exp_avg`).
+    pub fn name(&self) -> &str {
+        match self {
+            Buffer::Param => "param",
+            Buffer::Grad => "grad",
+            Buffer::State(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a phase uses one buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BufferUse {
+    /// Which buffer.
+    pub buffer: Buffer,
+    /// Whether the phase loads it.
+    pub read: bool,
+    /// Whether the phase stores it.
+    pub write: bool,
+}
+
+/// One kernel: a single pass over every element of every tensor of every group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Phase {
+    /// The per-element nodes computed in this phase, in topological order.
+    pub nodes: Vec<NodeIndex>,
+    /// The buffers the phase touches, in kernel-argument order: param, grad, then states in
+    /// declaration order.
+    pub buffers: Vec<BufferUse>,
+    /// What the phase writes at the end of each element.
+    pub stores: Vec<(Buffer, NodeIndex)>,
+}
+
+impl Phase {
+    /// Bytes loaded and stored per element, for `elem_bytes`-sized elements.
+    pub fn bytes_per_elem(&self, elem_bytes: usize) -> usize {
+        self.buffers
+            .iter()
+            .map(|b| (b.read as usize + b.write as usize) * elem_bytes)
+            .sum()
+    }
+}
+
+/// The whole compiled step: what the host computes per group, and what each kernel computes.
+#[derive(Clone, Debug)]
+pub struct FusionPlan {
+    /// The optimized graph the plan refers to.
+    pub graph: Graph,
+    /// Scalar nodes evaluated on the host once per group per step, in topological order.
+    pub scalar_program: Vec<NodeIndex>,
+    /// Scalar nodes that kernels read, in the order of the kernels' scalar slots.
+    pub kernel_scalars: Vec<NodeIndex>,
+    /// Scalar-state updates made by the host after the kernels ran.
+    pub scalar_outputs: Vec<(Target, NodeIndex)>,
+    /// The kernels, run in order.
+    pub phases: Vec<Phase>,
+}
+
+impl FusionPlan {
+    /// Bytes moved per element over all phases (the static count of loads and stores).
+    pub fn bytes_per_elem(&self) -> usize {
+        let elem_bytes = self.graph.elem_dtype.size_bytes();
+        self.phases
+            .iter()
+            .map(|p| p.bytes_per_elem(elem_bytes))
+            .sum()
+    }
+}
