@@ -1,0 +1,1 @@
+//! Cranelift JIT loading of generated kernels (filled in by the kernels-gen work).
