@@ -1,1 +1,22 @@
-//! placeholder
+//! optjit-optim: built-in optimizers with PyTorch's class names, keyword names, defaults and
+//! update order, written on the tracing API.
+//!
+//! ```
+//! use optjit_optim::AdamW;
+//! let adamw = AdamW::new().lr(3e-4).weight_decay(0.1).build().unwrap();
+//! assert_eq!(adamw.hypers["lr"], 3e-4);
+//! assert_eq!(adamw.hypers["beta2"], 0.999);
+//! ```
+#![warn(missing_docs)]
+
+mod adam;
+mod builders;
+mod error;
+mod kwargs;
+mod sgd;
+mod spec;
+
+pub use builders::{Adam, AdamW, Sgd};
+pub use error::OptimError;
+pub use kwargs::{Kwarg, Kwargs};
+pub use spec::{Configured, KwargKind, KwargSpec, Spec, builtins, find};

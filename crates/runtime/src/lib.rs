@@ -2,4 +2,16 @@
 //! compiled step over a chunk table that covers every tensor of every group.
 #![warn(missing_docs)]
 
+mod chunks;
+mod error;
 mod jit;
+mod optimizer;
+mod pipeline;
+mod scalar_program;
+mod stage;
+
+pub use chunks::CHUNK_ELEMS;
+pub use error::{CompileError, OptimizerError};
+pub use optimizer::{Group, Optimizer, Setup, Stats};
+pub use pipeline::{CompileOptions, Compiled, compile};
+pub use stage::{Dump, Stage};

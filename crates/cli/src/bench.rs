@@ -1,0 +1,64 @@
+//! `optjit bench`: compile a built-in for a workload and time its steps.
+
+use crate::workload;
+use optjit_optim::Kwargs;
+use optjit_runtime::{Optimizer, Setup};
+use std::time::Instant;
+
+/// What to measure.
+pub struct BenchArgs {
+    /// Built-in optimizer name.
+    pub optimizer: String,
+    /// Its keyword arguments.
+    pub kwargs: Kwargs,
+    /// Workload name.
+    pub workload: String,
+    /// Timed steps (after 2 warm-up steps).
+    pub steps: usize,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+}
+
+/// Runs the benchmark and returns the machine-readable result line.
+pub fn run(args: &BenchArgs) -> Result<String, String> {
+    let sizes = workload::sizes(&args.workload).ok_or_else(|| {
+        format!("unknown workload '{}' (expected one of {})", args.workload, workload::NAMES.join(", "))
+    })?;
+    let configured = optjit_optim::find(&args.optimizer)
+        .and_then(|spec| spec.configure(&args.kwargs))
+        .map_err(|e| e.to_string())?;
+    let shapes: Vec<Vec<usize>> = sizes.iter().map(|&n| vec![n]).collect();
+    let (mut params, grads) = workload::data(&sizes);
+    let setup = Setup { shapes, groups: Vec::new(), hypers: configured.hypers.clone(), threads: args.threads };
+    let mut opt = Optimizer::new(&configured.definition, setup).map_err(|e| e.to_string())?;
+    let mut times = Vec::with_capacity(args.steps);
+    for k in 0..args.steps + 2 {
+        let start = Instant::now();
+        opt.step(&mut params, &grads).map_err(|e| e.to_string())?;
+        if k >= 2 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+    let elems: usize = sizes.iter().sum();
+    let stats = opt.stats();
+    let threads = if args.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { args.threads };
+    Ok(format!(
+        "workload={} optimizer={} target=cpu tensors={} elems={} compile_ms={:.3} step_ms_median={:.3} \
+         melem_per_s={:.1} gb_per_s={:.1} bytes_per_elem={} kernels_per_step={} compiles={} threads={} steps={}",
+        args.workload,
+        configured.name,
+        sizes.len(),
+        elems,
+        stats.compile_ms,
+        median * 1e3,
+        elems as f64 / median / 1e6,
+        (elems * stats.bytes_per_elem) as f64 / median / 1e9,
+        stats.bytes_per_elem,
+        stats.kernels_per_step,
+        stats.compiles,
+        threads,
+        args.steps,
+    ))
+}

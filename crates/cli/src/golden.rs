@@ -1,0 +1,318 @@
+//! `optjit golden`: replays a recorded PyTorch/optax trajectory (`optjit-golden/1`) through a
+//! compiled step and compares parameters, hyperparameters in force and final state.
+
+use optjit_optim::{Configured, Kwarg, Kwargs};
+use optjit_runtime::{Group, Optimizer, Setup};
+use serde_json::Value;
+use std::fmt;
+use std::path::Path;
+
+/// The verdict on one case.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Everything matched; the largest errors seen on parameters and state.
+    Pass {
+        /// Largest `|got - want|`.
+        max_abs_err: f64,
+        /// Largest `|got - want| / |want|` (over nonzero `want`).
+        max_rel_err: f64,
+    },
+    /// The first mismatch.
+    Fail(Mismatch),
+    /// The case needs something optjit does not do yet (it counts as a failure).
+    Unsupported(String),
+}
+
+/// Where a value differed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mismatch {
+    /// `params`, `hyper`, `grad_norm` or `state`.
+    pub what: &'static str,
+    /// 0-based index into `expected` (the last step for `state`).
+    pub step: usize,
+    /// Param group.
+    pub group: usize,
+    /// Tensor index, or the hyperparameter / state name.
+    pub tensor: String,
+    /// Element index.
+    pub index: usize,
+    /// What optjit computed.
+    pub got: f64,
+    /// What the recording says.
+    pub want: f64,
+}
+
+/// A case's name and verdict, printed as the CLI's `PASS`/`FAIL` line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaseResult {
+    /// The case name (file stem).
+    pub name: String,
+    /// The verdict.
+    pub outcome: Outcome,
+}
+
+impl CaseResult {
+    /// Whether the case passed.
+    pub fn passed(&self) -> bool {
+        matches!(self.outcome, Outcome::Pass { .. })
+    }
+}
+
+impl fmt::Display for CaseResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.outcome {
+            Outcome::Pass { max_abs_err, max_rel_err } => {
+                write!(f, "PASS {} max_abs_err={max_abs_err:.3e} max_rel_err={max_rel_err:.3e}", self.name)
+            }
+            Outcome::Fail(m) => write!(
+                f,
+                "FAIL {} what={} step={} group={} tensor={} index={} got={:e} want={:e}",
+                self.name, m.what, m.step, m.group, m.tensor, m.index, m.got, m.want
+            ),
+            Outcome::Unsupported(why) => write!(f, "FAIL {} what=unsupported reason=\"{why}\"", self.name),
+        }
+    }
+}
+
+/// An unreadable or malformed golden file (exit status 2).
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl fmt::Display for BadInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Reads and runs one golden file.
+pub fn run_file(path: &Path, threads: usize) -> Result<CaseResult, BadInput> {
+    let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
+    let case: Value = serde_json::from_str(&text)
+        .map_err(|e| BadInput(format!("{}: not JSON: {e}", path.display())))?;
+    run_case(&case, threads).map_err(|e| BadInput(format!("{}: {}", path.display(), e.0)))
+}
+
+/// Runs one parsed golden case.
+pub fn run_case(case: &Value, threads: usize) -> Result<CaseResult, BadInput> {
+    let format = field(case, "format")?.as_str().unwrap_or_default();
+    if format != "optjit-golden/1" {
+        return Err(BadInput(format!("format is '{format}', expected 'optjit-golden/1'")));
+    }
+    let name = field(case, "name")?.as_str().ok_or_else(|| BadInput("name must be a string".into()))?.to_string();
+    let outcome = match prepare(case)? {
+        Err(why) => Outcome::Unsupported(why),
+        Ok(prepared) => replay(case, prepared, threads)?,
+    };
+    Ok(CaseResult { name, outcome })
+}
+
+struct Prepared {
+    configured: Configured,
+    setup: Setup,
+    tolerance: (f64, f64),
+}
+
+/// Builds the optimizer setup, or says why the case is not supported yet.
+fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
+    for (key, what) in [("schedule", "LR schedules"), ("clip_grad_norm", "clip_grad_norm")] {
+        if !case.get(key).is_none_or(Value::is_null) {
+            return Ok(Err(format!("{what} are not supported yet")));
+        }
+    }
+    let optimizer = field(case, "optimizer")?;
+    let name = field(optimizer, "name")?.as_str().ok_or_else(|| BadInput("optimizer.name must be a string".into()))?;
+    if name == "custom" {
+        return Ok(Err("custom .step optimizers are not supported yet".into()));
+    }
+    let kwargs = kwargs(optimizer.get("kwargs"), "optimizer.kwargs")?;
+    let configured = match optjit_optim::find(name).and_then(|spec| spec.configure(&kwargs)) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let shapes = shapes(field(case, "shapes")?)?;
+    let mut groups = Vec::new();
+    if let Some(list) = case.get("param_groups").and_then(Value::as_array) {
+        for (g, group) in list.iter().enumerate() {
+            let tensors = field(group, "params")?
+                .as_array()
+                .and_then(|a| a.iter().map(|v| v.as_u64().map(|x| x as usize)).collect::<Option<Vec<_>>>())
+                .ok_or_else(|| BadInput(format!("param_groups[{g}].params must be a list of indices")))?;
+            let overrides = kwargs(group.get("kwargs"), &format!("param_groups[{g}].kwargs"))?;
+            match configured.group_hypers(g, &overrides) {
+                Ok(hypers) => groups.push(Group { tensors, hypers }),
+                Err(e) => return Ok(Err(e.to_string())),
+            }
+        }
+    }
+    let tolerance = field(case, "tolerance")?;
+    let tol = |k: &str| field(tolerance, k).and_then(|v| number(v, k));
+    let setup = Setup { shapes, groups, hypers: configured.hypers.clone(), threads: 1 };
+    Ok(Ok(Prepared { setup, tolerance: (tol("rtol")?, tol("atol")?), configured }))
+}
+
+/// Tracks the first mismatch and the largest errors.
+struct Comparison {
+    rtol: f64,
+    atol: f64,
+    max_abs: f64,
+    max_rel: f64,
+    first_failure: Option<Mismatch>,
+}
+
+impl Comparison {
+    fn check(&mut self, got: f64, want: f64, at: impl FnOnce() -> Mismatch) {
+        let err = (got - want).abs();
+        let ok = err <= self.atol + self.rtol * want.abs() || (got.is_nan() && want.is_nan()) || got == want;
+        if err.is_finite() {
+            self.max_abs = self.max_abs.max(err);
+            if want != 0.0 {
+                self.max_rel = self.max_rel.max(err / want.abs());
+            }
+        }
+        if !ok && self.first_failure.is_none() {
+            self.first_failure = Some(Mismatch { got, want, ..at() });
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.first_failure.is_some()
+    }
+}
+
+fn replay(case: &Value, prepared: Prepared, threads: usize) -> Result<Outcome, BadInput> {
+    let Prepared { configured, mut setup, tolerance: (rtol, atol) } = prepared;
+    setup.threads = threads;
+    let mut params: Vec<Vec<f32>> = tensors(field(case, "init")?, "init")?;
+    let grads = field(case, "grads")?.as_array().ok_or_else(|| BadInput("grads must be a list".into()))?;
+    let expected = field(case, "expected")?.as_array().ok_or_else(|| BadInput("expected must be a list".into()))?;
+    let mut opt = match Optimizer::new(&configured.definition, setup) {
+        Ok(opt) => opt,
+        Err(e) => return Ok(Outcome::Unsupported(e.to_string())),
+    };
+    let mut cmp = Comparison { rtol, atol, max_abs: 0.0, max_rel: 0.0, first_failure: None };
+    let group_of = |t: usize, opt: &Optimizer| (0..opt.n_groups()).find(|&g| opt.group_tensors(g).unwrap_or(&[]).contains(&t));
+    for (k, (grad, want)) in grads.iter().zip(expected).enumerate() {
+        if let Some(hyper) = want.get("hyper").and_then(Value::as_array) {
+            for (g, values) in hyper.iter().enumerate() {
+                let Some(values) = values.as_object() else { continue };
+                for (key, want_value) in values {
+                    let wants = numbers(want_value, key)?;
+                    let got = configured.kwarg_in_force(key, |n| opt.hyper(g, n).ok());
+                    let Some(got) = got else {
+                        return Ok(Outcome::Unsupported(format!("hyperparameter '{key}' is not known to {}", configured.name)));
+                    };
+                    for (i, (&got, &w)) in got.iter().zip(&wants).enumerate() {
+                        cmp.check(got, w, || mismatch("hyper", k, g, key.clone(), i));
+                    }
+                }
+            }
+        }
+        let grad = tensors(grad, &format!("grads[{k}]"))?;
+        if let Err(e) = opt.step(&mut params, &grad) {
+            return Err(BadInput(format!("step {k}: {e}")));
+        }
+        let want_params = tensors(field(want, "params")?, &format!("expected[{k}].params"))?;
+        for (t, (got, want)) in params.iter().zip(&want_params).enumerate() {
+            let group = group_of(t, &opt).unwrap_or(0);
+            for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+                cmp.check(g as f64, w as f64, || mismatch("params", k, group, t.to_string(), i));
+            }
+        }
+        if cmp.failed() {
+            break;
+        }
+    }
+    let last = expected.len().saturating_sub(1);
+    if let (false, Some(states)) = (cmp.failed(), case.get("final_state").and_then(Value::as_array)) {
+        for (t, state) in states.iter().enumerate() {
+            let group = group_of(t, &opt).unwrap_or(0);
+            for (name, want) in state.as_object().into_iter().flatten() {
+                match want {
+                    Value::Array(_) => {
+                        let Some(got) = opt.state(t, name) else {
+                            return Ok(Outcome::Unsupported(format!("no per-element state '{name}'")));
+                        };
+                        for (i, (&g, w)) in got.iter().zip(numbers(want, name)?).enumerate() {
+                            cmp.check(g as f64, w, || mismatch("state", last, group, format!("{t}.{name}"), i));
+                        }
+                    }
+                    other => {
+                        let w = number(other, name)?;
+                        let Some(got) = opt.scalar_state(group, name) else {
+                            return Ok(Outcome::Unsupported(format!("no scalar state '{name}'")));
+                        };
+                        cmp.check(got, w, || mismatch("state", last, group, format!("{t}.{name}"), 0));
+                    }
+                }
+            }
+        }
+    }
+    Ok(match cmp.first_failure {
+        Some(m) => Outcome::Fail(m),
+        None => Outcome::Pass { max_abs_err: cmp.max_abs, max_rel_err: cmp.max_rel },
+    })
+}
+
+fn mismatch(what: &'static str, step: usize, group: usize, tensor: String, index: usize) -> Mismatch {
+    Mismatch { what, step, group, tensor, index, got: 0.0, want: 0.0 }
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value, BadInput> {
+    v.get(key).ok_or_else(|| BadInput(format!("missing field '{key}'")))
+}
+
+fn number(v: &Value, what: &str) -> Result<f64, BadInput> {
+    v.as_f64().ok_or_else(|| BadInput(format!("{what} must be a number, got {v}")))
+}
+
+/// A number or a list of numbers.
+fn numbers(v: &Value, what: &str) -> Result<Vec<f64>, BadInput> {
+    match v {
+        Value::Array(items) => items.iter().map(|x| number(x, what)).collect(),
+        other => Ok(vec![number(other, what)?]),
+    }
+}
+
+fn tensors(v: &Value, what: &str) -> Result<Vec<Vec<f32>>, BadInput> {
+    let list = v.as_array().ok_or_else(|| BadInput(format!("{what} must be a list of tensors")))?;
+    list.iter()
+        .enumerate()
+        .map(|(t, x)| Ok(numbers(x, &format!("{what}[{t}]"))?.into_iter().map(|x| x as f32).collect()))
+        .collect()
+}
+
+fn shapes(v: &Value) -> Result<Vec<Vec<usize>>, BadInput> {
+    let bad = || BadInput("shapes must be a list of lists of sizes".into());
+    v.as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|s| s.as_array().and_then(|d| d.iter().map(|x| x.as_u64().map(|x| x as usize)).collect()).ok_or_else(bad))
+        .collect()
+}
+
+/// PyTorch-style kwargs from JSON: numbers, booleans, and pairs (`betas`).
+pub fn kwargs(v: Option<&Value>, what: &str) -> Result<Kwargs, BadInput> {
+    let mut out = Kwargs::new();
+    let Some(map) = v.and_then(Value::as_object) else { return Ok(out) };
+    for (key, value) in map {
+        let parsed = match value {
+            Value::Bool(b) => Kwarg::Bool(*b),
+            Value::Number(n) => Kwarg::Number(n.as_f64().unwrap_or(f64::NAN)),
+            Value::Array(pair) if pair.len() == 2 => {
+                Kwarg::Pair(number(&pair[0], key)?, number(&pair[1], key)?)
+            }
+            other => return Err(BadInput(format!("{what}.{key}: expected a number, a boolean or a pair, got {other}"))),
+        };
+        out.insert(key.clone(), parsed);
+    }
+    Ok(out)
+}
+
+/// Parses `--kwargs '{"amsgrad": true}'` for the CLI.
+pub fn kwargs_from_json(text: &str) -> Result<Kwargs, BadInput> {
+    let v: Value = serde_json::from_str(text).map_err(|e| BadInput(format!("--kwargs is not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(BadInput(format!("--kwargs must be a JSON object, got {v}")));
+    }
+    kwargs(Some(&v), "--kwargs")
+}

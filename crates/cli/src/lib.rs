@@ -1,0 +1,9 @@
+//! optjit-cli: the `optjit` command's subcommands, as a library so that tests run them too.
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod compile;
+pub mod demo;
+pub mod golden;
+pub mod list;
+pub mod workload;

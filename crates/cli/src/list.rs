@@ -1,0 +1,25 @@
+//! `optjit list`: every built-in optimizer with its keyword arguments and PyTorch defaults.
+
+use optjit_optim::{KwargKind, builtins};
+
+/// The listing.
+pub fn run() -> String {
+    let mut out = String::from("optimizers:\n");
+    for spec in builtins() {
+        let kwargs: Vec<String> = spec
+            .kwargs
+            .iter()
+            .map(|k| {
+                let note = match k.kind {
+                    KwargKind::Hyper(d) | KwargKind::Pair(_, d) => format!(" ({d})"),
+                    KwargKind::Flag => " (compile-time)".to_string(),
+                    KwargKind::Ignored => String::new(),
+                };
+                format!("{}={}{note}", k.name, k.default)
+            })
+            .collect();
+        out.push_str(&format!("  {:<6} {}  [{}]\n", spec.name, kwargs.join(", "), spec.reference));
+    }
+    out.push_str("schedules:\n  (none built in yet)\n");
+    out
+}

@@ -1,0 +1,93 @@
+//! Adam (L2 weight decay or decoupled), AdamW, with amsgrad and maximize, as `torch.optim.Adam`
+//! and `torch.optim.AdamW`.
+
+use crate::kwargs::Kwarg;
+use crate::spec::{KwargKind, KwargSpec, Resolved, Spec, flag};
+use optjit_trace::{Definition, Domain, TraceError, Tracer};
+
+macro_rules! adam_kwargs {
+    ($weight_decay:expr, $decoupled:expr) => {
+        &[
+            KwargSpec { name: "lr", kind: KwargKind::Hyper(Domain::non_negative()), default: Kwarg::Number(1e-3) },
+            KwargSpec {
+                name: "betas",
+                kind: KwargKind::Pair(["beta1", "beta2"], Domain::unit_half_open()),
+                default: Kwarg::Pair(0.9, 0.999),
+            },
+            KwargSpec { name: "eps", kind: KwargKind::Hyper(Domain::non_negative()), default: Kwarg::Number(1e-8) },
+            KwargSpec {
+                name: "weight_decay",
+                kind: KwargKind::Hyper(Domain::non_negative()),
+                default: Kwarg::Number($weight_decay),
+            },
+            KwargSpec { name: "amsgrad", kind: KwargKind::Flag, default: Kwarg::Bool(false) },
+            KwargSpec { name: "maximize", kind: KwargKind::Flag, default: Kwarg::Bool(false) },
+            KwargSpec { name: "decoupled_weight_decay", kind: KwargKind::Flag, default: Kwarg::Bool($decoupled) },
+        ]
+    };
+}
+
+pub(crate) const ADAM: Spec = Spec {
+    name: "Adam",
+    reference: "torch.optim.Adam",
+    kwargs: adam_kwargs!(0.0, false),
+    check: no_check,
+    trace: |r| trace(if flag(r, "decoupled_weight_decay") { "adamw" } else { "adam" }, r),
+};
+
+pub(crate) const ADAMW: Spec = Spec {
+    name: "AdamW",
+    reference: "torch.optim.AdamW",
+    kwargs: adam_kwargs!(1e-2, true),
+    check: |r| match flag(r, "decoupled_weight_decay") {
+        true => Ok(()),
+        false => Err(("decoupled_weight_decay", "True for AdamW (use Adam for L2 decay)".into(), "False".into())),
+    },
+    trace: |r| trace("adamw", r),
+};
+
+fn no_check(_: &Resolved) -> Result<(), (&'static str, String, String)> {
+    Ok(())
+}
+
+/// The update, in PyTorch's order: decoupled decay `param *= 1 - lr*wd` (AdamW) or L2 decay
+/// `g += wd*param` (Adam); `m = b1*m + (1-b1)*g`; `v = b2*v + (1-b2)*g*g`; with amsgrad
+/// `vmax = max(vmax, v)`; `denom = sqrt(v or vmax) / sqrt(1 - b2^step) + eps`;
+/// `param -= lr / (1 - b1^step) * m / denom`.
+fn trace(name: &str, r: &Resolved) -> Result<Definition, TraceError> {
+    let t = Tracer::new(name);
+    let lr = t.hyper_in("lr", 1e-3, Domain::non_negative());
+    let beta1 = t.hyper_in("beta1", 0.9, Domain::unit_half_open());
+    let beta2 = t.hyper_in("beta2", 0.999, Domain::unit_half_open());
+    let eps = t.hyper_in("eps", 1e-8, Domain::non_negative());
+    let decoupled = flag(r, "decoupled_weight_decay");
+    let weight_decay = t.hyper_in("weight_decay", if decoupled { 1e-2 } else { 0.0 }, Domain::non_negative());
+    let (exp_avg, exp_avg_sq) = (t.state("exp_avg", 0.0), t.state("exp_avg_sq", 0.0));
+    let step = t.step();
+
+    let mut param = t.param();
+    let mut grad = if flag(r, "maximize") { -t.grad() } else { t.grad() };
+    if decoupled {
+        param = &param * (1.0 - &lr * &weight_decay);
+    } else {
+        grad = &grad + &weight_decay * &param;
+    }
+    let m = &beta1 * &exp_avg + (1.0 - &beta1) * &grad;
+    let v = &beta2 * &exp_avg_sq + (1.0 - &beta2) * (&grad * &grad);
+    let bias_correction1 = 1.0 - beta1.pow(&step);
+    let bias_correction2_sqrt = (1.0 - beta2.pow(&step)).sqrt();
+    let step_size = &lr / &bias_correction1;
+    let second_moment = if flag(r, "amsgrad") {
+        let max_exp_avg_sq = t.state("max_exp_avg_sq", 0.0);
+        let vmax = max_exp_avg_sq.max(&v);
+        t.set_state(&max_exp_avg_sq, &vmax);
+        vmax
+    } else {
+        v.clone()
+    };
+    let denom = second_moment.sqrt() / &bias_correction2_sqrt + &eps;
+    t.set_param(&param - &step_size * (&m / &denom));
+    t.set_state(&exp_avg, m);
+    t.set_state(&exp_avg_sq, v);
+    t.finish()
+}

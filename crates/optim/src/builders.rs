@@ -1,0 +1,60 @@
+//! Typed builders for the built-ins, with PyTorch's defaults: `AdamW::new().lr(3e-4).build()`.
+
+use crate::error::OptimError;
+use crate::kwargs::{Kwarg, Kwargs};
+use crate::spec::{Configured, find};
+
+macro_rules! builder {
+    ($(#[$doc:meta])* $ty:ident, $name:literal { $($number:ident),* } { $($flag:ident),* } $({ $pair:ident })?) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Default)]
+        pub struct $ty {
+            kwargs: Kwargs,
+        }
+
+        impl $ty {
+            /// PyTorch's defaults.
+            pub fn new() -> Self {
+                Self::default()
+            }
+            $(
+                #[doc = concat!("Sets `", stringify!($number), "`.")]
+                pub fn $number(mut self, value: f64) -> Self {
+                    self.kwargs.insert(stringify!($number).to_string(), Kwarg::Number(value));
+                    self
+                }
+            )*
+            $(
+                #[doc = concat!("Sets `", stringify!($flag), "`.")]
+                pub fn $flag(mut self, value: bool) -> Self {
+                    self.kwargs.insert(stringify!($flag).to_string(), Kwarg::Bool(value));
+                    self
+                }
+            )*
+            $(
+                #[doc = concat!("Sets `", stringify!($pair), "`.")]
+                pub fn $pair(mut self, first: f64, second: f64) -> Self {
+                    self.kwargs.insert(stringify!($pair).to_string(), Kwarg::Pair(first, second));
+                    self
+                }
+            )?
+            /// Checks every value and traces the update rule.
+            pub fn build(&self) -> Result<Configured, OptimError> {
+                find($name)?.configure(&self.kwargs)
+            }
+        }
+    };
+}
+
+builder!(
+    /// `torch.optim.SGD`.
+    Sgd, "SGD" { lr, momentum, dampening, weight_decay } { nesterov, maximize }
+);
+builder!(
+    /// `torch.optim.Adam` (L2 weight decay).
+    Adam, "Adam" { lr, eps, weight_decay } { amsgrad, maximize, decoupled_weight_decay } { betas }
+);
+builder!(
+    /// `torch.optim.AdamW` (decoupled weight decay).
+    AdamW, "AdamW" { lr, eps, weight_decay } { amsgrad, maximize } { betas }
+);

@@ -1,0 +1,63 @@
+//! SGD with momentum, dampening, Nesterov momentum, weight decay and maximize, as
+//! `torch.optim.SGD`.
+
+use crate::kwargs::Kwarg;
+use crate::spec::{KwargKind, KwargSpec, Resolved, Spec, flag, number};
+use optjit_trace::{Definition, Domain, TraceError, Tracer};
+
+pub(crate) const SGD: Spec = Spec {
+    name: "SGD",
+    reference: "torch.optim.SGD",
+    kwargs: &[
+        KwargSpec { name: "lr", kind: KwargKind::Hyper(Domain::non_negative()), default: Kwarg::Number(1e-3) },
+        KwargSpec { name: "momentum", kind: KwargKind::Hyper(Domain::non_negative()), default: Kwarg::Number(0.0) },
+        KwargSpec { name: "dampening", kind: KwargKind::Hyper(Domain::finite()), default: Kwarg::Number(0.0) },
+        KwargSpec {
+            name: "weight_decay",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(0.0),
+        },
+        KwargSpec { name: "nesterov", kind: KwargKind::Flag, default: Kwarg::Bool(false) },
+        KwargSpec { name: "maximize", kind: KwargKind::Flag, default: Kwarg::Bool(false) },
+    ],
+    check,
+    trace,
+};
+
+/// PyTorch: "Nesterov momentum requires a momentum and zero dampening".
+fn check(r: &Resolved) -> Result<(), (&'static str, String, String)> {
+    if flag(r, "nesterov") && (number(r, "momentum") <= 0.0 || number(r, "dampening") != 0.0) {
+        let got = format!("True with momentum={} dampening={}", number(r, "momentum"), number(r, "dampening"));
+        return Err(("nesterov", "used with momentum > 0 and dampening = 0".into(), got));
+    }
+    Ok(())
+}
+
+/// The update, in PyTorch's order:
+/// `d = ±grad + wd*param; buf = momentum*buf + (1-dampening)*d` (the first step takes `d`
+/// undampened); `d = d + momentum*buf` (Nesterov) or `d = buf`; `param -= lr*d`.
+/// A momentum of exactly 0 selects the buffer-free variant, as PyTorch does.
+fn trace(r: &Resolved) -> Result<Definition, TraceError> {
+    let t = Tracer::new("sgd");
+    let lr = t.hyper_in("lr", 1e-3, Domain::non_negative());
+    let momentum = t.hyper_in("momentum", 0.0, Domain::non_negative());
+    let dampening = t.hyper("dampening", 0.0);
+    let weight_decay = t.hyper_in("weight_decay", 0.0, Domain::non_negative());
+    let param = t.param();
+    let grad = if flag(r, "maximize") { -t.grad() } else { t.grad() };
+
+    let mut d = &grad + &weight_decay * &param;
+    if number(r, "momentum") != 0.0 {
+        let buf = t.state("momentum_buffer", 0.0);
+        // On the first step PyTorch sets buf = d; with buf starting at 0 these coefficients give
+        // exactly that, and the choice is made once per step in the scalar program.
+        let first = t.step().eq(1.0);
+        let keep = optjit_trace::select(&first, 0.0, &momentum);
+        let take = optjit_trace::select(&first, 1.0, 1.0 - &dampening);
+        let new_buf = &keep * &buf + &take * &d;
+        d = if flag(r, "nesterov") { &d + &momentum * &new_buf } else { new_buf.clone() };
+        t.set_state(&buf, new_buf);
+    }
+    t.set_param(&param - &lr * &d);
+    t.finish()
+}

@@ -1,0 +1,223 @@
+//! The table of built-ins: each optimizer's keyword arguments, their defaults and domains, and
+//! how a configured optimizer becomes a definition plus hyperparameter values.
+
+use crate::error::{OptimError, suggest};
+use crate::kwargs::{Kwarg, Kwargs};
+use optjit_trace::{Definition, Domain};
+use std::collections::BTreeMap;
+
+/// What a keyword argument controls.
+#[derive(Clone, Copy, Debug)]
+pub enum KwargKind {
+    /// A runtime hyperparameter of the same name.
+    Hyper(Domain),
+    /// A pair stored as two hyperparameters (`betas` → `beta1`, `beta2`).
+    Pair([&'static str; 2], Domain),
+    /// A compile-time option that changes the update's structure.
+    Flag,
+    /// Accepted for compatibility with PyTorch and ignored (`foreach`, `fused`, ...): it
+    /// chooses an implementation, never a result.
+    Ignored,
+}
+
+/// One keyword argument of a built-in.
+#[derive(Clone, Copy, Debug)]
+pub struct KwargSpec {
+    /// PyTorch's keyword name.
+    pub name: &'static str,
+    /// What it controls.
+    pub kind: KwargKind,
+    /// PyTorch's default.
+    pub default: Kwarg,
+}
+
+/// The resolved keyword arguments a built-in is traced from.
+pub(crate) type Resolved = BTreeMap<&'static str, Kwarg>;
+
+/// A built-in optimizer.
+pub struct Spec {
+    /// PyTorch's class name.
+    pub name: &'static str,
+    /// Where the semantics come from.
+    pub reference: &'static str,
+    /// Every keyword it accepts, in PyTorch's order.
+    pub kwargs: &'static [KwargSpec],
+    /// Cross-keyword checks PyTorch makes (e.g. nesterov needs momentum).
+    pub(crate) check: fn(&Resolved) -> Result<(), (&'static str, String, String)>,
+    pub(crate) trace: fn(&Resolved) -> Result<Definition, optjit_trace::TraceError>,
+}
+
+/// A built-in with its keyword arguments resolved: the definition to compile and the
+/// hyperparameter values of the default group.
+#[derive(Clone, Debug)]
+pub struct Configured {
+    /// The built-in's name.
+    pub name: &'static str,
+    /// Every keyword argument, defaults filled in.
+    pub kwargs: BTreeMap<&'static str, Kwarg>,
+    /// The update rule.
+    pub definition: Definition,
+    /// Hyperparameter values by hyperparameter name (`betas` appear as `beta1`, `beta2`).
+    pub hypers: BTreeMap<String, f64>,
+}
+
+/// Every built-in optimizer, in the order `optjit list` prints them.
+pub fn builtins() -> &'static [Spec] {
+    &BUILTINS
+}
+
+static BUILTINS: [Spec; 3] = [crate::sgd::SGD, crate::adam::ADAM, crate::adam::ADAMW];
+
+/// The built-in called `name` (PyTorch's class name; case-insensitive).
+pub fn find(name: &str) -> Result<&'static Spec, OptimError> {
+    BUILTINS.iter().find(|s| s.name.eq_ignore_ascii_case(name)).ok_or_else(|| OptimError::UnknownOptimizer {
+        name: name.to_string(),
+        suggestion: suggest(name, BUILTINS.iter().map(|s| s.name)),
+        available: BUILTINS.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+    })
+}
+
+impl Spec {
+    /// Every keyword accepted: the optimizer's own, then PyTorch's implementation hints.
+    pub fn all_kwargs(&self) -> impl Iterator<Item = &KwargSpec> {
+        self.kwargs.iter().chain(IMPLEMENTATION_HINTS.iter())
+    }
+
+    fn kwarg(&self, name: &str) -> Result<&KwargSpec, OptimError> {
+        self.all_kwargs().find(|k| k.name == name).ok_or_else(|| OptimError::UnknownKwarg {
+            optimizer: self.name.to_string(),
+            name: name.to_string(),
+            suggestion: suggest(name, self.all_kwargs().map(|k| k.name)),
+            accepted: self.all_kwargs().map(|k| k.name).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Checks one keyword's value against its kind and domain; `place` says where it came from.
+    fn check_value(&self, spec: &KwargSpec, value: Kwarg, place: &str) -> Result<(), OptimError> {
+        let bad = |expected: String| OptimError::BadValue {
+            optimizer: self.name.to_string(),
+            name: spec.name.to_string(),
+            expected,
+            got: value.to_string(),
+            place: place.to_string(),
+        };
+        match (spec.kind, value) {
+            (KwargKind::Hyper(d), Kwarg::Number(x)) if !d.contains(x) => Err(bad(d.to_string())),
+            (KwargKind::Hyper(_), Kwarg::Number(_)) => Ok(()),
+            (KwargKind::Hyper(_), _) => Err(bad("a number".into())),
+            (KwargKind::Pair(_, d), Kwarg::Pair(a, b)) if !(d.contains(a) && d.contains(b)) => {
+                Err(bad(format!("a pair of numbers, each {d}")))
+            }
+            (KwargKind::Pair(..), Kwarg::Pair(..)) => Ok(()),
+            (KwargKind::Pair(..), _) => Err(bad("a pair of numbers".into())),
+            (KwargKind::Flag | KwargKind::Ignored, Kwarg::Bool(_)) => Ok(()),
+            (KwargKind::Flag | KwargKind::Ignored, _) => Err(bad("True or False".into())),
+        }
+    }
+
+    /// Resolves `kwargs` (PyTorch's names; missing ones take PyTorch's defaults), checks every
+    /// value, and traces the update rule.
+    pub fn configure(&'static self, kwargs: &Kwargs) -> Result<Configured, OptimError> {
+        let mut resolved: Resolved = self.all_kwargs().map(|k| (k.name, k.default)).collect();
+        for (name, &value) in kwargs {
+            let spec = self.kwarg(name)?;
+            self.check_value(spec, value, "")?;
+            resolved.insert(spec.name, value);
+        }
+        (self.check)(&resolved).map_err(|(name, expected, got)| OptimError::BadValue {
+            optimizer: self.name.to_string(),
+            name: name.to_string(),
+            expected,
+            got,
+            place: String::new(),
+        })?;
+        let definition = (self.trace)(&resolved)
+            .map_err(|e| OptimError::Trace { optimizer: self.name.to_string(), message: e.to_string() })?;
+        let mut hypers = BTreeMap::new();
+        for spec in self.kwargs {
+            hyper_values(spec, resolved[spec.name], &mut hypers);
+        }
+        Ok(Configured { name: self.name, kwargs: resolved, definition, hypers })
+    }
+}
+
+/// Adds the hyperparameter values `value` of keyword `spec` stands for.
+fn hyper_values(spec: &KwargSpec, value: Kwarg, out: &mut BTreeMap<String, f64>) {
+    match (spec.kind, value) {
+        (KwargKind::Hyper(_), Kwarg::Number(x)) => {
+            out.insert(spec.name.to_string(), x);
+        }
+        (KwargKind::Pair([a, b], _), Kwarg::Pair(x, y)) => {
+            out.insert(a.to_string(), x);
+            out.insert(b.to_string(), y);
+        }
+        _ => {}
+    }
+}
+
+impl Configured {
+    /// The spec this configuration came from.
+    pub fn spec(&self) -> &'static Spec {
+        find(self.name).expect("a configured optimizer names a built-in")
+    }
+
+    /// The hyperparameter overrides of param group `group` given PyTorch-style `kwargs`;
+    /// structural options must match the defaults.
+    pub fn group_hypers(&self, group: usize, kwargs: &Kwargs) -> Result<BTreeMap<String, f64>, OptimError> {
+        let spec = self.spec();
+        let mut out = BTreeMap::new();
+        for (name, &value) in kwargs {
+            let kwarg = spec.kwarg(name)?;
+            spec.check_value(kwarg, value, &format!(" in param group {group}"))?;
+            let base = self.kwargs[kwarg.name];
+            let structural = matches!(kwarg.kind, KwargKind::Flag) || (spec.name == "SGD" && kwarg.name == "momentum"
+                && matches!((base, value), (Kwarg::Number(b), Kwarg::Number(v)) if (b == 0.0) != (v == 0.0)));
+            if structural && base != value {
+                return Err(OptimError::StructuralOverride {
+                    optimizer: spec.name.to_string(),
+                    name: name.clone(),
+                    got: value.to_string(),
+                    base: base.to_string(),
+                    group,
+                });
+            }
+            hyper_values(kwarg, value, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// The value of keyword `name` given the hyperparameters in force (`betas` from `beta1` and
+    /// `beta2`), as a list of numbers; `None` for flags and unknown names.
+    pub fn kwarg_in_force(&self, name: &str, hyper: impl Fn(&str) -> Option<f64>) -> Option<Vec<f64>> {
+        let kwarg = self.spec().all_kwargs().find(|k| k.name == name)?;
+        match kwarg.kind {
+            KwargKind::Hyper(_) => Some(vec![hyper(kwarg.name)?]),
+            KwargKind::Pair([a, b], _) => Some(vec![hyper(a)?, hyper(b)?]),
+            KwargKind::Flag | KwargKind::Ignored => None,
+        }
+    }
+}
+
+/// The number under `name` in a resolved configuration.
+pub(crate) fn number(resolved: &Resolved, name: &str) -> f64 {
+    match resolved.get(name) {
+        Some(Kwarg::Number(x)) => *x,
+        other => panic!("built-in reads '{name}' as a number, found {other:?}"),
+    }
+}
+
+/// The flag under `name` in a resolved configuration.
+pub(crate) fn flag(resolved: &Resolved, name: &str) -> bool {
+    match resolved.get(name) {
+        Some(Kwarg::Bool(b)) => *b,
+        other => panic!("built-in reads '{name}' as a flag, found {other:?}"),
+    }
+}
+
+/// The implementation-choosing keywords PyTorch's optimizers accept; they change no result.
+pub(crate) const IMPLEMENTATION_HINTS: [KwargSpec; 4] = [
+    KwargSpec { name: "foreach", kind: KwargKind::Ignored, default: Kwarg::Bool(false) },
+    KwargSpec { name: "capturable", kind: KwargKind::Ignored, default: Kwarg::Bool(false) },
+    KwargSpec { name: "differentiable", kind: KwargKind::Ignored, default: Kwarg::Bool(false) },
+    KwargSpec { name: "fused", kind: KwargKind::Ignored, default: Kwarg::Bool(false) },
+];

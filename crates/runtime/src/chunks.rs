@@ -1,0 +1,95 @@
+//! The chunk table a kernel walks: every tensor of every group cut into fixed-size chunks, and
+//! the split of those chunks between threads.
+
+use crate::jit::KernelFn;
+
+/// Elements per chunk: big enough to amortize the per-chunk setup, small enough to balance
+/// threads on a single large tensor.
+pub const CHUNK_ELEMS: usize = 1 << 16;
+
+/// Below this many elements a step runs on the calling thread alone.
+const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+
+/// A chunk table under construction: records of `[len, scalar_row, buffer pointers...]`.
+pub(crate) struct ChunkTable<'a> {
+    pub(crate) words: &'a mut Vec<u64>,
+    pub(crate) lens: &'a mut Vec<usize>,
+    pub(crate) n_buffers: usize,
+}
+
+impl ChunkTable<'_> {
+    /// Adds the chunks of one tensor of `len` elements; `base[i]` points at element 0 of buffer i.
+    pub(crate) fn push_tensor(&mut self, len: usize, row: *const f32, base: &[*mut f32]) {
+        debug_assert_eq!(base.len(), self.n_buffers);
+        let mut start = 0;
+        while start < len {
+            let n = CHUNK_ELEMS.min(len - start);
+            self.words.push(n as u64);
+            self.words.push(row as u64);
+            // SAFETY of the offset: start < len, inside every buffer of this tensor.
+            self.words.extend(base.iter().map(|&p| p.wrapping_add(start) as u64));
+            self.lens.push(n);
+            start += n;
+        }
+    }
+}
+
+/// Runs `kernel` over every record of `table`, split into contiguous ranges of about equal
+/// element counts, one per thread (the calling thread takes the first).
+///
+/// # Safety
+/// Every pointer in `table` must be valid for the record's length, and no two records of the
+/// same call may write overlapping memory.
+pub(crate) unsafe fn run(kernel: KernelFn, table: &[u64], lens: &[usize], threads: usize) {
+    let total: usize = lens.iter().sum();
+    let threads = if total < PARALLEL_MIN_ELEMS { 1 } else { threads.clamp(1, lens.len().max(1)) };
+    let ranges = split(lens, total, threads);
+    let call = |(begin, end): (usize, usize)| {
+        // SAFETY: forwarded from the caller; ranges are disjoint.
+        unsafe { kernel(table.as_ptr(), begin as u64, end as u64) }
+    };
+    if ranges.len() == 1 {
+        call(ranges[0]);
+        return;
+    }
+    std::thread::scope(|scope| {
+        for &range in &ranges[1..] {
+            scope.spawn(move || call(range));
+        }
+        call(ranges[0]);
+    });
+}
+
+/// Cuts `0..lens.len()` into `parts` contiguous ranges holding about `total / parts` elements.
+fn split(lens: &[usize], total: usize, parts: usize) -> Vec<(usize, usize)> {
+    let mut ranges = Vec::with_capacity(parts);
+    let (mut begin, mut acc) = (0, 0);
+    for (i, &len) in lens.iter().enumerate() {
+        acc += len;
+        let boundary = total * (ranges.len() + 1) / parts;
+        if acc >= boundary && ranges.len() + 1 < parts {
+            ranges.push((begin, i + 1));
+            begin = i + 1;
+        }
+    }
+    ranges.push((begin, lens.len()));
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn split_balances_elements_and_covers_every_record() {
+        let lens = vec![10; 10];
+        assert_eq!(split(&lens, 100, 2), vec![(0, 5), (5, 10)]);
+        assert_eq!(split(&lens, 100, 1), vec![(0, 10)]);
+        let uneven = vec![90, 5, 5];
+        assert_eq!(split(&uneven, 100, 2), vec![(0, 1), (1, 3)]);
+        let ranges = split(&lens, 100, 3);
+        assert_eq!(ranges.first().map(|r| r.0), Some(0));
+        assert_eq!(ranges.last().map(|r| r.1), Some(10));
+        assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0));
+    }
+}

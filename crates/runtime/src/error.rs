@@ -1,0 +1,94 @@
+//! Errors of compiling a step and of constructing or stepping an optimizer.
+
+use crate::stage::Stage;
+use thiserror::Error;
+
+/// A stage of the pipeline failed.
+#[derive(Debug, Error)]
+#[error("compile of '{rule}' failed in stage {stage}: {message}")]
+pub struct CompileError {
+    /// The update rule.
+    pub rule: String,
+    /// Where it failed.
+    pub stage: Stage,
+    /// What went wrong, with the stage's input where it helps.
+    pub message: String,
+}
+
+/// Bad input to an [`crate::Optimizer`]; when a step is rejected, nothing was modified.
+#[derive(Debug, Error)]
+pub enum OptimizerError {
+    /// Compiling the step failed.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// A hyperparameter value is outside its domain.
+    #[error("{rule}: {name} must be {expected}, got {value}{place}")]
+    BadHyper {
+        /// The update rule.
+        rule: String,
+        /// The hyperparameter.
+        name: String,
+        /// The value given.
+        value: f64,
+        /// The domain, in words.
+        expected: String,
+        /// ` in param group 1` or empty.
+        place: String,
+    },
+    /// No hyperparameter of this name exists.
+    #[error("{rule}: unknown hyperparameter '{name}' (declared: {declared})")]
+    UnknownHyper {
+        /// The update rule.
+        rule: String,
+        /// The name given.
+        name: String,
+        /// The declared names.
+        declared: String,
+    },
+    /// A param group index is out of range.
+    #[error("{rule}: param group {group} does not exist ({n_groups} group(s))")]
+    NoSuchGroup {
+        /// The update rule.
+        rule: String,
+        /// The index given.
+        group: usize,
+        /// How many groups there are.
+        n_groups: usize,
+    },
+    /// The param groups do not partition the tensors.
+    #[error("{rule}: param groups must hold every tensor exactly once: {problem}")]
+    BadGroups {
+        /// The update rule.
+        rule: String,
+        /// Which tensor is missing, repeated or out of range.
+        problem: String,
+    },
+    /// `step` got the wrong number of tensors.
+    #[error("{rule}: step expects {expected} {what} tensors, got {got}")]
+    TensorCount {
+        /// The update rule.
+        rule: String,
+        /// `param` or `grad`.
+        what: &'static str,
+        /// How many the optimizer was built for.
+        expected: usize,
+        /// How many were given.
+        got: usize,
+    },
+    /// A tensor has the wrong number of elements.
+    #[error("{rule}: {what} tensor {tensor} has {got} elements, expected {expected} (shape {shape:?})")]
+    TensorLength {
+        /// The update rule.
+        rule: String,
+        /// `param` or `grad`.
+        what: &'static str,
+        /// The tensor's index.
+        tensor: usize,
+        /// Its length.
+        got: usize,
+        /// The length of its shape.
+        expected: usize,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+}

@@ -1,0 +1,87 @@
+//! A traced update rule: its graph plus the valid range of each hyperparameter.
+
+use optjit_ir::Graph;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The values a hyperparameter may take, checked whenever one is set (never in generated code).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Domain {
+    /// Lower bound.
+    pub min: f64,
+    /// Whether `min` itself is allowed.
+    pub min_inclusive: bool,
+    /// Upper bound.
+    pub max: f64,
+    /// Whether `max` itself is allowed.
+    pub max_inclusive: bool,
+}
+
+impl Domain {
+    /// Any finite value.
+    pub const fn finite() -> Domain {
+        Domain { min: f64::MIN, min_inclusive: true, max: f64::MAX, max_inclusive: true }
+    }
+
+    /// A finite value `>= 0` (learning rates, weight decay, eps).
+    pub const fn non_negative() -> Domain {
+        Domain { min: 0.0, min_inclusive: true, max: f64::MAX, max_inclusive: true }
+    }
+
+    /// A value in `[0, 1)` (betas, momentum coefficients that must decay).
+    pub const fn unit_half_open() -> Domain {
+        Domain { min: 0.0, min_inclusive: true, max: 1.0, max_inclusive: false }
+    }
+
+    /// A value in `[0, 1]` (dampening).
+    pub const fn unit_closed() -> Domain {
+        Domain { min: 0.0, min_inclusive: true, max: 1.0, max_inclusive: true }
+    }
+
+    /// Whether `value` lies in the domain (NaN and infinities never do).
+    pub fn contains(&self, value: f64) -> bool {
+        value.is_finite()
+            && (value > self.min || (self.min_inclusive && value == self.min))
+            && (value < self.max || (self.max_inclusive && value == self.max))
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let open = if self.min_inclusive { '[' } else { '(' };
+        let close = if self.max_inclusive { ']' } else { ')' };
+        let bound = |x: f64| {
+            if x == f64::MAX {
+                "inf".to_string()
+            } else if x == f64::MIN {
+                "-inf".to_string()
+            } else {
+                format!("{x}")
+            }
+        };
+        match (self.min == f64::MIN, self.max == f64::MAX) {
+            (true, true) => f.write_str("a finite number"),
+            (false, true) => {
+                let op = if self.min_inclusive { ">=" } else { ">" };
+                write!(f, "a finite number {op} {}", bound(self.min))
+            }
+            _ => write!(f, "a number in {open}{}, {}{close}", bound(self.min), bound(self.max)),
+        }
+    }
+}
+
+/// An update rule ready to compile: the verified graph and the hyperparameters' domains.
+#[derive(Clone, Debug)]
+pub struct Definition {
+    /// The traced step.
+    pub graph: Graph,
+    /// Valid values per hyperparameter; a hyperparameter not listed accepts any finite value.
+    pub domains: BTreeMap<String, Domain>,
+}
+
+impl Definition {
+    /// The domain of hyperparameter `name`.
+    pub fn domain(&self, name: &str) -> Domain {
+        self.domains.get(name).copied().unwrap_or_else(Domain::finite)
+    }
+}
