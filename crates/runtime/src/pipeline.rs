@@ -23,6 +23,9 @@ pub struct CompileOptions {
     pub keep_texts: bool,
     /// Print the per-stage timing table on stderr (`OPTJIT_TIME=1`).
     pub print_times: bool,
+    /// Contract multiply-adds into FMA: `None` asks the host (AVX+FMA), `Some` forces it
+    /// (snapshots force it so that their text does not depend on the machine).
+    pub fma: Option<bool>,
 }
 
 impl Default for CompileOptions {
@@ -33,6 +36,7 @@ impl Default for CompileOptions {
             dump: Dump::from_env(),
             keep_texts: false,
             print_times: std::env::var("OPTJIT_TIME").is_ok_and(|v| v == "1"),
+            fma: None,
         }
     }
 }
@@ -120,7 +124,7 @@ pub fn compile(definition: &Definition, options: &CompileOptions) -> Result<Comp
     rec.finish_stage(Stage::Fuse, || plan.to_string());
 
     let codegen = CpuCodegen::host().map_err(|e| rec.fail(Stage::Lower, e))?;
-    let lower_options = LowerOptions { fma: codegen.has_fma() };
+    let lower_options = LowerOptions { fma: options.fma.unwrap_or_else(|| codegen.has_fma()) };
     let kernels = (0..plan.phases.len())
         .map(|phase| optjit_kernels_gen::lower(&plan, phase, &lower_options))
         .collect::<Result<Vec<Kernel>, _>>()
