@@ -17,19 +17,30 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let threads = args
         .iter()
         .position(|a| a == "--threads")
         .and_then(|i| args.get(i + 1))
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
-    let mut names: Vec<&str> = args.iter().map(String::as_str).filter(|a| workload::sizes(a).is_some()).collect();
+    let mut names: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| workload::sizes(a).is_some())
+        .collect();
     if names.is_empty() {
         names = workload::NAMES.to_vec();
     }
     let (lr, beta1, beta2, eps, wd) = (1e-3, 0.9, 0.999, 1e-8, 0.01);
-    let adamw = optjit::optim::AdamW::new().lr(lr).weight_decay(wd).build().expect("AdamW");
+    let adamw = optjit::optim::AdamW::new()
+        .lr(lr)
+        .weight_decay(wd)
+        .build()
+        .expect("AdamW");
     println!("AdamW fp32, {threads} threads, median of {ROUNDS} rounds x {STEPS} steps");
     for name in names {
         let sizes = workload::sizes(name).expect("known workload");
@@ -38,7 +49,12 @@ fn main() {
         let zeros = || sizes.iter().map(|&n| vec![0.0f32; n]).collect::<Vec<_>>();
         let (mut m, mut v) = (zeros(), zeros());
         let shapes = sizes.iter().map(|&n| vec![n]).collect();
-        let setup = Setup { shapes, hypers: adamw.hypers.clone(), threads, ..Setup::default() };
+        let setup = Setup {
+            shapes,
+            hypers: adamw.hypers.clone(),
+            threads,
+            ..Setup::default()
+        };
         let mut opt = Optimizer::new(&adamw.definition, setup).expect("compile");
         let (mut t_jit, mut t_ref) = (Vec::new(), Vec::new());
         let mut ref_step = 0;

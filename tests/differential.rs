@@ -26,9 +26,18 @@ fn values(seed: u64, n: usize) -> Vec<f32> {
 fn check(configured: Configured) {
     let graph = &configured.definition.graph;
     let shapes: Vec<Vec<usize>> = SIZES.iter().map(|&n| vec![n]).collect();
-    let setup = Setup { shapes, hypers: configured.hypers.clone(), threads: 2, ..Setup::default() };
+    let setup = Setup {
+        shapes,
+        hypers: configured.hypers.clone(),
+        threads: 2,
+        ..Setup::default()
+    };
     let mut opt = Optimizer::new(&configured.definition, setup).expect("compile");
-    let mut params: Vec<Vec<f32>> = SIZES.iter().enumerate().map(|(t, &n)| values(t as u64 + 1, n)).collect();
+    let mut params: Vec<Vec<f32>> = SIZES
+        .iter()
+        .enumerate()
+        .map(|(t, &n)| values(t as u64 + 1, n))
+        .collect();
     let mut reference: Vec<TensorValues> = params
         .iter()
         .map(|p| TensorValues {
@@ -44,25 +53,41 @@ fn check(configured: Configured) {
         .collect();
     let mut scalar_states = BTreeMap::new();
     for step in 1..=STEPS {
-        let grads: Vec<Vec<f32>> = SIZES.iter().enumerate().map(|(t, &n)| values(100 * step as u64 + t as u64, n)).collect();
+        let grads: Vec<Vec<f32>> = SIZES
+            .iter()
+            .enumerate()
+            .map(|(t, &n)| values(100 * step as u64 + t as u64, n))
+            .collect();
         opt.step(&mut params, &grads).expect("step");
         for (r, g) in reference.iter_mut().zip(&grads) {
             r.grad = g.iter().map(|&x| x as f64).collect();
         }
-        let env = ScalarEnv { hypers: configured.hypers.clone(), step: step as f64, scalar_states: scalar_states.clone() };
+        let env = ScalarEnv {
+            hypers: configured.hypers.clone(),
+            step: step as f64,
+            scalar_states: scalar_states.clone(),
+        };
         let out = interpret(graph, &env, &reference).expect("interpret");
         reference = out.tensors;
         scalar_states = out.scalar_states;
         for (t, (got, want)) in params.iter().zip(&reference).enumerate() {
             for (i, (&g, &w)) in got.iter().zip(&want.param).enumerate() {
                 let tol = 1e-5 + 1e-4 * w.abs();
-                assert!((g as f64 - w).abs() <= tol, "{}: step {step} tensor {t}[{i}]: got {g}, want {w}", graph.name);
+                assert!(
+                    (g as f64 - w).abs() <= tol,
+                    "{}: step {step} tensor {t}[{i}]: got {g}, want {w}",
+                    graph.name
+                );
             }
             for (name, want_state) in &want.states {
                 let got_state = opt.state(t, name).expect("state");
                 for (i, (&g, &w)) in got_state.iter().zip(want_state).enumerate() {
                     let tol = 1e-6 + 1e-4 * w.abs();
-                    assert!((g as f64 - w).abs() <= tol, "{}: step {step} {name}[{t}][{i}]: got {g}, want {w}", graph.name);
+                    assert!(
+                        (g as f64 - w).abs() <= tol,
+                        "{}: step {step} {name}[{t}][{i}]: got {g}, want {w}",
+                        graph.name
+                    );
                 }
             }
         }
@@ -72,18 +97,50 @@ fn check(configured: Configured) {
 #[test]
 fn sgd_variants_match_the_interpreter() {
     check(Sgd::new().lr(0.1).build().expect("SGD"));
-    check(Sgd::new().lr(0.05).momentum(0.9).dampening(0.2).weight_decay(0.01).build().expect("SGD"));
-    check(Sgd::new().lr(0.05).momentum(0.8).nesterov(true).maximize(true).build().expect("SGD"));
+    check(
+        Sgd::new()
+            .lr(0.05)
+            .momentum(0.9)
+            .dampening(0.2)
+            .weight_decay(0.01)
+            .build()
+            .expect("SGD"),
+    );
+    check(
+        Sgd::new()
+            .lr(0.05)
+            .momentum(0.8)
+            .nesterov(true)
+            .maximize(true)
+            .build()
+            .expect("SGD"),
+    );
 }
 
 #[test]
 fn adam_variants_match_the_interpreter() {
     check(Adam::new().lr(0.01).build().expect("Adam"));
-    check(Adam::new().lr(0.01).weight_decay(0.1).amsgrad(true).maximize(true).build().expect("Adam"));
+    check(
+        Adam::new()
+            .lr(0.01)
+            .weight_decay(0.1)
+            .amsgrad(true)
+            .maximize(true)
+            .build()
+            .expect("Adam"),
+    );
 }
 
 #[test]
 fn adamw_variants_match_the_interpreter() {
-    check(AdamW::new().lr(0.01).betas(0.8, 0.95).eps(1e-6).weight_decay(0.1).build().expect("AdamW"));
+    check(
+        AdamW::new()
+            .lr(0.01)
+            .betas(0.8, 0.95)
+            .eps(1e-6)
+            .weight_decay(0.1)
+            .build()
+            .expect("AdamW"),
+    );
     check(AdamW::new().lr(0.01).amsgrad(true).build().expect("AdamW"));
 }

@@ -18,7 +18,9 @@ const CASES: [&str; 9] = [
 ];
 
 fn path(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{case}.json"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{case}.json"))
 }
 
 fn check(case: &str, threads: usize) {
@@ -28,17 +30,26 @@ fn check(case: &str, threads: usize) {
 
 #[test]
 fn sgd_cases_pass() {
-    CASES.iter().filter(|c| c.starts_with("sgd")).for_each(|c| check(c, 1));
+    CASES
+        .iter()
+        .filter(|c| c.starts_with("sgd"))
+        .for_each(|c| check(c, 1));
 }
 
 #[test]
 fn adam_cases_pass() {
-    CASES.iter().filter(|c| c.starts_with("adam-")).for_each(|c| check(c, 1));
+    CASES
+        .iter()
+        .filter(|c| c.starts_with("adam-"))
+        .for_each(|c| check(c, 1));
 }
 
 #[test]
 fn adamw_cases_pass() {
-    CASES.iter().filter(|c| c.starts_with("adamw")).for_each(|c| check(c, 1));
+    CASES
+        .iter()
+        .filter(|c| c.starts_with("adamw"))
+        .for_each(|c| check(c, 1));
 }
 
 #[test]
@@ -57,7 +68,11 @@ fn every_golden_file_is_understood() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 39, "expected the full golden set, found {}", files.len());
+    assert!(
+        files.len() >= 39,
+        "expected the full golden set, found {}",
+        files.len()
+    );
     for file in files {
         let result = run_file(&file, 1).unwrap_or_else(|e| panic!("{e}"));
         if let Outcome::Fail(m) = &result.outcome {
@@ -71,21 +86,35 @@ fn every_golden_file_is_understood() {
 fn a_perturbed_recording_fails_where_it_was_perturbed() {
     let text = std::fs::read_to_string(path("adamw-default")).expect("read");
     let mut case: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let want = case["expected"][3]["params"][2][5].as_f64().expect("number");
+    let want = case["expected"][3]["params"][2][5]
+        .as_f64()
+        .expect("number");
     case["expected"][3]["params"][2][5] = serde_json::json!(want + 1e-3);
     let result = run_case(&case, 1).expect("runs");
-    let Outcome::Fail(m) = result.outcome else { panic!("perturbation not detected: {result}") };
-    assert_eq!((m.what, m.step, m.tensor.as_str(), m.index), ("params", 3, "2", 5));
+    let Outcome::Fail(m) = result.outcome else {
+        panic!("perturbation not detected: {result}")
+    };
+    assert_eq!(
+        (m.what, m.step, m.tensor.as_str(), m.index),
+        ("params", 3, "2", 5)
+    );
 
     let mut case: serde_json::Value = serde_json::from_str(&text).expect("json");
     case["final_state"][1]["exp_avg_sq"][4] = serde_json::json!(1.0);
     let result = run_case(&case, 1).expect("runs");
-    let Outcome::Fail(m) = result.outcome else { panic!("state perturbation not detected: {result}") };
-    assert_eq!((m.what, m.tensor.as_str(), m.index), ("state", "1.exp_avg_sq", 4));
+    let Outcome::Fail(m) = result.outcome else {
+        panic!("state perturbation not detected: {result}")
+    };
+    assert_eq!(
+        (m.what, m.tensor.as_str(), m.index),
+        ("state", "1.exp_avg_sq", 4)
+    );
 
     let mut case: serde_json::Value = serde_json::from_str(&text).expect("json");
     case["expected"][0]["hyper"][0]["lr"] = serde_json::json!(0.002);
     let result = run_case(&case, 1).expect("runs");
-    let Outcome::Fail(m) = result.outcome else { panic!("hyper perturbation not detected: {result}") };
+    let Outcome::Fail(m) = result.outcome else {
+        panic!("hyper perturbation not detected: {result}")
+    };
     assert_eq!((m.what, m.step), ("hyper", 0));
 }

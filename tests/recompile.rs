@@ -7,15 +7,26 @@ use std::collections::BTreeMap;
 
 fn two_groups() -> Vec<Group> {
     vec![
-        Group { tensors: vec![0], hypers: BTreeMap::new() },
-        Group { tensors: vec![1], hypers: BTreeMap::from([("lr".to_string(), 0.01)]) },
+        Group {
+            tensors: vec![0],
+            hypers: BTreeMap::new(),
+        },
+        Group {
+            tensors: vec![1],
+            hypers: BTreeMap::from([("lr".to_string(), 0.01)]),
+        },
     ]
 }
 
 #[test]
 fn changing_lr_between_steps_never_recompiles_and_takes_effect() {
     let c = AdamW::new().lr(1e-3).build().expect("AdamW");
-    let setup = Setup { shapes: vec![vec![5], vec![7]], groups: two_groups(), hypers: c.hypers.clone(), threads: 1 };
+    let setup = Setup {
+        shapes: vec![vec![5], vec![7]],
+        groups: two_groups(),
+        hypers: c.hypers.clone(),
+        threads: 1,
+    };
     let mut opt = Optimizer::new(&c.definition, setup.clone()).expect("compile");
     let mut params = vec![vec![1.0f32; 5], vec![-1.0f32; 7]];
     let grads = vec![vec![0.25f32; 5], vec![-0.5f32; 7]];
@@ -29,7 +40,10 @@ fn changing_lr_between_steps_never_recompiles_and_takes_effect() {
         let before = params.clone();
         opt.step(&mut params, &grads).expect("step");
         if lr == 0.0 {
-            assert_eq!(params, before, "lr=0 must leave parameters unchanged (wd is scaled by lr)");
+            assert_eq!(
+                params, before,
+                "lr=0 must leave parameters unchanged (wd is scaled by lr)"
+            );
         } else {
             assert_ne!(params, before);
         }
@@ -49,9 +63,18 @@ fn a_runtime_lr_matches_a_construction_time_lr() {
     let setup = |lr: f64| {
         let mut hypers = c.hypers.clone();
         hypers.insert("lr".into(), lr);
-        Setup { shapes: shapes.clone(), hypers, threads: 1, ..Setup::default() }
+        Setup {
+            shapes: shapes.clone(),
+            hypers,
+            threads: 1,
+            ..Setup::default()
+        }
     };
-    let grads = vec![(0..100).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<f32>>()];
+    let grads = vec![
+        (0..100)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect::<Vec<f32>>(),
+    ];
     let mut changed = Optimizer::new(&c.definition, setup(0.1)).expect("compile");
     let mut fresh = Optimizer::new(&c.definition, setup(0.05)).expect("compile");
     changed.set_hyper(None, "lr", 0.05).expect("lr");

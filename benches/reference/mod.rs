@@ -82,8 +82,17 @@ pub fn adamw_step(
     threads: usize,
 ) {
     let mut chunks: Vec<Chunk> = Vec::new();
-    for (((p, g), m), v) in params.iter_mut().zip(grads).zip(exp_avg.iter_mut()).zip(exp_avg_sq.iter_mut()) {
-        let parts = p.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).zip(m.chunks_mut(CHUNK)).zip(v.chunks_mut(CHUNK));
+    for (((p, g), m), v) in params
+        .iter_mut()
+        .zip(grads)
+        .zip(exp_avg.iter_mut())
+        .zip(exp_avg_sq.iter_mut())
+    {
+        let parts = p
+            .chunks_mut(CHUNK)
+            .zip(g.chunks(CHUNK))
+            .zip(m.chunks_mut(CHUNK))
+            .zip(v.chunks_mut(CHUNK));
         chunks.extend(parts.map(|(((p, g), m), v)| (p, g, m, v)));
     }
     let per_thread = chunks.len().div_ceil(threads.max(1)).max(1);
@@ -91,10 +100,16 @@ pub fn adamw_step(
         let mut groups = chunks.chunks_mut(per_thread);
         let first = groups.next();
         for group in groups {
-            scope.spawn(move || group.iter_mut().for_each(|(p, g, m, v)| adamw_chunk(p, g, m, v, s)));
+            scope.spawn(move || {
+                group
+                    .iter_mut()
+                    .for_each(|(p, g, m, v)| adamw_chunk(p, g, m, v, s))
+            });
         }
         if let Some(group) = first {
-            group.iter_mut().for_each(|(p, g, m, v)| adamw_chunk(p, g, m, v, s));
+            group
+                .iter_mut()
+                .for_each(|(p, g, m, v)| adamw_chunk(p, g, m, v, s));
         }
     });
 }

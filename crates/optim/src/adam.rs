@@ -8,21 +8,41 @@ use optjit_trace::{Definition, Domain, TraceError, Tracer};
 macro_rules! adam_kwargs {
     ($weight_decay:expr, $decoupled:expr) => {
         &[
-            KwargSpec { name: "lr", kind: KwargKind::Hyper(Domain::non_negative()), default: Kwarg::Number(1e-3) },
+            KwargSpec {
+                name: "lr",
+                kind: KwargKind::Hyper(Domain::non_negative()),
+                default: Kwarg::Number(1e-3),
+            },
             KwargSpec {
                 name: "betas",
                 kind: KwargKind::Pair(["beta1", "beta2"], Domain::unit_half_open()),
                 default: Kwarg::Pair(0.9, 0.999),
             },
-            KwargSpec { name: "eps", kind: KwargKind::Hyper(Domain::non_negative()), default: Kwarg::Number(1e-8) },
+            KwargSpec {
+                name: "eps",
+                kind: KwargKind::Hyper(Domain::non_negative()),
+                default: Kwarg::Number(1e-8),
+            },
             KwargSpec {
                 name: "weight_decay",
                 kind: KwargKind::Hyper(Domain::non_negative()),
                 default: Kwarg::Number($weight_decay),
             },
-            KwargSpec { name: "amsgrad", kind: KwargKind::Flag, default: Kwarg::Bool(false) },
-            KwargSpec { name: "maximize", kind: KwargKind::Flag, default: Kwarg::Bool(false) },
-            KwargSpec { name: "decoupled_weight_decay", kind: KwargKind::Flag, default: Kwarg::Bool($decoupled) },
+            KwargSpec {
+                name: "amsgrad",
+                kind: KwargKind::Flag,
+                default: Kwarg::Bool(false),
+            },
+            KwargSpec {
+                name: "maximize",
+                kind: KwargKind::Flag,
+                default: Kwarg::Bool(false),
+            },
+            KwargSpec {
+                name: "decoupled_weight_decay",
+                kind: KwargKind::Flag,
+                default: Kwarg::Bool($decoupled),
+            },
         ]
     };
 }
@@ -32,7 +52,16 @@ pub(crate) const ADAM: Spec = Spec {
     reference: "torch.optim.Adam",
     kwargs: adam_kwargs!(0.0, false),
     check: no_check,
-    trace: |r| trace(if flag(r, "decoupled_weight_decay") { "adamw" } else { "adam" }, r),
+    trace: |r| {
+        trace(
+            if flag(r, "decoupled_weight_decay") {
+                "adamw"
+            } else {
+                "adam"
+            },
+            r,
+        )
+    },
 };
 
 pub(crate) const ADAMW: Spec = Spec {
@@ -41,7 +70,11 @@ pub(crate) const ADAMW: Spec = Spec {
     kwargs: adam_kwargs!(1e-2, true),
     check: |r| match flag(r, "decoupled_weight_decay") {
         true => Ok(()),
-        false => Err(("decoupled_weight_decay", "True for AdamW (use Adam for L2 decay)".into(), "False".into())),
+        false => Err((
+            "decoupled_weight_decay",
+            "True for AdamW (use Adam for L2 decay)".into(),
+            "False".into(),
+        )),
     },
     trace: |r| trace("adamw", r),
 };
@@ -61,12 +94,20 @@ fn trace(name: &str, r: &Resolved) -> Result<Definition, TraceError> {
     let beta2 = t.hyper_in("beta2", 0.999, Domain::unit_half_open());
     let eps = t.hyper_in("eps", 1e-8, Domain::non_negative());
     let decoupled = flag(r, "decoupled_weight_decay");
-    let weight_decay = t.hyper_in("weight_decay", if decoupled { 1e-2 } else { 0.0 }, Domain::non_negative());
+    let weight_decay = t.hyper_in(
+        "weight_decay",
+        if decoupled { 1e-2 } else { 0.0 },
+        Domain::non_negative(),
+    );
     let (exp_avg, exp_avg_sq) = (t.state("exp_avg", 0.0), t.state("exp_avg_sq", 0.0));
     let step = t.step();
 
     let mut param = t.param();
-    let mut grad = if flag(r, "maximize") { -t.grad() } else { t.grad() };
+    let mut grad = if flag(r, "maximize") {
+        -t.grad()
+    } else {
+        t.grad()
+    };
     if decoupled {
         param = &param * (1.0 - &lr * &weight_decay);
     } else {

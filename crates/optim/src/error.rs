@@ -43,7 +43,9 @@ pub enum OptimError {
     },
     /// A structural option differs between groups (each variant is its own template, which the
     /// runtime does not launch together yet).
-    #[error("{optimizer}: {name}={got} in param group {group} differs from {base} in the defaults; per-group structural options are not supported yet")]
+    #[error(
+        "{optimizer}: {name}={got} in param group {group} differs from {base} in the defaults; per-group structural options are not supported yet"
+    )]
     StructuralOverride {
         /// The optimizer.
         optimizer: String,

@@ -9,16 +9,36 @@ pub(crate) const SGD: Spec = Spec {
     name: "SGD",
     reference: "torch.optim.SGD",
     kwargs: &[
-        KwargSpec { name: "lr", kind: KwargKind::Hyper(Domain::non_negative()), default: Kwarg::Number(1e-3) },
-        KwargSpec { name: "momentum", kind: KwargKind::Hyper(Domain::non_negative()), default: Kwarg::Number(0.0) },
-        KwargSpec { name: "dampening", kind: KwargKind::Hyper(Domain::finite()), default: Kwarg::Number(0.0) },
+        KwargSpec {
+            name: "lr",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(1e-3),
+        },
+        KwargSpec {
+            name: "momentum",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(0.0),
+        },
+        KwargSpec {
+            name: "dampening",
+            kind: KwargKind::Hyper(Domain::finite()),
+            default: Kwarg::Number(0.0),
+        },
         KwargSpec {
             name: "weight_decay",
             kind: KwargKind::Hyper(Domain::non_negative()),
             default: Kwarg::Number(0.0),
         },
-        KwargSpec { name: "nesterov", kind: KwargKind::Flag, default: Kwarg::Bool(false) },
-        KwargSpec { name: "maximize", kind: KwargKind::Flag, default: Kwarg::Bool(false) },
+        KwargSpec {
+            name: "nesterov",
+            kind: KwargKind::Flag,
+            default: Kwarg::Bool(false),
+        },
+        KwargSpec {
+            name: "maximize",
+            kind: KwargKind::Flag,
+            default: Kwarg::Bool(false),
+        },
     ],
     check,
     trace,
@@ -27,8 +47,16 @@ pub(crate) const SGD: Spec = Spec {
 /// PyTorch: "Nesterov momentum requires a momentum and zero dampening".
 fn check(r: &Resolved) -> Result<(), (&'static str, String, String)> {
     if flag(r, "nesterov") && (number(r, "momentum") <= 0.0 || number(r, "dampening") != 0.0) {
-        let got = format!("True with momentum={} dampening={}", number(r, "momentum"), number(r, "dampening"));
-        return Err(("nesterov", "used with momentum > 0 and dampening = 0".into(), got));
+        let got = format!(
+            "True with momentum={} dampening={}",
+            number(r, "momentum"),
+            number(r, "dampening")
+        );
+        return Err((
+            "nesterov",
+            "used with momentum > 0 and dampening = 0".into(),
+            got,
+        ));
     }
     Ok(())
 }
@@ -44,7 +72,11 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     let dampening = t.hyper("dampening", 0.0);
     let weight_decay = t.hyper_in("weight_decay", 0.0, Domain::non_negative());
     let param = t.param();
-    let grad = if flag(r, "maximize") { -t.grad() } else { t.grad() };
+    let grad = if flag(r, "maximize") {
+        -t.grad()
+    } else {
+        t.grad()
+    };
 
     let mut d = &grad + &weight_decay * &param;
     if number(r, "momentum") != 0.0 {
@@ -55,7 +87,11 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
         let keep = optjit_trace::select(&first, 0.0, &momentum);
         let take = optjit_trace::select(&first, 1.0, 1.0 - &dampening);
         let new_buf = &keep * &buf + &take * &d;
-        d = if flag(r, "nesterov") { &d + &momentum * &new_buf } else { new_buf.clone() };
+        d = if flag(r, "nesterov") {
+            &d + &momentum * &new_buf
+        } else {
+            new_buf.clone()
+        };
         t.set_state(&buf, new_buf);
     }
     t.set_param(&param - &lr * &d);

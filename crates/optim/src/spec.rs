@@ -70,11 +70,18 @@ static BUILTINS: [Spec; 3] = [crate::sgd::SGD, crate::adam::ADAM, crate::adam::A
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).
 pub fn find(name: &str) -> Result<&'static Spec, OptimError> {
-    BUILTINS.iter().find(|s| s.name.eq_ignore_ascii_case(name)).ok_or_else(|| OptimError::UnknownOptimizer {
-        name: name.to_string(),
-        suggestion: suggest(name, BUILTINS.iter().map(|s| s.name)),
-        available: BUILTINS.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
-    })
+    BUILTINS
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| OptimError::UnknownOptimizer {
+            name: name.to_string(),
+            suggestion: suggest(name, BUILTINS.iter().map(|s| s.name)),
+            available: BUILTINS
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 impl Spec {
@@ -84,12 +91,18 @@ impl Spec {
     }
 
     fn kwarg(&self, name: &str) -> Result<&KwargSpec, OptimError> {
-        self.all_kwargs().find(|k| k.name == name).ok_or_else(|| OptimError::UnknownKwarg {
-            optimizer: self.name.to_string(),
-            name: name.to_string(),
-            suggestion: suggest(name, self.all_kwargs().map(|k| k.name)),
-            accepted: self.all_kwargs().map(|k| k.name).collect::<Vec<_>>().join(", "),
-        })
+        self.all_kwargs()
+            .find(|k| k.name == name)
+            .ok_or_else(|| OptimError::UnknownKwarg {
+                optimizer: self.name.to_string(),
+                name: name.to_string(),
+                suggestion: suggest(name, self.all_kwargs().map(|k| k.name)),
+                accepted: self
+                    .all_kwargs()
+                    .map(|k| k.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     /// Checks one keyword's value against its kind and domain; `place` says where it came from.
@@ -131,13 +144,20 @@ impl Spec {
             got,
             place: String::new(),
         })?;
-        let definition = (self.trace)(&resolved)
-            .map_err(|e| OptimError::Trace { optimizer: self.name.to_string(), message: e.to_string() })?;
+        let definition = (self.trace)(&resolved).map_err(|e| OptimError::Trace {
+            optimizer: self.name.to_string(),
+            message: e.to_string(),
+        })?;
         let mut hypers = BTreeMap::new();
         for spec in self.kwargs {
             hyper_values(spec, resolved[spec.name], &mut hypers);
         }
-        Ok(Configured { name: self.name, kwargs: resolved, definition, hypers })
+        Ok(Configured {
+            name: self.name,
+            kwargs: resolved,
+            definition,
+            hypers,
+        })
     }
 }
 
@@ -163,15 +183,21 @@ impl Configured {
 
     /// The hyperparameter overrides of param group `group` given PyTorch-style `kwargs`;
     /// structural options must match the defaults.
-    pub fn group_hypers(&self, group: usize, kwargs: &Kwargs) -> Result<BTreeMap<String, f64>, OptimError> {
+    pub fn group_hypers(
+        &self,
+        group: usize,
+        kwargs: &Kwargs,
+    ) -> Result<BTreeMap<String, f64>, OptimError> {
         let spec = self.spec();
         let mut out = BTreeMap::new();
         for (name, &value) in kwargs {
             let kwarg = spec.kwarg(name)?;
             spec.check_value(kwarg, value, &format!(" in param group {group}"))?;
             let base = self.kwargs[kwarg.name];
-            let structural = matches!(kwarg.kind, KwargKind::Flag) || (spec.name == "SGD" && kwarg.name == "momentum"
-                && matches!((base, value), (Kwarg::Number(b), Kwarg::Number(v)) if (b == 0.0) != (v == 0.0)));
+            let structural = matches!(kwarg.kind, KwargKind::Flag)
+                || (spec.name == "SGD"
+                    && kwarg.name == "momentum"
+                    && matches!((base, value), (Kwarg::Number(b), Kwarg::Number(v)) if (b == 0.0) != (v == 0.0)));
             if structural && base != value {
                 return Err(OptimError::StructuralOverride {
                     optimizer: spec.name.to_string(),
@@ -188,7 +214,11 @@ impl Configured {
 
     /// The value of keyword `name` given the hyperparameters in force (`betas` from `beta1` and
     /// `beta2`), as a list of numbers; `None` for flags and unknown names.
-    pub fn kwarg_in_force(&self, name: &str, hyper: impl Fn(&str) -> Option<f64>) -> Option<Vec<f64>> {
+    pub fn kwarg_in_force(
+        &self,
+        name: &str,
+        hyper: impl Fn(&str) -> Option<f64>,
+    ) -> Option<Vec<f64>> {
         let kwarg = self.spec().all_kwargs().find(|k| k.name == name)?;
         match kwarg.kind {
             KwargKind::Hyper(_) => Some(vec![hyper(kwarg.name)?]),
@@ -216,8 +246,24 @@ pub(crate) fn flag(resolved: &Resolved, name: &str) -> bool {
 
 /// The implementation-choosing keywords PyTorch's optimizers accept; they change no result.
 pub(crate) const IMPLEMENTATION_HINTS: [KwargSpec; 4] = [
-    KwargSpec { name: "foreach", kind: KwargKind::Ignored, default: Kwarg::Bool(false) },
-    KwargSpec { name: "capturable", kind: KwargKind::Ignored, default: Kwarg::Bool(false) },
-    KwargSpec { name: "differentiable", kind: KwargKind::Ignored, default: Kwarg::Bool(false) },
-    KwargSpec { name: "fused", kind: KwargKind::Ignored, default: Kwarg::Bool(false) },
+    KwargSpec {
+        name: "foreach",
+        kind: KwargKind::Ignored,
+        default: Kwarg::Bool(false),
+    },
+    KwargSpec {
+        name: "capturable",
+        kind: KwargKind::Ignored,
+        default: Kwarg::Bool(false),
+    },
+    KwargSpec {
+        name: "differentiable",
+        kind: KwargKind::Ignored,
+        default: Kwarg::Bool(false),
+    },
+    KwargSpec {
+        name: "fused",
+        kind: KwargKind::Ignored,
+        default: Kwarg::Bool(false),
+    },
 ];

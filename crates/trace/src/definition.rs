@@ -20,22 +20,42 @@ pub struct Domain {
 impl Domain {
     /// Any finite value.
     pub const fn finite() -> Domain {
-        Domain { min: f64::MIN, min_inclusive: true, max: f64::MAX, max_inclusive: true }
+        Domain {
+            min: f64::MIN,
+            min_inclusive: true,
+            max: f64::MAX,
+            max_inclusive: true,
+        }
     }
 
     /// A finite value `>= 0` (learning rates, weight decay, eps).
     pub const fn non_negative() -> Domain {
-        Domain { min: 0.0, min_inclusive: true, max: f64::MAX, max_inclusive: true }
+        Domain {
+            min: 0.0,
+            min_inclusive: true,
+            max: f64::MAX,
+            max_inclusive: true,
+        }
     }
 
     /// A value in `[0, 1)` (betas, momentum coefficients that must decay).
     pub const fn unit_half_open() -> Domain {
-        Domain { min: 0.0, min_inclusive: true, max: 1.0, max_inclusive: false }
+        Domain {
+            min: 0.0,
+            min_inclusive: true,
+            max: 1.0,
+            max_inclusive: false,
+        }
     }
 
     /// A value in `[0, 1]` (dampening).
     pub const fn unit_closed() -> Domain {
-        Domain { min: 0.0, min_inclusive: true, max: 1.0, max_inclusive: true }
+        Domain {
+            min: 0.0,
+            min_inclusive: true,
+            max: 1.0,
+            max_inclusive: true,
+        }
     }
 
     /// Whether `value` lies in the domain (NaN and infinities never do).
@@ -65,7 +85,12 @@ impl fmt::Display for Domain {
                 let op = if self.min_inclusive { ">=" } else { ">" };
                 write!(f, "a finite number {op} {}", bound(self.min))
             }
-            _ => write!(f, "a number in {open}{}, {}{close}", bound(self.min), bound(self.max)),
+            _ => write!(
+                f,
+                "a number in {open}{}, {}{close}",
+                bound(self.min),
+                bound(self.max)
+            ),
         }
     }
 }
@@ -82,6 +107,9 @@ pub struct Definition {
 impl Definition {
     /// The domain of hyperparameter `name`.
     pub fn domain(&self, name: &str) -> Domain {
-        self.domains.get(name).copied().unwrap_or_else(Domain::finite)
+        self.domains
+            .get(name)
+            .copied()
+            .unwrap_or_else(Domain::finite)
     }
 }

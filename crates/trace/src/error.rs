@@ -24,7 +24,9 @@ pub enum TraceError {
         optimizer: String,
     },
     /// `set_state` was given a handle that is not a state read.
-    #[error("set_state in optimizer '{optimizer}' expects a handle returned by state() or scalar_state(), got {got}")]
+    #[error(
+        "set_state in optimizer '{optimizer}' expects a handle returned by state() or scalar_state(), got {got}"
+    )]
     NotAState {
         /// The optimizer being traced.
         optimizer: String,

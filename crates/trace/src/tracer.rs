@@ -19,8 +19,14 @@ const RESERVED: &[&str] = &["param", "grad", "step"];
 impl Tracer {
     /// Starts tracing the optimizer `name`.
     pub fn new(name: &str) -> Tracer {
-        let state = TraceState { graph: Graph::new(name), errors: Vec::new(), domains: BTreeMap::new() };
-        Tracer { state: Rc::new(RefCell::new(state)) }
+        let state = TraceState {
+            graph: Graph::new(name),
+            errors: Vec::new(),
+            domains: BTreeMap::new(),
+        };
+        Tracer {
+            state: Rc::new(RefCell::new(state)),
+        }
     }
 
     fn value(&self, node: optjit_ir::NodeIndex) -> Value {
@@ -31,9 +37,16 @@ impl Tracer {
         let mut s = self.state.borrow_mut();
         let optimizer = s.graph.name.clone();
         if RESERVED.contains(&name) {
-            s.errors.push(TraceError::Reserved { name: name.to_string(), optimizer });
+            s.errors.push(TraceError::Reserved {
+                name: name.to_string(),
+                optimizer,
+            });
         } else if s.graph.hyper(name).is_some() || s.graph.state(name).is_some() {
-            s.errors.push(TraceError::Duplicate { what, name: name.to_string(), optimizer });
+            s.errors.push(TraceError::Duplicate {
+                what,
+                name: name.to_string(),
+                optimizer,
+            });
         }
     }
 
@@ -51,7 +64,12 @@ impl Tracer {
             if !domain.contains(default) {
                 let optimizer = s.graph.name.clone();
                 let expected = domain.to_string();
-                s.errors.push(TraceError::BadDefault { name: name.into(), optimizer, value: default, expected });
+                s.errors.push(TraceError::BadDefault {
+                    name: name.into(),
+                    optimizer,
+                    value: default,
+                    expected,
+                });
             }
             s.domains.insert(name.to_string(), domain);
             s.graph.declare_hyper(name, default);
@@ -68,7 +86,12 @@ impl Tracer {
 
     /// Declares a scalar state kept per group (such as NAdam's `mu_product`).
     pub fn scalar_state(&self, name: &str, init: f64) -> Value {
-        self.declare_state(name, init, Class::Scalar, Input::ScalarState(name.to_string()))
+        self.declare_state(
+            name,
+            init,
+            Class::Scalar,
+            Input::ScalarState(name.to_string()),
+        )
     }
 
     fn declare_state(&self, name: &str, init: f64, class: Class, input: Input) -> Value {
@@ -111,14 +134,19 @@ impl Tracer {
     pub fn set_param(&self, value: impl Into<Value>) {
         let value = value.into();
         if let Some(node) = self.adopt(&value) {
-            self.state.borrow_mut().graph.set_output(Target::Param, node);
+            self.state
+                .borrow_mut()
+                .graph
+                .set_output(Target::Param, node);
         }
     }
 
     /// Assigns a state's new value; `state` is the handle `state()`/`scalar_state()` returned.
     pub fn set_state(&self, state: &Value, value: impl Into<Value>) {
         let value = value.into();
-        let (Some(state_node), Some(node)) = (self.adopt(state), self.adopt(&value)) else { return };
+        let (Some(state_node), Some(node)) = (self.adopt(state), self.adopt(&value)) else {
+            return;
+        };
         let mut s = self.state.borrow_mut();
         let target = match &s.graph.node(state_node).op {
             Op::Input(Input::State(n)) => Target::State(n.clone()),
@@ -148,7 +176,7 @@ impl Tracer {
     /// Ends tracing: prunes unused nodes, verifies the graph and returns the definition, or the
     /// first mistake made while tracing.
     pub fn finish(self) -> Result<Definition, TraceError> {
-        let mut s = self.state.borrow_mut();
+        let s = self.state.borrow();
         if let Some(first) = s.errors.first() {
             return Err(first.clone());
         }
@@ -159,8 +187,14 @@ impl Tracer {
         let mut graph = s.graph.clone();
         graph.prune();
         if let Err(e) = optjit_ir::verify(&graph) {
-            return Err(TraceError::Invalid { optimizer, message: e.to_string() });
+            return Err(TraceError::Invalid {
+                optimizer,
+                message: e.to_string(),
+            });
         }
-        Ok(Definition { graph, domains: s.domains.clone() })
+        Ok(Definition {
+            graph,
+            domains: s.domains.clone(),
+        })
     }
 }

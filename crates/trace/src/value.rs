@@ -26,7 +26,12 @@ pub struct Value {
 impl std::fmt::Debug for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.state.borrow();
-        write!(f, "Value({:?} in {})", s.graph.node(self.node).op, s.graph.name)
+        write!(
+            f,
+            "Value({:?} in {})",
+            s.graph.node(self.node).op,
+            s.graph.name
+        )
     }
 }
 
@@ -78,7 +83,10 @@ impl Value {
 
     fn apply(&self, op: Op, operands: &[NodeIndex]) -> Value {
         let node = self.state.borrow_mut().graph.add(op, operands);
-        Value { state: self.state.clone(), node }
+        Value {
+            state: self.state.clone(),
+            node,
+        }
     }
 
     fn unary(&self, op: Unary) -> Value {
