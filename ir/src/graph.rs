@@ -246,7 +246,9 @@ impl Graph {
         &self.nodes
     }
 
-    /// Removes every node that no output depends on; returns how many were removed.
+    /// Removes every node that no output depends on and renumbers the rest densely (so that
+    /// nodes added later still get larger indices than their operands); returns how many were
+    /// removed. Node indices held from before the call are invalidated.
     pub fn prune(&mut self) -> usize {
         let mut live = vec![false; self.nodes.node_bound()];
         let mut stack: Vec<NodeIndex> = self.outputs.iter().map(|o| o.value).collect();
@@ -255,16 +257,35 @@ impl Graph {
                 stack.extend(self.operands(n));
             }
         }
-        let dead: Vec<NodeIndex> = self
-            .nodes()
-            .into_iter()
-            .filter(|n| !live[n.index()])
-            .collect();
-        for &n in &dead {
-            self.nodes.remove_node(n);
+        let before = self.len();
+        let mut compact = Graph {
+            nodes: StableDiGraph::default(),
+            interned: HashMap::new(),
+            ..self.clone_decls()
+        };
+        let mut renamed: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+        for n in self.nodes().into_iter().filter(|n| live[n.index()]) {
+            let operands: Vec<NodeIndex> = self.operands(n).iter().map(|o| renamed[o]).collect();
+            renamed.insert(n, compact.add(self.nodes[n].op.clone(), &operands));
         }
-        self.interned.retain(|_, n| live[n.index()]);
-        dead.len()
+        for o in &self.outputs {
+            compact.set_output(o.target.clone(), renamed[&o.value]);
+        }
+        *self = compact;
+        before - self.len()
+    }
+
+    /// A graph with the same name, dtype and declarations, and no nodes or outputs.
+    fn clone_decls(&self) -> Graph {
+        Graph {
+            name: self.name.clone(),
+            elem_dtype: self.elem_dtype,
+            hypers: self.hypers.clone(),
+            states: self.states.clone(),
+            outputs: Vec::new(),
+            nodes: StableDiGraph::default(),
+            interned: HashMap::new(),
+        }
     }
 
     fn infer(&self, op: &Op, operands: &[NodeIndex]) -> (Class, DType) {

@@ -24,7 +24,7 @@ pub fn numbering(graph: &Graph) -> HashMap<NodeIndex, usize> {
 }
 
 /// The right-hand side of a node's line: `mul %3, %4`, `hyper lr`, `const 0.9`, `cast f64 %2`.
-fn node_body(graph: &Graph, idx: NodeIndex, num: &HashMap<NodeIndex, usize>) -> String {
+pub(crate) fn node_body(graph: &Graph, idx: NodeIndex, num: &HashMap<NodeIndex, usize>) -> String {
     let node = graph.node(idx);
     let operands: Vec<String> = graph
         .operands(idx)
