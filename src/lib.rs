@@ -20,15 +20,16 @@
 #![warn(missing_docs)]
 
 pub use optjit_runtime::{
-    CompileError, CompileOptions, Compiled, Group, Optimizer, OptimizerError, Setup, Stage, Stats, compile,
+    CompileError, CompileOptions, Compiled, Group, Optimizer, OptimizerError, Setup, Stage, Stats,
+    compile,
 };
 pub use optjit_trace::{Definition, Domain, TraceError, Tracer, Value, select};
 
 /// The IR: graphs, ops, dtypes, the text form, the verifier and the reference interpreter.
 pub use optjit_ir as ir;
+/// Lowering to kernel IR and the Cranelift emitter.
+pub use optjit_kernels_gen as kernels_gen;
 /// Built-in optimizers with PyTorch's names and defaults.
 pub use optjit_optim as optim;
 /// The e-graph stage and fusion planner.
 pub use optjit_rewrite as rewrite;
-/// Lowering to kernel IR and the Cranelift emitter.
-pub use optjit_kernels_gen as kernels_gen;

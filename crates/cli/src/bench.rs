@@ -22,14 +22,23 @@ pub struct BenchArgs {
 /// Runs the benchmark and returns the machine-readable result line.
 pub fn run(args: &BenchArgs) -> Result<String, String> {
     let sizes = workload::sizes(&args.workload).ok_or_else(|| {
-        format!("unknown workload '{}' (expected one of {})", args.workload, workload::NAMES.join(", "))
+        format!(
+            "unknown workload '{}' (expected one of {})",
+            args.workload,
+            workload::NAMES.join(", ")
+        )
     })?;
     let configured = optjit_optim::find(&args.optimizer)
         .and_then(|spec| spec.configure(&args.kwargs))
         .map_err(|e| e.to_string())?;
     let shapes: Vec<Vec<usize>> = sizes.iter().map(|&n| vec![n]).collect();
     let (mut params, grads) = workload::data(&sizes);
-    let setup = Setup { shapes, groups: Vec::new(), hypers: configured.hypers.clone(), threads: args.threads };
+    let setup = Setup {
+        shapes,
+        groups: Vec::new(),
+        hypers: configured.hypers.clone(),
+        threads: args.threads,
+    };
     let mut opt = Optimizer::new(&configured.definition, setup).map_err(|e| e.to_string())?;
     let mut times = Vec::with_capacity(args.steps);
     for k in 0..args.steps + 2 {
@@ -43,7 +52,11 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
     let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
     let elems: usize = sizes.iter().sum();
     let stats = opt.stats();
-    let threads = if args.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { args.threads };
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.threads
+    };
     Ok(format!(
         "workload={} optimizer={} target=cpu tensors={} elems={} compile_ms={:.3} step_ms_median={:.3} \
          melem_per_s={:.1} gb_per_s={:.1} bytes_per_elem={} kernels_per_step={} compiles={} threads={} steps={}",

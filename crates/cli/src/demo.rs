@@ -14,10 +14,21 @@ const STEPS: usize = 300;
 /// Runs the demo, printing to stdout.
 pub fn run() -> Result<(), String> {
     let data = Data::generate();
-    println!("optjit demo: logistic regression, {SAMPLES} samples x {FEATURES} features (synthetic, seeded)\n");
+    println!(
+        "optjit demo: logistic regression, {SAMPLES} samples x {FEATURES} features (synthetic, seeded)\n"
+    );
 
-    let adamw = optjit_optim::AdamW::new().lr(0.05).weight_decay(0.01).build().map_err(|e| e.to_string())?;
-    train("AdamW (built-in)", &adamw.definition, adamw.hypers.clone(), &data)?;
+    let adamw = optjit_optim::AdamW::new()
+        .lr(0.05)
+        .weight_decay(0.01)
+        .build()
+        .map_err(|e| e.to_string())?;
+    train(
+        "AdamW (built-in)",
+        &adamw.definition,
+        adamw.hypers.clone(),
+        &data,
+    )?;
 
     let lion = lion().map_err(|e| e.to_string())?;
     let hypers = BTreeMap::from([("lr".to_string(), 0.005)]);
@@ -39,13 +50,29 @@ fn lion() -> Result<Definition, optjit_trace::TraceError> {
     t.finish()
 }
 
-fn train(title: &str, definition: &Definition, hypers: BTreeMap<String, f64>, data: &Data) -> Result<(), String> {
+fn train(
+    title: &str,
+    definition: &Definition,
+    hypers: BTreeMap<String, f64>,
+    data: &Data,
+) -> Result<(), String> {
     // Two param groups, as in real training: weights decay, the bias does not.
     let groups = vec![
-        Group { tensors: vec![0], hypers: BTreeMap::new() },
-        Group { tensors: vec![1], hypers: BTreeMap::from([("weight_decay".to_string(), 0.0)]) },
+        Group {
+            tensors: vec![0],
+            hypers: BTreeMap::new(),
+        },
+        Group {
+            tensors: vec![1],
+            hypers: BTreeMap::from([("weight_decay".to_string(), 0.0)]),
+        },
     ];
-    let setup = Setup { shapes: vec![vec![FEATURES], vec![1]], groups, hypers, threads: 1 };
+    let setup = Setup {
+        shapes: vec![vec![FEATURES], vec![1]],
+        groups,
+        hypers,
+        threads: 1,
+    };
     let mut opt = Optimizer::new(definition, setup).map_err(|e| e.to_string())?;
     let stats = opt.stats();
     println!("== {title}");
@@ -58,7 +85,10 @@ fn train(title: &str, definition: &Definition, hypers: BTreeMap<String, f64>, da
     for step in 0..=STEPS {
         let (loss, accuracy, grads) = data.loss_and_grad(&params);
         if step % 50 == 0 {
-            println!("  step {step:>4}  loss {loss:.4}  accuracy {:.1}%", accuracy * 100.0);
+            println!(
+                "  step {step:>4}  loss {loss:.4}  accuracy {:.1}%",
+                accuracy * 100.0
+            );
         }
         if step == STEPS {
             break;
@@ -68,20 +98,29 @@ fn train(title: &str, definition: &Definition, hypers: BTreeMap<String, f64>, da
         step_times.push(start.elapsed().as_secs_f64() * 1e6);
     }
     step_times.sort_by(f64::total_cmp);
-    println!("  median step time {:.2} us ({} parameters)\n", step_times[STEPS / 2], FEATURES + 1);
+    println!(
+        "  median step time {:.2} us ({} parameters)\n",
+        step_times[STEPS / 2],
+        FEATURES + 1
+    );
     Ok(())
 }
 
 /// One AdamW step over a 16M-parameter model: the memory-bound regime.
 fn throughput(definition: &Definition, hypers: BTreeMap<String, f64>) -> Result<(), String> {
     let n = 16 << 20;
-    let setup = Setup { shapes: vec![vec![n]], hypers, ..Setup::default() };
+    let setup = Setup {
+        shapes: vec![vec![n]],
+        hypers,
+        ..Setup::default()
+    };
     let mut opt = Optimizer::new(definition, setup).map_err(|e| e.to_string())?;
     let (mut params, grads) = (vec![vec![0.5f32; n]], vec![vec![0.01f32; n]]);
     let mut times: Vec<f64> = (0..7)
         .map(|_| {
             let start = Instant::now();
-            opt.step(&mut params, &grads).map(|_| start.elapsed().as_secs_f64())
+            opt.step(&mut params, &grads)
+                .map(|_| start.elapsed().as_secs_f64())
         })
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
@@ -117,7 +156,8 @@ impl Data {
         let mut y = Vec::with_capacity(SAMPLES);
         for _ in 0..SAMPLES {
             let row: Vec<f64> = (0..FEATURES).map(|_| uniform()).collect();
-            let score: f64 = row.iter().zip(&truth).map(|(a, b)| a * b).sum::<f64>() + 0.3 + 0.5 * uniform();
+            let score: f64 =
+                row.iter().zip(&truth).map(|(a, b)| a * b).sum::<f64>() + 0.3 + 0.5 * uniform();
             x.extend(row.iter().map(|&v| v as f32));
             y.push(if score > 0.0 { 1.0 } else { 0.0 });
         }
@@ -130,17 +170,27 @@ impl Data {
         let mut gw = vec![0.0f64; FEATURES];
         let (mut gb, mut loss, mut correct) = (0.0f64, 0.0f64, 0usize);
         for (row, &label) in self.x.chunks_exact(FEATURES).zip(&self.y) {
-            let z: f64 = row.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() + b;
+            let z: f64 = row
+                .iter()
+                .zip(w)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>()
+                + b;
             let p = 1.0 / (1.0 + (-z).exp());
             let label = label as f64;
             loss -= label * p.max(1e-12).ln() + (1.0 - label) * (1.0 - p).max(1e-12).ln();
             correct += usize::from((p > 0.5) == (label > 0.5));
             let err = p - label;
-            gw.iter_mut().zip(row).for_each(|(g, &a)| *g += err * a as f64);
+            gw.iter_mut()
+                .zip(row)
+                .for_each(|(g, &a)| *g += err * a as f64);
             gb += err;
         }
         let n = SAMPLES as f64;
-        let grads = vec![gw.iter().map(|g| (g / n) as f32).collect(), vec![(gb / n) as f32]];
+        let grads = vec![
+            gw.iter().map(|g| (g / n) as f32).collect(),
+            vec![(gb / n) as f32],
+        ];
         (loss / n, correct as f64 / n, grads)
     }
 }

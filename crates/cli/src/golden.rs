@@ -61,15 +61,24 @@ impl CaseResult {
 impl fmt::Display for CaseResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.outcome {
-            Outcome::Pass { max_abs_err, max_rel_err } => {
-                write!(f, "PASS {} max_abs_err={max_abs_err:.3e} max_rel_err={max_rel_err:.3e}", self.name)
+            Outcome::Pass {
+                max_abs_err,
+                max_rel_err,
+            } => {
+                write!(
+                    f,
+                    "PASS {} max_abs_err={max_abs_err:.3e} max_rel_err={max_rel_err:.3e}",
+                    self.name
+                )
             }
             Outcome::Fail(m) => write!(
                 f,
                 "FAIL {} what={} step={} group={} tensor={} index={} got={:e} want={:e}",
                 self.name, m.what, m.step, m.group, m.tensor, m.index, m.got, m.want
             ),
-            Outcome::Unsupported(why) => write!(f, "FAIL {} what=unsupported reason=\"{why}\"", self.name),
+            Outcome::Unsupported(why) => {
+                write!(f, "FAIL {} what=unsupported reason=\"{why}\"", self.name)
+            }
         }
     }
 }
@@ -86,7 +95,8 @@ impl fmt::Display for BadInput {
 
 /// Reads and runs one golden file.
 pub fn run_file(path: &Path, threads: usize) -> Result<CaseResult, BadInput> {
-    let text = std::fs::read_to_string(path).map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
     let case: Value = serde_json::from_str(&text)
         .map_err(|e| BadInput(format!("{}: not JSON: {e}", path.display())))?;
     run_case(&case, threads).map_err(|e| BadInput(format!("{}: {}", path.display(), e.0)))
@@ -96,9 +106,14 @@ pub fn run_file(path: &Path, threads: usize) -> Result<CaseResult, BadInput> {
 pub fn run_case(case: &Value, threads: usize) -> Result<CaseResult, BadInput> {
     let format = field(case, "format")?.as_str().unwrap_or_default();
     if format != "optjit-golden/1" {
-        return Err(BadInput(format!("format is '{format}', expected 'optjit-golden/1'")));
+        return Err(BadInput(format!(
+            "format is '{format}', expected 'optjit-golden/1'"
+        )));
     }
-    let name = field(case, "name")?.as_str().ok_or_else(|| BadInput("name must be a string".into()))?.to_string();
+    let name = field(case, "name")?
+        .as_str()
+        .ok_or_else(|| BadInput("name must be a string".into()))?
+        .to_string();
     let outcome = match prepare(case)? {
         Err(why) => Outcome::Unsupported(why),
         Ok(prepared) => replay(case, prepared, threads)?,
@@ -114,13 +129,18 @@ struct Prepared {
 
 /// Builds the optimizer setup, or says why the case is not supported yet.
 fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
-    for (key, what) in [("schedule", "LR schedules"), ("clip_grad_norm", "clip_grad_norm")] {
+    for (key, what) in [
+        ("schedule", "LR schedules"),
+        ("clip_grad_norm", "clip_grad_norm"),
+    ] {
         if !case.get(key).is_none_or(Value::is_null) {
             return Ok(Err(format!("{what} are not supported yet")));
         }
     }
     let optimizer = field(case, "optimizer")?;
-    let name = field(optimizer, "name")?.as_str().ok_or_else(|| BadInput("optimizer.name must be a string".into()))?;
+    let name = field(optimizer, "name")?
+        .as_str()
+        .ok_or_else(|| BadInput("optimizer.name must be a string".into()))?;
     if name == "custom" {
         return Ok(Err("custom .step optimizers are not supported yet".into()));
     }
@@ -135,8 +155,16 @@ fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
         for (g, group) in list.iter().enumerate() {
             let tensors = field(group, "params")?
                 .as_array()
-                .and_then(|a| a.iter().map(|v| v.as_u64().map(|x| x as usize)).collect::<Option<Vec<_>>>())
-                .ok_or_else(|| BadInput(format!("param_groups[{g}].params must be a list of indices")))?;
+                .and_then(|a| {
+                    a.iter()
+                        .map(|v| v.as_u64().map(|x| x as usize))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| {
+                    BadInput(format!(
+                        "param_groups[{g}].params must be a list of indices"
+                    ))
+                })?;
             let overrides = kwargs(group.get("kwargs"), &format!("param_groups[{g}].kwargs"))?;
             match configured.group_hypers(g, &overrides) {
                 Ok(hypers) => groups.push(Group { tensors, hypers }),
@@ -146,8 +174,17 @@ fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
     }
     let tolerance = field(case, "tolerance")?;
     let tol = |k: &str| field(tolerance, k).and_then(|v| number(v, k));
-    let setup = Setup { shapes, groups, hypers: configured.hypers.clone(), threads: 1 };
-    Ok(Ok(Prepared { setup, tolerance: (tol("rtol")?, tol("atol")?), configured }))
+    let setup = Setup {
+        shapes,
+        groups,
+        hypers: configured.hypers.clone(),
+        threads: 1,
+    };
+    Ok(Ok(Prepared {
+        setup,
+        tolerance: (tol("rtol")?, tol("atol")?),
+        configured,
+    }))
 }
 
 /// Tracks the first mismatch and the largest errors.
@@ -162,7 +199,9 @@ struct Comparison {
 impl Comparison {
     fn check(&mut self, got: f64, want: f64, at: impl FnOnce() -> Mismatch) {
         let err = (got - want).abs();
-        let ok = err <= self.atol + self.rtol * want.abs() || (got.is_nan() && want.is_nan()) || got == want;
+        let ok = err <= self.atol + self.rtol * want.abs()
+            || (got.is_nan() && want.is_nan())
+            || got == want;
         if err.is_finite() {
             self.max_abs = self.max_abs.max(err);
             if want != 0.0 {
@@ -180,26 +219,47 @@ impl Comparison {
 }
 
 fn replay(case: &Value, prepared: Prepared, threads: usize) -> Result<Outcome, BadInput> {
-    let Prepared { configured, mut setup, tolerance: (rtol, atol) } = prepared;
+    let Prepared {
+        configured,
+        mut setup,
+        tolerance: (rtol, atol),
+    } = prepared;
     setup.threads = threads;
     let mut params: Vec<Vec<f32>> = tensors(field(case, "init")?, "init")?;
-    let grads = field(case, "grads")?.as_array().ok_or_else(|| BadInput("grads must be a list".into()))?;
-    let expected = field(case, "expected")?.as_array().ok_or_else(|| BadInput("expected must be a list".into()))?;
+    let grads = field(case, "grads")?
+        .as_array()
+        .ok_or_else(|| BadInput("grads must be a list".into()))?;
+    let expected = field(case, "expected")?
+        .as_array()
+        .ok_or_else(|| BadInput("expected must be a list".into()))?;
     let mut opt = match Optimizer::new(&configured.definition, setup) {
         Ok(opt) => opt,
         Err(e) => return Ok(Outcome::Unsupported(e.to_string())),
     };
-    let mut cmp = Comparison { rtol, atol, max_abs: 0.0, max_rel: 0.0, first_failure: None };
-    let group_of = |t: usize, opt: &Optimizer| (0..opt.n_groups()).find(|&g| opt.group_tensors(g).unwrap_or(&[]).contains(&t));
+    let mut cmp = Comparison {
+        rtol,
+        atol,
+        max_abs: 0.0,
+        max_rel: 0.0,
+        first_failure: None,
+    };
+    let group_of = |t: usize, opt: &Optimizer| {
+        (0..opt.n_groups()).find(|&g| opt.group_tensors(g).unwrap_or(&[]).contains(&t))
+    };
     for (k, (grad, want)) in grads.iter().zip(expected).enumerate() {
         if let Some(hyper) = want.get("hyper").and_then(Value::as_array) {
             for (g, values) in hyper.iter().enumerate() {
-                let Some(values) = values.as_object() else { continue };
+                let Some(values) = values.as_object() else {
+                    continue;
+                };
                 for (key, want_value) in values {
                     let wants = numbers(want_value, key)?;
                     let got = configured.kwarg_in_force(key, |n| opt.hyper(g, n).ok());
                     let Some(got) = got else {
-                        return Ok(Outcome::Unsupported(format!("hyperparameter '{key}' is not known to {}", configured.name)));
+                        return Ok(Outcome::Unsupported(format!(
+                            "hyperparameter '{key}' is not known to {}",
+                            configured.name
+                        )));
                     };
                     for (i, (&got, &w)) in got.iter().zip(&wants).enumerate() {
                         cmp.check(got, w, || mismatch("hyper", k, g, key.clone(), i));
@@ -215,7 +275,9 @@ fn replay(case: &Value, prepared: Prepared, threads: usize) -> Result<Outcome, B
         for (t, (got, want)) in params.iter().zip(&want_params).enumerate() {
             let group = group_of(t, &opt).unwrap_or(0);
             for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-                cmp.check(g as f64, w as f64, || mismatch("params", k, group, t.to_string(), i));
+                cmp.check(g as f64, w as f64, || {
+                    mismatch("params", k, group, t.to_string(), i)
+                });
             }
         }
         if cmp.failed() {
@@ -223,17 +285,24 @@ fn replay(case: &Value, prepared: Prepared, threads: usize) -> Result<Outcome, B
         }
     }
     let last = expected.len().saturating_sub(1);
-    if let (false, Some(states)) = (cmp.failed(), case.get("final_state").and_then(Value::as_array)) {
+    if let (false, Some(states)) = (
+        cmp.failed(),
+        case.get("final_state").and_then(Value::as_array),
+    ) {
         for (t, state) in states.iter().enumerate() {
             let group = group_of(t, &opt).unwrap_or(0);
             for (name, want) in state.as_object().into_iter().flatten() {
                 match want {
                     Value::Array(_) => {
                         let Some(got) = opt.state(t, name) else {
-                            return Ok(Outcome::Unsupported(format!("no per-element state '{name}'")));
+                            return Ok(Outcome::Unsupported(format!(
+                                "no per-element state '{name}'"
+                            )));
                         };
                         for (i, (&g, w)) in got.iter().zip(numbers(want, name)?).enumerate() {
-                            cmp.check(g as f64, w, || mismatch("state", last, group, format!("{t}.{name}"), i));
+                            cmp.check(g as f64, w, || {
+                                mismatch("state", last, group, format!("{t}.{name}"), i)
+                            });
                         }
                     }
                     other => {
@@ -241,7 +310,9 @@ fn replay(case: &Value, prepared: Prepared, threads: usize) -> Result<Outcome, B
                         let Some(got) = opt.scalar_state(group, name) else {
                             return Ok(Outcome::Unsupported(format!("no scalar state '{name}'")));
                         };
-                        cmp.check(got, w, || mismatch("state", last, group, format!("{t}.{name}"), 0));
+                        cmp.check(got, w, || {
+                            mismatch("state", last, group, format!("{t}.{name}"), 0)
+                        });
                     }
                 }
             }
@@ -249,20 +320,39 @@ fn replay(case: &Value, prepared: Prepared, threads: usize) -> Result<Outcome, B
     }
     Ok(match cmp.first_failure {
         Some(m) => Outcome::Fail(m),
-        None => Outcome::Pass { max_abs_err: cmp.max_abs, max_rel_err: cmp.max_rel },
+        None => Outcome::Pass {
+            max_abs_err: cmp.max_abs,
+            max_rel_err: cmp.max_rel,
+        },
     })
 }
 
-fn mismatch(what: &'static str, step: usize, group: usize, tensor: String, index: usize) -> Mismatch {
-    Mismatch { what, step, group, tensor, index, got: 0.0, want: 0.0 }
+fn mismatch(
+    what: &'static str,
+    step: usize,
+    group: usize,
+    tensor: String,
+    index: usize,
+) -> Mismatch {
+    Mismatch {
+        what,
+        step,
+        group,
+        tensor,
+        index,
+        got: 0.0,
+        want: 0.0,
+    }
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value, BadInput> {
-    v.get(key).ok_or_else(|| BadInput(format!("missing field '{key}'")))
+    v.get(key)
+        .ok_or_else(|| BadInput(format!("missing field '{key}'")))
 }
 
 fn number(v: &Value, what: &str) -> Result<f64, BadInput> {
-    v.as_f64().ok_or_else(|| BadInput(format!("{what} must be a number, got {v}")))
+    v.as_f64()
+        .ok_or_else(|| BadInput(format!("{what} must be a number, got {v}")))
 }
 
 /// A number or a list of numbers.
@@ -274,10 +364,17 @@ fn numbers(v: &Value, what: &str) -> Result<Vec<f64>, BadInput> {
 }
 
 fn tensors(v: &Value, what: &str) -> Result<Vec<Vec<f32>>, BadInput> {
-    let list = v.as_array().ok_or_else(|| BadInput(format!("{what} must be a list of tensors")))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| BadInput(format!("{what} must be a list of tensors")))?;
     list.iter()
         .enumerate()
-        .map(|(t, x)| Ok(numbers(x, &format!("{what}[{t}]"))?.into_iter().map(|x| x as f32).collect()))
+        .map(|(t, x)| {
+            Ok(numbers(x, &format!("{what}[{t}]"))?
+                .into_iter()
+                .map(|x| x as f32)
+                .collect())
+        })
         .collect()
 }
 
@@ -286,14 +383,20 @@ fn shapes(v: &Value) -> Result<Vec<Vec<usize>>, BadInput> {
     v.as_array()
         .ok_or_else(bad)?
         .iter()
-        .map(|s| s.as_array().and_then(|d| d.iter().map(|x| x.as_u64().map(|x| x as usize)).collect()).ok_or_else(bad))
+        .map(|s| {
+            s.as_array()
+                .and_then(|d| d.iter().map(|x| x.as_u64().map(|x| x as usize)).collect())
+                .ok_or_else(bad)
+        })
         .collect()
 }
 
 /// PyTorch-style kwargs from JSON: numbers, booleans, and pairs (`betas`).
 pub fn kwargs(v: Option<&Value>, what: &str) -> Result<Kwargs, BadInput> {
     let mut out = Kwargs::new();
-    let Some(map) = v.and_then(Value::as_object) else { return Ok(out) };
+    let Some(map) = v.and_then(Value::as_object) else {
+        return Ok(out);
+    };
     for (key, value) in map {
         let parsed = match value {
             Value::Bool(b) => Kwarg::Bool(*b),
@@ -301,7 +404,11 @@ pub fn kwargs(v: Option<&Value>, what: &str) -> Result<Kwargs, BadInput> {
             Value::Array(pair) if pair.len() == 2 => {
                 Kwarg::Pair(number(&pair[0], key)?, number(&pair[1], key)?)
             }
-            other => return Err(BadInput(format!("{what}.{key}: expected a number, a boolean or a pair, got {other}"))),
+            other => {
+                return Err(BadInput(format!(
+                    "{what}.{key}: expected a number, a boolean or a pair, got {other}"
+                )));
+            }
         };
         out.insert(key.clone(), parsed);
     }
@@ -310,7 +417,8 @@ pub fn kwargs(v: Option<&Value>, what: &str) -> Result<Kwargs, BadInput> {
 
 /// Parses `--kwargs '{"amsgrad": true}'` for the CLI.
 pub fn kwargs_from_json(text: &str) -> Result<Kwargs, BadInput> {
-    let v: Value = serde_json::from_str(text).map_err(|e| BadInput(format!("--kwargs is not JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| BadInput(format!("--kwargs is not JSON: {e}")))?;
     if !v.is_object() {
         return Err(BadInput(format!("--kwargs must be a JSON object, got {v}")));
     }

@@ -18,7 +18,12 @@ pub fn run() -> String {
                 format!("{}={}{note}", k.name, k.default)
             })
             .collect();
-        out.push_str(&format!("  {:<6} {}  [{}]\n", spec.name, kwargs.join(", "), spec.reference));
+        out.push_str(&format!(
+            "  {:<6} {}  [{}]\n",
+            spec.name,
+            kwargs.join(", "),
+            spec.reference
+        ));
     }
     out.push_str("schedules:\n  (none built in yet)\n");
     out

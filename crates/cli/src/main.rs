@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "optjit", version, about = "JIT compiler for deep-learning optimizer steps")]
+#[command(
+    name = "optjit",
+    version,
+    about = "JIT compiler for deep-learning optimizer steps"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,19 +91,25 @@ fn main() -> ExitCode {
 fn cpu_only(target: Target) -> Result<(), String> {
     match target {
         Target::Cpu => Ok(()),
-        Target::Cuda | Target::Ptx => Err("--target cuda: the GPU backend is not built yet (CPU only)".into()),
+        Target::Cuda | Target::Ptx => {
+            Err("--target cuda: the GPU backend is not built yet (CPU only)".into())
+        }
     }
 }
 
 fn no_clipping(clip: Option<f64>) -> Result<(), String> {
     match clip {
         None => Ok(()),
-        Some(x) => Err(format!("--clip-grad-norm {x}: gradient clipping is not supported yet")),
+        Some(x) => Err(format!(
+            "--clip-grad-norm {x}: gradient clipping is not supported yet"
+        )),
     }
 }
 
 fn parse_kwargs(text: Option<&str>) -> Result<optjit_optim::Kwargs, String> {
-    text.map_or(Ok(Default::default()), |t| golden::kwargs_from_json(t).map_err(|e| e.0))
+    text.map_or(Ok(Default::default()), |t| {
+        golden::kwargs_from_json(t).map_err(|e| e.0)
+    })
 }
 
 fn run(command: Command) -> Result<ExitCode, String> {
@@ -117,24 +127,53 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 }
             }
             println!("{passed} passed, {failed} failed");
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
-        Command::Bench { optimizer, workload, target, steps, threads, kwargs, clip_grad_norm } => {
+        Command::Bench {
+            optimizer,
+            workload,
+            target,
+            steps,
+            threads,
+            kwargs,
+            clip_grad_norm,
+        } => {
             cpu_only(target)?;
             no_clipping(clip_grad_norm)?;
             let kwargs = parse_kwargs(kwargs.as_deref())?;
-            let args = bench::BenchArgs { optimizer, kwargs, workload, steps, threads };
+            let args = bench::BenchArgs {
+                optimizer,
+                kwargs,
+                workload,
+                steps,
+                threads,
+            };
             println!("{}", bench::run(&args)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compile { optimizer, target, emit, stats, arch, kwargs, clip_grad_norm } => {
+        Command::Compile {
+            optimizer,
+            target,
+            emit,
+            stats,
+            arch,
+            kwargs,
+            clip_grad_norm,
+        } => {
             cpu_only(target)?;
             no_clipping(clip_grad_norm)?;
             if let Some(arch) = arch {
                 return Err(format!("--arch {arch}: only meaningful with --target cuda"));
             }
             let kwargs = parse_kwargs(kwargs.as_deref())?;
-            print!("{}", compile::run(&optimizer, &kwargs, emit.as_deref(), stats)?);
+            print!(
+                "{}",
+                compile::run(&optimizer, &kwargs, emit.as_deref(), stats)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::List => {

@@ -19,7 +19,20 @@ fn gpt2_small() -> Vec<usize> {
     let (d, vocab, ctx) = (768, 50257, 1024);
     let mut sizes = vec![vocab * d, ctx * d];
     for _ in 0..12 {
-        sizes.extend([d, d, 3 * d * d, 3 * d, d * d, d, d, d, 4 * d * d, 4 * d, 4 * d * d, d]);
+        sizes.extend([
+            d,
+            d,
+            3 * d * d,
+            3 * d,
+            d * d,
+            d,
+            d,
+            d,
+            4 * d * d,
+            4 * d,
+            4 * d * d,
+            d,
+        ]);
     }
     sizes.extend([d, d]);
     sizes
@@ -27,7 +40,13 @@ fn gpt2_small() -> Vec<usize> {
 
 /// Parameters and gradients filled as the C reference fills them.
 pub fn data(sizes: &[usize]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let params = sizes.iter().map(|&n| (0..n).map(|i| 0.01 * (i % 101) as f32).collect()).collect();
-    let grads = sizes.iter().map(|&n| (0..n).map(|i| 0.001 * (i % 37) as f32 - 0.018).collect()).collect();
+    let params = sizes
+        .iter()
+        .map(|&n| (0..n).map(|i| 0.01 * (i % 101) as f32).collect())
+        .collect();
+    let grads = sizes
+        .iter()
+        .map(|&n| (0..n).map(|i| 0.001 * (i % 37) as f32 - 0.018).collect())
+        .collect();
     (params, grads)
 }

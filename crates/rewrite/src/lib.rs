@@ -1,1 +1,44 @@
-//! placeholder
+//! optjit-rewrite: the e-graph stages of the pipeline.
+//!
+//! * `simplify` ([`simplify`]) puts the step graph into an `egg` e-graph, one root per output,
+//!   and runs the rule tables: exact identities, sign moves, small powers, constant folding (an
+//!   e-class analysis, f64 like the host's scalar program) and scalar hoisting, which regroups
+//!   arithmetic so that everything computed once per group (bias corrections, `lr / bc1`, ...)
+//!   forms Scalar-class subtrees.
+//! * `extract` ([`extract`]) reads back the cheapest graph by a cost model that weighs an op by
+//!   how often it runs (per element ≫ per tensor ≫ per group), never by tensor sizes.
+//! * `fuse` ([`fuse`]) splits the extracted graph into the host scalar program and one kernel
+//!   phase, with the buffers it loads and stores.
+//!
+//! ```
+//! use optjit_ir::{Binary, Graph, Input, Op, Target};
+//! let mut g = Graph::new("sgd");
+//! g.declare_hyper("lr", 0.01);
+//! let p = g.input(Input::Param);
+//! let grad = g.input(Input::Grad);
+//! let lr = g.input(Input::Hyper("lr".into()));
+//! let step = g.add(Op::Binary(Binary::Mul), &[lr, grad]);
+//! let new_p = g.add(Op::Binary(Binary::Sub), &[p, step]);
+//! g.set_output(Target::Param, new_p);
+//!
+//! let simplified = optjit_rewrite::simplify(&g, &Default::default()).unwrap();
+//! let extracted = optjit_rewrite::extract(&simplified);
+//! let plan = optjit_rewrite::fuse(&extracted).unwrap();
+//! assert_eq!(plan.bytes_per_elem(), 12); // read param and grad, write param
+//! ```
+#![warn(missing_docs)]
+
+mod analysis;
+mod cost;
+mod counts;
+mod error;
+mod fuse;
+mod lang;
+mod rules;
+mod simplify;
+
+pub use counts::{OpCounts, count_elem_ops};
+pub use error::RewriteError;
+pub use fuse::fuse;
+pub use rules::{Exactness, rule_names};
+pub use simplify::{Simplified, SimplifyOptions, SimplifyReport, extract, simplify};

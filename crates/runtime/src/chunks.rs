@@ -27,7 +27,8 @@ impl ChunkTable<'_> {
             self.words.push(n as u64);
             self.words.push(row as u64);
             // SAFETY of the offset: start < len, inside every buffer of this tensor.
-            self.words.extend(base.iter().map(|&p| p.wrapping_add(start) as u64));
+            self.words
+                .extend(base.iter().map(|&p| p.wrapping_add(start) as u64));
             self.lens.push(n);
             start += n;
         }
@@ -42,7 +43,11 @@ impl ChunkTable<'_> {
 /// same call may write overlapping memory.
 pub(crate) unsafe fn run(kernel: KernelFn, table: &[u64], lens: &[usize], threads: usize) {
     let total: usize = lens.iter().sum();
-    let threads = if total < PARALLEL_MIN_ELEMS { 1 } else { threads.clamp(1, lens.len().max(1)) };
+    let threads = if total < PARALLEL_MIN_ELEMS {
+        1
+    } else {
+        threads.clamp(1, lens.len().max(1))
+    };
     let ranges = split(lens, total, threads);
     let call = |(begin, end): (usize, usize)| {
         // SAFETY: forwarded from the caller; ranges are disjoint.

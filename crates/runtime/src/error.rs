@@ -76,7 +76,9 @@ pub enum OptimizerError {
         got: usize,
     },
     /// A tensor has the wrong number of elements.
-    #[error("{rule}: {what} tensor {tensor} has {got} elements, expected {expected} (shape {shape:?})")]
+    #[error(
+        "{rule}: {what} tensor {tensor} has {got} elements, expected {expected} (shape {shape:?})"
+    )]
     TensorLength {
         /// The update rule.
         rule: String,

@@ -104,7 +104,10 @@ impl Optimizer {
         let rule = graph.name.clone();
         let n_tensors = setup.shapes.len();
         let groups = if setup.groups.is_empty() {
-            vec![Group { tensors: (0..n_tensors).collect(), hypers: BTreeMap::new() }]
+            vec![Group {
+                tensors: (0..n_tensors).collect(),
+                hypers: BTreeMap::new(),
+            }]
         } else {
             setup.groups.clone()
         };
@@ -113,7 +116,11 @@ impl Optimizer {
         let mut group_states = Vec::with_capacity(groups.len());
         for (g, group) in groups.iter().enumerate() {
             let mut values: Vec<f64> = graph.hypers.iter().map(|h| h.default).collect();
-            let place = if groups.len() > 1 { format!(" in param group {g}") } else { String::new() };
+            let place = if groups.len() > 1 {
+                format!(" in param group {g}")
+            } else {
+                String::new()
+            };
             for (layer, place) in [(&setup.hypers, ""), (&group.hypers, place.as_str())] {
                 for (name, &value) in layer {
                     let index = hyper_index(definition, name)?;
@@ -122,7 +129,11 @@ impl Optimizer {
                 }
             }
             let scalar_states = graph.states.iter().map(|s| s.init).collect();
-            group_states.push(GroupState { tensors: group.tensors.clone(), hypers: values, scalar_states });
+            group_states.push(GroupState {
+                tensors: group.tensors.clone(),
+                hypers: values,
+                scalar_states,
+            });
         }
 
         let compiled = Arc::new(compile(definition, options)?);
@@ -131,7 +142,17 @@ impl Optimizer {
             .iter()
             .map(|&len| {
                 let elem = |s: &optjit_ir::StateDecl| s.class == Class::Elem;
-                graph.states.iter().map(|s| if elem(s) { vec![s.init as f32; len] } else { Vec::new() }).collect()
+                graph
+                    .states
+                    .iter()
+                    .map(|s| {
+                        if elem(s) {
+                            vec![s.init as f32; len]
+                        } else {
+                            Vec::new()
+                        }
+                    })
+                    .collect()
             })
             .collect();
         let stats = Stats {
@@ -187,7 +208,11 @@ impl Optimizer {
         if group < self.groups.len() {
             Ok(group)
         } else {
-            Err(OptimizerError::NoSuchGroup { rule: self.rule().into(), group, n_groups: self.groups.len() })
+            Err(OptimizerError::NoSuchGroup {
+                rule: self.rule().into(),
+                group,
+                n_groups: self.groups.len(),
+            })
         }
     }
 
@@ -199,9 +224,16 @@ impl Optimizer {
 
     /// Sets hyperparameter `name` for one group (`Some(g)`) or all (`None`). It takes effect
     /// at the next step and never recompiles.
-    pub fn set_hyper(&mut self, group: Option<usize>, name: &str, value: f64) -> Result<(), OptimizerError> {
+    pub fn set_hyper(
+        &mut self,
+        group: Option<usize>,
+        name: &str,
+        value: f64,
+    ) -> Result<(), OptimizerError> {
         let index = hyper_index(&self.definition, name)?;
-        let place = group.map(|g| format!(" in param group {g}")).unwrap_or_default();
+        let place = group
+            .map(|g| format!(" in param group {g}"))
+            .unwrap_or_default();
         check_hyper(&self.definition, name, value, &place)?;
         match group {
             Some(g) => {
@@ -215,13 +247,23 @@ impl Optimizer {
 
     /// The per-element state `name` of tensor `tensor` (PyTorch's state names).
     pub fn state(&self, tensor: usize, name: &str) -> Option<&[f32]> {
-        let index = self.definition.graph.states.iter().position(|s| s.name == name && s.class == Class::Elem)?;
+        let index = self
+            .definition
+            .graph
+            .states
+            .iter()
+            .position(|s| s.name == name && s.class == Class::Elem)?;
         self.states.get(tensor).map(|s| s[index].as_slice())
     }
 
     /// The scalar state `name` of param group `group`.
     pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
-        let index = self.definition.graph.states.iter().position(|s| s.name == name && s.class == Class::Scalar)?;
+        let index = self
+            .definition
+            .graph
+            .states
+            .iter()
+            .position(|s| s.name == name && s.class == Class::Scalar)?;
         self.groups.get(group).map(|g| g.scalar_states[index])
     }
 
@@ -237,7 +279,12 @@ impl Optimizer {
         params: &mut [P],
         grads: &[G],
     ) -> Result<(), OptimizerError> {
-        self.check_tensors(params.len(), grads.len(), |i| params[i].as_mut().len(), |i| grads[i].as_ref().len())?;
+        self.check_tensors(
+            params.len(),
+            grads.len(),
+            |i| params[i].as_mut().len(),
+            |i| grads[i].as_ref().len(),
+        )?;
         let step = (self.step_count + 1) as f64;
         let program = &self.compiled.scalar_program;
         let n_scalars = program.n_kernel_scalars().max(1);
@@ -246,16 +293,32 @@ impl Optimizer {
         let mut state_updates = Vec::new();
         for (g, group) in self.groups.iter().enumerate() {
             let row = &mut scratch.rows[g * n_scalars..(g + 1) * n_scalars];
-            let updates = program.run(&group.hypers, step, &group.scalar_states, &mut scratch.values, row);
+            let updates = program.run(
+                &group.hypers,
+                step,
+                &group.scalar_states,
+                &mut scratch.values,
+                row,
+            );
             state_updates.push(updates);
         }
 
         let graph = &self.definition.graph;
-        for (phase, kernel) in self.compiled.plan.phases.iter().zip(&self.compiled.module.fns) {
+        for (phase, kernel) in self
+            .compiled
+            .plan
+            .phases
+            .iter()
+            .zip(&self.compiled.module.fns)
+        {
             scratch.table.clear();
             scratch.lens.clear();
             let n_buffers = phase.buffers.len();
-            let mut table = ChunkTable { words: &mut scratch.table, lens: &mut scratch.lens, n_buffers };
+            let mut table = ChunkTable {
+                words: &mut scratch.table,
+                lens: &mut scratch.lens,
+                n_buffers,
+            };
             let mut base = vec![std::ptr::null_mut::<f32>(); n_buffers];
             for (g, group) in self.groups.iter().enumerate() {
                 let row = scratch.rows[g * n_scalars..].as_ptr();
@@ -266,7 +329,11 @@ impl Optimizer {
                             // Gradients are only read: kernels never store to a `grad` buffer.
                             Buffer::Grad => grads[t].as_ref().as_ptr().cast_mut(),
                             Buffer::State(name) => {
-                                let s = graph.states.iter().position(|s| &s.name == name).expect("declared state");
+                                let s = graph
+                                    .states
+                                    .iter()
+                                    .position(|s| &s.name == name)
+                                    .expect("declared state");
                                 self.states[t][s].as_mut_ptr()
                             }
                         };
@@ -300,14 +367,26 @@ impl Optimizer {
         let rule = self.rule().to_string();
         for (what, got) in [("param", n_params), ("grad", n_grads)] {
             if got != self.lens.len() {
-                return Err(OptimizerError::TensorCount { rule, what, expected: self.lens.len(), got });
+                return Err(OptimizerError::TensorCount {
+                    rule,
+                    what,
+                    expected: self.lens.len(),
+                    got,
+                });
             }
         }
         for (tensor, &expected) in self.lens.iter().enumerate() {
             for (what, got) in [("param", param_len(tensor)), ("grad", grad_len(tensor))] {
                 if got != expected {
                     let shape = self.shapes[tensor].clone();
-                    return Err(OptimizerError::TensorLength { rule, what, tensor, got, expected, shape });
+                    return Err(OptimizerError::TensorLength {
+                        rule,
+                        what,
+                        tensor,
+                        got,
+                        expected,
+                        shape,
+                    });
                 }
             }
         }
@@ -317,14 +396,26 @@ impl Optimizer {
 
 fn hyper_index(definition: &Definition, name: &str) -> Result<usize, OptimizerError> {
     let hypers = &definition.graph.hypers;
-    hypers.iter().position(|h| h.name == name).ok_or_else(|| OptimizerError::UnknownHyper {
-        rule: definition.graph.name.clone(),
-        name: name.to_string(),
-        declared: hypers.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", "),
-    })
+    hypers
+        .iter()
+        .position(|h| h.name == name)
+        .ok_or_else(|| OptimizerError::UnknownHyper {
+            rule: definition.graph.name.clone(),
+            name: name.to_string(),
+            declared: hypers
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
-fn check_hyper(definition: &Definition, name: &str, value: f64, place: &str) -> Result<(), OptimizerError> {
+fn check_hyper(
+    definition: &Definition,
+    name: &str,
+    value: f64,
+    place: &str,
+) -> Result<(), OptimizerError> {
     let domain = definition.domain(name);
     if domain.contains(value) {
         return Ok(());
@@ -350,11 +441,17 @@ fn check_partition(rule: &str, groups: &[Group], n_tensors: usize) -> Result<(),
                     continue;
                 }
             };
-            return Err(OptimizerError::BadGroups { rule: rule.to_string(), problem });
+            return Err(OptimizerError::BadGroups {
+                rule: rule.to_string(),
+                problem,
+            });
         }
     }
     match owner.iter().position(Option::is_none) {
-        Some(t) => Err(OptimizerError::BadGroups { rule: rule.to_string(), problem: format!("tensor {t} is in no group") }),
+        Some(t) => Err(OptimizerError::BadGroups {
+            rule: rule.to_string(),
+            problem: format!("tensor {t} is in no group"),
+        }),
         None => Ok(()),
     }
 }

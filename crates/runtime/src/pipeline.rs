@@ -91,12 +91,19 @@ impl Recorder<'_> {
     }
 
     fn fail(&self, stage: Stage, message: impl ToString) -> CompileError {
-        CompileError { rule: self.rule.clone(), stage, message: message.to_string() }
+        CompileError {
+            rule: self.rule.clone(),
+            stage,
+            message: message.to_string(),
+        }
     }
 }
 
 /// Runs every stage on `definition` for the host CPU.
-pub fn compile(definition: &Definition, options: &CompileOptions) -> Result<Compiled, CompileError> {
+pub fn compile(
+    definition: &Definition,
+    options: &CompileOptions,
+) -> Result<Compiled, CompileError> {
     let graph = &definition.graph;
     let mut rec = Recorder {
         rule: graph.name.clone(),
@@ -108,14 +115,22 @@ pub fn compile(definition: &Definition, options: &CompileOptions) -> Result<Comp
     rec.finish_stage(Stage::Trace, || graph.to_string());
 
     optjit_ir::verify(graph).map_err(|e| rec.fail(Stage::Verify, e))?;
-    rec.finish_stage(Stage::Verify, || format!("ok: {} nodes, {} outputs\n", graph.len(), graph.outputs.len()));
+    rec.finish_stage(Stage::Verify, || {
+        format!(
+            "ok: {} nodes, {} outputs\n",
+            graph.len(),
+            graph.outputs.len()
+        )
+    });
 
-    let simplified = optjit_rewrite::simplify(graph, &options.simplify).map_err(|e| rec.fail(Stage::Simplify, e))?;
+    let simplified = optjit_rewrite::simplify(graph, &options.simplify)
+        .map_err(|e| rec.fail(Stage::Simplify, e))?;
     rec.finish_stage(Stage::Simplify, || simplified.report.to_string());
 
     let extracted = optjit_rewrite::extract(&simplified);
     if cfg!(debug_assertions) {
-        optjit_ir::verify(&extracted).map_err(|e| rec.fail(Stage::Extract, format!("{e}\n{extracted}")))?;
+        optjit_ir::verify(&extracted)
+            .map_err(|e| rec.fail(Stage::Extract, format!("{e}\n{extracted}")))?;
     }
     rec.finish_stage(Stage::Extract, || extracted.to_string());
 
@@ -124,22 +139,42 @@ pub fn compile(definition: &Definition, options: &CompileOptions) -> Result<Comp
     rec.finish_stage(Stage::Fuse, || plan.to_string());
 
     let codegen = CpuCodegen::host().map_err(|e| rec.fail(Stage::Lower, e))?;
-    let lower_options = LowerOptions { fma: options.fma.unwrap_or_else(|| codegen.has_fma()) };
+    let lower_options = LowerOptions {
+        fma: options.fma.unwrap_or_else(|| codegen.has_fma()),
+    };
     let kernels = (0..plan.phases.len())
         .map(|phase| optjit_kernels_gen::lower(&plan, phase, &lower_options))
         .collect::<Result<Vec<Kernel>, _>>()
         .map_err(|e| rec.fail(Stage::Lower, e))?;
-    rec.finish_stage(Stage::Lower, || kernels.iter().map(|k| k.to_string()).collect::<Vec<_>>().join("\n"));
+    rec.finish_stage(Stage::Lower, || {
+        kernels
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
 
-    let functions = codegen.emit(&kernels).map_err(|e| rec.fail(Stage::Clif, e))?;
+    let functions = codegen
+        .emit(&kernels)
+        .map_err(|e| rec.fail(Stage::Clif, e))?;
     let clif_text = rec.options.keep_texts || rec.options.dump.wants(Stage::Clif);
-    let clif = if clif_text { functions.iter().map(|f| f.display().to_string()).collect() } else { Vec::new() };
+    let clif = if clif_text {
+        functions.iter().map(|f| f.display().to_string()).collect()
+    } else {
+        Vec::new()
+    };
     rec.finish_stage(Stage::Clif, || clif.join("\n"));
 
-    let module = codegen.load(functions).map_err(|e| rec.fail(Stage::Load, e))?;
+    let module = codegen
+        .load(functions)
+        .map_err(|e| rec.fail(Stage::Load, e))?;
     rec.finish_stage(Stage::Load, || {
         let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
-        format!("cranelift jit: {} kernel(s): {}\n", names.len(), names.join(", "))
+        format!(
+            "cranelift jit: {} kernel(s): {}\n",
+            names.len(),
+            names.join(", ")
+        )
     });
 
     if options.print_times {

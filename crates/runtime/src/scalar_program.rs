@@ -38,12 +38,20 @@ impl ScalarProgram {
         for &node in &plan.scalar_program {
             let ops: Vec<usize> = graph.operands(node).iter().map(|o| slot[o]).collect();
             let inst = match &graph.node(node).op {
-                Op::Input(Input::Hyper(name)) => {
-                    Inst::Hyper(graph.hypers.iter().position(|h| &h.name == name).expect("declared hyper"))
-                }
-                Op::Input(Input::ScalarState(name)) => {
-                    Inst::State(graph.states.iter().position(|s| &s.name == name).expect("declared state"))
-                }
+                Op::Input(Input::Hyper(name)) => Inst::Hyper(
+                    graph
+                        .hypers
+                        .iter()
+                        .position(|h| &h.name == name)
+                        .expect("declared hyper"),
+                ),
+                Op::Input(Input::ScalarState(name)) => Inst::State(
+                    graph
+                        .states
+                        .iter()
+                        .position(|s| &s.name == name)
+                        .expect("declared state"),
+                ),
                 Op::Input(Input::Step) => Inst::Step,
                 Op::Const(c) => Inst::Const(*c),
                 Op::Unary(u) => Inst::Unary(*u, ops[0]),
@@ -62,11 +70,24 @@ impl ScalarProgram {
             .scalar_outputs
             .iter()
             .map(|(target, node)| {
-                let Target::ScalarState(name) = target else { panic!("scalar output to {target:?}") };
-                (graph.states.iter().position(|s| &s.name == name).expect("declared state"), slot[node])
+                let Target::ScalarState(name) = target else {
+                    panic!("scalar output to {target:?}")
+                };
+                (
+                    graph
+                        .states
+                        .iter()
+                        .position(|s| &s.name == name)
+                        .expect("declared state"),
+                    slot[node],
+                )
             })
             .collect();
-        ScalarProgram { insts, kernel_slots, state_updates }
+        ScalarProgram {
+            insts,
+            kernel_slots,
+            state_updates,
+        }
     }
 
     /// How many scalars each kernel row holds.
@@ -111,7 +132,10 @@ impl ScalarProgram {
         for (dst, &src) in row.iter_mut().zip(&self.kernel_slots) {
             *dst = values[src] as f32;
         }
-        self.state_updates.iter().map(|&(state, src)| (state, values[src])).collect()
+        self.state_updates
+            .iter()
+            .map(|&(state, src)| (state, values[src]))
+            .collect()
     }
 }
 

@@ -76,7 +76,12 @@ impl Dump {
     /// stderr and ignored.
     pub fn from_env() -> Dump {
         let dir = std::env::var_os("OPTJIT_DUMP_DIR").map(Into::into);
-        let Ok(list) = std::env::var("OPTJIT_DUMP") else { return Dump { stages: Vec::new(), dir } };
+        let Ok(list) = std::env::var("OPTJIT_DUMP") else {
+            return Dump {
+                stages: Vec::new(),
+                dir,
+            };
+        };
         let mut stages = Vec::new();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match (name, Stage::from_name(name)) {
@@ -84,7 +89,10 @@ impl Dump {
                 (_, Some(stage)) => stages.push(stage),
                 (_, None) => {
                     let known: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
-                    eprintln!("optjit: OPTJIT_DUMP: unknown stage '{name}' (expected all or {})", known.join(", "));
+                    eprintln!(
+                        "optjit: OPTJIT_DUMP: unknown stage '{name}' (expected all or {})",
+                        known.join(", ")
+                    );
                 }
             }
         }
@@ -107,8 +115,13 @@ impl Dump {
         match &self.dir {
             Some(dir) => {
                 let path = dir.join(format!("{rule}.{index:02}-{stage}.txt"));
-                if let Err(e) = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, text)) {
-                    eprintln!("optjit: OPTJIT_DUMP_DIR: cannot write {}: {e}", path.display());
+                if let Err(e) =
+                    std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, text))
+                {
+                    eprintln!(
+                        "optjit: OPTJIT_DUMP_DIR: cannot write {}: {e}",
+                        path.display()
+                    );
                 }
             }
             None => eprintln!("// ----- after {stage} ({rule}) -----\n{text}"),
