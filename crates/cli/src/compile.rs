@@ -1,15 +1,10 @@
 //! `optjit compile`: runs the pipeline on a built-in and prints a stage's text, or per-phase
 //! statistics with `--stats`.
 
-use optjit_ir::{Binary, FusionPlan, Op, Unary};
+use optjit_ir::FusionPlan;
 use optjit_optim::Kwargs;
+use optjit_rewrite::{OpCounts, count_elem_ops};
 use optjit_runtime::{CompileOptions, Stage};
-
-/// Every op kind `--stats` reports, in print order.
-pub const OP_KINDS: [&str; 18] = [
-    "add", "sub", "mul", "div", "fma", "sqrt", "rsqrt", "exp", "log", "pow", "abs", "sign", "min",
-    "max", "cmp", "select", "cast", "neg",
-];
 
 /// Compiles `optimizer` and returns the text to print.
 pub fn run(
@@ -57,71 +52,24 @@ pub fn run(
     Ok(out)
 }
 
-/// Per-element operation counts of one phase, by kind (see [`OP_KINDS`]).
-pub fn op_counts(plan: &FusionPlan, phase: usize) -> [usize; OP_KINDS.len()] {
-    let mut counts = [0; OP_KINDS.len()];
-    for &node in &plan.phases[phase].nodes {
-        let kind = match &plan.graph.node(node).op {
-            Op::Input(_) | Op::Const(_) | Op::Reduce(_) => continue,
-            Op::Binary(b) => match b {
-                Binary::Add => "add",
-                Binary::Sub => "sub",
-                Binary::Mul => "mul",
-                Binary::Div => "div",
-                Binary::Min => "min",
-                Binary::Max => "max",
-                Binary::Pow => "pow",
-            },
-            Op::Unary(u) => match u {
-                Unary::Neg => "neg",
-                Unary::Sqrt => "sqrt",
-                Unary::Rsqrt => "rsqrt",
-                Unary::Exp => "exp",
-                Unary::Log => "log",
-                Unary::Abs => "abs",
-                Unary::Sign => "sign",
-                Unary::Sin | Unary::Cos | Unary::Floor => continue,
-            },
-            Op::Fma => "fma",
-            Op::Cmp(_) => "cmp",
-            Op::Select => "select",
-            Op::Cast(_) => "cast",
-        };
-        let slot = OP_KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .expect("listed kind");
-        counts[slot] += 1;
-    }
-    counts
-}
-
-/// The `phase=K ...` lines and the `total ...` line.
+/// The `phase=K ...` lines and the `total ...` line: bytes per element and per-element op
+/// counts by kind, zeros included.
 pub fn stats_text(plan: &FusionPlan) -> String {
     let elem_bytes = plan.graph.elem_dtype.size_bytes();
-    let mut total = [0; OP_KINDS.len()];
+    let mut total = OpCounts::default();
     let mut out = String::new();
-    let line = |prefix: String, bytes: usize, counts: &[usize]| {
-        let ops: Vec<String> = OP_KINDS
-            .iter()
-            .zip(counts)
-            .map(|(k, c)| format!("{k}={c}"))
-            .collect();
-        format!("{prefix} bytes_per_elem={bytes} {}\n", ops.join(" "))
-    };
     for (k, phase) in plan.phases.iter().enumerate() {
-        let counts = op_counts(plan, k);
-        total.iter_mut().zip(counts).for_each(|(t, c)| *t += c);
-        out.push_str(&line(
-            format!("phase={k} kernels=1"),
-            phase.bytes_per_elem(elem_bytes),
-            &counts,
+        let counts = count_elem_ops(&plan.graph, phase);
+        total += counts;
+        out.push_str(&format!(
+            "phase={k} kernels=1 bytes_per_elem={} {counts}\n",
+            phase.bytes_per_elem(elem_bytes)
         ));
     }
-    out.push_str(&line(
-        format!("total kernels={}", plan.phases.len()),
-        plan.bytes_per_elem(),
-        &total,
+    out.push_str(&format!(
+        "total kernels={} bytes_per_elem={} {total}\n",
+        plan.phases.len(),
+        plan.bytes_per_elem()
     ));
     out
 }

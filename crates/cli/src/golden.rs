@@ -144,8 +144,8 @@ fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
     if name == "custom" {
         return Ok(Err("custom .step optimizers are not supported yet".into()));
     }
-    let kwargs = kwargs(optimizer.get("kwargs"), "optimizer.kwargs")?;
-    let configured = match optjit_optim::find(name).and_then(|spec| spec.configure(&kwargs)) {
+    let base_kwargs = kwargs(optimizer.get("kwargs"), "optimizer.kwargs")?;
+    let configured = match optjit_optim::find(name).and_then(|spec| spec.configure(&base_kwargs)) {
         Ok(c) => c,
         Err(e) => return Ok(Err(e.to_string())),
     };

@@ -279,10 +279,11 @@ impl Optimizer {
         params: &mut [P],
         grads: &[G],
     ) -> Result<(), OptimizerError> {
+        let param_lens: Vec<usize> = params.iter_mut().map(|p| p.as_mut().len()).collect();
         self.check_tensors(
-            params.len(),
+            param_lens.len(),
             grads.len(),
-            |i| params[i].as_mut().len(),
+            |i| param_lens[i],
             |i| grads[i].as_ref().len(),
         )?;
         let step = (self.step_count + 1) as f64;

@@ -1,0 +1,269 @@
+//! The kernel IR: one fused phase as a straight-line list of per-element instructions,
+//! independent of the target that runs it.
+//!
+//! A kernel describes what happens to *one* element: it loads that element from some buffers,
+//! reads per-group scalars, computes, and stores. A backend decides how many elements it handles
+//! at once (the Cranelift emitter does 16, 4 and 1). Every value is either a float in the
+//! element dtype or a comparison mask ([`Kind`]); values are numbered by their instruction's
+//! position (`v3` is the result of `insts[3]`), and an instruction only uses earlier values.
+
+use optjit_ir::{Binary, BufferUse, Cmp, DType, Unary};
+use std::fmt;
+
+/// A value of a kernel: the result of the instruction at this index of [`Kernel::insts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Value(pub u32);
+
+impl Value {
+    /// The index of the defining instruction.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// What a kernel value holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A number in the kernel's element dtype.
+    Float,
+    /// The result of a comparison (only [`Inst::Select`] consumes it).
+    Mask,
+}
+
+/// One instruction of a kernel.
+///
+/// Arithmetic is IEEE in the element dtype with one rounding per instruction (`Fma` rounds
+/// once). `min`/`max` propagate NaN and order `-0` below `+0` (IEEE 754-2019 `minimum` /
+/// `maximum`); `sign` is `torch.sign` (NaN and ±0 map to themselves); `rsqrt x` is exactly
+/// `1 / sqrt(x)`; comparisons are false on NaN except `ne`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Inst {
+    /// The current element of `buffers[buffer]`.
+    Load {
+        /// Index into [`Kernel::buffers`].
+        buffer: usize,
+    },
+    /// The per-group scalar in slot `slot` of the group's scalar row.
+    Scalar {
+        /// Slot in the row (the position in the plan's `kernel_scalars`).
+        slot: usize,
+    },
+    /// A literal in the element dtype.
+    Const(f32),
+    /// A function of one float.
+    Unary(Unary, Value),
+    /// A function of two floats.
+    Binary(Binary, Value, Value),
+    /// `a * b + c` with one rounding.
+    Fma(Value, Value, Value),
+    /// A comparison of two floats, giving a mask.
+    Cmp(Cmp, Value, Value),
+    /// `cond ? a : b`, with `cond` a mask.
+    Select(Value, Value, Value),
+    /// Writes a float to the current element of `buffers[buffer]` (defines no value).
+    Store {
+        /// Index into [`Kernel::buffers`].
+        buffer: usize,
+        /// What is written.
+        value: Value,
+    },
+}
+
+impl Inst {
+    /// The values the instruction reads, in operand order.
+    pub fn operands(&self) -> Vec<Value> {
+        match *self {
+            Inst::Load { .. } | Inst::Scalar { .. } | Inst::Const(_) => Vec::new(),
+            Inst::Unary(_, a) | Inst::Store { value: a, .. } => vec![a],
+            Inst::Binary(_, a, b) | Inst::Cmp(_, a, b) => vec![a, b],
+            Inst::Fma(a, b, c) | Inst::Select(a, b, c) => vec![a, b, c],
+        }
+    }
+
+    /// Rewrites every operand through `f`.
+    pub fn map_operands(&self, mut f: impl FnMut(Value) -> Value) -> Inst {
+        match *self {
+            Inst::Load { .. } | Inst::Scalar { .. } | Inst::Const(_) => *self,
+            Inst::Unary(u, a) => Inst::Unary(u, f(a)),
+            Inst::Binary(op, a, b) => Inst::Binary(op, f(a), f(b)),
+            Inst::Fma(a, b, c) => Inst::Fma(f(a), f(b), f(c)),
+            Inst::Cmp(c, a, b) => Inst::Cmp(c, f(a), f(b)),
+            Inst::Select(c, a, b) => Inst::Select(f(c), f(a), f(b)),
+            Inst::Store { buffer, value } => Inst::Store {
+                buffer,
+                value: f(value),
+            },
+        }
+    }
+
+    /// The kind of the result, or `None` for a store.
+    pub fn kind(&self) -> Option<Kind> {
+        match self {
+            Inst::Store { .. } => None,
+            Inst::Cmp(..) => Some(Kind::Mask),
+            _ => Some(Kind::Float),
+        }
+    }
+
+    /// Whether the instruction is the same for every element of a chunk (a scalar, a literal,
+    /// or arithmetic on those only is not tracked here: just the leaves).
+    pub fn is_uniform_leaf(&self) -> bool {
+        matches!(self, Inst::Scalar { .. } | Inst::Const(_))
+    }
+}
+
+/// One fused phase as a kernel: per-element loads, arithmetic and stores.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// `<rule>.phase<n>`, unique within a compiled step.
+    pub name: String,
+    /// The element dtype of every buffer (f32 today).
+    pub elem_dtype: DType,
+    /// The buffers, in kernel-argument order (the phase's order).
+    pub buffers: Vec<BufferUse>,
+    /// How many floats each group's scalar row holds.
+    pub n_scalars: usize,
+    /// The instructions; stores come last.
+    pub insts: Vec<Inst>,
+}
+
+impl Kernel {
+    /// The kind of `value`, if it names a value-defining instruction.
+    pub fn kind(&self, value: Value) -> Option<Kind> {
+        self.insts.get(value.index()).and_then(Inst::kind)
+    }
+
+    /// Checks the invariants backends rely on: operands are earlier values of the right kind,
+    /// buffer and slot indices are in range, loads read readable buffers, stores write writable
+    /// buffers with floats. Returns the first violation.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, inst) in self.insts.iter().enumerate() {
+            let at = |message: String| format!("v{i} ({}): {message}", InstText(self, inst));
+            for operand in inst.operands() {
+                if operand.index() >= i {
+                    return Err(at(format!("{operand} is not defined before its use")));
+                }
+                if self.insts[operand.index()].kind().is_none() {
+                    return Err(at(format!("{operand} is a store, not a value")));
+                }
+            }
+            let kind = |v: Value| self.kind(v);
+            let floats = |values: &[Value]| -> Result<(), String> {
+                match values.iter().find(|&&v| kind(v) != Some(Kind::Float)) {
+                    Some(v) => Err(at(format!("{v} is a mask where a float is needed"))),
+                    None => Ok(()),
+                }
+            };
+            match *inst {
+                Inst::Load { buffer } => match self.buffers.get(buffer) {
+                    Some(b) if b.read => {}
+                    Some(b) => return Err(at(format!("buffer {} is not read", b.buffer))),
+                    None => return Err(at(format!("no buffer {buffer}"))),
+                },
+                Inst::Store { buffer, value } => {
+                    match self.buffers.get(buffer) {
+                        Some(b) if b.write => {}
+                        Some(b) => return Err(at(format!("buffer {} is not written", b.buffer))),
+                        None => return Err(at(format!("no buffer {buffer}"))),
+                    }
+                    floats(&[value])?;
+                }
+                Inst::Scalar { slot } if slot >= self.n_scalars => {
+                    return Err(at(format!("slot {slot} of {} scalars", self.n_scalars)));
+                }
+                Inst::Scalar { .. } | Inst::Const(_) => {}
+                Inst::Unary(u, a) => {
+                    if u.scalar_only() {
+                        return Err(at(format!("{} is not a per-element op", u.mnemonic())));
+                    }
+                    floats(&[a])?;
+                }
+                Inst::Binary(_, a, b) | Inst::Cmp(_, a, b) => floats(&[a, b])?,
+                Inst::Fma(a, b, c) => floats(&[a, b, c])?,
+                Inst::Select(c, a, b) => {
+                    if kind(c) != Some(Kind::Mask) {
+                        return Err(at(format!("{c} is not a mask")));
+                    }
+                    floats(&[a, b])?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The right-hand side of an instruction's line, with buffer names resolved.
+struct InstText<'a>(&'a Kernel, &'a Inst);
+
+impl fmt::Display for InstText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let InstText(kernel, inst) = *self;
+        let buffer = |i: usize| -> String {
+            kernel
+                .buffers
+                .get(i)
+                .map_or_else(|| format!("#{i}"), |b| b.buffer.name().to_string())
+        };
+        match *inst {
+            Inst::Load { buffer: b } => write!(f, "load {}", buffer(b)),
+            Inst::Scalar { slot } => write!(f, "scalar {slot}"),
+            // `{:?}` is the shortest text that parses back to the same f32.
+            Inst::Const(c) => write!(f, "const {c:?}"),
+            Inst::Unary(u, a) => write!(f, "{} {a}", u.mnemonic()),
+            Inst::Binary(op, a, b) => write!(f, "{} {a}, {b}", op.mnemonic()),
+            Inst::Fma(a, b, c) => write!(f, "fma {a}, {b}, {c}"),
+            Inst::Cmp(c, a, b) => write!(f, "{} {a}, {b}", c.mnemonic()),
+            Inst::Select(c, a, b) => write!(f, "select {c}, {a}, {b}"),
+            Inst::Store { buffer: b, value } => write!(f, "store {}, {value}", buffer(b)),
+        }
+    }
+}
+
+impl fmt::Display for Kernel {
+    /// ```text
+    /// kernel sgd.phase0 {
+    ///   dtype f32
+    ///   buffers param rw, grad r
+    ///   scalars 1
+    ///   v0 = load param
+    ///   ...
+    ///   store param, v4
+    /// }
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "kernel {} {{", self.name)?;
+        writeln!(f, "  dtype {}", self.elem_dtype)?;
+        let buffers: Vec<String> = self
+            .buffers
+            .iter()
+            .map(|b| {
+                let access = match (b.read, b.write) {
+                    (true, true) => "rw",
+                    (true, false) => "r",
+                    (false, true) => "w",
+                    (false, false) => "-",
+                };
+                format!("{} {access}", b.buffer)
+            })
+            .collect();
+        if buffers.is_empty() {
+            writeln!(f, "  buffers none")?;
+        } else {
+            writeln!(f, "  buffers {}", buffers.join(", "))?;
+        }
+        writeln!(f, "  scalars {}", self.n_scalars)?;
+        for (i, inst) in self.insts.iter().enumerate() {
+            match inst {
+                Inst::Store { .. } => writeln!(f, "  {}", InstText(self, inst))?,
+                _ => writeln!(f, "  v{i} = {}", InstText(self, inst))?,
+            }
+        }
+        writeln!(f, "}}")
+    }
+}
