@@ -84,6 +84,12 @@ pub fn find(name: &str) -> Result<&'static Spec, OptimError> {
         })
 }
 
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spec").field("name", &self.name).field("kwargs", &self.kwargs).finish_non_exhaustive()
+    }
+}
+
 impl Spec {
     /// Every keyword accepted: the optimizer's own, then PyTorch's implementation hints.
     pub fn all_kwargs(&self) -> impl Iterator<Item = &KwargSpec> {
