@@ -2,7 +2,7 @@
 //! and `torch.optim.AdamW`.
 
 use crate::kwargs::Kwarg;
-use crate::spec::{KwargKind, KwargSpec, Resolved, Spec, flag};
+use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
 use optjit_trace::{Definition, Domain, TraceError, Tracer};
 
 macro_rules! adam_kwargs {
@@ -79,7 +79,7 @@ pub(crate) const ADAMW: Spec = Spec {
     trace: |r| trace("adamw", r),
 };
 
-fn no_check(_: &Resolved) -> Result<(), (&'static str, String, String)> {
+fn no_check(_: &Resolved) -> Result<(), Conflict> {
     Ok(())
 }
 

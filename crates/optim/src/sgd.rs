@@ -2,7 +2,7 @@
 //! `torch.optim.SGD`.
 
 use crate::kwargs::Kwarg;
-use crate::spec::{KwargKind, KwargSpec, Resolved, Spec, flag, number};
+use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag, number};
 use optjit_trace::{Definition, Domain, TraceError, Tracer};
 
 pub(crate) const SGD: Spec = Spec {
@@ -45,7 +45,7 @@ pub(crate) const SGD: Spec = Spec {
 };
 
 /// PyTorch: "Nesterov momentum requires a momentum and zero dampening".
-fn check(r: &Resolved) -> Result<(), (&'static str, String, String)> {
+fn check(r: &Resolved) -> Result<(), Conflict> {
     if flag(r, "nesterov") && (number(r, "momentum") <= 0.0 || number(r, "dampening") != 0.0) {
         let got = format!(
             "True with momentum={} dampening={}",

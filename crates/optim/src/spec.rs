@@ -31,6 +31,9 @@ pub struct KwargSpec {
     pub default: Kwarg,
 }
 
+/// A rejected combination of keyword values: (keyword, what is expected, what was given).
+pub(crate) type Conflict = (&'static str, String, String);
+
 /// The resolved keyword arguments a built-in is traced from.
 pub(crate) type Resolved = BTreeMap<&'static str, Kwarg>;
 
@@ -43,7 +46,7 @@ pub struct Spec {
     /// Every keyword it accepts, in PyTorch's order.
     pub kwargs: &'static [KwargSpec],
     /// Cross-keyword checks PyTorch makes (e.g. nesterov needs momentum).
-    pub(crate) check: fn(&Resolved) -> Result<(), (&'static str, String, String)>,
+    pub(crate) check: fn(&Resolved) -> Result<(), Conflict>,
     pub(crate) trace: fn(&Resolved) -> Result<Definition, optjit_trace::TraceError>,
 }
 
@@ -86,7 +89,10 @@ pub fn find(name: &str) -> Result<&'static Spec, OptimError> {
 
 impl std::fmt::Debug for Spec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spec").field("name", &self.name).field("kwargs", &self.kwargs).finish_non_exhaustive()
+        f.debug_struct("Spec")
+            .field("name", &self.name)
+            .field("kwargs", &self.kwargs)
+            .finish_non_exhaustive()
     }
 }
 

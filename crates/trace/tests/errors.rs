@@ -3,7 +3,7 @@
 use optjit_trace::{Domain, TraceError, Tracer};
 
 fn finish_err(t: Tracer) -> TraceError {
-    t.finish().err().expect("tracing should have failed")
+    t.finish().expect_err("tracing should have failed")
 }
 
 #[test]
