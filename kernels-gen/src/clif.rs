@@ -270,24 +270,20 @@ fn import_libcalls(
     libcalls
 }
 
-/// Emits `copies` independent instances of the kernel body (instance k at element offset
-/// `k * LANES`), instruction by instruction across the instances so they overlap.
+/// Emits `copies` independent instances of the kernel body, instance k at element offset
+/// `k * lanes`, one after the other: each instance's values die at its stores, which keeps
+/// register pressure at that of one instance, and the out-of-order core overlaps them.
 fn emit_body(b: &mut FunctionBuilder, frame: &Frame, copies: usize, mf: MemFlagsData) {
     let kernel = frame.kernel;
-    let mut values: Vec<Vec<Value>> = Vec::with_capacity(kernel.insts.len());
-    let lane_bytes = (frame.ty.bytes() as usize) as i32;
-    for (i, inst) in kernel.insts.iter().enumerate() {
-        let mut row = Vec::with_capacity(copies);
-        for k in 0..copies {
-            let v = |x: crate::kernel::Value| values[x.index()][k];
-            let offset = lane_bytes * k as i32;
+    let lane_bytes = frame.ty.bytes() as i32;
+    for k in 0..copies {
+        let offset = lane_bytes * k as i32;
+        let mut values: Vec<Value> = Vec::with_capacity(kernel.insts.len());
+        for (i, inst) in kernel.insts.iter().enumerate() {
+            let v = |x: crate::kernel::Value| values[x.index()];
             let value = match *inst {
-                Inst::Load { buffer } => {
-                    b.ins().load(frame.ty, mf, frame.addresses[buffer], offset)
-                }
-                Inst::Scalar { .. } | Inst::Const(_) => {
-                    frame.uniforms[i].expect("uniform defined per record")
-                }
+                Inst::Load { buffer } => b.ins().load(frame.ty, mf, frame.addresses[buffer], offset),
+                Inst::Scalar { .. } | Inst::Const(_) => frame.uniforms[i].expect("uniform defined per record"),
                 Inst::Unary(u, a) => unary(b, frame, u, v(a)),
                 Inst::Binary(op, x, y) => binary(b, frame, op, v(x), v(y)),
                 Inst::Fma(x, y, z) => b.ins().fma(v(x), v(y), v(z)),
@@ -298,9 +294,8 @@ fn emit_body(b: &mut FunctionBuilder, frame: &Frame, copies: usize, mf: MemFlags
                     v(value)
                 }
             };
-            row.push(value);
+            values.push(value);
         }
-        values.push(row);
     }
 }
 

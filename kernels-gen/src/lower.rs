@@ -264,7 +264,7 @@ fn remap(inst: &Inst, renamed: &[Value]) -> Inst {
             buffer,
             value: r(value),
         },
-        ref leaf => leaf.clone(),
+        ref leaf => *leaf,
     }
 }
 

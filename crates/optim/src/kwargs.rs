@@ -17,9 +17,9 @@ pub enum Kwarg {
 impl fmt::Display for Kwarg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Kwarg::Number(x) => write!(f, "{x}"),
+            Kwarg::Number(x) => write!(f, "{x:?}"),
             Kwarg::Bool(b) => write!(f, "{}", if *b { "True" } else { "False" }),
-            Kwarg::Pair(a, b) => write!(f, "({a}, {b})"),
+            Kwarg::Pair(a, b) => write!(f, "({a:?}, {b:?})"),
         }
     }
 }

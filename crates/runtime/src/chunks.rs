@@ -2,6 +2,7 @@
 //! the split of those chunks between threads.
 
 use crate::jit::KernelFn;
+use crate::pool::Pool;
 
 /// Elements per chunk: big enough to amortize the per-chunk setup, small enough to balance
 /// threads on a single large tensor.
@@ -36,32 +37,24 @@ impl ChunkTable<'_> {
 }
 
 /// Runs `kernel` over every record of `table`, split into contiguous ranges of about equal
-/// element counts, one per thread (the calling thread takes the first).
+/// element counts, one per thread of the persistent pool (the calling thread takes the first).
 ///
 /// # Safety
 /// Every pointer in `table` must be valid for the record's length, and no two records of the
 /// same call may write overlapping memory.
 pub(crate) unsafe fn run(kernel: KernelFn, table: &[u64], lens: &[usize], threads: usize) {
+    let pool = Pool::global();
     let total: usize = lens.iter().sum();
-    let threads = if total < PARALLEL_MIN_ELEMS {
+    let parts = if total < PARALLEL_MIN_ELEMS {
         1
     } else {
-        threads.clamp(1, lens.len().max(1))
+        threads.clamp(1, lens.len().max(1)).min(pool.max_parts())
     };
-    let ranges = split(lens, total, threads);
-    let call = |(begin, end): (usize, usize)| {
+    let ranges = split(lens, total, parts);
+    pool.run(ranges.len(), &|part| {
+        let (begin, end) = ranges[part];
         // SAFETY: forwarded from the caller; ranges are disjoint.
         unsafe { kernel(table.as_ptr(), begin as u64, end as u64) }
-    };
-    if ranges.len() == 1 {
-        call(ranges[0]);
-        return;
-    }
-    std::thread::scope(|scope| {
-        for &range in &ranges[1..] {
-            scope.spawn(move || call(range));
-        }
-        call(ranges[0]);
     });
 }
 

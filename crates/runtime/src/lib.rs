@@ -7,6 +7,7 @@ mod error;
 mod jit;
 mod optimizer;
 mod pipeline;
+mod pool;
 mod scalar_program;
 mod stage;
 
