@@ -46,7 +46,12 @@ fn main() {
         let sizes = workload::sizes(name).expect("known workload");
         let (mut p_jit, grads) = workload::data(&sizes);
         let mut p_ref = p_jit.clone();
-        let zeros = || sizes.iter().map(|&n| vec![0.0f32; n]).collect::<Vec<_>>();
+        let zeros = || {
+            sizes
+                .iter()
+                .map(|&n| optjit::AlignedBuf::filled(n, 0.0))
+                .collect::<Vec<_>>()
+        };
         let (mut m, mut v) = (zeros(), zeros());
         let shapes = sizes.iter().map(|&n| vec![n]).collect();
         let setup = Setup {
@@ -75,7 +80,7 @@ fn main() {
         let max_diff = p_jit
             .iter()
             .zip(&p_ref)
-            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .flat_map(|(a, b)| a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()))
             .fold(0.0f32, f32::max);
         let (j, r) = (median(t_jit), median(t_ref));
         println!(

@@ -34,11 +34,23 @@ fn changing_lr_between_steps_never_recompiles_and_takes_effect() {
     for (k, &lr) in lrs.iter().enumerate() {
         if k % 2 == 0 {
             opt.set_hyper(None, "lr", lr).expect("lr");
-            assert_eq!((opt.hyper(0, "lr").expect("lr"), opt.hyper(1, "lr").expect("lr")), (lr, lr));
+            assert_eq!(
+                (
+                    opt.hyper(0, "lr").expect("lr"),
+                    opt.hyper(1, "lr").expect("lr")
+                ),
+                (lr, lr)
+            );
         } else {
             let group0 = opt.hyper(0, "lr").expect("lr");
             opt.set_hyper(Some(1), "lr", lr * 2.0).expect("lr");
-            assert_eq!((opt.hyper(0, "lr").expect("lr"), opt.hyper(1, "lr").expect("lr")), (group0, lr * 2.0));
+            assert_eq!(
+                (
+                    opt.hyper(0, "lr").expect("lr"),
+                    opt.hyper(1, "lr").expect("lr")
+                ),
+                (group0, lr * 2.0)
+            );
         }
         let before = params.clone();
         opt.step(&mut params, &grads).expect("step");

@@ -2,6 +2,8 @@
 //! chunks of every tensor split across threads, compiled by rustc for the host CPU (AVX-512 or
 //! AVX2+FMA versions chosen at run time). The compiled steps are measured against these.
 
+use optjit::AlignedBuf;
+
 /// Elements per chunk, as in the runtime and the C anchor.
 const CHUNK: usize = 1 << 16;
 
@@ -74,10 +76,10 @@ type Chunk<'a> = (&'a mut [f32], &'a [f32], &'a mut [f32], &'a mut [f32]);
 
 /// One AdamW step over every tensor, chunks split evenly across `threads`.
 pub fn adamw_step(
-    params: &mut [Vec<f32>],
-    grads: &[Vec<f32>],
-    exp_avg: &mut [Vec<f32>],
-    exp_avg_sq: &mut [Vec<f32>],
+    params: &mut [AlignedBuf],
+    grads: &[AlignedBuf],
+    exp_avg: &mut [AlignedBuf],
+    exp_avg_sq: &mut [AlignedBuf],
     s: AdamWScalars,
     threads: usize,
 ) {

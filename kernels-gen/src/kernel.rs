@@ -110,12 +110,6 @@ impl Inst {
             _ => Some(Kind::Float),
         }
     }
-
-    /// Whether the instruction is the same for every element of a chunk (a scalar, a literal,
-    /// or arithmetic on those only is not tracked here: just the leaves).
-    pub fn is_uniform_leaf(&self) -> bool {
-        matches!(self, Inst::Scalar { .. } | Inst::Const(_))
-    }
 }
 
 /// One fused phase as a kernel: per-element loads, arithmetic and stores.
@@ -140,11 +134,18 @@ impl Kernel {
     }
 
     /// Checks the invariants backends rely on: operands are earlier values of the right kind,
-    /// buffer and slot indices are in range, loads read readable buffers, stores write writable
-    /// buffers with floats. Returns the first violation.
+    /// stores come after every other instruction, buffer and slot indices are in range, loads
+    /// read readable buffers, stores write writable buffers with floats, and no op is
+    /// scalar-only. Returns the first violation.
     pub fn validate(&self) -> Result<(), String> {
+        let mut stored = false;
         for (i, inst) in self.insts.iter().enumerate() {
             let at = |message: String| format!("v{i} ({}): {message}", InstText(self, inst));
+            match (inst, stored) {
+                (Inst::Store { .. }, _) => stored = true,
+                (_, true) => return Err(at("an instruction after a store".to_string())),
+                (_, false) => {}
+            }
             for operand in inst.operands() {
                 if operand.index() >= i {
                     return Err(at(format!("{operand} is not defined before its use")));

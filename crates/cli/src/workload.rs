@@ -1,6 +1,8 @@
 //! The benchmark workloads shared by every benchmark of the project (see the anchors' README):
 //! big-1x16M, gpt2s-148 and small-1000x4K, with the C reference's deterministic data.
 
+use optjit_runtime::AlignedBuf;
+
 /// Tensor sizes (elements) of a named workload, or `None` for an unknown name.
 pub fn sizes(name: &str) -> Option<Vec<usize>> {
     match name {
@@ -38,15 +40,21 @@ fn gpt2_small() -> Vec<usize> {
     sizes
 }
 
-/// Parameters and gradients filled as the C reference fills them.
-pub fn data(sizes: &[usize]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let params = sizes
-        .iter()
-        .map(|&n| (0..n).map(|i| 0.01 * (i % 101) as f32).collect())
-        .collect();
-    let grads = sizes
-        .iter()
-        .map(|&n| (0..n).map(|i| 0.001 * (i % 37) as f32 - 0.018).collect())
-        .collect();
-    (params, grads)
+/// Parameters and gradients filled as the C reference fills them, in 64-byte-aligned buffers
+/// as the C reference (and PyTorch's CPU allocator) allocates them.
+pub fn data(sizes: &[usize]) -> (Vec<AlignedBuf>, Vec<AlignedBuf>) {
+    let fill = |f: fn(usize) -> f32| -> Vec<AlignedBuf> {
+        sizes
+            .iter()
+            .map(|&n| {
+                let mut buf = AlignedBuf::filled(n, 0.0);
+                buf.iter_mut().enumerate().for_each(|(i, x)| *x = f(i));
+                buf
+            })
+            .collect()
+    };
+    (
+        fill(|i| 0.01 * (i % 101) as f32),
+        fill(|i| 0.001 * (i % 37) as f32 - 0.018),
+    )
 }

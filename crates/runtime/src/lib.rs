@@ -2,6 +2,7 @@
 //! compiled step over a chunk table that covers every tensor of every group.
 #![warn(missing_docs)]
 
+mod buffer;
 mod chunks;
 mod error;
 mod jit;
@@ -11,8 +12,10 @@ mod pool;
 mod scalar_program;
 mod stage;
 
+pub use buffer::{ALIGN, AlignedBuf};
 pub use chunks::CHUNK_ELEMS;
 pub use error::{CompileError, OptimizerError};
+pub use jit::{CpuCodegen, CpuModule, JitError, KernelFn};
 pub use optimizer::{Group, Optimizer, Setup, Stats};
 pub use pipeline::{CompileOptions, Compiled, compile};
 pub use stage::{Dump, Stage};

@@ -1,6 +1,7 @@
 //! `Optimizer`: a compiled step bound to tensor shapes and param groups, holding the state, and
 //! stepping every tensor of every group through one kernel call per phase.
 
+use crate::buffer::AlignedBuf;
 use crate::chunks::{self, ChunkTable};
 use crate::error::OptimizerError;
 use crate::pipeline::{CompileOptions, Compiled, compile};
@@ -46,6 +47,15 @@ pub struct Stats {
     pub steps: u64,
 }
 
+/// Where a kernel buffer's pointer comes from, resolved once at construction.
+#[derive(Clone, Copy)]
+enum Source {
+    Param,
+    Grad,
+    /// Index into the graph's states.
+    State(usize),
+}
+
 struct GroupState {
     tensors: Vec<usize>,
     /// Value in force of every declared hyperparameter, in declaration order.
@@ -69,11 +79,13 @@ struct GroupState {
 pub struct Optimizer {
     definition: Definition,
     compiled: Arc<Compiled>,
+    /// Per phase, the source of each kernel buffer.
+    buffer_sources: Vec<Vec<Source>>,
     shapes: Vec<Vec<usize>>,
     lens: Vec<usize>,
     groups: Vec<GroupState>,
     /// `states[tensor][state]`: per-element buffers, indexed like the graph's states.
-    states: Vec<Vec<Vec<f32>>>,
+    states: Vec<Vec<AlignedBuf>>,
     step_count: u64,
     threads: usize,
     stats: Stats,
@@ -137,6 +149,25 @@ impl Optimizer {
         }
 
         let compiled = Arc::new(compile(definition, options)?);
+        let buffer_sources = compiled
+            .plan
+            .phases
+            .iter()
+            .map(|phase| {
+                let source = |buffer: &Buffer| match buffer {
+                    Buffer::Param => Source::Param,
+                    Buffer::Grad => Source::Grad,
+                    Buffer::State(name) => Source::State(
+                        graph
+                            .states
+                            .iter()
+                            .position(|s| &s.name == name)
+                            .expect("declared state"),
+                    ),
+                };
+                phase.buffers.iter().map(|b| source(&b.buffer)).collect()
+            })
+            .collect();
         let lens: Vec<usize> = setup.shapes.iter().map(|s| s.iter().product()).collect();
         let states = lens
             .iter()
@@ -145,13 +176,7 @@ impl Optimizer {
                 graph
                     .states
                     .iter()
-                    .map(|s| {
-                        if elem(s) {
-                            vec![s.init as f32; len]
-                        } else {
-                            Vec::new()
-                        }
-                    })
+                    .map(|s| AlignedBuf::filled(if elem(s) { len } else { 0 }, s.init as f32))
                     .collect()
             })
             .collect();
@@ -169,6 +194,7 @@ impl Optimizer {
         Ok(Optimizer {
             definition: definition.clone(),
             compiled,
+            buffer_sources,
             shapes: setup.shapes,
             lens,
             groups: group_states,
@@ -253,7 +279,7 @@ impl Optimizer {
             .states
             .iter()
             .position(|s| s.name == name && s.class == Class::Elem)?;
-        self.states.get(tensor).map(|s| s[index].as_slice())
+        self.states.get(tensor).map(|s| &*s[index])
     }
 
     /// The scalar state `name` of param group `group`.
@@ -304,17 +330,10 @@ impl Optimizer {
             state_updates.push(updates);
         }
 
-        let graph = &self.definition.graph;
-        for (phase, kernel) in self
-            .compiled
-            .plan
-            .phases
-            .iter()
-            .zip(&self.compiled.module.fns)
-        {
+        for (sources, kernel) in self.buffer_sources.iter().zip(&self.compiled.module.fns) {
             scratch.table.clear();
             scratch.lens.clear();
-            let n_buffers = phase.buffers.len();
+            let n_buffers = sources.len();
             let mut table = ChunkTable {
                 words: &mut scratch.table,
                 lens: &mut scratch.lens,
@@ -324,19 +343,12 @@ impl Optimizer {
             for (g, group) in self.groups.iter().enumerate() {
                 let row = scratch.rows[g * n_scalars..].as_ptr();
                 for &t in &group.tensors {
-                    for (slot, used) in base.iter_mut().zip(&phase.buffers) {
-                        *slot = match &used.buffer {
-                            Buffer::Param => params[t].as_mut().as_mut_ptr(),
+                    for (slot, source) in base.iter_mut().zip(sources) {
+                        *slot = match *source {
+                            Source::Param => params[t].as_mut().as_mut_ptr(),
                             // Gradients are only read: kernels never store to a `grad` buffer.
-                            Buffer::Grad => grads[t].as_ref().as_ptr().cast_mut(),
-                            Buffer::State(name) => {
-                                let s = graph
-                                    .states
-                                    .iter()
-                                    .position(|s| &s.name == name)
-                                    .expect("declared state");
-                                self.states[t][s].as_mut_ptr()
-                            }
+                            Source::Grad => grads[t].as_ref().as_ptr().cast_mut(),
+                            Source::State(s) => self.states[t][s].as_mut_ptr(),
                         };
                     }
                     table.push_tensor(self.lens[t], row, &base);
