@@ -47,6 +47,9 @@ pub struct Stats {
     pub steps: u64,
 }
 
+/// Distance between the 4 KiB offsets of successive state buffers.
+const STATE_STAGGER_BYTES: usize = 1024 + 64;
+
 /// Where a kernel buffer's pointer comes from, resolved once at construction.
 #[derive(Clone, Copy)]
 enum Source {
@@ -176,7 +179,12 @@ impl Optimizer {
                 graph
                     .states
                     .iter()
-                    .map(|s| AlignedBuf::filled(if elem(s) { len } else { 0 }, s.init as f32))
+                    .enumerate()
+                    .map(|(i, s)| {
+                        // Each state at its own offset modulo 4 KiB (see AlignedBuf::staggered).
+                        let stagger = STATE_STAGGER_BYTES * (i + 1) % 4096;
+                        AlignedBuf::staggered(if elem(s) { len } else { 0 }, s.init as f32, stagger)
+                    })
                     .collect()
             })
             .collect();
