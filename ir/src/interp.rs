@@ -280,7 +280,7 @@ fn elementwise(op: &Op, class: Class, args: &[&Val], lens: &[usize]) -> Val {
         for (slot, a) in x.iter_mut().zip(args) {
             *slot = a.at(t, e);
         }
-        apply(op, &x[..args.len()])
+        eval_op(op, &x[..args.len()])
     };
     match class {
         Class::Scalar => Val::Scalar(point(0, 0)),
@@ -298,8 +298,12 @@ fn bool_value(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
-/// One application of an element-wise op (`x` has the op's arity, checked by the verifier).
-fn apply(op: &Op, x: &[f64]) -> f64 {
+/// One application of an element-wise op in f64 (`x` has the op's arity, checked by the
+/// verifier): `torch` semantics for `sign`, `minimum`, `maximum`; comparisons give 1 or 0, and
+/// `select` takes any nonzero condition as true. Inputs, constants and reductions give NaN (the
+/// caller evaluates those). The host scalar program uses this too, so both agree by
+/// construction.
+pub fn eval_op(op: &Op, x: &[f64]) -> f64 {
     let arg = |i: usize| x.get(i).copied().unwrap_or(f64::NAN);
     let (a, b, c) = (arg(0), arg(1), arg(2));
     match op {
@@ -632,16 +636,16 @@ mod tests {
         assert!(maximum(0.0, -0.0).is_sign_positive() && maximum(-0.0, 0.0).is_sign_positive());
         assert_eq!(minimum(2.0, -1.0), -1.0);
         assert_eq!(maximum(2.0, -1.0), 2.0);
-        assert_eq!(apply(&Op::Unary(Unary::Rsqrt), &[4.0]), 0.5);
-        assert_eq!(apply(&Op::Binary(Binary::Pow), &[2.0, 0.5]), 2f64.sqrt());
+        assert_eq!(eval_op(&Op::Unary(Unary::Rsqrt), &[4.0]), 0.5);
+        assert_eq!(eval_op(&Op::Binary(Binary::Pow), &[2.0, 0.5]), 2f64.sqrt());
         assert_eq!(
-            apply(&Op::Fma, &[0.1, 10.0, -1.0]),
+            eval_op(&Op::Fma, &[0.1, 10.0, -1.0]),
             0.1f64.mul_add(10.0, -1.0)
         );
-        assert_eq!(apply(&Op::Cmp(Cmp::Ne), &[nan, nan]), 1.0);
-        assert_eq!(apply(&Op::Cmp(Cmp::Le), &[nan, 1.0]), 0.0);
-        assert_eq!(apply(&Op::Select, &[1.0, 2.0, 3.0]), 2.0);
-        assert_eq!(apply(&Op::Select, &[0.0, 2.0, 3.0]), 3.0);
+        assert_eq!(eval_op(&Op::Cmp(Cmp::Ne), &[nan, nan]), 1.0);
+        assert_eq!(eval_op(&Op::Cmp(Cmp::Le), &[nan, 1.0]), 0.0);
+        assert_eq!(eval_op(&Op::Select, &[1.0, 2.0, 3.0]), 2.0);
+        assert_eq!(eval_op(&Op::Select, &[0.0, 2.0, 3.0]), 3.0);
     }
 
     #[test]

@@ -28,10 +28,10 @@ mod verify;
 
 pub use dtype::{Class, DType};
 pub use graph::{Graph, HyperDecl, Node, Output, StateDecl, Target};
-pub use interp::{InterpError, Interpreted, ScalarEnv, TensorValues, interpret};
+pub use interp::{InterpError, Interpreted, ScalarEnv, TensorValues, eval_op, interpret};
 pub use op::{Binary, Cmp, Input, Op, OpKey, Reduction, Unary};
 pub use parse::{ParseError, parse_graph};
 pub use petgraph::stable_graph::NodeIndex;
 pub use plan::{Buffer, BufferUse, FusionPlan, Phase};
-pub use print::{format_f64, numbering};
+pub use print::{format_f64, node_text, numbering};
 pub use verify::{VerifyError, VerifyLocation, verify};

@@ -39,6 +39,12 @@ pub(crate) fn node_body(graph: &Graph, idx: NodeIndex, num: &HashMap<NodeIndex, 
     }
 }
 
+/// One node as printed in the text form (`%4 = mul %3, %1 : elem f32`), for messages that
+/// name a node; numbering the graph costs a pass, so this is not for loops.
+pub fn node_text(graph: &Graph, idx: NodeIndex) -> String {
+    node_line(graph, idx, &numbering(graph))
+}
+
 /// One node's line, without indentation: `%4 = mul %3, %1 : elem f32`.
 fn node_line(graph: &Graph, idx: NodeIndex, num: &HashMap<NodeIndex, usize>) -> String {
     let node = graph.node(idx);

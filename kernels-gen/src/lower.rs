@@ -7,9 +7,7 @@
 //! stored per element is broadcast).
 
 use crate::kernel::{Inst, Kernel, Kind, Value};
-use optjit_ir::{
-    Binary, Buffer, Class, Cmp, DType, FusionPlan, Graph, Input, NodeIndex, Op, Unary, numbering,
-};
+use optjit_ir::{Binary, Buffer, Class, Cmp, DType, FusionPlan, Input, NodeIndex, Op, Unary};
 use std::collections::HashMap;
 use thiserror::Error;
 
@@ -129,7 +127,7 @@ impl Lowering<'_> {
         LowerError::Node {
             rule: self.plan.graph.name.clone(),
             phase: self.phase,
-            node: describe(&self.plan.graph, node),
+            node: optjit_ir::node_text(&self.plan.graph, node),
             reason: reason.into(),
         }
     }
@@ -266,24 +264,6 @@ impl Lowering<'_> {
         self.values.insert(node, value);
         Ok(())
     }
-}
-
-/// `%5 = norm %4 : tensor f64`, for error messages.
-fn describe(graph: &Graph, node: NodeIndex) -> String {
-    let num = numbering(graph);
-    let n = graph.node(node);
-    let operands: Vec<String> = graph
-        .operands(node)
-        .iter()
-        .map(|o| format!("%{}", num[o]))
-        .collect();
-    let body = match &n.op {
-        Op::Input(input) => input.to_string(),
-        Op::Const(c) => format!("const {}", optjit_ir::format_f64(*c)),
-        Op::Cast(d) => format!("cast {d} {}", operands.join(", ")),
-        op => format!("{} {}", op.mnemonic(), operands.join(", ")),
-    };
-    format!("%{} = {body} : {} {}", num[&node], n.class, n.dtype)
 }
 
 /// How many instructions use each value (a value used twice by one instruction counts twice).
@@ -425,7 +405,7 @@ fn cleanup(insts: &[Inst]) -> Vec<Inst> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use optjit_ir::{BufferUse, Phase, Target};
+    use optjit_ir::{BufferUse, Graph, Phase, Target};
 
     /// A one-phase plan for `graph`, built the way the fusion planner builds it: every Elem
     /// node in the phase, non-constant Scalar operands as kernel scalars.

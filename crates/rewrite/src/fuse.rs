@@ -5,27 +5,7 @@
 //! reductions are a later stage of this planner.
 
 use crate::error::RewriteError;
-use optjit_ir::{
-    Buffer, BufferUse, Class, FusionPlan, Graph, Input, NodeIndex, Op, Phase, Target, numbering,
-};
-
-/// `%5 = norm %4 : tensor f64`, for error messages.
-fn describe(graph: &Graph, node: NodeIndex) -> String {
-    let num = numbering(graph);
-    let n = graph.node(node);
-    let operands: Vec<String> = graph
-        .operands(node)
-        .iter()
-        .map(|o| format!("%{}", num[o]))
-        .collect();
-    let body = match &n.op {
-        Op::Input(input) => input.to_string(),
-        Op::Const(c) => format!("const {}", optjit_ir::format_f64(*c)),
-        Op::Cast(d) => format!("cast {d} {}", operands.join(", ")),
-        op => format!("{} {}", op.mnemonic(), operands.join(", ")),
-    };
-    format!("%{} = {body} : {} {}", num[&node], n.class, n.dtype)
-}
+use optjit_ir::{Buffer, BufferUse, Class, FusionPlan, Graph, Input, NodeIndex, Op, Phase, Target};
 
 /// The input that an output to `target` would leave unchanged.
 fn own_input(target: &Target) -> Input {
@@ -131,12 +111,12 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         match &node.op {
             Op::Reduce(_) => {
                 return Err(RewriteError::Reduction {
-                    node: describe(graph, n),
+                    node: optjit_ir::node_text(graph, n),
                 });
             }
             Op::Unary(u) if u.scalar_only() && node.class != Class::Scalar => {
                 return Err(RewriteError::ScalarOnlyPerElement {
-                    node: describe(graph, n),
+                    node: optjit_ir::node_text(graph, n),
                 });
             }
             _ => {}

@@ -1,21 +1,17 @@
 //! The scalar program: the per-group, per-step f64 arithmetic (bias corrections, schedules,
 //! scalar states) flattened into an instruction list that runs without touching the graph.
 
-use optjit_ir::{Binary, Cmp, DType, FusionPlan, Input, NodeIndex, Op, Target, Unary};
+use optjit_ir::{FusionPlan, Input, NodeIndex, Op, Target, eval_op};
 use std::collections::HashMap;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Inst {
     Hyper(usize),
     Step,
     State(usize),
     Const(f64),
-    Unary(Unary, usize),
-    Binary(Binary, usize, usize),
-    Fma(usize, usize, usize),
-    Cmp(Cmp, usize, usize),
-    Select(usize, usize, usize),
-    Cast(DType, usize),
+    /// An element-wise op on earlier values, evaluated by `optjit_ir::eval_op`.
+    Apply(Op, Vec<usize>),
 }
 
 /// The host part of a compiled step. Values are indexed by instruction.
@@ -54,13 +50,10 @@ impl ScalarProgram {
                 ),
                 Op::Input(Input::Step) => Inst::Step,
                 Op::Const(c) => Inst::Const(*c),
-                Op::Unary(u) => Inst::Unary(*u, ops[0]),
-                Op::Binary(b) => Inst::Binary(*b, ops[0], ops[1]),
-                Op::Fma => Inst::Fma(ops[0], ops[1], ops[2]),
-                Op::Cmp(c) => Inst::Cmp(*c, ops[0], ops[1]),
-                Op::Select => Inst::Select(ops[0], ops[1], ops[2]),
-                Op::Cast(d) => Inst::Cast(*d, ops[0]),
-                other => panic!("{other:?} cannot run in the scalar program of\n{plan}"),
+                other @ (Op::Reduce(_) | Op::Input(_)) => {
+                    panic!("{other:?} cannot run in the scalar program of\n{plan}")
+                }
+                op => Inst::Apply(op.clone(), ops),
             };
             slot.insert(node, insts.len());
             insts.push(inst);
@@ -106,26 +99,18 @@ impl ScalarProgram {
         row: &mut [f32],
     ) -> Vec<(usize, f64)> {
         values.clear();
+        let mut operands = Vec::with_capacity(3);
         for inst in &self.insts {
-            let v = |i: usize| values[i];
-            let x = match *inst {
-                Inst::Hyper(h) => hypers[h],
+            let x = match inst {
+                Inst::Hyper(h) => hypers[*h],
                 Inst::Step => step,
-                Inst::State(s) => states[s],
-                Inst::Const(c) => c,
-                Inst::Unary(u, a) => unary(u, v(a)),
-                Inst::Binary(b, a, c) => binary(b, v(a), v(c)),
-                Inst::Fma(a, b, c) => v(a).mul_add(v(b), v(c)),
-                Inst::Cmp(c, a, b) => f64::from(u8::from(compare(c, v(a), v(b)))),
-                Inst::Select(c, a, b) => {
-                    if v(c) != 0.0 {
-                        v(a)
-                    } else {
-                        v(b)
-                    }
+                Inst::State(s) => states[*s],
+                Inst::Const(c) => *c,
+                Inst::Apply(op, args) => {
+                    operands.clear();
+                    operands.extend(args.iter().map(|&a| values[a]));
+                    eval_op(op, &operands)
                 }
-                Inst::Cast(DType::F32 | DType::F16 | DType::BF16, a) => v(a) as f32 as f64,
-                Inst::Cast(_, a) => v(a),
             };
             values.push(x);
         }
@@ -136,57 +121,5 @@ impl ScalarProgram {
             .iter()
             .map(|&(state, src)| (state, values[src]))
             .collect()
-    }
-}
-
-/// `torch.sign` semantics: ±0 and NaN map to themselves.
-pub(crate) fn sign(x: f64) -> f64 {
-    if x > 0.0 {
-        1.0
-    } else if x < 0.0 {
-        -1.0
-    } else {
-        x
-    }
-}
-
-fn unary(op: Unary, x: f64) -> f64 {
-    match op {
-        Unary::Neg => -x,
-        Unary::Sqrt => x.sqrt(),
-        Unary::Rsqrt => 1.0 / x.sqrt(),
-        Unary::Exp => x.exp(),
-        Unary::Log => x.ln(),
-        Unary::Abs => x.abs(),
-        Unary::Sign => sign(x),
-        Unary::Sin => x.sin(),
-        Unary::Cos => x.cos(),
-        Unary::Floor => x.floor(),
-    }
-}
-
-fn binary(op: Binary, a: f64, b: f64) -> f64 {
-    match op {
-        Binary::Add => a + b,
-        Binary::Sub => a - b,
-        Binary::Mul => a * b,
-        Binary::Div => a / b,
-        // NaN-propagating, as torch.minimum / torch.maximum.
-        Binary::Min if a.is_nan() || b.is_nan() => f64::NAN,
-        Binary::Max if a.is_nan() || b.is_nan() => f64::NAN,
-        Binary::Min => a.min(b),
-        Binary::Max => a.max(b),
-        Binary::Pow => a.powf(b),
-    }
-}
-
-fn compare(op: Cmp, a: f64, b: f64) -> bool {
-    match op {
-        Cmp::Lt => a < b,
-        Cmp::Le => a <= b,
-        Cmp::Gt => a > b,
-        Cmp::Ge => a >= b,
-        Cmp::Eq => a == b,
-        Cmp::Ne => a != b,
     }
 }
