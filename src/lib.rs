@@ -20,8 +20,8 @@
 #![warn(missing_docs)]
 
 pub use optjit_runtime::{
-    AlignedBuf, CompileError, CompileOptions, Compiled, Group, Optimizer, OptimizerError, Setup,
-    Stage, Stats, compile,
+    AlignedBuf, CompileError, CompileOptions, Compiled, Dump, Group, Optimizer, OptimizerError,
+    Setup, Stage, Stats, compile,
 };
 pub use optjit_trace::{Definition, Domain, TraceError, Tracer, Value, select};
 
