@@ -130,11 +130,11 @@ struct Prepared {
 /// Builds the optimizer setup, or says why the case is not supported yet.
 fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
     for (key, what) in [
-        ("schedule", "LR schedules"),
-        ("clip_grad_norm", "clip_grad_norm"),
+        ("schedule", "LR schedules are"),
+        ("clip_grad_norm", "clip_grad_norm is"),
     ] {
         if !case.get(key).is_none_or(Value::is_null) {
-            return Ok(Err(format!("{what} are not supported yet")));
+            return Ok(Err(format!("{what} not supported yet")));
         }
     }
     let optimizer = field(case, "optimizer")?;

@@ -1,0 +1,182 @@
+//! The `optjit` binary's machine-readable lines and exit statuses, as DESIGN.md specifies them.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn optjit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_optjit"))
+        .args(args)
+        .output()
+        .expect("optjit runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn golden(case: &str) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
+    root.join(format!("{case}.json")).display().to_string()
+}
+
+/// `key=value` tokens of a line, by key.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn golden_prints_one_line_per_case_then_the_counts() {
+    let out = optjit(&[
+        "golden",
+        &golden("sgd-nesterov"),
+        &golden("adamw-two-groups"),
+    ]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        lines[0].starts_with("PASS sgd-nesterov max_abs_err="),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("PASS adamw-two-groups max_abs_err="),
+        "{text}"
+    );
+    assert_eq!(lines[2], "2 passed, 0 failed");
+}
+
+#[test]
+fn golden_exit_statuses_for_failures_and_unreadable_input() {
+    let dir = std::env::temp_dir().join(format!("optjit-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let text = std::fs::read_to_string(golden("sgd-plain")).expect("read");
+    let mut case: serde_json::Value = serde_json::from_str(&text).expect("json");
+    case["expected"][2]["params"][0][1] = serde_json::json!(123.0);
+    let bad = dir.join("perturbed.json");
+    std::fs::write(&bad, case.to_string()).expect("write");
+    let out = optjit(&["golden", bad.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let fail = text.lines().next().expect("a line");
+    assert!(
+        fail.starts_with("FAIL sgd-plain what=params step=2 group=0 tensor=0 index=1 got="),
+        "{fail}"
+    );
+    assert_eq!(field(fail, "want"), Some("1.23e2"));
+
+    let garbage = dir.join("garbage.json");
+    std::fs::write(&garbage, "{not json").expect("write");
+    let out = optjit(&["golden", garbage.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not JSON"),
+        "{out:?}"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn compile_stats_lists_every_op_kind_with_bytes_per_element() {
+    let out = optjit(&[
+        "compile",
+        "--optimizer",
+        "AdamW",
+        "--target",
+        "cpu",
+        "--stats",
+    ]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("phase=0 kernels=1 bytes_per_elem=28 "),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("total kernels=1 bytes_per_elem=28 "),
+        "{text}"
+    );
+    for kind in [
+        "add", "sub", "mul", "div", "fma", "sqrt", "rsqrt", "exp", "log", "pow", "abs", "sign",
+        "min", "max",
+    ] {
+        assert!(field(lines[1], kind).is_some(), "{kind} missing: {text}");
+    }
+    assert_eq!(
+        (
+            field(lines[1], "div"),
+            field(lines[1], "sqrt"),
+            field(lines[1], "pow")
+        ),
+        (Some("1"), Some("1"), Some("0"))
+    );
+}
+
+#[test]
+fn compile_emits_one_stage_and_rejects_unknown_ones() {
+    let out = optjit(&["compile", "--optimizer", "SGD", "--emit", "clif"]);
+    assert!(
+        stdout(&out).starts_with("function %sgd_phase0"),
+        "{}",
+        stdout(&out)
+    );
+    let out = optjit(&["compile", "--optimizer", "SGD", "--emit", "ptx"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = optjit(&["compile", "--optimizer", "AdamW", "--target", "cuda"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GPU backend is not built yet"));
+}
+
+#[test]
+fn bench_prints_the_documented_fields() {
+    let out = optjit(&[
+        "bench",
+        "--optimizer",
+        "SGD",
+        "--workload",
+        "small-1000x4K",
+        "--target",
+        "cpu",
+        "--steps",
+        "2",
+        "--threads",
+        "2",
+    ]);
+    let text = stdout(&out);
+    let line = text.lines().next().expect("a line");
+    for key in [
+        "workload",
+        "optimizer",
+        "target",
+        "tensors",
+        "elems",
+        "compile_ms",
+        "step_ms_median",
+        "melem_per_s",
+        "bytes_per_elem",
+        "kernels_per_step",
+        "compiles",
+    ] {
+        assert!(field(line, key).is_some(), "{key} missing: {line}");
+    }
+    assert_eq!(field(line, "tensors"), Some("1000"));
+    assert_eq!(field(line, "elems"), Some("4096000"));
+    assert_eq!(field(line, "bytes_per_elem"), Some("12"));
+    assert_eq!(field(line, "kernels_per_step"), Some("1"));
+    let out = optjit(&["bench", "--optimizer", "AdamW", "--workload", "huge"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn list_names_every_builtin_with_defaults() {
+    let text = stdout(&optjit(&["list"]));
+    assert!(
+        text.contains("AdamW") && text.contains("weight_decay=0.01"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SGD") && text.contains("nesterov=False"),
+        "{text}"
+    );
+}
