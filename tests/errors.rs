@@ -192,3 +192,42 @@ fn pytorch_cross_checks_and_group_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn sgd_momentum_cannot_cross_zero_at_run_time() {
+    let plain = Sgd::new().lr(0.1).build().expect("SGD");
+    let setup = |hypers: &BTreeMap<String, f64>| Setup {
+        shapes: vec![vec![4]],
+        hypers: hypers.clone(),
+        ..Setup::default()
+    };
+    let mut opt = Optimizer::new(&plain.definition, setup(&plain.hypers)).expect("compile");
+    let err = opt.set_hyper(None, "momentum", 0.9).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("momentum must be a number in [0, 0], got 0.9"),
+        "{err}"
+    );
+    let with = Sgd::new().lr(0.1).momentum(0.9).build().expect("SGD");
+    let mut opt = Optimizer::new(&with.definition, setup(&with.hypers)).expect("compile");
+    assert!(opt.set_hyper(None, "momentum", 0.0).is_err());
+    opt.set_hyper(None, "momentum", 0.5)
+        .expect("a nonzero momentum stays in the same variant");
+}
+
+#[test]
+fn shapes_too_large_to_hold_are_rejected() {
+    let c = AdamW::new().build().expect("AdamW");
+    let setup = Setup {
+        shapes: vec![vec![4], vec![1 << 40, 1 << 40]],
+        hypers: c.hypers.clone(),
+        ..Setup::default()
+    };
+    let err = Optimizer::new(&c.definition, setup)
+        .err()
+        .expect("overflowing shape");
+    assert!(
+        matches!(err, OptimizerError::BadShape { tensor: 1, .. }),
+        "{err}"
+    );
+}

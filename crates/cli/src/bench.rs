@@ -52,11 +52,13 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
     let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
     let elems: usize = sizes.iter().sum();
     let stats = opt.stats();
-    let threads = if args.threads == 0 {
+    // The threads the step actually used: requests beyond the worker pool are capped.
+    let requested = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         args.threads
     };
+    let threads = requested.min(optjit_runtime::max_threads());
     Ok(format!(
         "workload={} optimizer={} target=cpu tensors={} elems={} compile_ms={:.3} step_ms_median={:.3} \
          melem_per_s={:.1} gb_per_s={:.1} bytes_per_elem={} kernels_per_step={} compiles={} threads={} steps={}",

@@ -59,6 +59,7 @@ pub(crate) const ADAM: Spec = Spec {
             } else {
                 "adam"
             },
+            0.0,
             r,
         )
     },
@@ -76,7 +77,7 @@ pub(crate) const ADAMW: Spec = Spec {
             "False".into(),
         )),
     },
-    trace: |r| trace("adamw", r),
+    trace: |r| trace("adamw", 1e-2, r),
 };
 
 fn no_check(_: &Resolved) -> Result<(), Conflict> {
@@ -87,18 +88,14 @@ fn no_check(_: &Resolved) -> Result<(), Conflict> {
 /// `g += wd*param` (Adam); `m = b1*m + (1-b1)*g`; `v = b2*v + (1-b2)*g*g`; with amsgrad
 /// `vmax = max(vmax, v)`; `denom = sqrt(v or vmax) / sqrt(1 - b2^step) + eps`;
 /// `param -= lr / (1 - b1^step) * m / denom`.
-fn trace(name: &str, r: &Resolved) -> Result<Definition, TraceError> {
+fn trace(name: &str, default_weight_decay: f64, r: &Resolved) -> Result<Definition, TraceError> {
     let t = Tracer::new(name);
     let lr = t.hyper_in("lr", 1e-3, Domain::non_negative());
     let beta1 = t.hyper_in("beta1", 0.9, Domain::unit_half_open());
     let beta2 = t.hyper_in("beta2", 0.999, Domain::unit_half_open());
     let eps = t.hyper_in("eps", 1e-8, Domain::non_negative());
     let decoupled = flag(r, "decoupled_weight_decay");
-    let weight_decay = t.hyper_in(
-        "weight_decay",
-        if decoupled { 1e-2 } else { 0.0 },
-        Domain::non_negative(),
-    );
+    let weight_decay = t.hyper_in("weight_decay", default_weight_decay, Domain::non_negative());
     let (exp_avg, exp_avg_sq) = (t.state("exp_avg", 0.0), t.state("exp_avg_sq", 0.0));
     let step = t.step();
 

@@ -64,11 +64,25 @@ fn check(r: &Resolved) -> Result<(), Conflict> {
 /// The update, in PyTorch's order:
 /// `d = ±grad + wd*param; buf = momentum*buf + (1-dampening)*d` (the first step takes `d`
 /// undampened); `d = d + momentum*buf` (Nesterov) or `d = buf`; `param -= lr*d`.
-/// A momentum of exactly 0 selects the buffer-free variant, as PyTorch does.
+/// A momentum of exactly 0 selects the buffer-free variant (PyTorch makes the same choice per
+/// step). The choice is structural here: the traced momentum's domain excludes crossing zero, so
+/// `set_hyper` or a group override that would switch variants is refused, never silently wrong.
 fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     let t = Tracer::new("sgd");
     let lr = t.hyper_in("lr", 1e-3, Domain::non_negative());
-    let momentum = t.hyper_in("momentum", 0.0, Domain::non_negative());
+    let configured_momentum = number(r, "momentum");
+    let momentum_domain = if configured_momentum == 0.0 {
+        Domain {
+            max: 0.0,
+            ..Domain::non_negative()
+        }
+    } else {
+        Domain {
+            min_inclusive: false,
+            ..Domain::non_negative()
+        }
+    };
+    let momentum = t.hyper_in("momentum", configured_momentum, momentum_domain);
     let dampening = t.hyper("dampening", 0.0);
     let weight_decay = t.hyper_in("weight_decay", 0.0, Domain::non_negative());
     let param = t.param();
@@ -79,7 +93,7 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     };
 
     let mut d = &grad + &weight_decay * &param;
-    if number(r, "momentum") != 0.0 {
+    if configured_momentum != 0.0 {
         let buf = t.state("momentum_buffer", 0.0);
         // On the first step PyTorch sets buf = d; with buf starting at 0 these coefficients give
         // exactly that, and the choice is made once per step in the scalar program.

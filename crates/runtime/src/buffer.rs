@@ -48,7 +48,7 @@ impl AlignedBuf {
                 stagger: 0,
             };
         }
-        let layout = Self::layout(len + stagger);
+        let layout = Self::layout(len.saturating_add(stagger));
         // SAFETY: the layout has a nonzero size.
         let raw = unsafe { alloc(layout) };
         if raw.is_null() {
@@ -67,8 +67,11 @@ impl AlignedBuf {
         buf
     }
 
+    /// Panics, like `Vec`, when `len` f32s cannot be addressed.
     fn layout(len: usize) -> Layout {
-        Layout::from_size_align(len * size_of::<f32>(), ALIGN).expect("state buffer size overflows")
+        len.checked_mul(size_of::<f32>())
+            .and_then(|bytes| Layout::from_size_align(bytes, ALIGN).ok())
+            .unwrap_or_else(|| panic!("a buffer of {len} f32 elements exceeds the address space"))
     }
 }
 
@@ -111,7 +114,7 @@ impl Drop for AlignedBuf {
     fn drop(&mut self) {
         if self.len != 0 {
             // SAFETY: allocated in `staggered` with this layout.
-            unsafe { dealloc(self.base.cast(), Self::layout(self.len + self.stagger)) }
+            unsafe { dealloc(self.base.cast(), Self::layout(self.len + self.stagger)) } // checked at allocation
         }
     }
 }

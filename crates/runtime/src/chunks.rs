@@ -36,6 +36,11 @@ impl ChunkTable<'_> {
     }
 }
 
+/// How many threads a step can use at most (the calling thread plus the pool's workers).
+pub fn max_threads() -> usize {
+    Pool::global().max_parts()
+}
+
 /// Runs `kernel` over every record of `table`, split into contiguous ranges of about equal
 /// element counts, one per thread of the persistent pool (the calling thread takes the first).
 ///

@@ -63,6 +63,18 @@ pub enum OptimizerError {
         /// Which tensor is missing, repeated or out of range.
         problem: String,
     },
+    /// A shape's element count overflows or cannot be allocated.
+    #[error(
+        "{rule}: tensor {tensor} has shape {shape:?}, whose element count exceeds what memory can hold"
+    )]
+    BadShape {
+        /// The update rule.
+        rule: String,
+        /// The tensor's index.
+        tensor: usize,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
     /// `step` got the wrong number of tensors.
     #[error("{rule}: step expects {expected} {what} tensors, got {got}")]
     TensorCount {

@@ -13,7 +13,7 @@ mod scalar_program;
 mod stage;
 
 pub use buffer::{ALIGN, AlignedBuf};
-pub use chunks::CHUNK_ELEMS;
+pub use chunks::{CHUNK_ELEMS, max_threads};
 pub use error::{CompileError, OptimizerError};
 pub use jit::{CpuCodegen, CpuModule, JitError, KernelFn};
 pub use optimizer::{Group, Optimizer, Setup, Stats};

@@ -171,7 +171,7 @@ impl Optimizer {
                 phase.buffers.iter().map(|b| source(&b.buffer)).collect()
             })
             .collect();
-        let lens: Vec<usize> = setup.shapes.iter().map(|s| s.iter().product()).collect();
+        let lens = tensor_lengths(&rule, &setup.shapes)?;
         let states = lens
             .iter()
             .map(|&len| {
@@ -313,12 +313,15 @@ impl Optimizer {
         params: &mut [P],
         grads: &[G],
     ) -> Result<(), OptimizerError> {
-        let param_lens: Vec<usize> = params.iter_mut().map(|p| p.as_mut().len()).collect();
+        // Take each slice once: the pointers handed to the kernels are those of the checked
+        // slices, whatever a user's AsMut/AsRef would return on a second call.
+        let mut params: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut()).collect();
+        let grads: Vec<&[f32]> = grads.iter().map(|g| g.as_ref()).collect();
         self.check_tensors(
-            param_lens.len(),
+            params.len(),
             grads.len(),
-            |i| param_lens[i],
-            |i| grads[i].as_ref().len(),
+            |i| params[i].len(),
+            |i| grads[i].len(),
         )?;
         let step = (self.step_count + 1) as f64;
         let program = &self.compiled.scalar_program;
@@ -353,9 +356,9 @@ impl Optimizer {
                 for &t in &group.tensors {
                     for (slot, source) in base.iter_mut().zip(sources) {
                         *slot = match *source {
-                            Source::Param => params[t].as_mut().as_mut_ptr(),
+                            Source::Param => params[t].as_mut_ptr(),
                             // Gradients are only read: kernels never store to a `grad` buffer.
-                            Source::Grad => grads[t].as_ref().as_ptr().cast_mut(),
+                            Source::Grad => grads[t].as_ptr().cast_mut(),
                             Source::State(s) => self.states[t][s].as_mut_ptr(),
                         };
                     }
@@ -413,6 +416,24 @@ impl Optimizer {
         }
         Ok(())
     }
+}
+
+/// Element counts of `shapes`, refusing any that overflow or exceed what memory can address.
+fn tensor_lengths(rule: &str, shapes: &[Vec<usize>]) -> Result<Vec<usize>, OptimizerError> {
+    let limit = isize::MAX as usize / (2 * size_of::<f32>());
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(tensor, shape)| {
+            let len = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            len.filter(|&n| n <= limit)
+                .ok_or_else(|| OptimizerError::BadShape {
+                    rule: rule.to_string(),
+                    tensor,
+                    shape: shape.clone(),
+                })
+        })
+        .collect()
 }
 
 fn hyper_index(definition: &Definition, name: &str) -> Result<usize, OptimizerError> {

@@ -1,8 +1,8 @@
 //! A persistent pool of kernel worker threads. Threads are created once per process; between
 //! steps they spin briefly, then sleep, so a step that follows soon after the last one starts
-//! without a wake-up or a thread creation, and the same thread keeps running on its core.
+//! without a wake-up or a thread creation (threads are not pinned to cores).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,8 @@ struct Shared {
     generation: AtomicU64,
     /// Workers that have not finished the current generation.
     pending: AtomicUsize,
+    /// Set when a worker's task panicked; `run` re-raises it on the caller.
+    panicked: AtomicBool,
     tasks: Mutex<Vec<Option<Task>>>,
     wake: Condvar,
 }
@@ -53,6 +55,7 @@ impl Pool {
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
             tasks: Mutex::new(vec![None; workers]),
             wake: Condvar::new(),
         });
@@ -106,9 +109,23 @@ impl Pool {
             shared.generation.fetch_add(1, Ordering::AcqRel);
         }
         shared.wake.notify_all();
+        // Even if `work(0)` unwinds, wait for the workers before `work` goes out of scope.
+        let wait = WaitForWorkers(shared);
         work(0);
+        drop(wait);
+        if shared.panicked.swap(false, Ordering::AcqRel) {
+            panic!("an optjit worker thread panicked while running a step");
+        }
+    }
+}
+
+/// Waits, when dropped, until every worker has finished the current generation.
+struct WaitForWorkers<'a>(&'a Shared);
+
+impl Drop for WaitForWorkers<'_> {
+    fn drop(&mut self) {
         let mut spins = 0u32;
-        while shared.pending.load(Ordering::Acquire) != 0 {
+        while self.0.pending.load(Ordering::Acquire) != 0 {
             spins += 1;
             if spins < 1 << 16 {
                 std::hint::spin_loop();
@@ -136,8 +153,12 @@ fn worker(shared: &Shared, index: usize) {
             tasks[index].take()
         };
         if let Some(task) = task {
-            // SAFETY: see `Task`.
-            unsafe { (task.run)(task.context, task.part) };
+            // SAFETY: see `Task`. A panic is caught so that `pending` always counts down.
+            let run =
+                std::panic::AssertUnwindSafe(|| unsafe { (task.run)(task.context, task.part) });
+            if std::panic::catch_unwind(run).is_err() {
+                shared.panicked.store(true, Ordering::Release);
+            }
         }
         shared.pending.fetch_sub(1, Ordering::AcqRel);
     }
