@@ -288,7 +288,9 @@ impl Graph {
         }
     }
 
-    fn infer(&self, op: &Op, operands: &[NodeIndex]) -> (Class, DType) {
+    /// The class and dtype of `op` applied to `operands` (what `add` records; the verifier
+    /// re-derives it to check a graph).
+    pub(crate) fn infer(&self, op: &Op, operands: &[NodeIndex]) -> (Class, DType) {
         match op {
             Op::Input(Input::Param | Input::Grad | Input::State(_)) => {
                 (Class::Elem, self.elem_dtype)

@@ -8,7 +8,7 @@
 
 use crate::dtype::{Class, DType};
 use crate::graph::{Graph, Target};
-use crate::op::{Input, Op, Reduction};
+use crate::op::{Input, Op};
 use crate::print::{format_f64, node_body, numbering};
 use petgraph::stable_graph::NodeIndex;
 use std::collections::HashMap;
@@ -140,34 +140,6 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyError> {
         verifier.node(idx)?;
     }
     verifier.outputs()
-}
-
-/// The class and dtype that [`Graph::add`] gives `op` applied to `operands`.
-pub(crate) fn infer(graph: &Graph, op: &Op, operands: &[NodeIndex]) -> (Class, DType) {
-    match op {
-        Op::Input(Input::Param | Input::Grad | Input::State(_)) => (Class::Elem, graph.elem_dtype),
-        Op::Input(_) | Op::Const(_) => (Class::Scalar, DType::F64),
-        Op::Reduce(Reduction::GlobalNorm) => (Class::Scalar, DType::F64),
-        Op::Reduce(_) => (Class::Tensor, DType::F64),
-        _ => {
-            let class = operands
-                .iter()
-                .map(|&o| graph.node(o).class)
-                .max()
-                .unwrap_or(Class::Scalar);
-            let dtype = match op {
-                Op::Cmp(_) => DType::Bool,
-                Op::Cast(d) => *d,
-                _ if class == Class::Elem => operands
-                    .iter()
-                    .map(|&o| graph.node(o))
-                    .find(|n| n.class == Class::Elem && n.dtype != DType::Bool)
-                    .map_or(graph.elem_dtype, |n| n.dtype),
-                _ => DType::F64,
-            };
-            (class, dtype)
-        }
-    }
 }
 
 /// Whether `name` reads back as one word in the text form.
@@ -315,7 +287,7 @@ impl Verifier<'_> {
                     .into(),
             );
         }
-        let (class, dtype) = infer(g, &node.op, &operands);
+        let (class, dtype) = g.infer(&node.op, &operands);
         if (class, dtype) != (node.class, node.dtype) {
             return fail(
                 format!("the node has type {} {}", node.class, node.dtype),

@@ -698,18 +698,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn adamw_matches_plain_rust_bit_for_bit_without_fma() {
-        let kernel = adamw(false);
-        kernel.validate().expect("valid");
-        let rows = vec![
+    /// Three scalar rows of AdamW: (lr, weight decay, step).
+    fn adamw_rows() -> Vec<Vec<f32>> {
+        vec![
             adamw_row(1e-3, 1e-2, 1),
             adamw_row(3e-4, 0.0, 10),
             adamw_row(1e-1, 0.1, 1000),
-        ];
-        let module = load(&kernel);
-        let mut data = Data(1);
-        let mut chunks = chunks(&kernel, &mut data, &[1.0, 1.0, 0.1, 0.01], false);
+        ]
+    }
+
+    /// Runs `kernel` (an AdamW with or without FMA) over chunks of seeded data and checks every
+    /// element against the plain-Rust AdamW with `agree`.
+    fn check_adamw_against_plain_rust(
+        kernel: &Kernel,
+        seed: u64,
+        agree: impl Fn(f32, f32) -> bool + Copy,
+    ) {
+        let rows = adamw_rows();
+        let module = load(kernel);
+        let mut data = Data(seed);
+        let mut chunks = chunks(kernel, &mut data, &[1.0, 1.0, 0.1, 0.01], false);
         for chunk in &mut chunks {
             // exp_avg_sq is non-negative.
             for x in chunk.buffers[3]
@@ -719,7 +727,7 @@ mod tests {
                 *x = x.abs();
             }
         }
-        let words = table(&kernel, &mut chunks, &rows);
+        let words = table(kernel, &mut chunks, &rows);
         // SAFETY: every record points at live buffers of its length and a row of 8 scalars.
         unsafe { module.fns[0](words.as_ptr(), 0, chunks.len() as u64) };
         let reference = |row: &[f32], l: &[f32]| {
@@ -727,45 +735,26 @@ mod tests {
             vec![Some(p), None, Some(m), Some(v)]
         };
         for chunk in &chunks {
-            check_chunk(&kernel, chunk, &rows[chunk.row], reference, same);
+            check_chunk(kernel, chunk, &rows[chunk.row], reference, agree);
         }
+    }
+
+    #[test]
+    fn adamw_matches_plain_rust_bit_for_bit_without_fma() {
+        let kernel = adamw(false);
+        kernel.validate().expect("valid");
+        check_adamw_against_plain_rust(&kernel, 1, same);
     }
 
     #[test]
     fn adamw_with_fma_is_exact_against_mul_add_and_close_to_plain_rust() {
         let kernel = adamw(true);
         kernel.validate().expect("valid");
-        let rows = vec![
-            adamw_row(1e-3, 1e-2, 1),
-            adamw_row(3e-4, 0.0, 10),
-            adamw_row(1e-1, 0.1, 1000),
-        ];
-        check_against_interpreter(&kernel, &rows, false);
-
-        let module = load(&kernel);
-        let mut data = Data(2);
-        let mut chunks = chunks(&kernel, &mut data, &[1.0, 1.0, 0.1, 0.01], false);
-        for chunk in &mut chunks {
-            for x in chunk.buffers[3]
-                .iter_mut()
-                .chain(chunk.before[3].iter_mut())
-            {
-                *x = x.abs();
-            }
-        }
-        let words = table(&kernel, &mut chunks, &rows);
-        // SAFETY: as above.
-        unsafe { module.fns[0](words.as_ptr(), 0, chunks.len() as u64) };
-        let reference = |row: &[f32], l: &[f32]| {
-            let [p, m, v] = adamw_reference(row, l[0], l[1], l[2], l[3]);
-            vec![Some(p), None, Some(m), Some(v)]
-        };
+        check_against_interpreter(&kernel, &adamw_rows(), false);
         // One rounding fewer per contraction: m' and v' cancel terms of about 0.1 and 0.01,
         // so the bound is absolute near zero and relative (a few ulps) elsewhere.
         let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * (1.0 + a.abs().max(b.abs()));
-        for chunk in &chunks {
-            check_chunk(&kernel, chunk, &rows[chunk.row], reference, close);
-        }
+        check_adamw_against_plain_rust(&kernel, 2, close);
     }
 
     #[test]

@@ -317,12 +317,7 @@ impl Optimizer {
         // slices, whatever a user's AsMut/AsRef would return on a second call.
         let mut params: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut()).collect();
         let grads: Vec<&[f32]> = grads.iter().map(|g| g.as_ref()).collect();
-        self.check_tensors(
-            params.len(),
-            grads.len(),
-            |i| params[i].len(),
-            |i| grads[i].len(),
-        )?;
+        self.check_tensors(&params, &grads)?;
         let step = (self.step_count + 1) as f64;
         let program = &self.compiled.scalar_program;
         let n_scalars = program.n_kernel_scalars().max(1);
@@ -381,15 +376,9 @@ impl Optimizer {
         Ok(())
     }
 
-    fn check_tensors(
-        &self,
-        n_params: usize,
-        n_grads: usize,
-        param_len: impl Fn(usize) -> usize,
-        grad_len: impl Fn(usize) -> usize,
-    ) -> Result<(), OptimizerError> {
+    fn check_tensors(&self, params: &[&mut [f32]], grads: &[&[f32]]) -> Result<(), OptimizerError> {
         let rule = self.rule().to_string();
-        for (what, got) in [("param", n_params), ("grad", n_grads)] {
+        for (what, got) in [("param", params.len()), ("grad", grads.len())] {
             if got != self.lens.len() {
                 return Err(OptimizerError::TensorCount {
                     rule,
@@ -400,7 +389,10 @@ impl Optimizer {
             }
         }
         for (tensor, &expected) in self.lens.iter().enumerate() {
-            for (what, got) in [("param", param_len(tensor)), ("grad", grad_len(tensor))] {
+            for (what, got) in [
+                ("param", params[tensor].len()),
+                ("grad", grads[tensor].len()),
+            ] {
                 if got != expected {
                     let shape = self.shapes[tensor].clone();
                     return Err(OptimizerError::TensorLength {

@@ -1,7 +1,7 @@
 //! Shared helpers of the integration tests: graph builders and an f64 reference evaluator.
 #![allow(dead_code)]
 
-use optjit_ir::{Binary, Class, Cmp, DType, Graph, Input, NodeIndex, Op, Target, Unary};
+use optjit_ir::{Binary, Class, Graph, Input, NodeIndex, Op, Target, Unary};
 use std::collections::BTreeMap;
 
 /// A `Graph` with short names for the ops the tests write.
@@ -164,23 +164,12 @@ pub struct Env {
     pub hypers: BTreeMap<String, f64>,
 }
 
-fn sign(x: f64) -> f64 {
-    if x > 0.0 {
-        1.0
-    } else if x < 0.0 {
-        -1.0
-    } else {
-        x
-    }
-}
-
 /// Evaluates every node of `graph` in f64 (per-element values for one element) and returns the
 /// outputs' values in output order.
 pub fn eval(graph: &Graph, env: &Env) -> Vec<(Target, f64)> {
     let mut values: BTreeMap<NodeIndex, f64> = BTreeMap::new();
     for n in graph.nodes() {
         let ops: Vec<f64> = graph.operands(n).iter().map(|o| values[o]).collect();
-        let x = |i: usize| ops[i];
         let v = match &graph.node(n).op {
             Op::Input(Input::Param) => env.param,
             Op::Input(Input::Grad) => env.grad,
@@ -189,57 +178,9 @@ pub fn eval(graph: &Graph, env: &Env) -> Vec<(Target, f64)> {
             Op::Input(Input::ScalarState(s)) => env.scalar_states[s],
             Op::Input(Input::Hyper(h)) => env.hypers[h],
             Op::Const(c) => *c,
-            Op::Unary(u) => {
-                let a = x(0);
-                match u {
-                    Unary::Neg => -a,
-                    Unary::Sqrt => a.sqrt(),
-                    Unary::Rsqrt => 1.0 / a.sqrt(),
-                    Unary::Exp => a.exp(),
-                    Unary::Log => a.ln(),
-                    Unary::Abs => a.abs(),
-                    Unary::Sign => sign(a),
-                    Unary::Sin => a.sin(),
-                    Unary::Cos => a.cos(),
-                    Unary::Floor => a.floor(),
-                }
-            }
-            Op::Binary(op) => {
-                let (a, b) = (x(0), x(1));
-                match op {
-                    Binary::Add => a + b,
-                    Binary::Sub => a - b,
-                    Binary::Mul => a * b,
-                    Binary::Div => a / b,
-                    Binary::Min | Binary::Max if a.is_nan() || b.is_nan() => f64::NAN,
-                    Binary::Min => a.min(b),
-                    Binary::Max => a.max(b),
-                    Binary::Pow => a.powf(b),
-                }
-            }
-            Op::Fma => x(0).mul_add(x(1), x(2)),
-            Op::Cmp(c) => {
-                let (a, b) = (x(0), x(1));
-                let r = match c {
-                    Cmp::Lt => a < b,
-                    Cmp::Le => a <= b,
-                    Cmp::Gt => a > b,
-                    Cmp::Ge => a >= b,
-                    Cmp::Eq => a == b,
-                    Cmp::Ne => a != b,
-                };
-                f64::from(u8::from(r))
-            }
-            Op::Select => {
-                if x(0) != 0.0 {
-                    x(1)
-                } else {
-                    x(2)
-                }
-            }
-            Op::Cast(DType::F32) => x(0) as f32 as f64,
-            Op::Cast(_) => x(0),
             Op::Reduce(_) => panic!("the evaluator computes one element; no reductions"),
+            // The same f64 semantics as the interpreter and the host scalar program.
+            op => optjit_ir::eval_op(op, &ops),
         };
         values.insert(n, v);
     }
