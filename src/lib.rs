@@ -2,7 +2,8 @@
 //!
 //! A user defines an optimizer step, built-in or their own; optjit traces it into an IR graph,
 //! simplifies it with an e-graph, fuses it into one kernel per phase covering every tensor of
-//! every param group, emits Cranelift machine code for the CPU, and runs it in place.
+//! every param group, emits Cranelift machine code for the CPU or PTX for NVIDIA GPUs
+//! ([`CudaOptimizer`]), and runs it in place.
 //!
 //! ```
 //! use optjit::{Optimizer, Setup, optim::AdamW};
@@ -20,16 +21,18 @@
 #![warn(missing_docs)]
 
 pub use optjit_runtime::{
-    AlignedBuf, CompileError, CompileOptions, Compiled, Dump, Group, Optimizer, OptimizerError,
-    Setup, Stage, Stats, compile,
+    AlignedBuf, Arch, CompileError, CompileOptions, Compiled, CudaDevice, CudaError, CudaOptimizer,
+    Dump, Group, Optimizer, OptimizerError, Setup, Stage, Stats, Target, compile,
 };
 pub use optjit_trace::{Definition, Domain, TraceError, Tracer, Value, select};
 
 /// The IR: graphs, ops, dtypes, the text form, the verifier and the reference interpreter.
 pub use optjit_ir as ir;
-/// Lowering to kernel IR and the Cranelift emitter.
+/// Lowering to kernel IR, and the Cranelift and PTX emitters.
 pub use optjit_kernels_gen as kernels_gen;
 /// Built-in optimizers with PyTorch's names and defaults.
 pub use optjit_optim as optim;
 /// The e-graph stage and fusion planner.
 pub use optjit_rewrite as rewrite;
+/// The CUDA driver bindings the GPU backend uses (device buffers are `cudarc` slices).
+pub use optjit_runtime::cudarc;

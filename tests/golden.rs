@@ -1,30 +1,23 @@
 //! Golden trajectories recorded from PyTorch replayed through compiled steps (the repository's
 //! copy of the files, so a clone needs nothing beside it).
 
+mod common;
+
+use common::GOLDEN_CASES as CASES;
 use optjit_cli::golden::{Outcome, run_case, run_file};
+use optjit_cli::stepper::Backend;
 use std::path::{Path, PathBuf};
 
-/// The cases the built-ins of this version must pass.
-const CASES: [&str; 9] = [
-    "sgd-plain",
-    "sgd-momentum-wd",
-    "sgd-nesterov",
-    "sgd-dampening-maximize",
-    "adam-default",
-    "adam-l2-amsgrad",
-    "adamw-default",
-    "adamw-betas-wd",
-    "adamw-two-groups",
-];
+fn cpu(threads: usize) -> Backend {
+    Backend::Cpu { threads }
+}
 
 fn path(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("{case}.json"))
+    common::golden_path(case)
 }
 
 fn check(case: &str, threads: usize) {
-    let result = run_file(&path(case), threads).unwrap_or_else(|e| panic!("{case}: {e}"));
+    let result = run_file(&path(case), &cpu(threads)).unwrap_or_else(|e| panic!("{case}: {e}"));
     assert!(result.passed(), "{result}");
 }
 
@@ -74,7 +67,7 @@ fn every_golden_file_is_understood() {
         files.len()
     );
     for file in files {
-        let result = run_file(&file, 1).unwrap_or_else(|e| panic!("{e}"));
+        let result = run_file(&file, &cpu(1)).unwrap_or_else(|e| panic!("{e}"));
         if let Outcome::Fail(m) = &result.outcome {
             panic!("{} ran and disagreed: {result} ({m:?})", file.display());
         }
@@ -90,7 +83,7 @@ fn a_perturbed_recording_fails_where_it_was_perturbed() {
         .as_f64()
         .expect("number");
     case["expected"][3]["params"][2][5] = serde_json::json!(want + 1e-3);
-    let result = run_case(&case, 1).expect("runs");
+    let result = run_case(&case, &cpu(1)).expect("runs");
     let Outcome::Fail(m) = result.outcome else {
         panic!("perturbation not detected: {result}")
     };
@@ -101,7 +94,7 @@ fn a_perturbed_recording_fails_where_it_was_perturbed() {
 
     let mut case: serde_json::Value = serde_json::from_str(&text).expect("json");
     case["final_state"][1]["exp_avg_sq"][4] = serde_json::json!(1.0);
-    let result = run_case(&case, 1).expect("runs");
+    let result = run_case(&case, &cpu(1)).expect("runs");
     let Outcome::Fail(m) = result.outcome else {
         panic!("state perturbation not detected: {result}")
     };
@@ -112,7 +105,7 @@ fn a_perturbed_recording_fails_where_it_was_perturbed() {
 
     let mut case: serde_json::Value = serde_json::from_str(&text).expect("json");
     case["expected"][0]["hyper"][0]["lr"] = serde_json::json!(0.002);
-    let result = run_case(&case, 1).expect("runs");
+    let result = run_case(&case, &cpu(1)).expect("runs");
     let Outcome::Fail(m) = result.outcome else {
         panic!("hyper perturbation not detected: {result}")
     };

@@ -2,7 +2,7 @@
 //! own hygiene (every source file says what it owns).
 
 use optjit::optim::AdamW;
-use optjit::{CompileOptions, Stage, compile};
+use optjit::{CompileOptions, Stage, Target, compile};
 use std::path::{Path, PathBuf};
 
 #[test]
@@ -37,13 +37,40 @@ fn stage_names_round_trip_in_pipeline_order() {
     assert_eq!(
         names,
         [
-            "trace", "verify", "simplify", "extract", "fuse", "lower", "clif", "load"
+            "trace", "verify", "simplify", "extract", "fuse", "lower", "clif", "ptx", "load"
         ]
     );
     for stage in Stage::ALL {
         assert_eq!(Stage::from_name(stage.name()), Some(stage));
     }
-    assert_eq!(Stage::from_name("ptx"), None);
+    assert_eq!(Stage::from_name("cuda"), None);
+}
+
+/// The CUDA target runs the shared stages, then `ptx` instead of `clif` and `load`.
+#[test]
+fn the_cuda_target_emits_ptx_and_no_clif() {
+    let options = CompileOptions {
+        keep_texts: true,
+        target: Target::cuda(),
+        ..CompileOptions::default()
+    };
+    let compiled =
+        compile(&AdamW::new().build().expect("AdamW").definition, &options).expect("compile");
+    let with_text: Vec<&str> = Stage::ALL
+        .into_iter()
+        .filter(|&s| compiled.text(s).is_some())
+        .map(Stage::name)
+        .collect();
+    assert_eq!(
+        with_text,
+        [
+            "trace", "verify", "simplify", "extract", "fuse", "lower", "ptx"
+        ]
+    );
+    let modules = compiled.ptx().expect("ptx modules");
+    assert_eq!(modules.len(), 1);
+    assert!(modules[0].starts_with("//\n// optjit kernel adamw.phase0 for sm_80"));
+    assert!(modules[0].contains(".visible .entry adamw_phase0("));
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -5,6 +5,7 @@
 //! iteration as four independent vectors: more loads in flight and a quarter of the loop
 //! overhead, which is what a memory-bound step needs from a 4-lane machine.
 
+use crate::abi::ChunkAbi;
 use crate::kernel::{self, Inst, Kernel};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
@@ -16,43 +17,6 @@ use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use optjit_ir::{Binary, Cmp, DType, Unary};
 use thiserror::Error;
-
-/// The calling convention and chunk-table layout of every emitted kernel function.
-///
-/// ```text
-/// extern "C" fn(table: *const u64, begin: u64, end: u64)
-/// ```
-///
-/// `table` is an array of chunk records, [`ChunkAbi::record_words`]`(kernel.buffers.len())`
-/// 64-bit words each (stride `(2 + kernel.buffers.len()) * 8` bytes):
-///
-/// | word | meaning |
-/// | --- | --- |
-/// | [`ChunkAbi::LEN_WORD`] = 0 | `len`: number of elements in this chunk (may be 0) |
-/// | [`ChunkAbi::SCALARS_WORD`] = 1 | `*const f32`: the chunk's group scalar row, `kernel.n_scalars` values |
-/// | [`ChunkAbi::BUFFERS_WORD`] + i | `*mut f32`: element 0 of this chunk in buffer `i` (`kernel.buffers` order) |
-///
-/// The function processes records `begin..end` (`begin >= end` does nothing). Pointers need
-/// only 4-byte alignment; the scalar row is not read when `len` is 0 or the kernel has no
-/// scalars. Records of one call must not write overlapping memory, and the buffers of a record
-/// must not overlap (a group of elements is loaded from every buffer before any is stored).
-/// Functions that compute `exp`, `log` or `pow` import [`LIBCALLS`].
-#[derive(Clone, Copy, Debug)]
-pub struct ChunkAbi;
-
-impl ChunkAbi {
-    /// Word holding the element count.
-    pub const LEN_WORD: usize = 0;
-    /// Word holding the scalar-row pointer.
-    pub const SCALARS_WORD: usize = 1;
-    /// Word holding the pointer of buffer 0; buffer i follows at `BUFFERS_WORD + i`.
-    pub const BUFFERS_WORD: usize = 2;
-
-    /// Words per record for a kernel with `n_buffers` buffers.
-    pub const fn record_words(n_buffers: usize) -> usize {
-        Self::BUFFERS_WORD + n_buffers
-    }
-}
 
 /// The per-element functions that have no vector instruction, called lane by lane with the
 /// signatures `(f32) -> f32` (`expf`, `logf`) and `(f32, f32) -> f32` (`powf`).
@@ -67,12 +31,14 @@ pub const UNROLL: usize = 4;
 /// Lanes of the vector type (`f32x4`).
 const LANES: usize = 4;
 
-/// A kernel the emitter cannot express.
+/// A kernel an emitter (Cranelift or PTX) cannot express.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
-#[error("cannot emit kernel {kernel} for cranelift: {reason}")]
+#[error("cannot emit kernel {kernel} for {target}: {reason}")]
 pub struct EmitError {
     /// The kernel's name.
     pub kernel: String,
+    /// The emitter's target: `cranelift` or `ptx`.
+    pub target: &'static str,
     /// Why.
     pub reason: String,
 }
@@ -84,6 +50,7 @@ pub struct EmitError {
 pub fn emit_clif(kernel: &Kernel, isa: &dyn TargetIsa) -> Result<Function, EmitError> {
     let fail = |reason: String| EmitError {
         kernel: kernel.name.clone(),
+        target: "cranelift",
         reason,
     };
     kernel.validate().map_err(fail)?;

@@ -1,16 +1,23 @@
-//! optjit-kernels-gen: lowering of a fused phase to a target-neutral kernel IR, and the
-//! Cranelift emitter for the CPU. It produces IR and text only: it never runs a JIT or touches
-//! a GPU (the runtime loads what it emits).
+//! optjit-kernels-gen: lowering of a fused phase to a target-neutral kernel IR, the Cranelift
+//! emitter for the CPU and the PTX emitter for NVIDIA GPUs. It produces IR and text only: it
+//! never runs a JIT or touches a GPU (the runtime loads what it emits).
 //!
 //! ```text
 //! FusionPlan --lower--> Kernel (kernel IR text) --emit_clif--> cranelift ir::Function
+//!                                               --emit_ptx---> PTX module text
 //! ```
+//!
+//! Both emitters walk the same chunk table, [`ChunkAbi`].
 #![warn(missing_docs)]
 
+mod abi;
 mod clif;
 mod kernel;
 mod lower;
+mod ptx;
 
-pub use clif::{ChunkAbi, EmitError, LIBCALLS, UNROLL, emit_clif};
+pub use abi::ChunkAbi;
+pub use clif::{EmitError, LIBCALLS, UNROLL, emit_clif};
 pub use kernel::{Inst, Kernel, Kind, Value};
 pub use lower::{LowerError, LowerOptions, lower};
+pub use ptx::{Arch, PTX_BLOCK_THREADS, PtxOptions, emit_ptx, ptx_entry_name};

@@ -1,6 +1,7 @@
-//! `optjit bench`: compile a built-in for a workload and time its steps.
+//! `optjit bench`: compile a built-in for a workload and time its steps on the CPU or a GPU.
 
-use crate::workload;
+use crate::stepper::Backend;
+use crate::{cuda_bench, workload};
 use optjit_optim::Kwargs;
 use optjit_runtime::{Optimizer, Setup};
 use std::time::Instant;
@@ -17,6 +18,8 @@ pub struct BenchArgs {
     pub steps: usize,
     /// Worker threads (0: one per core).
     pub threads: usize,
+    /// Where the steps run.
+    pub backend: Backend,
 }
 
 /// Runs the benchmark and returns the machine-readable result line.
@@ -31,6 +34,18 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
     let configured = optjit_optim::find(&args.optimizer)
         .and_then(|spec| spec.configure(&args.kwargs))
         .map_err(|e| e.to_string())?;
+    if let Backend::Cuda(device) = &args.backend {
+        let reference = configured.name == "AdamW" && args.kwargs.is_empty();
+        let times = cuda_bench::run(
+            device,
+            &configured.definition,
+            &configured.hypers,
+            &sizes,
+            args.steps,
+            reference,
+        )?;
+        return Ok(cuda_line(args, configured.name, &sizes, &times));
+    }
     let shapes: Vec<Vec<usize>> = sizes.iter().map(|&n| vec![n]).collect();
     let (mut params, grads) = workload::data(&sizes);
     let setup = Setup {
@@ -76,4 +91,38 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
         threads,
         args.steps,
     ))
+}
+
+/// The CUDA result line: the CPU line's keys, then the device, the copy bandwidth, the fraction
+/// of it reached, and the hand-fused reference's time where there is one.
+fn cuda_line(args: &BenchArgs, name: &str, sizes: &[usize], t: &cuda_bench::CudaTimes) -> String {
+    let elems: usize = sizes.iter().sum();
+    let seconds = t.step_ms * 1e-3;
+    let gb_per_s = (elems * t.stats.bytes_per_elem) as f64 / seconds / 1e9;
+    let reference = match t.reference_ms {
+        Some(ms) => format!(
+            " reference_ms_median={ms:.4} vs_reference={:.3}",
+            t.step_ms / ms
+        ),
+        None => String::new(),
+    };
+    format!(
+        "workload={} optimizer={name} target=cuda tensors={} elems={elems} compile_ms={:.3} \
+         step_ms_median={:.4} host_ms_median={:.4} melem_per_s={:.1} gb_per_s={gb_per_s:.1} bytes_per_elem={} \
+         kernels_per_step={} compiles={} steps={} copy_gb_per_s={:.1} of_copy_bw={:.3}{reference} \
+         device=\"{}\"",
+        args.workload,
+        sizes.len(),
+        t.stats.compile_ms,
+        t.step_ms,
+        t.host_ms,
+        elems as f64 / seconds / 1e6,
+        t.stats.bytes_per_elem,
+        t.stats.kernels_per_step,
+        t.stats.compiles,
+        args.steps,
+        t.copy_gb_per_s,
+        gb_per_s / t.copy_gb_per_s,
+        t.device,
+    )
 }

@@ -4,12 +4,13 @@
 use optjit_ir::FusionPlan;
 use optjit_optim::Kwargs;
 use optjit_rewrite::{OpCounts, count_elem_ops};
-use optjit_runtime::{CompileOptions, Stage};
+use optjit_runtime::{CompileOptions, Stage, Target};
 
-/// Compiles `optimizer` and returns the text to print.
+/// Compiles `optimizer` for `target` and returns the text to print.
 pub fn run(
     optimizer: &str,
     kwargs: &Kwargs,
+    target: Target,
     emit: Option<&str>,
     stats: bool,
 ) -> Result<String, String> {
@@ -18,6 +19,7 @@ pub fn run(
         .map_err(|e| e.to_string())?;
     let options = CompileOptions {
         keep_texts: true,
+        target,
         ..CompileOptions::default()
     };
     let compiled =
@@ -26,14 +28,26 @@ pub fn run(
         return Ok(stats_text(&compiled.plan));
     }
     let stages: Vec<Stage> = match emit {
-        None => Stage::ALL.to_vec(),
-        Some(name) => vec![Stage::from_name(name).ok_or_else(|| {
-            let known: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
-            format!(
-                "--emit: unknown stage '{name}' (expected one of {})",
-                known.join(", ")
-            )
-        })?],
+        None => Stage::ALL
+            .into_iter()
+            .filter(|&s| compiled.text(s).is_some())
+            .collect(),
+        Some(name) => {
+            let stage = Stage::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+                format!(
+                    "--emit: unknown stage '{name}' (expected one of {})",
+                    known.join(", ")
+                )
+            })?;
+            if compiled.text(stage).is_none() {
+                return Err(format!(
+                    "--emit {name}: target {target} has no {name} stage \
+                     (clif and load are the CPU's, ptx is CUDA's)"
+                ));
+            }
+            vec![stage]
+        }
     };
     let mut out = String::new();
     for stage in stages {

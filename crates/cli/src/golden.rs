@@ -1,8 +1,9 @@
 //! `optjit golden`: replays a recorded PyTorch/optax trajectory (`optjit-golden/1`) through a
 //! compiled step and compares parameters, hyperparameters in force and final state.
 
+use crate::stepper::{Backend, Stepper};
 use optjit_optim::{Configured, Kwarg, Kwargs};
-use optjit_runtime::{Group, Optimizer, Setup};
+use optjit_runtime::{Group, Setup};
 use serde_json::Value;
 use std::fmt;
 use std::path::Path;
@@ -93,17 +94,17 @@ impl fmt::Display for BadInput {
     }
 }
 
-/// Reads and runs one golden file.
-pub fn run_file(path: &Path, threads: usize) -> Result<CaseResult, BadInput> {
+/// Reads and runs one golden file on `backend`.
+pub fn run_file(path: &Path, backend: &Backend) -> Result<CaseResult, BadInput> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
     let case: Value = serde_json::from_str(&text)
         .map_err(|e| BadInput(format!("{}: not JSON: {e}", path.display())))?;
-    run_case(&case, threads).map_err(|e| BadInput(format!("{}: {}", path.display(), e.0)))
+    run_case(&case, backend).map_err(|e| BadInput(format!("{}: {}", path.display(), e.0)))
 }
 
-/// Runs one parsed golden case.
-pub fn run_case(case: &Value, threads: usize) -> Result<CaseResult, BadInput> {
+/// Runs one parsed golden case on `backend`.
+pub fn run_case(case: &Value, backend: &Backend) -> Result<CaseResult, BadInput> {
     let format = field(case, "format")?.as_str().unwrap_or_default();
     if format != "optjit-golden/1" {
         return Err(BadInput(format!(
@@ -116,7 +117,7 @@ pub fn run_case(case: &Value, threads: usize) -> Result<CaseResult, BadInput> {
         .to_string();
     let outcome = match prepare(case)? {
         Err(why) => Outcome::Unsupported(why),
-        Ok(prepared) => replay(case, prepared, threads)?,
+        Ok(prepared) => replay(case, prepared, backend)?,
     };
     Ok(CaseResult { name, outcome })
 }
@@ -218,13 +219,12 @@ impl Comparison {
     }
 }
 
-fn replay(case: &Value, prepared: Prepared, threads: usize) -> Result<Outcome, BadInput> {
+fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome, BadInput> {
     let Prepared {
         configured,
-        mut setup,
+        setup,
         tolerance: (rtol, atol),
     } = prepared;
-    setup.threads = threads;
     let mut params: Vec<Vec<f32>> = tensors(field(case, "init")?, "init")?;
     let grads = field(case, "grads")?
         .as_array()
@@ -232,7 +232,7 @@ fn replay(case: &Value, prepared: Prepared, threads: usize) -> Result<Outcome, B
     let expected = field(case, "expected")?
         .as_array()
         .ok_or_else(|| BadInput("expected must be a list".into()))?;
-    let mut opt = match Optimizer::new(&configured.definition, setup) {
+    let mut opt = match Stepper::new(&configured.definition, setup, backend) {
         Ok(opt) => opt,
         Err(e) => return Ok(Outcome::Unsupported(e.to_string())),
     };
@@ -242,9 +242,6 @@ fn replay(case: &Value, prepared: Prepared, threads: usize) -> Result<Outcome, B
         max_abs: 0.0,
         max_rel: 0.0,
         first_failure: None,
-    };
-    let group_of = |t: usize, opt: &Optimizer| {
-        (0..opt.n_groups()).find(|&g| opt.group_tensors(g).unwrap_or(&[]).contains(&t))
     };
     for (k, (grad, want)) in grads.iter().zip(expected).enumerate() {
         if let Some(hyper) = want.get("hyper").and_then(Value::as_array) {
@@ -273,7 +270,7 @@ fn replay(case: &Value, prepared: Prepared, threads: usize) -> Result<Outcome, B
         }
         let want_params = tensors(field(want, "params")?, &format!("expected[{k}].params"))?;
         for (t, (got, want)) in params.iter().zip(&want_params).enumerate() {
-            let group = group_of(t, &opt).unwrap_or(0);
+            let group = opt.group_of(t).unwrap_or(0);
             for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
                 cmp.check(g as f64, w as f64, || {
                     mismatch("params", k, group, t.to_string(), i)
@@ -290,11 +287,14 @@ fn replay(case: &Value, prepared: Prepared, threads: usize) -> Result<Outcome, B
         case.get("final_state").and_then(Value::as_array),
     ) {
         for (t, state) in states.iter().enumerate() {
-            let group = group_of(t, &opt).unwrap_or(0);
+            let group = opt.group_of(t).unwrap_or(0);
             for (name, want) in state.as_object().into_iter().flatten() {
                 match want {
                     Value::Array(_) => {
-                        let Some(got) = opt.state(t, name) else {
+                        let got = opt
+                            .state(t, name)
+                            .map_err(|e| BadInput(format!("reading state {name}: {e}")))?;
+                        let Some(got) = got else {
                             return Ok(Outcome::Unsupported(format!(
                                 "no per-element state '{name}'"
                             )));

@@ -3,7 +3,9 @@
 
 pub mod bench;
 pub mod compile;
+pub mod cuda_bench;
 pub mod demo;
 pub mod golden;
 pub mod list;
+pub mod stepper;
 pub mod workload;

@@ -1,6 +1,7 @@
 //! The `optjit` binary: golden, bench, compile, list and demo.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use optjit_cli::stepper::Backend;
 use optjit_cli::{bench, compile, demo, golden, list};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +21,17 @@ struct Cli {
 enum Target {
     Cpu,
     Cuda,
+    /// A synonym of cuda.
     Ptx,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Cpu => "cpu",
+            Target::Cuda | Target::Ptx => "cuda",
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -59,12 +70,13 @@ enum Command {
         optimizer: String,
         #[arg(long, value_enum, default_value = "cpu")]
         target: Target,
-        /// trace | verify | simplify | extract | fuse | lower | clif | load
+        /// trace | verify | simplify | extract | fuse | lower | clif | ptx | load
         #[arg(long)]
         emit: Option<String>,
         /// Per-phase op counts and bytes per element.
         #[arg(long)]
         stats: bool,
+        /// sm_80 (default) or sm_90; with --target cuda.
         #[arg(long)]
         arch: Option<String>,
         #[arg(long)]
@@ -88,12 +100,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn cpu_only(target: Target) -> Result<(), String> {
-    match target {
-        Target::Cpu => Ok(()),
-        Target::Cuda | Target::Ptx => {
-            Err("--target cuda: the GPU backend is not built yet (CPU only)".into())
+/// The compile target `--target` and `--arch` name.
+fn compile_target(target: Target, arch: Option<&str>) -> Result<optjit_runtime::Target, String> {
+    match (target, arch) {
+        (Target::Cpu, None) => Ok(optjit_runtime::Target::Cpu),
+        (Target::Cpu, Some(arch)) => {
+            Err(format!("--arch {arch}: only meaningful with --target cuda"))
         }
+        (Target::Cuda | Target::Ptx, arch) => Ok(optjit_runtime::Target::Cuda {
+            arch: arch
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| format!("--arch: {e}"))?
+                .unwrap_or_default(),
+        }),
     }
 }
 
@@ -115,10 +135,10 @@ fn parse_kwargs(text: Option<&str>) -> Result<optjit_optim::Kwargs, String> {
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Golden { files, target } => {
-            cpu_only(target)?;
+            let backend = Backend::from_target(target.name(), 1)?;
             let (mut passed, mut failed) = (0, 0);
             for file in &files {
-                let result = golden::run_file(file, 1).map_err(|e| e.0)?;
+                let result = golden::run_file(file, &backend).map_err(|e| e.0)?;
                 println!("{result}");
                 if result.passed() {
                     passed += 1;
@@ -142,7 +162,6 @@ fn run(command: Command) -> Result<ExitCode, String> {
             kwargs,
             clip_grad_norm,
         } => {
-            cpu_only(target)?;
             no_clipping(clip_grad_norm)?;
             let kwargs = parse_kwargs(kwargs.as_deref())?;
             let args = bench::BenchArgs {
@@ -151,6 +170,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 workload,
                 steps,
                 threads,
+                backend: Backend::from_target(target.name(), threads)?,
             };
             println!("{}", bench::run(&args)?);
             Ok(ExitCode::SUCCESS)
@@ -164,15 +184,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
             kwargs,
             clip_grad_norm,
         } => {
-            cpu_only(target)?;
             no_clipping(clip_grad_norm)?;
-            if let Some(arch) = arch {
-                return Err(format!("--arch {arch}: only meaningful with --target cuda"));
-            }
+            let target = compile_target(target, arch.as_deref())?;
             let kwargs = parse_kwargs(kwargs.as_deref())?;
             print!(
                 "{}",
-                compile::run(&optimizer, &kwargs, emit.as_deref(), stats)?
+                compile::run(&optimizer, &kwargs, target, emit.as_deref(), stats)?
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -123,9 +123,81 @@ fn compile_emits_one_stage_and_rejects_unknown_ones() {
     );
     let out = optjit(&["compile", "--optimizer", "SGD", "--emit", "ptx"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = optjit(&["compile", "--optimizer", "AdamW", "--target", "cuda"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("target cpu has no ptx stage"));
+    let bogus = optjit(&["compile", "--optimizer", "SGD", "--emit", "bogus"]);
+    assert_eq!(bogus.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bogus.stderr).contains("unknown stage 'bogus'"));
+}
+
+#[test]
+fn compile_for_cuda_prints_ptx_for_the_requested_arch() {
+    let out = optjit(&[
+        "compile",
+        "--optimizer",
+        "AdamW",
+        "--target",
+        "cuda",
+        "--arch",
+        "sm_90",
+        "--emit",
+        "ptx",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with("//\n// optjit kernel adamw.phase0 for sm_90"),
+        "{text}"
+    );
+    assert!(text.contains("\n.version 8.0\n.target sm_90\n"), "{text}");
+    let out = optjit(&[
+        "compile",
+        "--optimizer",
+        "AdamW",
+        "--target",
+        "ptx",
+        "--emit",
+        "clif",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("GPU backend is not built yet"));
+    let out = optjit(&[
+        "compile",
+        "--optimizer",
+        "AdamW",
+        "--target",
+        "cuda",
+        "--arch",
+        "sm_75",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown GPU arch 'sm_75'"));
+    let out = optjit(&["compile", "--optimizer", "AdamW", "--arch", "sm_90"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only meaningful with --target cuda"));
+}
+
+/// Without a driver (this machine, CI) `--target cuda` is a clean error naming the cause.
+#[test]
+fn running_on_cuda_without_a_driver_is_a_clean_error() {
+    if optjit_runtime::CudaDevice::open(0).is_ok() {
+        println!("skipped: a CUDA device is present");
+        return;
+    }
+    let golden = optjit(&["golden", "--target", "cuda", "no-such-file.json"]);
+    let bench = optjit(&[
+        "bench",
+        "--optimizer",
+        "AdamW",
+        "--workload",
+        "big-1x16M",
+        "--target",
+        "cuda",
+    ]);
+    for out in [golden, bench] {
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--target cuda: no CUDA"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }
 
 #[test]

@@ -11,25 +11,29 @@ pub const CHUNK_ELEMS: usize = 1 << 16;
 /// Below this many elements a step runs on the calling thread alone.
 const PARALLEL_MIN_ELEMS: usize = 1 << 15;
 
-/// A chunk table under construction: records of `[len, scalar_row, buffer pointers...]`.
+/// A chunk table under construction: records of `[len, scalar_row, buffer addresses...]`
+/// (see `optjit_kernels_gen::ChunkAbi`), host or device addresses alike.
 pub(crate) struct ChunkTable<'a> {
     pub(crate) words: &'a mut Vec<u64>,
     pub(crate) lens: &'a mut Vec<usize>,
     pub(crate) n_buffers: usize,
+    /// Elements per chunk (the last chunk of a tensor may be shorter).
+    pub(crate) chunk_elems: usize,
 }
 
 impl ChunkTable<'_> {
-    /// Adds the chunks of one tensor of `len` elements; `base[i]` points at element 0 of buffer i.
-    pub(crate) fn push_tensor(&mut self, len: usize, row: *const f32, base: &[*mut f32]) {
+    /// Adds the chunks of one tensor of `len` f32 elements; `base[i]` is the address of
+    /// element 0 in buffer i, `row` that of the group's scalar row.
+    pub(crate) fn push_tensor(&mut self, len: usize, row: u64, base: &[u64]) {
         debug_assert_eq!(base.len(), self.n_buffers);
         let mut start = 0;
         while start < len {
-            let n = CHUNK_ELEMS.min(len - start);
+            let n = self.chunk_elems.min(len - start);
             self.words.push(n as u64);
-            self.words.push(row as u64);
-            // SAFETY of the offset: start < len, inside every buffer of this tensor.
-            self.words
-                .extend(base.iter().map(|&p| p.wrapping_add(start) as u64));
+            self.words.push(row);
+            // start < len: the address stays inside every buffer of this tensor.
+            let offset = (start * size_of::<f32>()) as u64;
+            self.words.extend(base.iter().map(|&p| p + offset));
             self.lens.push(n);
             start += n;
         }

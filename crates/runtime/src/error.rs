@@ -21,6 +21,19 @@ pub enum OptimizerError {
     /// Compiling the step failed.
     #[error(transparent)]
     Compile(#[from] CompileError),
+    /// The step was compiled for another target than the optimizer runs on.
+    #[error("{rule}: compiled for target {target}, but this optimizer runs on {expected}")]
+    WrongTarget {
+        /// The update rule.
+        rule: String,
+        /// The target of the compile options.
+        target: String,
+        /// The target the optimizer needs.
+        expected: &'static str,
+    },
+    /// A CUDA driver call failed, or a tensor is not on the optimizer's device.
+    #[error(transparent)]
+    Cuda(#[from] crate::cuda::CudaError),
     /// A hyperparameter value is outside its domain.
     #[error("{rule}: {name} must be {expected}, got {value}{place}")]
     BadHyper {

@@ -1,9 +1,12 @@
-//! optjit-runtime: the named compile pipeline, the Cranelift JIT loader, and CPU execution of a
-//! compiled step over a chunk table that covers every tensor of every group.
+//! optjit-runtime: the named compile pipeline, the Cranelift JIT loader, CPU execution of a
+//! compiled step over a chunk table that covers every tensor of every group, and CUDA execution
+//! of the same step from PTX (the driver is loaded at run time).
 #![warn(missing_docs)]
 
+mod binding;
 mod buffer;
 mod chunks;
+mod cuda;
 mod error;
 mod jit;
 mod optimizer;
@@ -11,11 +14,16 @@ mod pipeline;
 mod pool;
 mod scalar_program;
 mod stage;
+mod target;
 
 pub use buffer::{ALIGN, AlignedBuf};
 pub use chunks::{CHUNK_ELEMS, max_threads};
+pub use cuda::{CUDA_CHUNK_ELEMS, CudaDevice, CudaError, CudaOptimizer};
+pub use cudarc;
 pub use error::{CompileError, OptimizerError};
 pub use jit::{CpuCodegen, CpuModule, JitError, KernelFn};
 pub use optimizer::{Group, Optimizer, Setup, Stats};
+pub use optjit_kernels_gen::Arch;
 pub use pipeline::{CompileOptions, Compiled, compile};
 pub use stage::{Dump, Stage};
+pub use target::Target;

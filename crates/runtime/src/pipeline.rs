@@ -1,12 +1,14 @@
 //! The compile pipeline as an ordered list of named stages:
-//! trace → verify → simplify → extract → fuse → lower → clif → load.
+//! trace → verify → simplify → extract → fuse → lower → clif → load on the CPU, and
+//! trace → … → lower → ptx for CUDA (a CUDA step loads its PTX when it meets its device).
 
 use crate::error::CompileError;
 use crate::jit::{CpuCodegen, CpuModule};
 use crate::scalar_program::ScalarProgram;
 use crate::stage::{Dump, Stage};
+use crate::target::Target;
 use optjit_ir::FusionPlan;
-use optjit_kernels_gen::{Kernel, LowerOptions};
+use optjit_kernels_gen::{Kernel, LowerOptions, PtxOptions};
 use optjit_rewrite::SimplifyOptions;
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
@@ -26,6 +28,8 @@ pub struct CompileOptions {
     /// Contract multiply-adds into FMA: `None` asks the host (AVX+FMA), `Some` forces it
     /// (snapshots force it so that their text does not depend on the machine).
     pub fma: Option<bool>,
+    /// The machine the step is compiled for.
+    pub target: Target,
 }
 
 impl Default for CompileOptions {
@@ -37,6 +41,7 @@ impl Default for CompileOptions {
             keep_texts: false,
             print_times: std::env::var("OPTJIT_TIME").is_ok_and(|v| v == "1"),
             fma: None,
+            target: Target::Cpu,
         }
     }
 }
@@ -53,8 +58,16 @@ pub struct Compiled {
     pub texts: BTreeMap<Stage, String>,
     /// Wall time per stage.
     pub stage_times: Vec<(Stage, Duration)>,
-    pub(crate) module: CpuModule,
+    pub(crate) code: Code,
     pub(crate) scalar_program: ScalarProgram,
+}
+
+/// The target code of a compiled step.
+pub(crate) enum Code {
+    /// Loaded Cranelift functions, one per kernel.
+    Cpu(Box<CpuModule>),
+    /// One PTX module per kernel, not yet loaded (a CUDA optimizer loads it on its device).
+    Ptx(Vec<String>),
 }
 
 impl Compiled {
@@ -66,6 +79,21 @@ impl Compiled {
     /// The text of `stage` (kept only with [`CompileOptions::keep_texts`]).
     pub fn text(&self, stage: Stage) -> Option<&str> {
         self.texts.get(&stage).map(String::as_str)
+    }
+
+    /// The PTX module of each kernel, when compiled for CUDA.
+    pub fn ptx(&self) -> Option<&[String]> {
+        match &self.code {
+            Code::Ptx(modules) => Some(modules),
+            Code::Cpu(_) => None,
+        }
+    }
+
+    pub(crate) fn cpu_module(&self) -> Option<&CpuModule> {
+        match &self.code {
+            Code::Cpu(module) => Some(module),
+            Code::Ptx(_) => None,
+        }
     }
 }
 
@@ -99,7 +127,7 @@ impl Recorder<'_> {
     }
 }
 
-/// Runs every stage on `definition` for the host CPU.
+/// Runs every stage on `definition` for `options.target`.
 pub fn compile(
     definition: &Definition,
     options: &CompileOptions,
@@ -138,9 +166,15 @@ pub fn compile(
     let scalar_program = ScalarProgram::new(&plan);
     rec.finish_stage(Stage::Fuse, || plan.to_string());
 
-    let codegen = CpuCodegen::host().map_err(|e| rec.fail(Stage::Lower, e))?;
+    let codegen = match options.target {
+        Target::Cpu => Some(CpuCodegen::host().map_err(|e| rec.fail(Stage::Lower, e))?),
+        Target::Cuda { .. } => None,
+    };
     let lower_options = LowerOptions {
-        fma: options.fma.unwrap_or_else(|| codegen.has_fma()),
+        // Every CUDA GPU has a fused multiply-add.
+        fma: options
+            .fma
+            .unwrap_or_else(|| codegen.as_ref().is_none_or(CpuCodegen::has_fma)),
     };
     let kernels = (0..plan.phases.len())
         .map(|phase| optjit_kernels_gen::lower(&plan, phase, &lower_options))
@@ -154,8 +188,44 @@ pub fn compile(
             .join("\n")
     });
 
+    let code = match (options.target, codegen) {
+        (Target::Cuda { arch }, _) => {
+            let ptx = kernels
+                .iter()
+                .map(|k| optjit_kernels_gen::emit_ptx(k, &PtxOptions { arch }))
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(|e| rec.fail(Stage::Ptx, e))?;
+            rec.finish_stage(Stage::Ptx, || ptx.join("\n"));
+            Code::Ptx(ptx)
+        }
+        (Target::Cpu, Some(codegen)) => {
+            Code::Cpu(Box::new(emit_and_load(&mut rec, &codegen, &kernels)?))
+        }
+        (Target::Cpu, None) => unreachable!("the CPU target has a codegen"),
+    };
+
+    if options.print_times {
+        print_times(&rec.rule, &rec.times);
+    }
+    Ok(Compiled {
+        rule: rec.rule,
+        plan,
+        kernels,
+        texts: rec.texts,
+        stage_times: rec.times,
+        code,
+        scalar_program,
+    })
+}
+
+/// The `clif` and `load` stages: Cranelift functions for `kernels`, loaded into this process.
+fn emit_and_load(
+    rec: &mut Recorder,
+    codegen: &CpuCodegen,
+    kernels: &[Kernel],
+) -> Result<CpuModule, CompileError> {
     let functions = codegen
-        .emit(&kernels)
+        .emit(kernels)
         .map_err(|e| rec.fail(Stage::Clif, e))?;
     let clif_text = rec.options.keep_texts || rec.options.dump.wants(Stage::Clif);
     let clif = if clif_text {
@@ -176,19 +246,7 @@ pub fn compile(
             names.join(", ")
         )
     });
-
-    if options.print_times {
-        print_times(&rec.rule, &rec.times);
-    }
-    Ok(Compiled {
-        rule: rec.rule,
-        plan,
-        kernels,
-        texts: rec.texts,
-        stage_times: rec.times,
-        module,
-        scalar_program,
-    })
+    Ok(module)
 }
 
 fn print_times(rule: &str, times: &[(Stage, Duration)]) {

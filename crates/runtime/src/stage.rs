@@ -17,15 +17,17 @@ pub enum Stage {
     Fuse,
     /// Target-neutral kernel IR, one kernel per phase.
     Lower,
-    /// Cranelift IR of each kernel.
+    /// Cranelift IR of each kernel (CPU target).
     Clif,
+    /// PTX of each kernel (CUDA target).
+    Ptx,
     /// The loaded machine code.
     Load,
 }
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Trace,
         Stage::Verify,
         Stage::Simplify,
@@ -33,6 +35,7 @@ impl Stage {
         Stage::Fuse,
         Stage::Lower,
         Stage::Clif,
+        Stage::Ptx,
         Stage::Load,
     ];
 
@@ -46,6 +49,7 @@ impl Stage {
             Stage::Fuse => "fuse",
             Stage::Lower => "lower",
             Stage::Clif => "clif",
+            Stage::Ptx => "ptx",
             Stage::Load => "load",
         }
     }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU checks, in one command on a machine with an NVIDIA GPU and PyTorch (see docs/perf.md):
+# the GPU execution tests, `optjit golden --target cuda`, and `optjit bench --target cuda` on the
+# three workloads next to PyTorch's AdamW (for-loop, foreach, fused) and the copy bandwidth.
+#
+#   benches/gpu.sh BIN_DIR [TORCH_ANCHOR]
+#
+# BIN_DIR holds `optjit` (cargo build --release) and `cuda-tests` (the tests/cuda.rs binary from
+# cargo test --release --test cuda --no-run); TORCH_ANCHOR is shared/anchors/torch_adamw.py.
+set -uo pipefail
+bin="${1:?usage: benches/gpu.sh BIN_DIR [TORCH_ANCHOR]}"
+anchor="${2:-}"
+cd "$(dirname "$0")/.."
+
+# NVRTC (for the hand-fused reference) ships with PyTorch's CUDA wheels.
+nvrtc_dir="$(python3 -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13", "lib"))' 2>/dev/null || true)"
+[ -n "$nvrtc_dir" ] && export LD_LIBRARY_PATH="$nvrtc_dir:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+echo "== GPU execution tests"
+"$bin/cuda-tests" --test-threads 1 --nocapture 2>&1 | grep -v '^$'
+
+echo "== optjit golden --target cuda"
+"$bin/optjit" golden --target cuda tests/golden/*.json | grep -v 'what=unsupported'
+
+echo "== optjit bench --target cuda"
+for w in big-1x16M gpt2s-148 small-1000x4K; do
+    "$bin/optjit" bench --optimizer AdamW --target cuda --workload "$w" --steps 100
+done
+if [ -n "$anchor" ]; then
+    echo "== PyTorch AdamW (CUDA events)"
+    python3 "$anchor" --device cuda --modes forloop,foreach,fused
+fi

@@ -1,0 +1,205 @@
+//! The GPU side of `optjit bench`: the compiled step timed with CUDA events, next to the device's
+//! copy bandwidth and the project's hand-fused CUDA C AdamW (compiled at run time with NVRTC).
+
+use crate::workload;
+use optjit_runtime::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use optjit_runtime::cudarc::nvrtc;
+use optjit_runtime::{CudaDevice, CudaError, CudaOptimizer, Setup, Stats};
+use optjit_trace::Definition;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The hand-fused reference kernel's source.
+const REFERENCE_SOURCE: &str = include_str!("adamw_reference.cu");
+
+/// What the GPU run measured.
+pub struct CudaTimes {
+    /// The compiled step's counters.
+    pub stats: Stats,
+    /// Median step time (ms, CUDA events).
+    pub step_ms: f64,
+    /// Median time the host spends inside `step` (ms): the scalar program, copies, launches.
+    pub host_ms: f64,
+    /// Device-to-device copy bandwidth, bytes read plus written per second / 1e9.
+    pub copy_gb_per_s: f64,
+    /// Median step time of the hand-fused AdamW reference (ms), when the optimizer is AdamW
+    /// with its default options and NVRTC could be loaded.
+    pub reference_ms: Option<f64>,
+    /// The device's name.
+    pub device: String,
+}
+
+fn cuda(e: CudaError) -> String {
+    e.to_string()
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Times `steps` steps (after 3 warm-ups) of `definition` on `sizes` on `device`.
+pub fn run(
+    device: &Arc<CudaDevice>,
+    definition: &Definition,
+    hypers: &BTreeMap<String, f64>,
+    sizes: &[usize],
+    steps: usize,
+    reference: bool,
+) -> Result<CudaTimes, String> {
+    let (params, grads) = workload::data(sizes);
+    let mut params: Vec<CudaSlice<f32>> = params
+        .iter()
+        .map(|p| device.upload(p))
+        .collect::<Result<_, _>>()
+        .map_err(cuda)?;
+    let grads: Vec<CudaSlice<f32>> = grads
+        .iter()
+        .map(|g| device.upload(g))
+        .collect::<Result<_, _>>()
+        .map_err(cuda)?;
+    let setup = Setup {
+        shapes: sizes.iter().map(|&n| vec![n]).collect(),
+        hypers: hypers.clone(),
+        ..Setup::default()
+    };
+    let mut opt =
+        CudaOptimizer::new(definition, setup, device.clone()).map_err(|e| e.to_string())?;
+    let (mut times, mut host_times) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
+    for k in 0..steps + 3 {
+        let mut host = 0.0;
+        let ms = device
+            .time_ms(|| {
+                let started = std::time::Instant::now();
+                let result = opt.step(&mut params, &grads);
+                host = started.elapsed().as_secs_f64() * 1e3;
+                result
+            })
+            .map_err(|e| e.to_string())?;
+        if k >= 3 {
+            times.push(f64::from(ms));
+            host_times.push(host);
+        }
+    }
+    drop(params);
+    drop(grads);
+    let elems: usize = sizes.iter().sum();
+    let reference_ms = if reference {
+        Some(reference_adamw(device, elems, hypers, steps)?)
+    } else {
+        None
+    };
+    Ok(CudaTimes {
+        stats: opt.stats(),
+        step_ms: median(times),
+        host_ms: median(host_times),
+        copy_gb_per_s: copy_bandwidth(device).map_err(cuda)?,
+        reference_ms,
+        device: device.name(),
+    })
+}
+
+/// Device-to-device copy of 2^28 floats: bytes read plus written per second / 1e9, as the
+/// PyTorch anchor measures it.
+fn copy_bandwidth(device: &CudaDevice) -> Result<f64, CudaError> {
+    let n = 1usize << 28;
+    let stream = device.stream();
+    let src = stream
+        .alloc_zeros::<f32>(n)
+        .map_err(|source| CudaError::Driver {
+            doing: "allocating the copy benchmark".into(),
+            source,
+        })?;
+    let mut dst = stream
+        .alloc_zeros::<f32>(n)
+        .map_err(|source| CudaError::Driver {
+            doing: "allocating the copy benchmark".into(),
+            source,
+        })?;
+    let mut times = Vec::new();
+    for k in 0..23 {
+        let ms = device.time_ms(|| {
+            stream
+                .memcpy_dtod(&src, &mut dst)
+                .map_err(|source| CudaError::Driver {
+                    doing: "copying on the device".into(),
+                    source,
+                })
+        })?;
+        if k >= 3 {
+            times.push(f64::from(ms));
+        }
+    }
+    Ok(8.0 * n as f64 / (median(times) * 1e-3) / 1e9)
+}
+
+/// The hand-fused AdamW over one flat buffer of `elems` elements: median ms per step.
+fn reference_adamw(
+    device: &CudaDevice,
+    elems: usize,
+    hypers: &BTreeMap<String, f64>,
+    steps: usize,
+) -> Result<f64, String> {
+    let ptx = nvrtc::compile_ptx(REFERENCE_SOURCE)
+        .map_err(|e| format!("NVRTC could not compile the reference kernel: {e:?}"))?;
+    let module = device
+        .context()
+        .load_module(ptx)
+        .map_err(|e| format!("loading the reference kernel: {e}"))?;
+    let function = module
+        .load_function("adamw_reference")
+        .map_err(|e| format!("finding the reference kernel: {e}"))?;
+    let n = elems.div_ceil(4) * 4;
+    let (p, g) = workload::data(&[n]);
+    let mut p = device.upload(&p[0]).map_err(cuda)?;
+    let g = device.upload(&g[0]).map_err(cuda)?;
+    let zeros = vec![0f32; n];
+    let mut m = device.upload(&zeros).map_err(cuda)?;
+    let mut v = device.upload(&zeros).map_err(cuda)?;
+    let h = |name: &str, default: f64| hypers.get(name).copied().unwrap_or(default);
+    let (lr, beta1, beta2, eps, wd) = (
+        h("lr", 1e-3),
+        h("beta1", 0.9),
+        h("beta2", 0.999),
+        h("eps", 1e-8),
+        h("weight_decay", 1e-2),
+    );
+    let n4 = (n / 4) as u64;
+    let config = LaunchConfig {
+        grid_dim: (((n / 4).div_ceil(256)).clamp(1, 132 * 8) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut times = Vec::new();
+    for t in 1..=steps + 3 {
+        let t_f = t as f64;
+        let scalars = [
+            (1.0 - lr * wd) as f32,
+            beta1 as f32,
+            beta2 as f32,
+            (lr / (1.0 - beta1.powf(t_f))) as f32,
+            (1.0 / (1.0 - beta2.powf(t_f)).sqrt()) as f32,
+            eps as f32,
+        ];
+        let ms = device.time_ms(|| {
+            let mut launch = device.stream().launch_builder(&function);
+            launch.arg(&mut p).arg(&g).arg(&mut m).arg(&mut v).arg(&n4);
+            for s in &scalars {
+                launch.arg(s);
+            }
+            // SAFETY: the arguments match adamw_reference's signature; the four buffers hold
+            // n = 4 * n4 floats each.
+            unsafe { launch.launch(config) }
+                .map(drop)
+                .map_err(|source| CudaError::Driver {
+                    doing: "launching the reference kernel".into(),
+                    source,
+                })
+        });
+        let ms = ms.map_err(cuda)?;
+        if t > 3 {
+            times.push(f64::from(ms));
+        }
+    }
+    Ok(median(times))
+}

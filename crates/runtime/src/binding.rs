@@ -1,0 +1,322 @@
+//! What an optimizer is bound to, whatever the target: the definition, the tensors' shapes, the
+//! param groups with their hyperparameters and scalar states, and the step count.
+
+use crate::error::OptimizerError;
+use crate::optimizer::{Group, Setup};
+use crate::scalar_program::ScalarProgram;
+use optjit_ir::Class;
+use optjit_trace::Definition;
+use std::collections::BTreeMap;
+
+/// One param group's tensors, hyperparameters in force and scalar states.
+pub(crate) struct GroupState {
+    pub(crate) tensors: Vec<usize>,
+    /// Value in force of every declared hyperparameter, in declaration order.
+    hypers: Vec<f64>,
+    /// Scalar states, indexed like the graph's states (per-element entries unused).
+    scalar_states: Vec<f64>,
+}
+
+/// The target-independent part of an optimizer (the CPU and the CUDA one hold the same).
+pub(crate) struct Binding {
+    pub(crate) definition: Definition,
+    pub(crate) shapes: Vec<Vec<usize>>,
+    /// Element count of every tensor.
+    pub(crate) lens: Vec<usize>,
+    pub(crate) groups: Vec<GroupState>,
+    pub(crate) step_count: u64,
+}
+
+/// Scalar-state updates of one step, per group, applied by [`Binding::finish_step`].
+pub(crate) struct PendingStep(Vec<Vec<(usize, f64)>>);
+
+impl Binding {
+    /// Checks `setup` against `definition` (groups partition the tensors, every hyperparameter
+    /// is declared and inside its domain, shapes are addressable).
+    pub(crate) fn new(definition: &Definition, setup: &Setup) -> Result<Binding, OptimizerError> {
+        let graph = &definition.graph;
+        let rule = graph.name.as_str();
+        let n_tensors = setup.shapes.len();
+        let groups = if setup.groups.is_empty() {
+            vec![Group {
+                tensors: (0..n_tensors).collect(),
+                hypers: BTreeMap::new(),
+            }]
+        } else {
+            setup.groups.clone()
+        };
+        check_partition(rule, &groups, n_tensors)?;
+
+        let mut group_states = Vec::with_capacity(groups.len());
+        for (g, group) in groups.iter().enumerate() {
+            let mut values: Vec<f64> = graph.hypers.iter().map(|h| h.default).collect();
+            let place = if groups.len() > 1 {
+                format!(" in param group {g}")
+            } else {
+                String::new()
+            };
+            for (layer, place) in [(&setup.hypers, ""), (&group.hypers, place.as_str())] {
+                for (name, &value) in layer {
+                    let index = hyper_index(definition, name)?;
+                    check_hyper(definition, name, value, place)?;
+                    values[index] = value;
+                }
+            }
+            group_states.push(GroupState {
+                tensors: group.tensors.clone(),
+                hypers: values,
+                scalar_states: graph.states.iter().map(|s| s.init).collect(),
+            });
+        }
+        Ok(Binding {
+            definition: definition.clone(),
+            shapes: setup.shapes.clone(),
+            lens: tensor_lengths(rule, &setup.shapes)?,
+            groups: group_states,
+            step_count: 0,
+        })
+    }
+
+    pub(crate) fn rule(&self) -> &str {
+        &self.definition.graph.name
+    }
+
+    fn group_index(&self, group: usize) -> Result<usize, OptimizerError> {
+        if group < self.groups.len() {
+            Ok(group)
+        } else {
+            Err(OptimizerError::NoSuchGroup {
+                rule: self.rule().into(),
+                group,
+                n_groups: self.groups.len(),
+            })
+        }
+    }
+
+    pub(crate) fn group_tensors(&self, group: usize) -> Option<&[usize]> {
+        self.groups.get(group).map(|g| g.tensors.as_slice())
+    }
+
+    pub(crate) fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError> {
+        let g = self.group_index(group)?;
+        Ok(self.groups[g].hypers[hyper_index(&self.definition, name)?])
+    }
+
+    pub(crate) fn set_hyper(
+        &mut self,
+        group: Option<usize>,
+        name: &str,
+        value: f64,
+    ) -> Result<(), OptimizerError> {
+        let index = hyper_index(&self.definition, name)?;
+        let place = group
+            .map(|g| format!(" in param group {g}"))
+            .unwrap_or_default();
+        check_hyper(&self.definition, name, value, &place)?;
+        match group {
+            Some(g) => {
+                let g = self.group_index(g)?;
+                self.groups[g].hypers[index] = value;
+            }
+            None => self.groups.iter_mut().for_each(|g| g.hypers[index] = value),
+        }
+        Ok(())
+    }
+
+    /// The index among the graph's states of the state `name` of `class`.
+    pub(crate) fn state_index(&self, name: &str, class: Class) -> Option<usize> {
+        let states = &self.definition.graph.states;
+        states
+            .iter()
+            .position(|s| s.name == name && s.class == class)
+    }
+
+    pub(crate) fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
+        let index = self.state_index(name, Class::Scalar)?;
+        self.groups.get(group).map(|g| g.scalar_states[index])
+    }
+
+    /// Checks the lengths of the tensors handed to a step: `params[i]` and `grads[i]` are the
+    /// element counts of tensor i.
+    pub(crate) fn check_lengths(
+        &self,
+        params: &[usize],
+        grads: &[usize],
+    ) -> Result<(), OptimizerError> {
+        let rule = self.rule().to_string();
+        for (what, got) in [("param", params.len()), ("grad", grads.len())] {
+            if got != self.lens.len() {
+                return Err(OptimizerError::TensorCount {
+                    rule,
+                    what,
+                    expected: self.lens.len(),
+                    got,
+                });
+            }
+        }
+        for (tensor, &expected) in self.lens.iter().enumerate() {
+            for (what, got) in [("param", params[tensor]), ("grad", grads[tensor])] {
+                if got != expected {
+                    let shape = self.shapes[tensor].clone();
+                    return Err(OptimizerError::TensorLength {
+                        rule,
+                        what,
+                        tensor,
+                        got,
+                        expected,
+                        shape,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the scalar program of the next step for every group: `rows` receives one row of
+    /// `program.n_kernel_scalars().max(1)` kernel scalars per group. Nothing is modified until
+    /// [`Binding::finish_step`] takes the result.
+    pub(crate) fn scalar_rows(
+        &self,
+        program: &ScalarProgram,
+        rows: &mut Vec<f32>,
+        values: &mut Vec<f64>,
+    ) -> PendingStep {
+        let step = (self.step_count + 1) as f64;
+        let width = row_width(program);
+        rows.clear();
+        rows.resize(self.groups.len() * width, 0.0);
+        let updates = self
+            .groups
+            .iter()
+            .zip(rows.chunks_mut(width))
+            .map(|(group, row)| program.run(&group.hypers, step, &group.scalar_states, values, row))
+            .collect();
+        PendingStep(updates)
+    }
+
+    /// Commits a step whose kernels ran: scalar states take their new values, the count grows.
+    pub(crate) fn finish_step(&mut self, pending: PendingStep) {
+        for (group, updates) in self.groups.iter_mut().zip(pending.0) {
+            for (state, value) in updates {
+                group.scalar_states[state] = value;
+            }
+        }
+        self.step_count += 1;
+    }
+}
+
+/// Floats per group row of kernel scalars (at least one, so that every row has an address).
+pub(crate) fn row_width(program: &ScalarProgram) -> usize {
+    program.n_kernel_scalars().max(1)
+}
+
+/// Element counts of `shapes`, refusing any that overflow or exceed what memory can address.
+fn tensor_lengths(rule: &str, shapes: &[Vec<usize>]) -> Result<Vec<usize>, OptimizerError> {
+    let limit = isize::MAX as usize / (2 * size_of::<f32>());
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(tensor, shape)| {
+            let len = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            len.filter(|&n| n <= limit)
+                .ok_or_else(|| OptimizerError::BadShape {
+                    rule: rule.to_string(),
+                    tensor,
+                    shape: shape.clone(),
+                })
+        })
+        .collect()
+}
+
+fn hyper_index(definition: &Definition, name: &str) -> Result<usize, OptimizerError> {
+    let hypers = &definition.graph.hypers;
+    hypers
+        .iter()
+        .position(|h| h.name == name)
+        .ok_or_else(|| OptimizerError::UnknownHyper {
+            rule: definition.graph.name.clone(),
+            name: name.to_string(),
+            declared: hypers
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+fn check_hyper(
+    definition: &Definition,
+    name: &str,
+    value: f64,
+    place: &str,
+) -> Result<(), OptimizerError> {
+    let domain = definition.domain(name);
+    if domain.contains(value) {
+        return Ok(());
+    }
+    Err(OptimizerError::BadHyper {
+        rule: definition.graph.name.clone(),
+        name: name.to_string(),
+        value,
+        expected: domain.to_string(),
+        place: place.to_string(),
+    })
+}
+
+fn check_partition(rule: &str, groups: &[Group], n_tensors: usize) -> Result<(), OptimizerError> {
+    let mut owner = vec![None; n_tensors];
+    for (g, group) in groups.iter().enumerate() {
+        for &t in &group.tensors {
+            let problem = match owner.get(t) {
+                None => format!("group {g} names tensor {t}, but there are {n_tensors} tensors"),
+                Some(Some(first)) => format!("tensor {t} is in group {first} and group {g}"),
+                Some(None) => {
+                    owner[t] = Some(g);
+                    continue;
+                }
+            };
+            return Err(OptimizerError::BadGroups {
+                rule: rule.to_string(),
+                problem,
+            });
+        }
+    }
+    match owner.iter().position(Option::is_none) {
+        Some(t) => Err(OptimizerError::BadGroups {
+            rule: rule.to_string(),
+            problem: format!("tensor {t} is in no group"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Where a kernel buffer's pointer comes from, resolved once at construction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    Param,
+    Grad,
+    /// Index into the graph's states.
+    State(usize),
+}
+
+/// Per phase of `plan`, the source of each kernel buffer.
+pub(crate) fn buffer_sources(
+    definition: &Definition,
+    plan: &optjit_ir::FusionPlan,
+) -> Vec<Vec<Source>> {
+    let states = &definition.graph.states;
+    let source = |buffer: &optjit_ir::Buffer| match buffer {
+        optjit_ir::Buffer::Param => Source::Param,
+        optjit_ir::Buffer::Grad => Source::Grad,
+        optjit_ir::Buffer::State(name) => Source::State(
+            states
+                .iter()
+                .position(|s| &s.name == name)
+                .expect("declared state"),
+        ),
+    };
+    plan.phases
+        .iter()
+        .map(|phase| phase.buffers.iter().map(|b| source(&b.buffer)).collect())
+        .collect()
+}

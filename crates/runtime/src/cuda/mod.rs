@@ -1,0 +1,8 @@
+//! CUDA execution: a device opened through cudarc (the driver is loaded at run time, so nothing
+//! here needs CUDA to build), and an optimizer whose step is one PTX launch per phase.
+
+mod device;
+mod optimizer;
+
+pub use device::{CudaDevice, CudaError};
+pub use optimizer::{CUDA_CHUNK_ELEMS, CudaOptimizer};

@@ -1,0 +1,419 @@
+//! `CudaOptimizer`: a step compiled to PTX, its state on the device, and one launch per phase
+//! over a device chunk table that covers every tensor of every group.
+
+use super::device::{CudaDevice, CudaError, Doing};
+use crate::binding::{Binding, Source, buffer_sources, row_width};
+use crate::chunks::ChunkTable;
+use crate::error::OptimizerError;
+use crate::optimizer::{Setup, Stats};
+use crate::pipeline::{CompileOptions, Compiled, compile};
+use crate::target::Target;
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use optjit_ir::Class;
+use optjit_kernels_gen::{PTX_BLOCK_THREADS, ptx_entry_name};
+use optjit_trace::Definition;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Elements per chunk record on the GPU: one block walks a record, 64 float4 groups per
+/// thread. Long records amortize reading a record's header and scalars; measured on an H200
+/// against 1K-32K (docs/perf.md). A multiple of 4, so records keep their tensor's alignment.
+pub const CUDA_CHUNK_ELEMS: usize = 1 << 16;
+
+/// The record length in force: `OPTJIT_CUDA_CHUNK_ELEMS` (a positive multiple of 4, for
+/// tuning) or [`CUDA_CHUNK_ELEMS`].
+fn chunk_elems() -> usize {
+    let Ok(text) = std::env::var("OPTJIT_CUDA_CHUNK_ELEMS") else {
+        return CUDA_CHUNK_ELEMS;
+    };
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 && n % 4 == 0 => n,
+        _ => {
+            eprintln!(
+                "optjit: OPTJIT_CUDA_CHUNK_ELEMS={text} ignored: expected a positive multiple of 4"
+            );
+            CUDA_CHUNK_ELEMS
+        }
+    }
+}
+
+/// Most blocks one launch starts; blocks walk the records with a grid stride beyond that.
+const MAX_GRID_BLOCKS: usize = 1 << 16;
+
+/// One phase's loaded kernel and its device chunk table.
+struct Phase {
+    /// The kernel's name (for errors).
+    name: String,
+    function: CudaFunction,
+    /// Elements per chunk record.
+    chunk_elems: usize,
+    sources: Vec<Source>,
+    /// The chunk table on the device (`None` when the step has no elements).
+    table: Option<CudaSlice<u64>>,
+    n_records: usize,
+}
+
+/// A compiled optimizer step on a CUDA device, holding its state there.
+///
+/// Parameters and gradients are device buffers of the same device ([`CudaDevice::upload`]);
+/// [`CudaOptimizer::step`] enqueues the launches on [`CudaDevice::stream`] and returns without
+/// waiting. Hyperparameters and the scalar program's results reach the kernels through a small
+/// device buffer written before the launches, so changing them never recompiles.
+pub struct CudaOptimizer {
+    binding: Binding,
+    compiled: Arc<Compiled>,
+    device: Arc<CudaDevice>,
+    phases: Vec<Phase>,
+    /// `states[tensor][state]`: per-element buffers (`None` for scalar states).
+    states: Vec<Vec<Option<CudaSlice<f32>>>>,
+    /// Every group's row of kernel scalars.
+    rows: CudaSlice<f32>,
+    /// The param and grad addresses the phases' tables were built for.
+    table_tensors: Vec<u64>,
+    stats: Stats,
+    host_rows: Vec<f32>,
+    values: Vec<f64>,
+    lens_scratch: Vec<usize>,
+}
+
+impl CudaOptimizer {
+    /// Compiles `definition` to PTX for `device`'s arch (sm_80 PTX, which also runs on later
+    /// GPUs), loads it, and allocates the state for `setup`'s tensors on the device.
+    pub fn new(
+        definition: &Definition,
+        setup: Setup,
+        device: Arc<CudaDevice>,
+    ) -> Result<CudaOptimizer, OptimizerError> {
+        let options = CompileOptions {
+            target: Target::cuda(),
+            ..CompileOptions::default()
+        };
+        Self::with_options(definition, setup, device, &options)
+    }
+
+    /// As [`CudaOptimizer::new`], with explicit compile options (their target must be CUDA).
+    pub fn with_options(
+        definition: &Definition,
+        setup: Setup,
+        device: Arc<CudaDevice>,
+        options: &CompileOptions,
+    ) -> Result<CudaOptimizer, OptimizerError> {
+        let binding = Binding::new(definition, &setup)?;
+        let compiled = Arc::new(compile(definition, options)?);
+        let Some(modules) = compiled.ptx() else {
+            return Err(OptimizerError::WrongTarget {
+                rule: binding.rule().to_string(),
+                target: options.target.to_string(),
+                expected: "cuda",
+            });
+        };
+        let started = Instant::now();
+        let mut phases = Vec::with_capacity(modules.len());
+        for ((ptx, kernel), sources) in modules
+            .iter()
+            .zip(&compiled.kernels)
+            .zip(buffer_sources(definition, &compiled.plan))
+        {
+            let entry = ptx_entry_name(kernel);
+            let module = device
+                .context()
+                .load_module(Ptx::from_src(ptx.clone()))
+                .doing(|| {
+                    format!(
+                        "loading the PTX of kernel {} (check it with ptxas)",
+                        kernel.name
+                    )
+                })?;
+            let function = module
+                .load_function(&entry)
+                .doing(|| format!("finding entry {entry}"))?;
+            phases.push(Phase {
+                name: kernel.name.clone(),
+                chunk_elems: chunk_elems(),
+                function,
+                sources,
+                table: None,
+                n_records: 0,
+            });
+        }
+        let load_ms = started.elapsed().as_secs_f64() * 1e3;
+
+        let graph = &definition.graph;
+        let mut states = Vec::with_capacity(binding.lens.len());
+        for &len in &binding.lens {
+            let mut tensor_states = Vec::with_capacity(graph.states.len());
+            for state in &graph.states {
+                let buffer = match state.class {
+                    Class::Elem if len > 0 => Some(device.upload(&vec![state.init as f32; len])?),
+                    _ => None,
+                };
+                tensor_states.push(buffer);
+            }
+            states.push(tensor_states);
+        }
+        let width = row_width(&compiled.scalar_program);
+        let n_rows = width * binding.groups.len();
+        let rows = device.upload(&vec![0f32; n_rows])?;
+        let mut stats = Stats::of(&compiled);
+        stats.compile_ms += load_ms;
+        Ok(CudaOptimizer {
+            binding,
+            compiled,
+            device,
+            phases,
+            states,
+            rows,
+            table_tensors: Vec::new(),
+            stats,
+            host_rows: Vec::new(),
+            values: Vec::new(),
+            lens_scratch: Vec::new(),
+        })
+    }
+
+    /// The device the step runs on.
+    pub fn device(&self) -> &Arc<CudaDevice> {
+        &self.device
+    }
+
+    /// The compiled step (plan, kernels, PTX, stage texts).
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// Counters: compiles, kernels per step, bytes per element, compile (and load) time, steps.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// How many param groups there are.
+    pub fn n_groups(&self) -> usize {
+        self.binding.groups.len()
+    }
+
+    /// The tensor indices of param group `group`.
+    pub fn group_tensors(&self, group: usize) -> Option<&[usize]> {
+        self.binding.group_tensors(group)
+    }
+
+    /// The value of hyperparameter `name` in force for `group`.
+    pub fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError> {
+        self.binding.hyper(group, name)
+    }
+
+    /// Sets hyperparameter `name` for one group (`Some(g)`) or all (`None`). It takes effect
+    /// at the next step and never recompiles.
+    pub fn set_hyper(
+        &mut self,
+        group: Option<usize>,
+        name: &str,
+        value: f64,
+    ) -> Result<(), OptimizerError> {
+        self.binding.set_hyper(group, name, value)
+    }
+
+    /// The per-element state `name` of tensor `tensor`, copied to the host (waits for the
+    /// stream). `None` if there is no such state or tensor.
+    pub fn state(&self, tensor: usize, name: &str) -> Result<Option<Vec<f32>>, OptimizerError> {
+        let Some(index) = self.binding.state_index(name, Class::Elem) else {
+            return Ok(None);
+        };
+        match self.states.get(tensor).map(|s| &s[index]) {
+            None => Ok(None),
+            Some(None) => Ok(Some(Vec::new())),
+            Some(Some(buffer)) => Ok(Some(self.device.download(buffer)?)),
+        }
+    }
+
+    /// The scalar state `name` of param group `group`.
+    pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
+        self.binding.scalar_state(group, name)
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.binding.step_count
+    }
+
+    /// Enqueues one step on the device's stream: updates every parameter and state in place.
+    /// `params[i]` and `grads[i]` are tensor i of the setup, allocated on this device. On error
+    /// nothing is modified.
+    pub fn step(
+        &mut self,
+        params: &mut [CudaSlice<f32>],
+        grads: &[CudaSlice<f32>],
+    ) -> Result<(), OptimizerError> {
+        let param_lens: Vec<usize> = params.iter().map(CudaSlice::len).collect();
+        let grad_lens: Vec<usize> = grads.iter().map(CudaSlice::len).collect();
+        self.binding.check_lengths(&param_lens, &grad_lens)?;
+        for (what, owned) in [
+            (
+                "param",
+                params
+                    .iter()
+                    .map(|p| self.device.owns(p))
+                    .collect::<Vec<_>>(),
+            ),
+            ("grad", grads.iter().map(|g| self.device.owns(g)).collect()),
+        ] {
+            if let Some(tensor) = owned.iter().position(|&ok| !ok) {
+                return Err(CudaError::ForeignTensor { what, tensor }.into());
+            }
+        }
+        let param_addresses: Vec<u64> = params.iter().map(|p| self.device.address(p)).collect();
+        let grad_addresses: Vec<u64> = grads.iter().map(|g| self.device.address(g)).collect();
+        self.step_addresses(&param_addresses, &grad_addresses)
+    }
+
+    /// Enqueues one step over tensors given as raw device addresses (for buffers that another
+    /// library allocated, e.g. PyTorch's). Each address needs only 4-byte alignment; records
+    /// whose buffers are all 16-byte aligned use 128-bit loads and stores.
+    ///
+    /// # Safety
+    /// `params[i]` and `grads[i]` must be addresses on this device's context of live buffers of
+    /// at least tensor i's element count of f32, parameters must not overlap each other or any
+    /// other tensor's state, and all must stay valid until the stream has run the step.
+    pub unsafe fn step_raw(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
+        let n = self.binding.lens.len();
+        let claimed = |given: usize| match given == n {
+            true => self.binding.lens.clone(),
+            false => vec![0; given],
+        };
+        self.binding
+            .check_lengths(&claimed(params.len()), &claimed(grads.len()))?;
+        for (what, addresses) in [("param", params), ("grad", grads)] {
+            if let Some(tensor) = addresses.iter().position(|&a| a % 4 != 0) {
+                let address = addresses[tensor];
+                return Err(CudaError::Misaligned {
+                    what,
+                    tensor,
+                    address,
+                }
+                .into());
+            }
+        }
+        self.step_addresses(params, grads)
+    }
+
+    /// Copies host tensors to the device, takes one step there, and copies the parameters
+    /// back (waits for the stream). Convenient for tests and small problems; a training loop
+    /// keeps its tensors on the device and calls [`CudaOptimizer::step`].
+    pub fn step_host<P: AsMut<[f32]>, G: AsRef<[f32]>>(
+        &mut self,
+        params: &mut [P],
+        grads: &[G],
+    ) -> Result<(), OptimizerError> {
+        let mut params: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut()).collect();
+        let grads: Vec<&[f32]> = grads.iter().map(|g| g.as_ref()).collect();
+        let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
+        let grad_lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
+        self.binding.check_lengths(&param_lens, &grad_lens)?;
+        let upload = |host: &[f32]| -> Result<Option<CudaSlice<f32>>, CudaError> {
+            match host.len() {
+                0 => Ok(None),
+                _ => self.device.upload(host).map(Some),
+            }
+        };
+        let device_params = params
+            .iter()
+            .map(|p| upload(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let device_grads = grads
+            .iter()
+            .map(|g| upload(g))
+            .collect::<Result<Vec<_>, _>>()?;
+        let address = |b: &Option<CudaSlice<f32>>| b.as_ref().map_or(0, |b| self.device.address(b));
+        let param_addresses: Vec<u64> = device_params.iter().map(address).collect();
+        let grad_addresses: Vec<u64> = device_grads.iter().map(address).collect();
+        self.step_addresses(&param_addresses, &grad_addresses)?;
+        for (host, device) in params.iter_mut().zip(&device_params) {
+            if let Some(device) = device {
+                host.copy_from_slice(&self.device.download(device)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The step over tensors at these device addresses (lengths already checked).
+    fn step_addresses(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
+        let pending = self.binding.scalar_rows(
+            &self.compiled.scalar_program,
+            &mut self.host_rows,
+            &mut self.values,
+        );
+        // A pageable copy: the driver stages it at once, so `host_rows` can be rewritten next
+        // step, and the stream orders it after the previous step's launches (an H200 showed no
+        // gain from page-locked rows with an event, docs/perf.md).
+        self.device.write(&self.host_rows, &mut self.rows)?;
+        let tensors: Vec<u64> = params.iter().chain(grads).copied().collect();
+        if tensors != self.table_tensors {
+            self.build_tables(params, grads)?;
+            self.table_tensors = tensors;
+        }
+        for phase in &self.phases {
+            let Some(table) = &phase.table else { continue };
+            let table_address = self.device.address(table);
+            let n_records = phase.n_records as u64;
+            let config = LaunchConfig {
+                grid_dim: (phase.n_records.min(MAX_GRID_BLOCKS) as u32, 1, 1),
+                block_dim: (PTX_BLOCK_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = self.device.stream().launch_builder(&phase.function);
+            launch.arg(&table_address).arg(&n_records);
+            // SAFETY: the kernel takes (table: u64, n_records: u64) (ChunkAbi); every address in
+            // the table is a live device buffer of the tensor's length on this context, the
+            // records of distinct tensors never overlap, and the table and rows stay alive
+            // (owned by self) until the stream has run the launch.
+            unsafe { launch.launch(config) }
+                .doing(|| format!("launching kernel {}", phase.name))?;
+        }
+        self.binding.finish_step(pending);
+        self.stats.steps = self.binding.step_count;
+        Ok(())
+    }
+
+    /// Builds and uploads every phase's chunk table for tensors at these addresses.
+    fn build_tables(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
+        let width = row_width(&self.compiled.scalar_program);
+        let rows = self.device.address(&self.rows);
+        for phase in &mut self.phases {
+            let n_buffers = phase.sources.len();
+            let mut words = Vec::new();
+            self.lens_scratch.clear();
+            let mut table = ChunkTable {
+                words: &mut words,
+                lens: &mut self.lens_scratch,
+                n_buffers,
+                chunk_elems: phase.chunk_elems,
+            };
+            let mut base = vec![0u64; n_buffers];
+            for (g, group) in self.binding.groups.iter().enumerate() {
+                let row = rows + (g * width * size_of::<f32>()) as u64;
+                for &t in &group.tensors {
+                    for (slot, source) in base.iter_mut().zip(&phase.sources) {
+                        *slot = match *source {
+                            Source::Param => params[t],
+                            Source::Grad => grads[t],
+                            Source::State(s) => self.states[t][s]
+                                .as_ref()
+                                .map_or(0, |b| self.device.address(b)),
+                        };
+                    }
+                    table.push_tensor(self.binding.lens[t], row, &base);
+                }
+            }
+            phase.n_records = self.lens_scratch.len();
+            phase.table = match (phase.table.take(), phase.n_records) {
+                (_, 0) => None,
+                (Some(mut table), _) if table.len() == words.len() => {
+                    self.device.write(&words, &mut table)?;
+                    Some(table)
+                }
+                _ => Some(self.device.upload(&words)?),
+            };
+        }
+        Ok(())
+    }
+}

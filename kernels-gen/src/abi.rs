@@ -1,0 +1,55 @@
+//! The chunk-table layout every emitted kernel walks, shared by the Cranelift and PTX emitters.
+
+/// The calling convention and chunk-table layout of every emitted kernel.
+///
+/// The Cranelift emitter ([`emit_clif`](crate::emit_clif)) builds a host function
+///
+/// ```text
+/// extern "C" fn(table: *const u64, begin: u64, end: u64)
+/// ```
+///
+/// and the PTX emitter ([`emit_ptx`](crate::emit_ptx)) a kernel entry
+///
+/// ```text
+/// .visible .entry <name>(.param .u64 table, .param .u64 n_records)
+/// ```
+///
+/// Both walk the same table. `table` is an array of chunk records,
+/// [`ChunkAbi::record_words`]`(kernel.buffers.len())` 64-bit words each (stride
+/// `(2 + kernel.buffers.len()) * 8` bytes):
+///
+/// | word | meaning |
+/// | --- | --- |
+/// | [`ChunkAbi::LEN_WORD`] = 0 | `len`: number of elements in this chunk (may be 0) |
+/// | [`ChunkAbi::SCALARS_WORD`] = 1 | `*const f32`: the chunk's group scalar row, `kernel.n_scalars` values |
+/// | [`ChunkAbi::BUFFERS_WORD`] + i | `*mut f32`: element 0 of this chunk in buffer `i` (`kernel.buffers` order) |
+///
+/// The host function processes records `begin..end` (`begin >= end` does nothing); its pointers
+/// are host addresses. The PTX entry processes records `0..n_records`, block `b` of a grid of
+/// `g` blocks taking records `b, b + g, ...` with all the block's threads; there the table, the
+/// scalar rows and the buffers are device (global-memory) addresses, and the table and the
+/// scalar rows must stay unchanged during the launch (they are read through the non-coherent
+/// cache, as are the buffers that the kernel reads but never stores).
+///
+/// Pointers need only 4-byte alignment (the PTX entry takes a 16-byte vector path for records
+/// whose buffer pointers are all 16-byte aligned, and a scalar path otherwise); the scalar row
+/// is not read when `len` is 0 or the kernel has no scalars. Records of one call must not write
+/// overlapping memory, and the buffers of a record must not overlap (a group of elements is
+/// loaded from every buffer before any is stored). Host functions that compute `exp`, `log` or
+/// `pow` import [`LIBCALLS`](crate::LIBCALLS).
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkAbi;
+
+impl ChunkAbi {
+    /// Word holding the element count.
+    pub const LEN_WORD: usize = 0;
+    /// Word holding the scalar-row pointer.
+    pub const SCALARS_WORD: usize = 1;
+    /// Word holding the pointer of buffer 0; buffer i follows at `BUFFERS_WORD + i`.
+    pub const BUFFERS_WORD: usize = 2;
+
+    /// Words per record for a kernel with `n_buffers` buffers.
+    pub const fn record_words(n_buffers: usize) -> usize {
+        Self::BUFFERS_WORD + n_buffers
+    }
+}

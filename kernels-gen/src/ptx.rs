@@ -1,0 +1,1107 @@
+//! The PTX emitter: a kernel becomes one `.entry` of a PTX module for an NVIDIA GPU, whose
+//! blocks walk the chunk table ([`ChunkAbi`]) with a 16-byte vector loop and a scalar tail.
+//!
+//! The text is built from typed virtual registers (`%p` predicates, `%r` 32-bit, `%rd` 64-bit,
+//! `%f` f32), each written once where possible and declared with exact counts, so that the
+//! module is deterministic and ptxas does the register allocation. Every kernel instruction is
+//! preceded by a `// v3 = mul v1, v2` comment in the kernel IR's text form. Values computed
+//! from constants alone are computed once per launch, from scalars once per record.
+//!
+//! Arithmetic matches the Cranelift emitter bit for bit except where noted on [`emit_ptx`]:
+//! every add, sub and mul carries `.rn`, which forbids ptxas to contract them into an fma.
+
+use crate::abi::ChunkAbi;
+use crate::clif::EmitError;
+use crate::kernel::{Inst, Kernel, Value};
+use optjit_ir::{Binary, Cmp, DType, Unary};
+use std::collections::BTreeMap;
+use std::fmt::{self, Write};
+use std::str::FromStr;
+
+/// Threads per block the runtime launches an emitted entry with (the entry declares
+/// `.maxntid 256, 1, 1`, so ptxas may assume no more).
+pub const PTX_BLOCK_THREADS: u32 = 256;
+
+/// The PTX ISA version of every module: 8.0 is accepted by ptxas 12.0 and later and by every
+/// driver since CUDA 12.0, and has everything the emitter uses (`min.NaN` needs 7.0).
+const PTX_VERSION: &str = "8.0";
+
+/// Elements per vector access (`.v4.f32`, 16 bytes).
+const LANES: usize = 4;
+
+/// The GPU architecture a module targets (`.target`); the PTX also runs on later GPUs, which
+/// the driver compiles it for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// Ampere (A100), `sm_80`.
+    #[default]
+    Sm80,
+    /// Hopper (H100, H200), `sm_90`.
+    Sm90,
+}
+
+impl Arch {
+    /// Every arch, oldest first.
+    pub const ALL: &'static [Arch] = &[Arch::Sm80, Arch::Sm90];
+
+    /// The name in `.target` and ptxas's `-arch` (`sm_80`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Sm80 => "sm_80",
+            Arch::Sm90 => "sm_90",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = String;
+
+    /// `sm_80` or `sm_90`, or just the number (`80`, `90`).
+    fn from_str(s: &str) -> Result<Arch, String> {
+        let number = s.strip_prefix("sm_").unwrap_or(s);
+        match number {
+            "80" => Ok(Arch::Sm80),
+            "90" => Ok(Arch::Sm90),
+            _ => {
+                let names: Vec<&str> = Arch::ALL.iter().map(|a| a.name()).collect();
+                Err(format!(
+                    "unknown GPU arch '{s}': expected {} (or just the number)",
+                    names.join(" or ")
+                ))
+            }
+        }
+    }
+}
+
+/// How [`emit_ptx`] emits a kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PtxOptions {
+    /// The `.target` of the module.
+    pub arch: Arch,
+}
+
+/// The name of `kernel`'s `.entry`: its name with every character other than an ASCII letter or
+/// digit replaced by `_` (`adamw.phase0` becomes `adamw_phase0`), prefixed with `k` in the
+/// cases that would not be a PTX identifier (empty, a leading digit, or just `_`).
+pub fn ptx_entry_name(kernel: &Kernel) -> String {
+    let name: String = kernel
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if name.is_empty() || name == "_" || name.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("k{name}")
+    } else {
+        name
+    }
+}
+
+/// Emits `kernel` as one complete PTX module for `options.arch`, with a single entry
+/// [`ptx_entry_name`]`(kernel)` that follows [`ChunkAbi`]:
+///
+/// ```text
+/// .visible .entry <name>(.param .u64 table, .param .u64 n_records)
+/// ```
+///
+/// Block `b` of a grid of `g` processes records `b, b + g, ...` below `n_records`, with up to
+/// [`PTX_BLOCK_THREADS`] threads. Within a record, when every buffer pointer is 16-byte aligned
+/// the threads take groups of 4 elements in turn (`ld/st.global.v4.f32`), and then single
+/// elements up to `len`; a misaligned record is handled element by element. The text is
+/// deterministic.
+///
+/// Results equal the CPU's bit for bit (IEEE, one rounding per instruction, subnormals kept)
+/// except:
+/// - `exp` is `ex2.approx.f32(x * log2(e))` and `log` is `lg2.approx.f32(x) * ln(2)`, not the
+///   CPU's `expf`/`logf`. `exp` is within about 2 ulp for small `|x|`, but the rounding of
+///   `x * log2(e)` is amplified with `|x|` (CUDA documents `2 + 1.2|x|` ulp for the same
+///   sequence, `__expf`; 58 ulp measured at `x = -77` on an H200). `lg2.approx` has an
+///   absolute error bound (about `2^-22`) near 1, so the relative error of `log` is unbounded
+///   there (`log(1 - 2^-24)` comes out 7 times too small); elsewhere it is a few ulp.
+/// - A NaN result is the canonical NaN `0x7fffffff` rather than a propagated payload.
+///
+/// Fails on a kernel that does not [`validate`](Kernel::validate), on element dtypes other
+/// than f32, and on `pow` (the rewrite stage turns `pow(x, 2)` and the like into arithmetic;
+/// a general `pow` has no lowering yet).
+pub fn emit_ptx(kernel: &Kernel, options: &PtxOptions) -> Result<String, EmitError> {
+    let fail = |reason: String| EmitError {
+        kernel: kernel.name.clone(),
+        target: "ptx",
+        reason,
+    };
+    kernel.validate().map_err(fail)?;
+    if kernel.elem_dtype != DType::F32 {
+        let dtype = kernel.elem_dtype;
+        return Err(fail(format!("{dtype} elements (this emitter is f32 only)")));
+    }
+    if let Some(reason) = kernel.insts.iter().find_map(unsupported) {
+        return Err(fail(reason));
+    }
+    let mut body = Body::new(kernel);
+    body.entry();
+    Ok(module(kernel, options.arch, &body))
+}
+
+/// Why the emitter cannot lower `inst`, if it cannot.
+fn unsupported(inst: &Inst) -> Option<String> {
+    match *inst {
+        Inst::Binary(op, ..) if binary_op(op).is_none() => Some(format!(
+            "{} per element has no PTX lowering yet",
+            op.mnemonic()
+        )),
+        Inst::Unary(u, _) if u.scalar_only() => Some(format!(
+            "{} is scalar-only and has no PTX lowering",
+            u.mnemonic()
+        )),
+        _ => None,
+    }
+}
+
+/// The PTX instruction of a binary op, `None` for `pow`.
+///
+/// add, sub and mul carry `.rn`: without an explicit rounding modifier ptxas may fuse a mul
+/// and an add into one fma, which rounds once where the CPU rounds twice.
+///
+/// `min.NaN`/`max.NaN` (sm_80, PTX 7.0) return NaN when either input is NaN and, per the PTX
+/// ISA's semantics of floating-point `min`/`max` ("-0.0 < +0.0 here"), order -0 below +0:
+/// they are IEEE 754-2019 `minimum`/`maximum` as the kernel IR defines them, so no fix-up is
+/// emitted (checked bit for bit on an H200 over every pair of ±0, ±1, ±inf, NaN and
+/// subnormals).
+fn binary_op(op: Binary) -> Option<&'static str> {
+    Some(match op {
+        Binary::Add => "add.rn.f32",
+        Binary::Sub => "sub.rn.f32",
+        Binary::Mul => "mul.rn.f32",
+        Binary::Div => "div.rn.f32",
+        Binary::Min => "min.NaN.f32",
+        Binary::Max => "max.NaN.f32",
+        Binary::Pow => return None,
+    })
+}
+
+/// The `setp` of a comparison: ordered (false on NaN) except `ne`, which is unordered
+/// (`neu`: true on NaN, as in Rust and PyTorch).
+fn compare_op(c: Cmp) -> &'static str {
+    match c {
+        Cmp::Lt => "setp.lt.f32",
+        Cmp::Le => "setp.le.f32",
+        Cmp::Gt => "setp.gt.f32",
+        Cmp::Ge => "setp.ge.f32",
+        Cmp::Eq => "setp.eq.f32",
+        Cmp::Ne => "setp.neu.f32",
+    }
+}
+
+/// An f32 as an exact PTX literal (`0f3F800000` for 1.0).
+fn hex(x: f32) -> String {
+    format!("0f{:08X}", x.to_bits())
+}
+
+/// The module text: header, entry signature, register declarations, body.
+fn module(kernel: &Kernel, arch: Arch, body: &Body) -> String {
+    let mut out = String::new();
+    // `escape_default` keeps a stray newline in a name from ending the comment.
+    let name = kernel.name.escape_default();
+    let (buffers, scalars) = (kernel.buffers.len(), kernel.n_scalars);
+    out.push_str("//\n");
+    out.push_str(&format!(
+        "// optjit kernel {name} for {arch}: {buffers} buffer(s), {scalars} scalar(s)\n"
+    ));
+    out.push_str("//\n");
+    out.push_str(&format!(".version {PTX_VERSION}\n"));
+    out.push_str(&format!(".target {arch}\n"));
+    out.push_str(".address_size 64\n\n");
+    out.push_str(&format!(".visible .entry {}(\n", ptx_entry_name(kernel)));
+    out.push_str("    .param .u64 table,\n");
+    out.push_str("    .param .u64 n_records\n");
+    out.push_str(")\n");
+    out.push_str(&format!(".maxntid {PTX_BLOCK_THREADS}, 1, 1\n"));
+    out.push_str("{\n");
+    out.push_str(&body.regs.declarations());
+    out.push('\n');
+    out.push_str(&body.text);
+    out.push_str("}\n");
+    out
+}
+
+/// A virtual register's name (`%f12`).
+type Reg = String;
+
+/// The register classes, in declaration order.
+#[derive(Clone, Copy, Debug)]
+enum Class {
+    Pred,
+    B32,
+    B64,
+    F32,
+}
+
+impl Class {
+    const ALL: [Class; 4] = [Class::Pred, Class::B32, Class::B64, Class::F32];
+
+    /// (`.reg` type, name prefix).
+    fn spelling(self) -> (&'static str, &'static str) {
+        match self {
+            Class::Pred => (".pred", "%p"),
+            Class::B32 => (".b32", "%r"),
+            Class::B64 => (".b64", "%rd"),
+            Class::F32 => (".f32", "%f"),
+        }
+    }
+}
+
+/// Hands out fresh registers, numbered from 0 per class.
+#[derive(Debug, Default)]
+struct Regs {
+    counts: [usize; 4],
+}
+
+impl Regs {
+    fn fresh(&mut self, class: Class) -> Reg {
+        let n = &mut self.counts[class as usize];
+        *n += 1;
+        format!("{}{}", class.spelling().1, *n - 1)
+    }
+
+    /// `.reg .f32 %f<N>;` for every class in use, N the number handed out.
+    fn declarations(&self) -> String {
+        let mut out = String::new();
+        for class in Class::ALL {
+            let (ty, prefix) = class.spelling();
+            match self.counts[class as usize] {
+                0 => {}
+                n => out.push_str(&format!("    .reg {ty} {prefix}<{n}>;\n")),
+            }
+        }
+        out
+    }
+}
+
+/// Labels of the entry's blocks.
+const RECORD: &str = "$L_record";
+const VECTOR: &str = "$L_vector";
+const VECTOR_DONE: &str = "$L_vector_done";
+const TAIL: &str = "$L_tail";
+const NEXT: &str = "$L_next";
+const DONE: &str = "$L_done";
+
+/// What a record's element loops share: its length, buffer pointers and the values that are
+/// the same for every element (constants and scalars).
+struct Record {
+    len: Reg,
+    /// Global address of element 0 per buffer, `None` for a buffer the kernel never touches.
+    bases: Vec<Option<Reg>>,
+    /// Register per value index, for constants and scalars.
+    uniform: Vec<Option<Reg>>,
+}
+
+/// The thread's position in its block, as 64-bit values.
+struct Threads {
+    tid: Reg,
+    ntid: Reg,
+}
+
+/// The entry body under construction: instructions and the registers they use.
+struct Body<'a> {
+    kernel: &'a Kernel,
+    regs: Regs,
+    text: String,
+    /// Per buffer: the kernel loads it and never stores it (read through the
+    /// non-coherent cache).
+    read_only: Vec<bool>,
+}
+
+impl<'a> Body<'a> {
+    fn new(kernel: &'a Kernel) -> Body<'a> {
+        let touches = |i: usize, store: bool| {
+            kernel.insts.iter().any(|inst| match *inst {
+                Inst::Load { buffer } => !store && buffer == i,
+                Inst::Store { buffer, .. } => store && buffer == i,
+                _ => false,
+            })
+        };
+        let read_only = (0..kernel.buffers.len())
+            .map(|i| touches(i, false) && !touches(i, true))
+            .collect();
+        Body {
+            kernel,
+            regs: Regs::default(),
+            text: String::new(),
+            read_only,
+        }
+    }
+
+    fn reg(&mut self, class: Class) -> Reg {
+        self.regs.fresh(class)
+    }
+
+    /// One instruction line (`;` added).
+    fn ins(&mut self, args: fmt::Arguments<'_>) {
+        writeln!(self.text, "    {args};").expect("writing to a String");
+    }
+
+    fn comment(&mut self, text: &str) {
+        writeln!(self.text, "    // {}", text.escape_default()).expect("writing to a String");
+    }
+
+    fn label(&mut self, label: &str) {
+        writeln!(self.text, "{label}:").expect("writing to a String");
+    }
+
+    /// The whole entry: parameters, constants, and the loop over records.
+    fn entry(&mut self) {
+        self.comment("parameters and thread coordinates");
+        let param = self.reg(Class::B64);
+        self.ins(format_args!("ld.param.u64 {param}, [table]"));
+        let table = self.reg(Class::B64);
+        self.ins(format_args!("cvta.to.global.u64 {table}, {param}"));
+        let n_records = self.reg(Class::B64);
+        self.ins(format_args!("ld.param.u64 {n_records}, [n_records]"));
+        let r = self.special("%ctaid.x");
+        let grid = self.special("%nctaid.x");
+        let threads = Threads {
+            tid: self.special("%tid.x"),
+            ntid: self.special("%ntid.x"),
+        };
+        let mut constants = self.constants();
+        self.uniform_ops(&mut constants);
+
+        self.comment("for r = ctaid.x; r < n_records; r += nctaid.x");
+        let none = self.reg(Class::Pred);
+        self.ins(format_args!("setp.ge.u64 {none}, {r}, {n_records}"));
+        self.ins(format_args!("@{none} bra.uni {DONE}"));
+        self.label(RECORD);
+        let record = self.record(&table, &r, constants);
+        let n4 = self.vector_loop(&record, &threads);
+        self.tail_loop(&record, &n4, &threads);
+        self.label(NEXT);
+        self.ins(format_args!("add.u64 {r}, {r}, {grid}"));
+        let more = self.reg(Class::Pred);
+        self.ins(format_args!("setp.lt.u64 {more}, {r}, {n_records}"));
+        self.ins(format_args!("@{more} bra.uni {RECORD}"));
+        self.label(DONE);
+        self.ins(format_args!("ret"));
+    }
+
+    /// A special register (`%tid.x`) widened to 64 bits.
+    fn special(&mut self, name: &str) -> Reg {
+        let narrow = self.reg(Class::B32);
+        self.ins(format_args!("mov.u32 {narrow}, {name}"));
+        let wide = self.reg(Class::B64);
+        self.ins(format_args!("cvt.u64.u32 {wide}, {narrow}"));
+        wide
+    }
+
+    /// The kernel's constants, materialized once per launch; indexed by value.
+    fn constants(&mut self) -> Vec<Option<Reg>> {
+        let kernel = self.kernel;
+        let mut regs = vec![None; kernel.insts.len()];
+        for (i, inst) in kernel.insts.iter().enumerate() {
+            if let Inst::Const(c) = *inst {
+                self.comment(&describe(kernel, i));
+                let reg = self.reg(Class::F32);
+                self.ins(format_args!("mov.f32 {reg}, {}", hex(c)));
+                regs[i] = Some(reg);
+            }
+        }
+        regs
+    }
+
+    /// Reads record `r`: skips to the next record when `len` is 0, otherwise loads the buffer
+    /// pointers and the scalars the kernel uses. `uniform` comes with the constants set.
+    fn record(&mut self, table: &str, r: &str, mut uniform: Vec<Option<Reg>>) -> Record {
+        let kernel = self.kernel;
+        let stride = ChunkAbi::record_words(kernel.buffers.len()) * 8;
+        let word = |w: usize| 8 * w;
+        self.comment(&format!(
+            "record r at table + {stride} * r: len, scalar row, {} buffer pointer(s)",
+            kernel.buffers.len()
+        ));
+        let address = self.reg(Class::B64);
+        self.ins(format_args!("mad.lo.u64 {address}, {r}, {stride}, {table}"));
+        let len = self.reg(Class::B64);
+        let src = at(&address, word(ChunkAbi::LEN_WORD));
+        self.ins(format_args!("ld.global.nc.u64 {len}, {src}"));
+        let empty = self.reg(Class::Pred);
+        self.ins(format_args!("setp.eq.u64 {empty}, {len}, 0"));
+        self.ins(format_args!("@{empty} bra.uni {NEXT}"));
+
+        let mut bases = Vec::with_capacity(kernel.buffers.len());
+        for (i, buffer) in kernel.buffers.iter().enumerate() {
+            let touched = kernel.insts.iter().any(|inst| {
+                matches!(*inst, Inst::Load { buffer } | Inst::Store { buffer, .. } if buffer == i)
+            });
+            if !touched {
+                bases.push(None);
+                continue;
+            }
+            let access = if self.read_only[i] {
+                " (read-only)"
+            } else {
+                ""
+            };
+            self.comment(&format!("buffer {i}: {}{access}", buffer.buffer));
+            let generic = self.reg(Class::B64);
+            let src = at(&address, word(ChunkAbi::BUFFERS_WORD + i));
+            self.ins(format_args!("ld.global.nc.u64 {generic}, {src}"));
+            let base = self.reg(Class::B64);
+            self.ins(format_args!("cvta.to.global.u64 {base}, {generic}"));
+            bases.push(Some(base));
+        }
+
+        let slots: BTreeMap<usize, Vec<usize>> =
+            kernel
+                .insts
+                .iter()
+                .enumerate()
+                .fold(BTreeMap::new(), |mut slots, (i, inst)| {
+                    if let Inst::Scalar { slot } = *inst {
+                        slots.entry(slot).or_insert_with(Vec::new).push(i);
+                    }
+                    slots
+                });
+        if !slots.is_empty() {
+            self.comment("the scalar row");
+            let generic = self.reg(Class::B64);
+            let src = at(&address, word(ChunkAbi::SCALARS_WORD));
+            self.ins(format_args!("ld.global.nc.u64 {generic}, {src}"));
+            let row = self.reg(Class::B64);
+            self.ins(format_args!("cvta.to.global.u64 {row}, {generic}"));
+            for (slot, values) in slots {
+                for &i in &values {
+                    self.comment(&describe(kernel, i));
+                }
+                let reg = self.reg(Class::F32);
+                let src = at(&row, 4 * slot);
+                self.ins(format_args!("ld.global.nc.f32 {reg}, {src}"));
+                for i in values {
+                    uniform[i] = Some(reg.clone());
+                }
+            }
+        }
+        self.uniform_ops(&mut uniform);
+        Record {
+            len,
+            bases,
+            uniform,
+        }
+    }
+
+    /// The vector loop over groups of 4 elements, `q = tid; q < n4; q += ntid`, with
+    /// `n4 = len / 4` when every buffer pointer is 16-byte aligned and 0 otherwise (the test is
+    /// the same for every thread, so the branch does not diverge). Returns `n4`.
+    fn vector_loop(&mut self, record: &Record, threads: &Threads) -> Reg {
+        let Threads { tid, ntid } = threads;
+        let len = &record.len;
+        self.comment("vector path: n4 = len / 4 groups if every pointer is 16-byte aligned");
+        let groups = self.reg(Class::B64);
+        self.ins(format_args!("shr.u64 {groups}, {len}, 2"));
+        let bases: Vec<&Reg> = record.bases.iter().flatten().collect();
+        let n4 = match bases.split_first() {
+            // A kernel that touches no buffer has nothing to align.
+            None => groups,
+            Some((first, rest)) => {
+                let mut bits = (*first).clone();
+                for base in rest {
+                    let joined = self.reg(Class::B64);
+                    self.ins(format_args!("or.b64 {joined}, {bits}, {base}"));
+                    bits = joined;
+                }
+                let low = self.reg(Class::B64);
+                self.ins(format_args!("and.b64 {low}, {bits}, 15"));
+                let aligned = self.reg(Class::Pred);
+                self.ins(format_args!("setp.eq.u64 {aligned}, {low}, 0"));
+                let n4 = self.reg(Class::B64);
+                self.ins(format_args!("selp.b64 {n4}, {groups}, 0, {aligned}"));
+                n4
+            }
+        };
+        self.comment("for q = tid.x; q < n4; q += ntid.x");
+        let q = self.reg(Class::B64);
+        self.ins(format_args!("mov.u64 {q}, {tid}"));
+        let skip = self.reg(Class::Pred);
+        self.ins(format_args!("setp.ge.u64 {skip}, {q}, {n4}"));
+        self.ins(format_args!("@{skip} bra {VECTOR_DONE}"));
+        self.label(VECTOR);
+        let offset = self.reg(Class::B64);
+        self.ins(format_args!("shl.b64 {offset}, {q}, 4"));
+        let addresses = self.addresses(record, &offset);
+        self.elements(LANES, &addresses, &record.uniform);
+        self.ins(format_args!("add.u64 {q}, {q}, {ntid}"));
+        let more = self.reg(Class::Pred);
+        self.ins(format_args!("setp.lt.u64 {more}, {q}, {n4}"));
+        self.ins(format_args!("@{more} bra {VECTOR}"));
+        self.label(VECTOR_DONE);
+        n4
+    }
+
+    /// The scalar loop over the elements the vector loop left, `i = 4 * n4 + tid; i < len;
+    /// i += ntid`.
+    fn tail_loop(&mut self, record: &Record, n4: &str, threads: &Threads) {
+        let Threads { tid, ntid } = threads;
+        let len = &record.len;
+        self.comment("scalar tail: for i = 4 * n4 + tid.x; i < len; i += ntid.x");
+        let start = self.reg(Class::B64);
+        self.ins(format_args!("shl.b64 {start}, {n4}, 2"));
+        let i = self.reg(Class::B64);
+        self.ins(format_args!("add.u64 {i}, {start}, {tid}"));
+        let skip = self.reg(Class::Pred);
+        self.ins(format_args!("setp.ge.u64 {skip}, {i}, {len}"));
+        self.ins(format_args!("@{skip} bra {NEXT}"));
+        self.label(TAIL);
+        let offset = self.reg(Class::B64);
+        self.ins(format_args!("shl.b64 {offset}, {i}, 2"));
+        let addresses = self.addresses(record, &offset);
+        self.elements(1, &addresses, &record.uniform);
+        self.ins(format_args!("add.u64 {i}, {i}, {ntid}"));
+        let more = self.reg(Class::Pred);
+        self.ins(format_args!("setp.lt.u64 {more}, {i}, {len}"));
+        self.ins(format_args!("@{more} bra {TAIL}"));
+    }
+
+    /// `base + offset` for every buffer the kernel touches.
+    fn addresses(&mut self, record: &Record, offset: &str) -> Vec<Option<Reg>> {
+        record
+            .bases
+            .iter()
+            .map(|base| {
+                base.as_ref().map(|base| {
+                    let address = self.reg(Class::B64);
+                    self.ins(format_args!("add.u64 {address}, {base}, {offset}"));
+                    address
+                })
+            })
+            .collect()
+    }
+
+    /// The kernel's instructions for `lanes` consecutive elements at `addresses` (1, or 4 with
+    /// 16-byte accesses): straight-line code, one instruction per lane, in kernel order, so
+    /// every load comes before the first store (stores are last in a valid kernel). Values in
+    /// `uniform` are shared by every lane and not recomputed.
+    fn elements(&mut self, lanes: usize, addresses: &[Option<Reg>], uniform: &[Option<Reg>]) {
+        let kernel = self.kernel;
+        let mut values: Vec<Vec<Reg>> = Vec::with_capacity(kernel.insts.len());
+        for (i, inst) in kernel.insts.iter().enumerate() {
+            if let Some(reg) = &uniform[i] {
+                values.push(vec![reg.clone(); lanes]);
+                continue;
+            }
+            if matches!(inst, Inst::Scalar { .. } | Inst::Const(_)) {
+                unreachable!("constants and scalars are uniform");
+            }
+            self.comment(&describe(kernel, i));
+            let result: Vec<Reg> = match *inst {
+                Inst::Load { buffer } => self.load(lanes, buffer, address(addresses, buffer)),
+                Inst::Store { buffer, value } => {
+                    let stored: Vec<&str> = values[value.index()].iter().map(|s| &**s).collect();
+                    self.store(&stored, address(addresses, buffer));
+                    Vec::new()
+                }
+                _ => (0..lanes)
+                    .map(|l| self.compute(inst, |v| &values[v.index()][l]))
+                    .collect(),
+            };
+            values.push(result);
+        }
+    }
+
+    /// Computes the instructions whose operands are all in `uniform` (constants, scalars and
+    /// what was computed from them) once, rather than per element, and adds them to `uniform`.
+    /// Called per launch with the constants and per record with the scalars too.
+    fn uniform_ops(&mut self, uniform: &mut [Option<Reg>]) {
+        let kernel = self.kernel;
+        for (i, inst) in kernel.insts.iter().enumerate() {
+            let computes = !matches!(
+                inst,
+                Inst::Load { .. } | Inst::Store { .. } | Inst::Scalar { .. } | Inst::Const(_)
+            );
+            let ready = inst.operands().iter().all(|v| uniform[v.index()].is_some());
+            if uniform[i].is_some() || !computes || !ready {
+                continue;
+            }
+            self.comment(&describe(kernel, i));
+            let reg = self.compute(inst, |v| uniform[v.index()].as_deref().expect("ready"));
+            uniform[i] = Some(reg);
+        }
+    }
+
+    /// One instance of an arithmetic instruction (not a load, store, scalar or constant), its
+    /// operands named by `operand`.
+    fn compute<'r>(&mut self, inst: &Inst, operand: impl Fn(Value) -> &'r str) -> Reg {
+        match *inst {
+            Inst::Unary(u, a) => self.unary(u, operand(a)),
+            Inst::Binary(op, a, b) => {
+                let op = binary_op(op).expect("emit_ptx rejects unsupported ops");
+                self.op(Class::F32, op, &[operand(a), operand(b)])
+            }
+            Inst::Fma(a, b, c) => {
+                let args = [operand(a), operand(b), operand(c)];
+                self.op(Class::F32, "fma.rn.f32", &args)
+            }
+            Inst::Cmp(c, a, b) => self.op(Class::Pred, compare_op(c), &[operand(a), operand(b)]),
+            // selp picks a when the predicate holds: `cond ? a : b`.
+            Inst::Select(c, a, b) => {
+                let args = [operand(a), operand(b), operand(c)];
+                self.op(Class::F32, "selp.f32", &args)
+            }
+            Inst::Load { .. } | Inst::Store { .. } | Inst::Scalar { .. } | Inst::Const(_) => {
+                unreachable!("compute handles arithmetic only")
+            }
+        }
+    }
+
+    /// `op d, args...` into a fresh register of `class`.
+    fn op(&mut self, class: Class, op: &str, args: &[&str]) -> Reg {
+        let d = self.reg(class);
+        self.ins(format_args!("{op} {d}, {}", args.join(", ")));
+        d
+    }
+
+    /// Loads `lanes` elements of `buffer` at `address`.
+    fn load(&mut self, lanes: usize, buffer: usize, address: &str) -> Vec<Reg> {
+        let nc = if self.read_only[buffer] { ".nc" } else { "" };
+        let regs: Vec<Reg> = (0..lanes).map(|_| self.reg(Class::F32)).collect();
+        if lanes == 1 {
+            self.ins(format_args!("ld.global{nc}.f32 {}, [{address}]", regs[0]));
+        } else {
+            let list = regs.join(", ");
+            self.ins(format_args!(
+                "ld.global{nc}.v{lanes}.f32 {{{list}}}, [{address}]"
+            ));
+        }
+        regs
+    }
+
+    /// Stores `lanes` (1 or 4 registers) at `address`.
+    fn store(&mut self, lanes: &[&str], address: &str) {
+        if let [value] = lanes {
+            self.ins(format_args!("st.global.f32 [{address}], {value}"));
+        } else {
+            let (n, list) = (lanes.len(), lanes.join(", "));
+            self.ins(format_args!("st.global.v{n}.f32 [{address}], {{{list}}}"));
+        }
+    }
+
+    /// One lane of a unary op.
+    fn unary(&mut self, u: Unary, x: &str) -> Reg {
+        let one = hex(1.0);
+        match u {
+            Unary::Neg => self.op(Class::F32, "neg.f32", &[x]),
+            Unary::Abs => self.op(Class::F32, "abs.f32", &[x]),
+            Unary::Sqrt => self.op(Class::F32, "sqrt.rn.f32", &[x]),
+            // Exactly 1 / sqrt(x), two roundings as on the CPU (rsqrt.approx is not IEEE).
+            Unary::Rsqrt => {
+                let root = self.op(Class::F32, "sqrt.rn.f32", &[x]);
+                self.op(Class::F32, "div.rn.f32", &[&one, &root])
+            }
+            // 2^(x log2 e): approximate, see `emit_ptx`.
+            Unary::Exp => {
+                let log2_e = hex(std::f32::consts::LOG2_E);
+                let scaled = self.op(Class::F32, "mul.rn.f32", &[x, &log2_e]);
+                self.op(Class::F32, "ex2.approx.f32", &[&scaled])
+            }
+            // log2(x) ln 2: approximate, see `emit_ptx`.
+            Unary::Log => {
+                let log2 = self.op(Class::F32, "lg2.approx.f32", &[x]);
+                let ln_2 = hex(std::f32::consts::LN_2);
+                self.op(Class::F32, "mul.rn.f32", &[&log2, &ln_2])
+            }
+            // torch.sign: 1 above zero, -1 below, x itself for ±0 and NaN.
+            Unary::Sign => {
+                let zero = hex(0.0);
+                let below = self.op(Class::Pred, "setp.lt.f32", &[x, &zero]);
+                let above = self.op(Class::Pred, "setp.gt.f32", &[x, &zero]);
+                let negative = self.op(Class::F32, "selp.f32", &[&hex(-1.0), x, &below]);
+                self.op(Class::F32, "selp.f32", &[&one, &negative, &above])
+            }
+            Unary::Sin | Unary::Cos | Unary::Floor => {
+                unreachable!("emit_ptx rejects scalar-only ops")
+            }
+        }
+    }
+}
+
+/// `[base]` or `[base+offset]`.
+fn at(base: &str, offset: usize) -> String {
+    match offset {
+        0 => format!("[{base}]"),
+        _ => format!("[{base}+{offset}]"),
+    }
+}
+
+/// The address register of a buffer a load or store uses (always loaded: it is touched).
+fn address(addresses: &[Option<Reg>], buffer: usize) -> &str {
+    addresses[buffer]
+        .as_deref()
+        .expect("every buffer a load or store uses has a pointer")
+}
+
+/// Instruction `i` in the kernel IR's text form (`v3 = mul v1, v2`, `store param, v9`).
+fn describe(kernel: &Kernel, i: usize) -> String {
+    let buffer = |b: usize| kernel.buffers[b].buffer.name();
+    let rhs = match kernel.insts[i] {
+        Inst::Load { buffer: b } => format!("load {}", buffer(b)),
+        Inst::Scalar { slot } => format!("scalar {slot}"),
+        Inst::Const(c) => format!("const {c:?}"),
+        Inst::Unary(u, a) => format!("{} {a}", u.mnemonic()),
+        Inst::Binary(op, a, b) => format!("{} {a}, {b}", op.mnemonic()),
+        Inst::Fma(a, b, c) => format!("fma {a}, {b}, {c}"),
+        Inst::Cmp(c, a, b) => format!("{} {a}, {b}", c.mnemonic()),
+        Inst::Select(c, a, b) => format!("select {c}, {a}, {b}"),
+        Inst::Store { buffer: b, value } => return format!("store {}, {value}", buffer(b)),
+    };
+    format!("v{i} = {rhs}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use optjit_ir::{Buffer, BufferUse};
+
+    fn buffer(buffer: Buffer, read: bool, write: bool) -> BufferUse {
+        BufferUse {
+            buffer,
+            read,
+            write,
+        }
+    }
+
+    /// `param = min(param, grad * scalar 0) + 0.5`, plus a `ne` select.
+    fn small() -> Kernel {
+        let v = Value;
+        Kernel {
+            name: "sgd.phase0".into(),
+            elem_dtype: DType::F32,
+            buffers: vec![
+                buffer(Buffer::Param, true, true),
+                buffer(Buffer::Grad, true, false),
+            ],
+            n_scalars: 2,
+            insts: vec![
+                Inst::Load { buffer: 0 },
+                Inst::Load { buffer: 1 },
+                Inst::Scalar { slot: 1 },
+                Inst::Const(0.5),
+                Inst::Binary(Binary::Mul, v(1), v(2)),
+                Inst::Binary(Binary::Min, v(0), v(4)),
+                Inst::Binary(Binary::Add, v(5), v(3)),
+                Inst::Binary(Binary::Sub, v(6), v(0)),
+                Inst::Cmp(Cmp::Ne, v(7), v(3)),
+                Inst::Select(v(8), v(7), v(6)),
+                Inst::Store {
+                    buffer: 0,
+                    value: v(9),
+                },
+            ],
+        }
+    }
+
+    fn emit(kernel: &Kernel) -> String {
+        emit_ptx(kernel, &PtxOptions::default()).expect("emits")
+    }
+
+    /// The instruction lines, without comments, labels and declarations.
+    fn instructions(text: &str) -> Vec<&str> {
+        text.lines()
+            .map(|line| line.split("//").next().unwrap_or("").trim())
+            .filter(|line| line.ends_with(';') && !line.starts_with('.'))
+            .collect()
+    }
+
+    #[test]
+    fn entry_names_are_ptx_identifiers() {
+        let mut kernel = small();
+        kernel.name = "adamw.phase0".into();
+        assert_eq!(ptx_entry_name(&kernel), "adamw_phase0");
+        kernel.name = "my-rule.phase12".into();
+        assert_eq!(ptx_entry_name(&kernel), "my_rule_phase12");
+        kernel.name = "2step.phase0".into();
+        assert_eq!(ptx_entry_name(&kernel), "k2step_phase0");
+        kernel.name = "é".into();
+        assert_eq!(ptx_entry_name(&kernel), "k_");
+        kernel.name = "adamw.phase0".into();
+        let text = emit(&kernel);
+        assert!(text.contains(".visible .entry adamw_phase0(\n"), "{text}");
+    }
+
+    #[test]
+    fn arches_parse_and_print() {
+        assert_eq!("sm_80".parse::<Arch>(), Ok(Arch::Sm80));
+        assert_eq!("80".parse::<Arch>(), Ok(Arch::Sm80));
+        assert_eq!("sm_90".parse::<Arch>(), Ok(Arch::Sm90));
+        assert_eq!("90".parse::<Arch>(), Ok(Arch::Sm90));
+        assert_eq!(Arch::default(), Arch::Sm80);
+        assert_eq!(PtxOptions::default().arch, Arch::Sm80);
+        for &arch in Arch::ALL {
+            assert_eq!(arch.to_string().parse::<Arch>(), Ok(arch));
+        }
+        assert_eq!(Arch::Sm90.to_string(), "sm_90");
+        let err = "sm_75".parse::<Arch>().expect_err("unsupported arch");
+        assert!(err.contains("'sm_75'"), "{err}");
+        assert!(err.contains("sm_80 or sm_90"), "{err}");
+        assert!("sm_".parse::<Arch>().is_err());
+        assert!("SM_80".parse::<Arch>().is_err());
+    }
+
+    #[test]
+    fn the_header_names_version_target_and_address_size() {
+        for (arch, target) in [(Arch::Sm80, ".target sm_80"), (Arch::Sm90, ".target sm_90")] {
+            let text = emit_ptx(&small(), &PtxOptions { arch }).expect("emits");
+            let lines: Vec<&str> = text.lines().take(7).collect();
+            assert_eq!(
+                lines,
+                [
+                    "//",
+                    &format!("// optjit kernel sgd.phase0 for {arch}: 2 buffer(s), 2 scalar(s)"),
+                    "//",
+                    ".version 8.0",
+                    target,
+                    ".address_size 64",
+                    "",
+                ],
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "(\n    .param .u64 table,\n    .param .u64 n_records\n)\n.maxntid 256, 1, 1\n{\n"
+                ),
+                "{text}"
+            );
+            assert!(text.ends_with("    ret;\n}\n"), "{text}");
+        }
+    }
+
+    #[test]
+    fn output_is_deterministic_and_registers_are_declared_exactly() {
+        let text = emit(&small());
+        assert_eq!(text, emit(&small()));
+        for (ty, prefix) in [
+            (".pred", "%p"),
+            (".b32", "%r"),
+            (".b64", "%rd"),
+            (".f32", "%f"),
+        ] {
+            let declared: usize = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(&format!(".reg {ty} {prefix}<")))
+                .and_then(|rest| rest.strip_suffix(">;"))
+                .unwrap_or_else(|| panic!("{ty} declared\n{text}"))
+                .parse()
+                .expect("a count");
+            // Every register of the class below the count is used, and none at or above it.
+            let used = |n: usize| {
+                text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '%'))
+                    .any(|token| token == format!("{prefix}{n}"))
+            };
+            assert!((0..declared).all(used), "{ty}: {declared} declared\n{text}");
+            assert!(!used(declared), "{ty}: {declared} declared\n{text}");
+        }
+    }
+
+    #[test]
+    fn add_sub_and_mul_always_round_to_nearest() {
+        let text = emit(&small());
+        let arithmetic: Vec<&str> = instructions(&text)
+            .into_iter()
+            .filter(|line| {
+                let op = line.split_whitespace().next().unwrap_or("");
+                ["add.", "sub.", "mul."].iter().any(|p| op.starts_with(p)) && op.ends_with(".f32")
+            })
+            .collect();
+        // mul v1, v2; add v5, v3; sub v6, v0: once in the vector loop (4 lanes), once in the tail.
+        assert_eq!(arithmetic.len(), 3 * 5, "{arithmetic:#?}");
+        for line in arithmetic {
+            assert!(line.contains(".rn.f32 "), "{line}");
+        }
+        assert!(text.contains("min.NaN.f32"), "{text}");
+        assert!(!text.contains("fma"), "no contraction in the text\n{text}");
+    }
+
+    #[test]
+    fn constants_are_exact_hex_literals() {
+        let mut kernel = small();
+        kernel.insts[3] = Inst::Const(0.1);
+        let text = emit(&kernel);
+        assert!(
+            text.contains(&format!("mov.f32 %f0, 0f{:08X};", 0.1f32.to_bits())),
+            "{text}"
+        );
+        assert!(text.contains("0f3DCCCCCD"), "{text}");
+        // No decimal float literal in any instruction (comments show the kernel IR text).
+        for line in instructions(&text) {
+            let decimal = line.split([' ', ',', ';']).any(|token| {
+                token.contains('.') && token.chars().next().is_some_and(|c| c.is_ascii_digit())
+            });
+            assert!(!decimal, "{line}");
+        }
+        assert!(text.contains("// v3 = const 0.1\n"), "{text}");
+    }
+
+    #[test]
+    fn comparisons_are_ordered_except_ne() {
+        let text = emit(&small());
+        assert!(text.contains("setp.neu.f32"), "{text}");
+        assert!(!text.contains("setp.ne.f32"), "{text}");
+        let mut kernel = small();
+        for (cmp, op) in [
+            (Cmp::Lt, "setp.lt.f32"),
+            (Cmp::Le, "setp.le.f32"),
+            (Cmp::Gt, "setp.gt.f32"),
+            (Cmp::Ge, "setp.ge.f32"),
+            (Cmp::Eq, "setp.eq.f32"),
+        ] {
+            kernel.insts[8] = Inst::Cmp(cmp, Value(7), Value(3));
+            let text = emit(&kernel);
+            assert_eq!(text.matches(op).count(), 5, "{op}\n{text}");
+            assert!(!text.contains(".neu"), "{text}");
+        }
+    }
+
+    #[test]
+    fn read_only_buffers_use_the_non_coherent_path() {
+        let text = emit(&small());
+        let lines = instructions(&text);
+        let has = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(
+            has("ld.global.v4.f32 "),
+            1,
+            "param in the vector loop\n{text}"
+        );
+        assert_eq!(
+            has("ld.global.nc.v4.f32 "),
+            1,
+            "grad in the vector loop\n{text}"
+        );
+        assert_eq!(has("st.global.v4.f32 "), 1, "{text}");
+        assert_eq!(has("ld.global.f32 "), 1, "param in the tail\n{text}");
+        assert_eq!(
+            has("ld.global.nc.f32 "),
+            2,
+            "grad in the tail, scalar 1\n{text}"
+        );
+        assert_eq!(has("st.global.f32 "), 1, "{text}");
+        // Only slot 1 of the row is read; 64-bit index arithmetic.
+        assert!(text.contains("ld.global.nc.f32 %f1, [%rd"), "{text}");
+        assert!(text.contains("+4];"), "{text}");
+        assert!(text.contains("mad.lo.u64 "), "{text}");
+        assert!(text.contains("shl.b64 "), "{text}");
+        assert!(text.contains("and.b64 "), "alignment test\n{text}");
+        assert!(text.contains("    // v4 = mul v1, v2\n"), "{text}");
+        assert!(text.contains("    // store param, v9\n"), "{text}");
+    }
+
+    #[test]
+    fn values_of_constants_and_scalars_are_computed_once() {
+        let v = Value;
+        let kernel = Kernel {
+            name: "hoist.phase0".into(),
+            elem_dtype: DType::F32,
+            buffers: vec![buffer(Buffer::Param, true, true)],
+            n_scalars: 1,
+            insts: vec![
+                Inst::Load { buffer: 0 },
+                Inst::Scalar { slot: 0 },
+                Inst::Const(1.0),
+                Inst::Binary(Binary::Sub, v(2), v(1)),
+                Inst::Binary(Binary::Add, v(2), v(2)),
+                Inst::Binary(Binary::Mul, v(0), v(3)),
+                Inst::Fma(v(5), v(4), v(0)),
+                Inst::Store {
+                    buffer: 0,
+                    value: v(6),
+                },
+            ],
+        };
+        let text = emit(&kernel);
+        let (launch, rest) = text.split_once("$L_record:").expect("a record loop");
+        let (record, elements) = rest.split_once("$L_vector:").expect("a vector loop");
+        // `add v2, v2` per launch, `sub v2, v1` per record, the rest per element.
+        assert_eq!(launch.matches("add.rn.f32").count(), 1, "{text}");
+        assert_eq!(record.matches("sub.rn.f32").count(), 1, "{text}");
+        assert!(!elements.contains("sub.rn.f32") && !elements.contains("add.rn.f32"));
+        assert_eq!(elements.matches("mul.rn.f32").count(), 4 + 1, "{text}");
+        assert_eq!(elements.matches("fma.rn.f32").count(), 4 + 1, "{text}");
+    }
+
+    #[test]
+    fn a_kernel_without_scalars_reads_no_row() {
+        let mut kernel = small();
+        kernel.n_scalars = 0;
+        kernel.insts[2] = Inst::Const(-2.0);
+        let text = emit(&kernel);
+        assert!(!text.contains("// the scalar row"), "{text}");
+        // Record words 0 (len), 2 and 3 (buffers); never word 1.
+        assert!(!text.contains("+8]"), "{text}");
+        assert!(text.contains("+16]"), "{text}");
+        assert!(text.contains("+24]"), "{text}");
+        // The only scalar non-coherent load is grad's in the tail.
+        assert_eq!(text.matches("ld.global.nc.f32 ").count(), 1, "{text}");
+        assert!(text.contains(&hex(-2.0)), "{text}");
+    }
+
+    #[test]
+    fn pow_is_refused() {
+        let mut kernel = small();
+        kernel.insts[5] = Inst::Binary(Binary::Pow, Value(0), Value(4));
+        let err = emit_ptx(&kernel, &PtxOptions::default()).expect_err("pow");
+        assert_eq!(
+            err.to_string(),
+            "cannot emit kernel sgd.phase0 for ptx: pow per element has no PTX lowering yet"
+        );
+    }
+
+    #[test]
+    fn other_dtypes_and_malformed_kernels_are_refused() {
+        let mut kernel = small();
+        kernel.elem_dtype = DType::BF16;
+        let err = emit_ptx(&kernel, &PtxOptions::default()).expect_err("bf16");
+        assert!(err.to_string().contains("bf16 elements"), "{err}");
+        assert_eq!(err.target, "ptx");
+
+        let mut kernel = small();
+        kernel.insts[4] = Inst::Unary(Unary::Floor, Value(1));
+        let err = emit_ptx(&kernel, &PtxOptions::default()).expect_err("scalar-only op");
+        assert!(
+            err.to_string().contains("floor is not a per-element op"),
+            "{err}"
+        );
+
+        let mut kernel = small();
+        kernel.insts.push(Inst::Const(1.0));
+        let err = emit_ptx(&kernel, &PtxOptions::default()).expect_err("after a store");
+        assert!(err.to_string().contains("after a store"), "{err}");
+    }
+
+    #[test]
+    fn unary_ops_follow_the_kernel_ir_semantics() {
+        let mut kernel = small();
+        let text_of = |kernel: &mut Kernel, u: Unary| {
+            kernel.insts[5] = Inst::Unary(u, Value(4));
+            emit(kernel)
+        };
+        let rsqrt = text_of(&mut kernel, Unary::Rsqrt);
+        assert!(!rsqrt.contains("rsqrt.approx"), "{rsqrt}");
+        assert!(
+            rsqrt.contains("div.rn.f32 %f") && rsqrt.contains(", 0f3F800000, %f"),
+            "{rsqrt}"
+        );
+        let exp = text_of(&mut kernel, Unary::Exp);
+        assert!(exp.contains("ex2.approx.f32"), "{exp}");
+        assert!(exp.contains(&hex(std::f32::consts::LOG2_E)), "{exp}");
+        let log = text_of(&mut kernel, Unary::Log);
+        assert!(log.contains("lg2.approx.f32"), "{log}");
+        assert!(log.contains(&hex(std::f32::consts::LN_2)), "{log}");
+        for text in [&rsqrt, &exp, &log] {
+            assert!(!text.contains(".ftz"), "subnormals are kept\n{text}");
+        }
+        let sign = text_of(&mut kernel, Unary::Sign);
+        assert!(sign.contains("setp.lt.f32"), "{sign}");
+        assert!(sign.contains("setp.gt.f32"), "{sign}");
+        assert!(sign.contains(&hex(-1.0)), "{sign}");
+    }
+}

@@ -1,0 +1,199 @@
+//! GPU execution: every built-in's PTX step agrees with the CPU step, the golden cases pass on
+//! the device, hyperparameter changes never recompile, and bad input is refused with nothing
+//! modified. Without a CUDA device each test prints `skipped: no CUDA device` and returns.
+
+mod common;
+
+use optjit::cudarc::driver::{CudaSlice, DevicePtr};
+use optjit::{CudaDevice, CudaOptimizer, Optimizer, OptimizerError, Setup};
+use optjit_cli::golden::run_file;
+use optjit_cli::stepper::Backend;
+use std::sync::Arc;
+
+fn device() -> Option<Arc<CudaDevice>> {
+    match CudaDevice::open(0) {
+        Ok(device) => Some(device),
+        Err(e) => {
+            println!("skipped: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+/// Sizes that exercise the vector loop, the scalar tail, several chunk records per tensor and
+/// empty tensors.
+const SIZES: [usize; 7] = [1, 3, 4, 37, 4096, 70_001, 0];
+
+fn data(seed: u32) -> Vec<Vec<f32>> {
+    SIZES
+        .iter()
+        .enumerate()
+        .map(|(t, &n)| {
+            (0..n)
+                .map(|i| {
+                    let x = (i as u32)
+                        .wrapping_mul(2_654_435_761)
+                        .wrapping_add(seed.wrapping_mul(40_503) + t as u32);
+                    (x % 2001) as f32 / 1000.0 - 1.0
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Largest `|a - b| / (1e-6 + |b|)` over every element.
+fn max_rel(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(&x, &y)| f64::from((x - y).abs()) / (1e-6 + f64::from(y.abs())))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn every_builtin_matches_the_cpu_on_the_gpu() {
+    let Some(device) = device() else { return };
+    for (case, configured) in common::builtin_variants() {
+        let setup = Setup {
+            shapes: SIZES.iter().map(|&n| vec![n]).collect(),
+            hypers: configured.hypers.clone(),
+            ..Setup::default()
+        };
+        let mut cpu = Optimizer::new(&configured.definition, setup.clone()).expect(case);
+        let mut gpu =
+            CudaOptimizer::new(&configured.definition, setup, device.clone()).expect(case);
+        let (mut p_cpu, mut p_gpu) = (data(1), data(1));
+        for step in 0..6 {
+            let grads = data(step + 2);
+            if step == 3 {
+                cpu.set_hyper(None, "lr", 0.05).expect("lr");
+                gpu.set_hyper(None, "lr", 0.05).expect("lr");
+            }
+            cpu.step(&mut p_cpu, &grads).expect("cpu step");
+            gpu.step_host(&mut p_gpu, &grads).expect("gpu step");
+        }
+        let err = max_rel(&p_gpu, &p_cpu);
+        println!("{case}: max relative difference GPU vs CPU {err:.3e}");
+        assert!(err < 1e-5, "{case}: GPU differs from CPU by {err:e}");
+        for state in &configured.definition.graph.states {
+            for t in 0..SIZES.len() {
+                let Some(want) = cpu.state(t, &state.name) else {
+                    continue;
+                };
+                let got = gpu.state(t, &state.name).expect("read").expect("state");
+                let err = max_rel(&[got], &[want.to_vec()]);
+                assert!(
+                    err < 1e-5,
+                    "{case}: state {} of tensor {t}: {err:e}",
+                    state.name
+                );
+            }
+        }
+        assert_eq!(gpu.stats().compiles, 1);
+        assert_eq!(gpu.steps(), 6);
+    }
+}
+
+#[test]
+fn golden_cases_pass_on_the_gpu() {
+    let Some(device) = device() else { return };
+    let backend = Backend::Cuda(device);
+    for case in common::GOLDEN_CASES {
+        let result = run_file(&common::golden_path(case), &backend).expect(case);
+        println!("{result}");
+        assert!(result.passed(), "{result}");
+    }
+}
+
+/// Device buffers that are only 4-byte aligned take the scalar path and give the same result.
+#[test]
+fn misaligned_device_buffers_are_handled() {
+    let Some(device) = device() else { return };
+    let configured = optjit::optim::AdamW::new().build().expect("AdamW");
+    let n = 1000;
+    let setup = Setup {
+        shapes: vec![vec![n]],
+        hypers: configured.hypers.clone(),
+        ..Setup::default()
+    };
+    let init = data(7)[5][..n].to_vec();
+    let grad = data(8)[5][..n].to_vec();
+
+    let mut cpu = Optimizer::new(&configured.definition, setup.clone()).expect("cpu");
+    let mut want = vec![init.clone()];
+    cpu.step(&mut want, std::slice::from_ref(&grad))
+        .expect("cpu step");
+
+    let mut gpu = CudaOptimizer::new(&configured.definition, setup, device.clone()).expect("gpu");
+    // One float of padding in front: the tensors start 4 bytes past a 256-byte boundary.
+    let padded = |v: &[f32]| [&[0.0f32][..], v].concat();
+    let p = device.upload(&padded(&init)).expect("upload");
+    let g = device.upload(&padded(&grad)).expect("upload");
+    let stream = device.stream();
+    let address = |s: &CudaSlice<f32>| {
+        let (ptr, _sync) = s.device_ptr(stream);
+        ptr + 4
+    };
+    // SAFETY: both buffers hold n + 1 floats on this device; the addresses skip the first.
+    unsafe { gpu.step_raw(&[address(&p)], &[address(&g)]) }.expect("raw step");
+    let got = device.download(&p).expect("download")[1..].to_vec();
+    let err = max_rel(&[got], &want);
+    assert!(
+        err < 1e-5,
+        "misaligned step differs from the CPU by {err:e}"
+    );
+
+    // SAFETY: (refused before any launch) a 2-byte offset is not a valid f32 address.
+    let refused = unsafe { gpu.step_raw(&[address(&p) + 2], &[address(&g)]) };
+    assert!(
+        matches!(&refused, Err(OptimizerError::Cuda(e)) if e.to_string().contains("not 4-byte aligned")),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_rejected_gpu_step_modifies_nothing() {
+    let Some(device) = device() else { return };
+    let configured = optjit::optim::Sgd::new()
+        .lr(0.1)
+        .momentum(0.9)
+        .build()
+        .expect("SGD");
+    let setup = Setup {
+        shapes: vec![vec![8], vec![3]],
+        hypers: configured.hypers.clone(),
+        ..Setup::default()
+    };
+    let mut gpu = CudaOptimizer::new(&configured.definition, setup, device.clone()).expect("gpu");
+    let mut params = vec![
+        device.upload(&[1.0f32; 8]).expect("upload"),
+        device.upload(&[1.0f32; 3]).expect("upload"),
+    ];
+    let short = vec![
+        device.upload(&[1.0f32; 8]).expect("upload"),
+        device.upload(&[1.0f32; 2]).expect("upload"),
+    ];
+    let error = gpu.step(&mut params, &short).expect_err("wrong length");
+    assert!(
+        error
+            .to_string()
+            .contains("grad tensor 1 has 2 elements, expected 3"),
+        "{error}"
+    );
+    let error = gpu
+        .step(&mut params[..1], &short[..1])
+        .expect_err("wrong count");
+    assert!(
+        error.to_string().contains("expects 2 param tensors, got 1"),
+        "{error}"
+    );
+    assert_eq!(gpu.steps(), 0);
+    assert_eq!(
+        device.download(&params[1]).expect("download"),
+        vec![1.0f32; 3]
+    );
+    assert_eq!(
+        gpu.state(0, "momentum_buffer").expect("read"),
+        Some(vec![0.0f32; 8])
+    );
+}
