@@ -17,17 +17,20 @@ nvrtc_dir="$(python3 -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0
 [ -n "$nvrtc_dir" ] && export LD_LIBRARY_PATH="$nvrtc_dir:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
+failed=0
 echo "== GPU execution tests"
-"$bin/cuda-tests" --test-threads 1 --nocapture 2>&1 | grep -v '^$'
+"$bin/cuda-tests" --test-threads 1 --nocapture 2>&1 | grep -v '^$' || failed=1
 
-echo "== optjit golden --target cuda"
+echo "== optjit golden --target cuda (cases the CPU passes; the others say unsupported)"
 "$bin/optjit" golden --target cuda tests/golden/*.json | grep -v 'what=unsupported'
+"$bin/optjit" golden --target cuda tests/golden/*.json | grep -q '^FAIL .* what=[a-z_]* step=' && failed=1
 
 echo "== optjit bench --target cuda"
 for w in big-1x16M gpt2s-148 small-1000x4K; do
-    "$bin/optjit" bench --optimizer AdamW --target cuda --workload "$w" --steps 100
+    "$bin/optjit" bench --optimizer AdamW --target cuda --workload "$w" --steps 100 || failed=1
 done
 if [ -n "$anchor" ]; then
     echo "== PyTorch AdamW (CUDA events)"
     python3 "$anchor" --device cuda --modes forloop,foreach,fused
 fi
+exit $failed

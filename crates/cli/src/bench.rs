@@ -14,7 +14,7 @@ pub struct BenchArgs {
     pub kwargs: Kwargs,
     /// Workload name.
     pub workload: String,
-    /// Timed steps (after 2 warm-up steps).
+    /// Timed steps (after 2 warm-up steps on the CPU, 3 on a GPU).
     pub steps: usize,
     /// Worker threads (0: one per core).
     pub threads: usize,
@@ -63,8 +63,7 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
             times.push(start.elapsed().as_secs_f64());
         }
     }
-    times.sort_by(f64::total_cmp);
-    let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+    let median = cuda_bench::median(times);
     let elems: usize = sizes.iter().sum();
     let stats = opt.stats();
     // The threads the step actually used: requests beyond the worker pool are capped.

@@ -2,7 +2,7 @@
 //! copy bandwidth and the project's hand-fused CUDA C AdamW (compiled at run time with NVRTC).
 
 use crate::workload;
-use optjit_runtime::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use optjit_runtime::cudarc::driver::{CudaSlice, DriverError, LaunchConfig, PushKernelArg};
 use optjit_runtime::cudarc::nvrtc;
 use optjit_runtime::{CudaDevice, CudaError, CudaOptimizer, Setup, Stats};
 use optjit_trace::Definition;
@@ -23,7 +23,8 @@ pub struct CudaTimes {
     /// Device-to-device copy bandwidth, bytes read plus written per second / 1e9.
     pub copy_gb_per_s: f64,
     /// Median step time of the hand-fused AdamW reference (ms), when the optimizer is AdamW
-    /// with its default options and NVRTC could be loaded.
+    /// with its default options and NVRTC could be loaded (otherwise the reason is printed on
+    /// stderr).
     pub reference_ms: Option<f64>,
     /// The device's name.
     pub device: String,
@@ -33,7 +34,16 @@ fn cuda(e: CudaError) -> String {
     e.to_string()
 }
 
-fn median(mut times: Vec<f64>) -> f64 {
+/// A driver error while `doing`.
+fn driver(doing: &'static str) -> impl FnOnce(DriverError) -> CudaError {
+    move |source| CudaError::Driver {
+        doing: doing.into(),
+        source,
+    }
+}
+
+/// The median of `times` (NaN when empty).
+pub(crate) fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
     times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -84,10 +94,13 @@ pub fn run(
     drop(params);
     drop(grads);
     let elems: usize = sizes.iter().sum();
-    let reference_ms = if reference {
-        Some(reference_adamw(device, elems, hypers, steps)?)
-    } else {
-        None
+    let reference_ms = match reference.then(|| reference_adamw(device, elems, hypers, steps)) {
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(why)) => {
+            eprintln!("optjit: bench: no hand-fused reference time: {why}");
+            None
+        }
+        None => None,
     };
     Ok(CudaTimes {
         stats: opt.stats(),
@@ -106,25 +119,16 @@ fn copy_bandwidth(device: &CudaDevice) -> Result<f64, CudaError> {
     let stream = device.stream();
     let src = stream
         .alloc_zeros::<f32>(n)
-        .map_err(|source| CudaError::Driver {
-            doing: "allocating the copy benchmark".into(),
-            source,
-        })?;
+        .map_err(driver("allocating the copy benchmark"))?;
     let mut dst = stream
         .alloc_zeros::<f32>(n)
-        .map_err(|source| CudaError::Driver {
-            doing: "allocating the copy benchmark".into(),
-            source,
-        })?;
+        .map_err(driver("allocating the copy benchmark"))?;
     let mut times = Vec::new();
     for k in 0..23 {
         let ms = device.time_ms(|| {
             stream
                 .memcpy_dtod(&src, &mut dst)
-                .map_err(|source| CudaError::Driver {
-                    doing: "copying on the device".into(),
-                    source,
-                })
+                .map_err(driver("copying on the device"))
         })?;
         if k >= 3 {
             times.push(f64::from(ms));
@@ -140,6 +144,14 @@ fn reference_adamw(
     hypers: &BTreeMap<String, f64>,
     steps: usize,
 ) -> Result<f64, String> {
+    // SAFETY: only probes whether the library can be loaded (cudarc panics on a missing one).
+    if !unsafe { nvrtc::sys::is_culib_present() } {
+        return Err(
+            "NVRTC (libnvrtc.so) not found; PyTorch's CUDA wheels ship it under \
+                    site-packages/nvidia/cu13/lib (add it to LD_LIBRARY_PATH)"
+                .into(),
+        );
+    }
     let ptx = nvrtc::compile_ptx(REFERENCE_SOURCE)
         .map_err(|e| format!("NVRTC could not compile the reference kernel: {e:?}"))?;
     let module = device
@@ -166,7 +178,8 @@ fn reference_adamw(
     );
     let n4 = (n / 4) as u64;
     let config = LaunchConfig {
-        grid_dim: (((n / 4).div_ceil(256)).clamp(1, 132 * 8) as u32, 1, 1),
+        // Grid-stride: enough blocks to fill any current GPU, fewer for small buffers.
+        grid_dim: ((n / 4).div_ceil(256).clamp(1, 1 << 12) as u32, 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
@@ -191,10 +204,7 @@ fn reference_adamw(
             // n = 4 * n4 floats each.
             unsafe { launch.launch(config) }
                 .map(drop)
-                .map_err(|source| CudaError::Driver {
-                    doing: "launching the reference kernel".into(),
-                    source,
-                })
+                .map_err(driver("launching the reference kernel"))
         });
         let ms = ms.map_err(cuda)?;
         if t > 3 {

@@ -291,9 +291,9 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
             for (name, want) in state.as_object().into_iter().flatten() {
                 match want {
                     Value::Array(_) => {
-                        let got = opt
-                            .state(t, name)
-                            .map_err(|e| BadInput(format!("reading state {name}: {e}")))?;
+                        let got = opt.state(t, name).map_err(|e| {
+                            BadInput(format!("reading state {name} of tensor {t}: {e}"))
+                        })?;
                         let Some(got) = got else {
                             return Ok(Outcome::Unsupported(format!(
                                 "no per-element state '{name}'"

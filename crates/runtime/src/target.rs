@@ -2,7 +2,6 @@
 
 use optjit_kernels_gen::Arch;
 use std::fmt;
-use std::str::FromStr;
 
 /// The machine a step is compiled for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -31,21 +30,6 @@ impl fmt::Display for Target {
         match self {
             Target::Cpu => write!(f, "cpu"),
             Target::Cuda { arch } => write!(f, "cuda ({arch})"),
-        }
-    }
-}
-
-impl FromStr for Target {
-    type Err = String;
-
-    /// `cpu`, `cuda` or its synonym `ptx` (default arch; set another with `Target::Cuda`).
-    fn from_str(s: &str) -> Result<Target, String> {
-        match s {
-            "cpu" => Ok(Target::Cpu),
-            "cuda" | "ptx" => Ok(Target::cuda()),
-            other => Err(format!(
-                "unknown target '{other}': expected cpu, cuda or ptx"
-            )),
         }
     }
 }

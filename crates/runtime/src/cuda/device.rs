@@ -68,8 +68,8 @@ impl<T> Doing<T> for Result<T, DriverError> {
 /// One GPU: its primary context and optjit's stream on it.
 ///
 /// Event tracking is off: optjit orders its own work on one stream. Tensors handed to an
-/// optimizer must be allocated on this device (for example with [`CudaDevice::upload`]), and
-/// work on other streams must be synchronized by the caller.
+/// optimizer must be allocated on that stream (for example with [`CudaDevice::upload`]); work
+/// on other streams must be synchronized by the caller.
 pub struct CudaDevice {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -181,9 +181,12 @@ impl CudaDevice {
             .doing(|| "reading an event time".into())?)
     }
 
-    /// Whether `slice` was allocated on this device's context.
+    /// Whether `slice` belongs to this device's stream (and so its context): cudarc frees a
+    /// slice on its own stream, which orders the free after optjit's launches only if that
+    /// stream is this one.
     pub(crate) fn owns<T>(&self, slice: &CudaSlice<T>) -> bool {
         slice.context().cu_ctx() == self.ctx.cu_ctx()
+            && slice.stream().cu_stream() == self.stream.cu_stream()
     }
 
     /// The raw device address of `slice`.

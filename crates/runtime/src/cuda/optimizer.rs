@@ -46,8 +46,6 @@ struct Phase {
     /// The kernel's name (for errors).
     name: String,
     function: CudaFunction,
-    /// Elements per chunk record.
-    chunk_elems: usize,
     sources: Vec<Source>,
     /// The chunk table on the device (`None` when the step has no elements).
     table: Option<CudaSlice<u64>>,
@@ -56,9 +54,9 @@ struct Phase {
 
 /// A compiled optimizer step on a CUDA device, holding its state there.
 ///
-/// Parameters and gradients are device buffers of the same device ([`CudaDevice::upload`]);
-/// [`CudaOptimizer::step`] enqueues the launches on [`CudaDevice::stream`] and returns without
-/// waiting. Hyperparameters and the scalar program's results reach the kernels through a small
+/// Parameters and gradients are device buffers on the device's stream ([`CudaDevice::upload`]);
+/// [`CudaOptimizer::step`] enqueues a copy of the step's scalars and the launches on
+/// [`CudaDevice::stream`] and does not wait for the kernels. Hyperparameters and the scalar program's results reach the kernels through a small
 /// device buffer written before the launches, so changing them never recompiles.
 pub struct CudaOptimizer {
     binding: Binding,
@@ -71,6 +69,8 @@ pub struct CudaOptimizer {
     rows: CudaSlice<f32>,
     /// The param and grad addresses the phases' tables were built for.
     table_tensors: Vec<u64>,
+    /// Elements per chunk record.
+    chunk_elems: usize,
     stats: Stats,
     host_rows: Vec<f32>,
     values: Vec<f64>,
@@ -78,8 +78,8 @@ pub struct CudaOptimizer {
 }
 
 impl CudaOptimizer {
-    /// Compiles `definition` to PTX for `device`'s arch (sm_80 PTX, which also runs on later
-    /// GPUs), loads it, and allocates the state for `setup`'s tensors on the device.
+    /// Compiles `definition` to sm_80 PTX (which the driver also runs on sm_90 and later), loads
+    /// it on `device`, and allocates the state for `setup`'s tensors there.
     pub fn new(
         definition: &Definition,
         setup: Setup,
@@ -130,7 +130,6 @@ impl CudaOptimizer {
                 .doing(|| format!("finding entry {entry}"))?;
             phases.push(Phase {
                 name: kernel.name.clone(),
-                chunk_elems: chunk_elems(),
                 function,
                 sources,
                 table: None,
@@ -165,6 +164,7 @@ impl CudaOptimizer {
             states,
             rows,
             table_tensors: Vec::new(),
+            chunk_elems: chunk_elems(),
             stats,
             host_rows: Vec::new(),
             values: Vec::new(),
@@ -237,8 +237,10 @@ impl CudaOptimizer {
     }
 
     /// Enqueues one step on the device's stream: updates every parameter and state in place.
-    /// `params[i]` and `grads[i]` are tensor i of the setup, allocated on this device. On error
-    /// nothing is modified.
+    /// `params[i]` and `grads[i]` are tensor i of the setup, allocated on [`CudaDevice::stream`]
+    /// (so that freeing them is ordered after the step). A step refused for its input (counts,
+    /// lengths, foreign buffers) modifies nothing; after a driver error the step may have run
+    /// in part, and the device should be considered lost, as CUDA's own errors usually are.
     pub fn step(
         &mut self,
         params: &mut [CudaSlice<f32>],
@@ -257,7 +259,7 @@ impl CudaOptimizer {
             ),
             ("grad", grads.iter().map(|g| self.device.owns(g)).collect()),
         ] {
-            if let Some(tensor) = owned.iter().position(|&ok| !ok) {
+            if let Some(tensor) = owned.iter().position(|&ours| !ours) {
                 return Err(CudaError::ForeignTensor { what, tensor }.into());
             }
         }
@@ -272,8 +274,10 @@ impl CudaOptimizer {
     ///
     /// # Safety
     /// `params[i]` and `grads[i]` must be addresses on this device's context of live buffers of
-    /// at least tensor i's element count of f32, parameters must not overlap each other or any
-    /// other tensor's state, and all must stay valid until the stream has run the step.
+    /// at least tensor i's element count of f32; no parameter may overlap another parameter, any
+    /// gradient or any state (gradients are read through the non-coherent cache, so a gradient
+    /// must not alias a buffer the step writes); and all must stay valid, with no other stream
+    /// writing them, until this device's stream has run the step.
     pub unsafe fn step_raw(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
         let n = self.binding.lens.len();
         let claimed = |given: usize| match given == n {
@@ -342,12 +346,15 @@ impl CudaOptimizer {
             &mut self.host_rows,
             &mut self.values,
         );
-        // A pageable copy: the driver stages it at once, so `host_rows` can be rewritten next
-        // step, and the stream orders it after the previous step's launches (an H200 showed no
-        // gain from page-locked rows with an event, docs/perf.md).
+        // A copy from pageable memory: the driver takes the data before returning, so
+        // `host_rows` can be rewritten next step, and the stream orders the copy after the
+        // previous step's launches (page-locked rows with an event gained nothing on an H200,
+        // docs/perf.md).
         self.device.write(&self.host_rows, &mut self.rows)?;
         let tensors: Vec<u64> = params.iter().chain(grads).copied().collect();
         if tensors != self.table_tensors {
+            // Forget the old tables first: a rebuild that fails half-way is redone next step.
+            self.table_tensors.clear();
             self.build_tables(params, grads)?;
             self.table_tensors = tensors;
         }
@@ -386,7 +393,7 @@ impl CudaOptimizer {
                 words: &mut words,
                 lens: &mut self.lens_scratch,
                 n_buffers,
-                chunk_elems: phase.chunk_elems,
+                chunk_elems: self.chunk_elems,
             };
             let mut base = vec![0u64; n_buffers];
             for (g, group) in self.binding.groups.iter().enumerate() {
