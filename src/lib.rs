@@ -16,13 +16,14 @@
 //! opt.step(&mut params, &grads).unwrap();
 //! opt.set_hyper(None, "lr", 5e-4).unwrap(); // takes effect next step, no recompile
 //! opt.step(&mut params, &grads).unwrap();
-//! assert_eq!(opt.stats().compiles, 1);
+//! assert_eq!(opt.stats().builds(), 1); // compiled once, or found in a cache
 //! ```
 #![warn(missing_docs)]
 
 pub use optjit_runtime::{
-    AlignedBuf, Arch, CompileError, CompileOptions, Compiled, CudaDevice, CudaError, CudaOptimizer,
-    Dump, Group, Optimizer, OptimizerError, Setup, Stage, Stats, Target, compile,
+    AlignedBuf, Arch, CacheOptions, CacheUse, CompileError, CompileOptions, Compiled, CudaDevice,
+    CudaError, CudaOptimizer, Dump, Group, Optimizer, OptimizerError, Setup, Stage, Stats, Target,
+    compile, compile_cached,
 };
 pub use optjit_trace::{Definition, Domain, TraceError, Tracer, Value, select};
 

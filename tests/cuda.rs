@@ -109,7 +109,7 @@ fn every_builtin_matches_the_cpu_on_the_gpu() {
                 );
             }
         }
-        assert_eq!(gpu.stats().compiles, 1);
+        assert_eq!(gpu.stats().builds(), 1);
         assert_eq!(gpu.steps(), 6);
     }
 }

@@ -106,3 +106,25 @@ fn every_source_file_starts_with_a_module_doc_line() {
         "files without a leading //! line: {missing:?}"
     );
 }
+
+/// The cache version hashes the sources of the crates whose output is cached: every source file
+/// of optjit-rewrite and optjit-kernels-gen must be listed in its `SOURCES`.
+#[test]
+fn cache_version_sources_list_every_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (dir, sources) in [
+        ("crates/rewrite/src", optjit::rewrite::SOURCES),
+        ("kernels-gen/src", optjit::kernels_gen::SOURCES),
+    ] {
+        let mut files = Vec::new();
+        rust_files(&root.join(dir), &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read");
+            assert!(
+                sources.contains(&text.as_str()),
+                "{} is missing from {dir}'s SOURCES (lib.rs)",
+                file.display()
+            );
+        }
+    }
+}

@@ -21,3 +21,14 @@ pub use clif::{EmitError, LIBCALLS, UNROLL, emit_clif};
 pub use kernel::{Inst, Kernel, Kind, Value};
 pub use lower::{LowerError, LowerOptions, lower};
 pub use ptx::{Arch, PTX_BLOCK_THREADS, PtxOptions, emit_ptx, ptx_entry_name};
+
+/// The source text of this crate: what the compile cache hashes into its version, so that
+/// cached PTX is never reused by a build whose lowering or emitters differ.
+pub const SOURCES: &[&str] = &[
+    include_str!("abi.rs"),
+    include_str!("clif.rs"),
+    include_str!("kernel.rs"),
+    include_str!("lib.rs"),
+    include_str!("lower.rs"),
+    include_str!("ptx.rs"),
+];

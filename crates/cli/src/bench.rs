@@ -75,7 +75,7 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
     let threads = requested.min(optjit_runtime::max_threads());
     Ok(format!(
         "workload={} optimizer={} target=cpu tensors={} elems={} compile_ms={:.3} step_ms_median={:.3} \
-         melem_per_s={:.1} gb_per_s={:.1} bytes_per_elem={} kernels_per_step={} compiles={} threads={} steps={}",
+         melem_per_s={:.1} gb_per_s={:.1} bytes_per_elem={} kernels_per_step={} compiles={} memory_hits={} disk_hits={} threads={} steps={}",
         args.workload,
         configured.name,
         sizes.len(),
@@ -87,6 +87,8 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
         stats.bytes_per_elem,
         stats.kernels_per_step,
         stats.compiles,
+        stats.memory_hits,
+        stats.disk_hits,
         threads,
         args.steps,
     ))
@@ -108,7 +110,7 @@ fn cuda_line(args: &BenchArgs, name: &str, sizes: &[usize], t: &cuda_bench::Cuda
     format!(
         "workload={} optimizer={name} target=cuda tensors={} elems={elems} compile_ms={:.3} \
          step_ms_median={:.4} host_ms_median={:.4} melem_per_s={:.1} gb_per_s={gb_per_s:.1} bytes_per_elem={} \
-         kernels_per_step={} compiles={} steps={} copy_gb_per_s={:.1} of_copy_bw={:.3}{reference} \
+         kernels_per_step={} compiles={} memory_hits={} disk_hits={} steps={} copy_gb_per_s={:.1} of_copy_bw={:.3}{reference} \
          device=\"{}\"",
         args.workload,
         sizes.len(),
@@ -119,6 +121,8 @@ fn cuda_line(args: &BenchArgs, name: &str, sizes: &[usize], t: &cuda_bench::Cuda
         t.stats.bytes_per_elem,
         t.stats.kernels_per_step,
         t.stats.compiles,
+        t.stats.memory_hits,
+        t.stats.disk_hits,
         args.steps,
         t.copy_gb_per_s,
         gb_per_s / t.copy_gb_per_s,

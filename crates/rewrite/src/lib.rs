@@ -38,6 +38,25 @@ mod rules;
 mod simplify;
 
 pub use counts::{OpCounts, count_elem_ops};
+
+/// The source text of this crate: what the compile cache hashes into its version, so that a
+/// cached optimized graph is never reused by a build whose rules or cost model differ.
+pub const SOURCES: &[&str] = &[
+    include_str!("analysis.rs"),
+    include_str!("cost.rs"),
+    include_str!("counts.rs"),
+    include_str!("error.rs"),
+    include_str!("fuse.rs"),
+    include_str!("lang.rs"),
+    include_str!("lib.rs"),
+    include_str!("rules/identities.rs"),
+    include_str!("rules/mod.rs"),
+    include_str!("rules/powers.rs"),
+    include_str!("rules/scalar_hoisting.rs"),
+    include_str!("rules/signs.rs"),
+    include_str!("rules/tests.rs"),
+    include_str!("simplify.rs"),
+];
 pub use error::RewriteError;
 pub use fuse::fuse;
 pub use rules::{Exactness, rule_names};

@@ -5,6 +5,7 @@
 
 mod binding;
 mod buffer;
+mod cache;
 mod chunks;
 mod cuda;
 mod error;
@@ -17,6 +18,7 @@ mod stage;
 mod target;
 
 pub use buffer::{ALIGN, AlignedBuf};
+pub use cache::{CacheOptions, CacheUse};
 pub use chunks::{CHUNK_ELEMS, max_threads};
 pub use cuda::{CUDA_CHUNK_ELEMS, CudaDevice, CudaError, CudaOptimizer};
 pub use cudarc;
@@ -24,6 +26,6 @@ pub use error::{CompileError, OptimizerError};
 pub use jit::{CpuCodegen, CpuModule, JitError, KernelFn};
 pub use optimizer::{Group, Optimizer, Setup, Stats};
 pub use optjit_kernels_gen::Arch;
-pub use pipeline::{CompileOptions, Compiled, compile};
+pub use pipeline::{CompileOptions, Compiled, compile, compile_cached};
 pub use stage::{Dump, Stage};
 pub use target::Target;

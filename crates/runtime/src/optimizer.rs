@@ -3,13 +3,16 @@
 
 use crate::binding::{Binding, Source, buffer_sources, row_width};
 use crate::buffer::AlignedBuf;
+use crate::cache::CacheUse;
 use crate::chunks::{self, CHUNK_ELEMS, ChunkTable};
 use crate::error::OptimizerError;
-use crate::pipeline::{CompileOptions, Compiled, compile};
+use crate::pipeline::{CompileOptions, Compiled, compile_cached};
+use crate::target::Target;
 use optjit_ir::Class;
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// A param group: which tensors it holds and which hyperparameters it overrides.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -36,28 +39,40 @@ pub struct Setup {
 /// Counters of an optimizer's compiled step.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Stats {
-    /// How many times the pipeline ran for this optimizer.
+    /// How many times the whole pipeline ran for this optimizer.
     pub compiles: usize,
+    /// How many times its step came from this process's memory cache instead.
+    pub memory_hits: usize,
+    /// How many times its step came from the disk cache instead (e-graph skipped).
+    pub disk_hits: usize,
     /// Kernel calls per step (one per phase, covering every tensor of every group).
     pub kernels_per_step: usize,
     /// Bytes loaded and stored per element per step (static count from the fusion plan).
     pub bytes_per_elem: usize,
-    /// Wall time of the compile, in milliseconds.
+    /// Wall time of obtaining the step (compile or cache lookup), in milliseconds.
     pub compile_ms: f64,
     /// Steps taken.
     pub steps: u64,
 }
 
 impl Stats {
-    /// The counters of a fresh optimizer over `compiled`.
-    pub(crate) fn of(compiled: &Compiled) -> Stats {
+    /// The counters of a fresh optimizer over `compiled`, obtained as `used` in `elapsed`.
+    pub(crate) fn of(compiled: &Compiled, used: CacheUse, elapsed: std::time::Duration) -> Stats {
         Stats {
-            compiles: 1,
+            compiles: usize::from(used == CacheUse::Compiled),
+            memory_hits: usize::from(used == CacheUse::MemoryHit),
+            disk_hits: usize::from(used == CacheUse::DiskHit),
             kernels_per_step: compiled.plan.phases.len(),
             bytes_per_elem: compiled.plan.bytes_per_elem(),
-            compile_ms: compiled.compile_time().as_secs_f64() * 1e3,
+            compile_ms: elapsed.as_secs_f64() * 1e3,
             steps: 0,
         }
+    }
+
+    /// How many times the optimizer obtained a compiled step (compiled or from a cache): 1 for
+    /// its whole life, since nothing a step can change recompiles.
+    pub fn builds(&self) -> usize {
+        self.compiles + self.memory_hits + self.disk_hits
     }
 }
 
@@ -109,7 +124,16 @@ impl Optimizer {
         options: &CompileOptions,
     ) -> Result<Optimizer, OptimizerError> {
         let binding = Binding::new(definition, &setup)?;
-        let compiled = Arc::new(compile(definition, options)?);
+        if options.target != Target::Cpu {
+            return Err(OptimizerError::WrongTarget {
+                rule: binding.rule().to_string(),
+                target: options.target.to_string(),
+                expected: "cpu",
+            });
+        }
+        let started = Instant::now();
+        let (compiled, used) = compile_cached(definition, options)?;
+        let elapsed = started.elapsed();
         if compiled.cpu_module().is_none() {
             return Err(OptimizerError::WrongTarget {
                 rule: binding.rule().to_string(),
@@ -136,7 +160,7 @@ impl Optimizer {
                     .collect()
             })
             .collect();
-        let stats = Stats::of(&compiled);
+        let stats = Stats::of(&compiled, used, elapsed);
         let threads = match setup.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,

@@ -2,16 +2,21 @@
 //! trace → verify → simplify → extract → fuse → lower → clif → load on the CPU, and
 //! trace → … → lower → ptx for CUDA (a CUDA step loads its PTX when it meets its device).
 
+use crate::cache::{
+    CacheOptions, CacheUse, DiskCache, Entry, Lookup, MemoryCache, cache_key, cache_version,
+    disk_key,
+};
 use crate::error::CompileError;
 use crate::jit::{CpuCodegen, CpuModule};
 use crate::scalar_program::ScalarProgram;
 use crate::stage::{Dump, Stage};
 use crate::target::Target;
-use optjit_ir::FusionPlan;
+use optjit_ir::{FusionPlan, Graph};
 use optjit_kernels_gen::{Kernel, LowerOptions, PtxOptions};
 use optjit_rewrite::SimplifyOptions;
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Everything that changes the generated code besides the definition itself.
@@ -30,10 +35,12 @@ pub struct CompileOptions {
     pub fma: Option<bool>,
     /// The machine the step is compiled for.
     pub target: Target,
+    /// The memory and disk caches [`compile_cached`] uses.
+    pub cache: CacheOptions,
 }
 
 impl Default for CompileOptions {
-    /// Default limits; dumps and timings as the environment asks.
+    /// Default limits; dumps, timings and caches as the environment asks.
     fn default() -> Self {
         CompileOptions {
             simplify: SimplifyOptions::default(),
@@ -42,6 +49,7 @@ impl Default for CompileOptions {
             print_times: std::env::var("OPTJIT_TIME").is_ok_and(|v| v == "1"),
             fma: None,
             target: Target::Cpu,
+            cache: CacheOptions::from_env(),
         }
     }
 }
@@ -127,11 +135,119 @@ impl Recorder<'_> {
     }
 }
 
-/// Runs every stage on `definition` for `options.target`.
+/// Runs every stage on `definition` for `options.target` (no cache: see [`compile_cached`]).
 pub fn compile(
     definition: &Definition,
     options: &CompileOptions,
 ) -> Result<Compiled, CompileError> {
+    run(definition, options, None).map(|(compiled, _)| compiled)
+}
+
+/// What a disk-cache hit gives the pipeline: the optimized graph, and the PTX if any.
+struct Cached {
+    graph: Graph,
+    ptx: Vec<String>,
+}
+
+/// As [`compile`], through the caches of `options.cache`: a step compiled before in this
+/// process is returned as is, one found on disk skips the e-graph stages. Asking for stage
+/// texts (`keep_texts`, dumps) bypasses the caches, since a cached step has not run them all.
+pub fn compile_cached(
+    definition: &Definition,
+    options: &CompileOptions,
+) -> Result<(Arc<Compiled>, CacheUse), CompileError> {
+    let cache = &options.cache;
+    let texts_wanted = options.keep_texts || !options.dump.stages.is_empty();
+    if texts_wanted || (!cache.memory && cache.dir.is_none()) {
+        return Ok((Arc::new(compile(definition, options)?), CacheUse::Compiled));
+    }
+    // No verification here: a graph whose text equals a compiled one's was verified then, and a
+    // miss runs the whole pipeline, `verify` included.
+    let graph = &definition.graph;
+    let key = cache_key(
+        &graph.to_string(),
+        options.target,
+        &options.simplify,
+        fma_in_force(options),
+    );
+    if cache.memory
+        && let Some(compiled) = MemoryCache::get(&key)
+    {
+        return Ok((compiled, CacheUse::MemoryHit));
+    }
+    let disk = cache.dir.as_ref().map(DiskCache::new);
+    let file_key = disk_key(&key);
+    let cached = disk
+        .as_ref()
+        .and_then(|disk| match disk.load(&file_key, cache_version()) {
+            Lookup::Hit(entry) => match optjit_ir::parse_graph(&entry.graph) {
+                Ok(graph) => Some(Cached {
+                    graph,
+                    ptx: entry.ptx,
+                }),
+                Err(e) => {
+                    let path = disk.path(&file_key);
+                    report_once(
+                        &file_key,
+                        format!("{}: the cached graph does not parse ({e})", path.display()),
+                    );
+                    None
+                }
+            },
+            Lookup::Miss => None,
+            Lookup::Corrupt(why) => {
+                report_once(&file_key, why);
+                None
+            }
+        });
+    let used = match cached {
+        Some(_) => CacheUse::DiskHit,
+        None => CacheUse::Compiled,
+    };
+    let (compiled, optimized) = run(definition, options, cached)?;
+    if let (Some(disk), CacheUse::Compiled) = (&disk, used) {
+        let entry = Entry {
+            graph: optimized,
+            ptx: compiled.ptx().map(<[String]>::to_vec).unwrap_or_default(),
+        };
+        if let Err(e) = disk.store(&file_key, cache_version(), &entry) {
+            let path = disk.path(&file_key);
+            report_once(&file_key, format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    let compiled = Arc::new(compiled);
+    Ok(match cache.memory {
+        true => (MemoryCache::insert(key, compiled), used),
+        false => (compiled, used),
+    })
+}
+
+/// The FMA contraction a compile uses: the option, else every GPU, else the host CPU's answer.
+fn fma_in_force(options: &CompileOptions) -> bool {
+    static HOST_FMA: OnceLock<bool> = OnceLock::new();
+    options.fma.unwrap_or_else(|| match options.target {
+        Target::Cuda { .. } => true,
+        Target::Cpu => *HOST_FMA.get_or_init(|| CpuCodegen::host().is_ok_and(|c| c.has_fma())),
+    })
+}
+
+/// Prints a cache problem on stderr, once per key and process.
+fn report_once(key: &str, message: String) {
+    static REPORTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !reported.iter().any(|k| k == key) {
+        reported.push(key.to_string());
+        eprintln!("optjit: compile cache: {message}; compiling again");
+    }
+}
+
+/// The pipeline; from a disk-cache hit, the e-graph stages are skipped (and the PTX reused).
+/// Returns the step and the optimized graph's text (for the disk cache; empty on a hit).
+fn run(
+    definition: &Definition,
+    options: &CompileOptions,
+    cached: Option<Cached>,
+) -> Result<(Compiled, String), CompileError> {
     let graph = &definition.graph;
     let mut rec = Recorder {
         rule: graph.name.clone(),
@@ -151,16 +267,26 @@ pub fn compile(
         )
     });
 
-    let simplified = optjit_rewrite::simplify(graph, &options.simplify)
-        .map_err(|e| rec.fail(Stage::Simplify, e))?;
-    rec.finish_stage(Stage::Simplify, || simplified.report.to_string());
-
-    let extracted = optjit_rewrite::extract(&simplified);
+    let disk_hit = cached.is_some();
+    let (extracted, cached_ptx, optimized) = match cached {
+        Some(Cached { graph, ptx }) => (graph, Some(ptx), String::new()),
+        None => {
+            let simplified = optjit_rewrite::simplify(graph, &options.simplify)
+                .map_err(|e| rec.fail(Stage::Simplify, e))?;
+            rec.finish_stage(Stage::Simplify, || simplified.report.to_string());
+            let extracted = optjit_rewrite::extract(&simplified);
+            rec.finish_stage(Stage::Extract, || extracted.to_string());
+            let optimized = match options.cache.dir {
+                Some(_) => extracted.to_string(),
+                None => String::new(),
+            };
+            (extracted, None, optimized)
+        }
+    };
     if cfg!(debug_assertions) {
         optjit_ir::verify(&extracted)
             .map_err(|e| rec.fail(Stage::Extract, format!("{e}\n{extracted}")))?;
     }
-    rec.finish_stage(Stage::Extract, || extracted.to_string());
 
     let plan = optjit_rewrite::fuse(&extracted).map_err(|e| rec.fail(Stage::Fuse, e))?;
     let scalar_program = ScalarProgram::new(&plan);
@@ -189,6 +315,15 @@ pub fn compile(
     });
 
     let code = match (options.target, codegen) {
+        (Target::Cuda { .. }, _)
+            if cached_ptx
+                .as_ref()
+                .is_some_and(|p| p.len() == kernels.len()) =>
+        {
+            let ptx = cached_ptx.unwrap_or_default();
+            rec.finish_stage(Stage::Ptx, || ptx.join("\n"));
+            Code::Ptx(ptx)
+        }
         (Target::Cuda { arch }, _) => {
             let ptx = kernels
                 .iter()
@@ -205,9 +340,9 @@ pub fn compile(
     };
 
     if options.print_times {
-        print_times(&rec.rule, &rec.times);
+        print_times(&rec.rule, &rec.times, disk_hit);
     }
-    Ok(Compiled {
+    let compiled = Compiled {
         rule: rec.rule,
         plan,
         kernels,
@@ -215,7 +350,8 @@ pub fn compile(
         stage_times: rec.times,
         code,
         scalar_program,
-    })
+    };
+    Ok((compiled, optimized))
 }
 
 /// The `clif` and `load` stages: Cranelift functions for `kernels`, loaded into this process.
@@ -249,9 +385,12 @@ fn emit_and_load(
     Ok(module)
 }
 
-fn print_times(rule: &str, times: &[(Stage, Duration)]) {
+fn print_times(rule: &str, times: &[(Stage, Duration)], disk_hit: bool) {
     let total: Duration = times.iter().map(|(_, t)| *t).sum();
     eprintln!("optjit: compile times for {rule}");
+    if disk_hit {
+        eprintln!("  disk cache hit: simplify and extract skipped");
+    }
     for (stage, t) in times {
         eprintln!("  {:<9} {:>9.3} ms", stage.name(), t.as_secs_f64() * 1e3);
     }

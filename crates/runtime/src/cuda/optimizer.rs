@@ -6,7 +6,7 @@ use crate::binding::{Binding, Source, buffer_sources, row_width};
 use crate::chunks::ChunkTable;
 use crate::error::OptimizerError;
 use crate::optimizer::{Setup, Stats};
-use crate::pipeline::{CompileOptions, Compiled, compile};
+use crate::pipeline::{CompileOptions, Compiled, compile_cached};
 use crate::target::Target;
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
@@ -100,7 +100,9 @@ impl CudaOptimizer {
         options: &CompileOptions,
     ) -> Result<CudaOptimizer, OptimizerError> {
         let binding = Binding::new(definition, &setup)?;
-        let compiled = Arc::new(compile(definition, options)?);
+        let started = Instant::now();
+        let (compiled, used) = compile_cached(definition, options)?;
+        let elapsed = started.elapsed();
         let Some(modules) = compiled.ptx() else {
             return Err(OptimizerError::WrongTarget {
                 rule: binding.rule().to_string(),
@@ -154,7 +156,7 @@ impl CudaOptimizer {
         let width = row_width(&compiled.scalar_program);
         let n_rows = width * binding.groups.len();
         let rows = device.upload(&vec![0f32; n_rows])?;
-        let mut stats = Stats::of(&compiled);
+        let mut stats = Stats::of(&compiled, used, elapsed);
         stats.compile_ms += load_ms;
         Ok(CudaOptimizer {
             binding,
