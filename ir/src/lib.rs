@@ -17,6 +17,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod canonical;
 mod dtype;
 mod graph;
 mod interp;

@@ -3,8 +3,8 @@
 //! trace → … → lower → ptx for CUDA (a CUDA step loads its PTX when it meets its device).
 
 use crate::cache::{
-    CacheOptions, CacheUse, DiskCache, Entry, Lookup, MemoryCache, cache_key, cache_version,
-    disk_key,
+    CacheKey, CacheOptions, CacheUse, DiskCache, Entry, Lookup, MemoryCache, cache_version,
+    disk_key, settings,
 };
 use crate::error::CompileError;
 use crate::jit::{CpuCodegen, CpuModule};
@@ -161,22 +161,20 @@ pub fn compile_cached(
     if texts_wanted || (!cache.memory && cache.dir.is_none()) {
         return Ok((Arc::new(compile(definition, options)?), CacheUse::Compiled));
     }
-    // No verification here: a graph whose text equals a compiled one's was verified then, and a
-    // miss runs the whole pipeline, `verify` included.
+    // No verification here: a graph equal to a compiled one was verified then, and a miss runs
+    // the whole pipeline, `verify` included.
     let graph = &definition.graph;
-    let key = cache_key(
-        &graph.to_string(),
-        options.target,
-        &options.simplify,
-        fma_in_force(options),
-    );
+    let key = CacheKey {
+        settings: settings(options.target, &options.simplify, fma_in_force(options)),
+        graph: graph.canonical_words(),
+    };
     if cache.memory
         && let Some(compiled) = MemoryCache::get(&key)
     {
         return Ok((compiled, CacheUse::MemoryHit));
     }
     let disk = cache.dir.as_ref().map(DiskCache::new);
-    let file_key = disk_key(&key);
+    let file_key = disk_key(&key.settings, &graph.to_string());
     let cached = disk
         .as_ref()
         .and_then(|disk| match disk.load(&file_key, cache_version()) {

@@ -23,30 +23,35 @@ pub(crate) fn cache_version() -> &'static str {
     })
 }
 
-/// The key of compiling `graph_text` (the graph's text form) for `target` with these options;
-/// `fma` is the contraction setting in force (the host's answer already resolved). The memory
-/// cache uses the key text itself; the disk cache its [`stable_hash`] (see [`disk_key`]).
-pub(crate) fn cache_key(
-    graph_text: &str,
-    target: Target,
-    simplify: &SimplifyOptions,
-    fma: bool,
-) -> String {
+/// The key of the in-process cache: the settings that change code, and the graph's canonical
+/// encoding (cheap to build: no text is formatted on a memory hit).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey {
+    /// See [`settings`].
+    pub(crate) settings: String,
+    /// [`optjit_ir::Graph::canonical_words`].
+    pub(crate) graph: Vec<u64>,
+}
+
+/// Everything besides the graph that changes the generated code, as text: the cache version,
+/// the target and arch, the rule selection and limits, and the FMA contraction in force (the
+/// host's answer already resolved).
+pub(crate) fn settings(target: Target, simplify: &SimplifyOptions, fma: bool) -> String {
     // Every field is named, so no two different settings print alike; the time limit is a
     // safety net that never changes a finished run's output, so it is left out.
-    let settings = format!(
+    format!(
         "version={} target={target} exact_only={} iter_limit={} node_limit={} fma={fma}\n",
         cache_version(),
         simplify.exact_only,
         simplify.iter_limit,
         simplify.node_limit,
-    );
-    settings + graph_text
+    )
 }
 
-/// The file name of a key on disk: a stable hash of its text.
-pub(crate) fn disk_key(key: &str) -> String {
-    stable_hash(key.as_bytes())
+/// The name of an entry on disk: a stable hash of the settings and the graph's text form (the
+/// text, unlike the in-process encoding, is a documented format that outlives a build).
+pub(crate) fn disk_key(settings: &str, graph_text: &str) -> String {
+    stable_hash(format!("{settings}{graph_text}").as_bytes())
 }
 
 #[cfg(test)]
@@ -67,31 +72,32 @@ mod tests {
     #[test]
     fn everything_that_changes_code_changes_the_key() {
         let options = SimplifyOptions::default();
-        let base = cache_key(&graph(DType::F32), Target::Cpu, &options, true);
+        let key = |dtype, target, simplify: &SimplifyOptions, fma| {
+            let text = graph(dtype);
+            let s = settings(target, simplify, fma);
+            (disk_key(&s, &text), s)
+        };
+        let base = key(DType::F32, Target::Cpu, &options, true);
         let exact = SimplifyOptions {
             exact_only: true,
             ..SimplifyOptions::default()
         };
         let others = [
-            cache_key(&graph(DType::F64), Target::Cpu, &options, true),
-            cache_key(&graph(DType::F32), Target::cuda(), &options, true),
-            cache_key(&graph(DType::F32), Target::Cpu, &exact, true),
-            cache_key(&graph(DType::F32), Target::Cpu, &options, false),
+            key(DType::F64, Target::Cpu, &options, true),
+            key(DType::F32, Target::cuda(), &options, true),
+            key(DType::F32, Target::Cpu, &exact, true),
+            key(DType::F32, Target::Cpu, &options, false),
         ];
         for other in &others {
-            assert_ne!(&base, other);
-            assert_ne!(disk_key(&base), disk_key(other));
+            assert_ne!(base.0, other.0);
         }
         // The time limit never changes a finished run's output: same key.
         let slow = SimplifyOptions {
             time_limit: std::time::Duration::from_secs(60),
             ..SimplifyOptions::default()
         };
-        assert_eq!(
-            base,
-            cache_key(&graph(DType::F32), Target::Cpu, &slow, true)
-        );
-        assert_eq!(disk_key(&base).len(), 32);
+        assert_eq!(base, key(DType::F32, Target::Cpu, &slow, true));
+        assert_eq!(base.0.len(), 32);
         assert!(cache_version().starts_with(env!("CARGO_PKG_VERSION")));
     }
 }

@@ -7,7 +7,7 @@ mod key;
 mod memory;
 
 pub(crate) use disk::{DiskCache, Entry, Lookup};
-pub(crate) use key::{cache_key, cache_version, disk_key};
+pub(crate) use key::{CacheKey, cache_version, disk_key, settings};
 pub(crate) use memory::MemoryCache;
 
 use std::path::PathBuf;
