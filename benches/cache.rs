@@ -67,6 +67,9 @@ fn main() {
             })
             .collect();
         times.sort_by(f64::total_cmp);
-        println!("target=cpu rule=adamw tensors={tensors} compile_ms={:.3}", times[10]);
+        println!(
+            "target=cpu rule=adamw tensors={tensors} compile_ms={:.3}",
+            times[10]
+        );
     }
 }

@@ -252,3 +252,72 @@ fn list_names_every_builtin_with_defaults() {
         "{text}"
     );
 }
+
+/// Two processes compiling the same step into one cache directory at once both succeed, and a
+/// third finds the entry on disk (the e-graph skipped, reported as a disk hit).
+#[test]
+fn processes_share_the_disk_cache() {
+    let dir = std::env::temp_dir().join(format!("optjit-cli-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let bench = || {
+        Command::new(env!("CARGO_BIN_EXE_optjit"))
+            .args([
+                "bench",
+                "--optimizer",
+                "Adam",
+                "--workload",
+                "small-1000x4K",
+            ])
+            .args([
+                "--steps",
+                "1",
+                "--threads",
+                "1",
+                "--kwargs",
+                r#"{"amsgrad": true}"#,
+            ])
+            .env("OPTJIT_CACHE_DIR", &dir)
+            .env_remove("OPTJIT_CACHE")
+            .spawn()
+            .expect("optjit starts")
+    };
+    let (first, second) = (bench(), bench());
+    for child in [first, second] {
+        let out = child.wait_with_output().expect("optjit runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let third = Command::new(env!("CARGO_BIN_EXE_optjit"))
+        .args([
+            "bench",
+            "--optimizer",
+            "Adam",
+            "--workload",
+            "small-1000x4K",
+        ])
+        .args([
+            "--steps",
+            "1",
+            "--threads",
+            "1",
+            "--kwargs",
+            r#"{"amsgrad": true}"#,
+        ])
+        .env("OPTJIT_CACHE_DIR", &dir)
+        .env("OPTJIT_TIME", "1")
+        .env_remove("OPTJIT_CACHE")
+        .output()
+        .expect("optjit runs");
+    let line = stdout(&third);
+    assert_eq!(field(&line, "disk_hits"), Some("1"), "{line}");
+    assert_eq!(field(&line, "compiles"), Some("0"), "{line}");
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        stderr.contains("disk cache hit: simplify and extract skipped"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
