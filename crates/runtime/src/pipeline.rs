@@ -187,14 +187,17 @@ pub fn compile_cached(
                     let path = disk.path(&file_key);
                     report_once(
                         &file_key,
-                        format!("{}: the cached graph does not parse ({e})", path.display()),
+                        format!(
+                            "{}: the cached graph does not parse ({e}); compiling again",
+                            path.display()
+                        ),
                     );
                     None
                 }
             },
             Lookup::Miss => None,
             Lookup::Corrupt(why) => {
-                report_once(&file_key, why);
+                report_once(&file_key, format!("{why}; compiling again"));
                 None
             }
         });
@@ -210,7 +213,10 @@ pub fn compile_cached(
         };
         if let Err(e) = disk.store(&file_key, cache_version(), &entry) {
             let path = disk.path(&file_key);
-            report_once(&file_key, format!("cannot write {}: {e}", path.display()));
+            report_once(
+                &file_key,
+                format!("cannot write {}: {e}; not cached on disk", path.display()),
+            );
         }
     }
     let compiled = Arc::new(compiled);
@@ -235,7 +241,7 @@ fn report_once(key: &str, message: String) {
     let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
     if !reported.iter().any(|k| k == key) {
         reported.push(key.to_string());
-        eprintln!("optjit: compile cache: {message}; compiling again");
+        eprintln!("optjit: compile cache: {message}");
     }
 }
 
