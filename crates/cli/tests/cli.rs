@@ -260,7 +260,8 @@ fn processes_share_the_disk_cache() {
     let dir = std::env::temp_dir().join(format!("optjit-cli-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let bench = || {
-        Command::new(env!("CARGO_BIN_EXE_optjit"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_optjit"));
+        command
             .args([
                 "bench",
                 "--optimizer",
@@ -277,38 +278,23 @@ fn processes_share_the_disk_cache() {
                 r#"{"amsgrad": true}"#,
             ])
             .env("OPTJIT_CACHE_DIR", &dir)
-            .env_remove("OPTJIT_CACHE")
-            .spawn()
-            .expect("optjit starts")
+            .env_remove("OPTJIT_CACHE");
+        command
     };
-    let (first, second) = (bench(), bench());
+    let (first, second) = (bench().spawn(), bench().spawn());
     for child in [first, second] {
-        let out = child.wait_with_output().expect("optjit runs");
+        let out = child
+            .expect("optjit starts")
+            .wait_with_output()
+            .expect("optjit runs");
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let third = Command::new(env!("CARGO_BIN_EXE_optjit"))
-        .args([
-            "bench",
-            "--optimizer",
-            "Adam",
-            "--workload",
-            "small-1000x4K",
-        ])
-        .args([
-            "--steps",
-            "1",
-            "--threads",
-            "1",
-            "--kwargs",
-            r#"{"amsgrad": true}"#,
-        ])
-        .env("OPTJIT_CACHE_DIR", &dir)
+    let third = bench()
         .env("OPTJIT_TIME", "1")
-        .env_remove("OPTJIT_CACHE")
         .output()
         .expect("optjit runs");
     let line = stdout(&third);
