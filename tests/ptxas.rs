@@ -1,9 +1,12 @@
-//! Every built-in's PTX assembles with NVIDIA's ptxas (found through `OPTJIT_PTXAS`, then
-//! PATH): sm_80 PTX for sm_80 and sm_90, sm_90 PTX for sm_90, with no spills and no local
-//! memory. Without ptxas the test says so and passes, except under CI (`CI` set), where it fails.
+//! Generated PTX assembles with NVIDIA's ptxas (found through `OPTJIT_PTXAS`, then PATH): every
+//! built-in's kernels and hand-built kernels that use every instruction kind, sm_80 PTX for sm_80
+//! and sm_90, sm_90 PTX for sm_90, with spills and local memory as errors. Without ptxas the
+//! tests say so and pass, except under CI (`CI` set), where they fail.
 
 mod common;
 
+use optjit::ir::{Binary, Buffer, BufferUse, Cmp, DType, Unary};
+use optjit::kernels_gen::{Inst, Kernel, PtxOptions, Value, emit_ptx};
 use optjit::{Arch, CompileOptions, Stage, Target, compile};
 use std::path::PathBuf;
 use std::process::Command;
@@ -30,38 +33,50 @@ fn ptxas() -> Option<PathBuf> {
     }
 }
 
-/// Assembles `ptx` for `gpu` with warnings (spills, local memory) as errors.
-fn assemble(ptxas: &PathBuf, name: &str, ptx: &str, gpu: &str) {
-    let dir = std::env::temp_dir().join(format!("optjit-ptxas-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let input = dir.join(format!("{name}.ptx"));
-    std::fs::write(&input, ptx).expect("write ptx");
-    let output = Command::new(ptxas)
-        .args([&format!("-arch={gpu}"), "-O3", "--warning-as-error"])
-        .args(["--warn-on-spills", "--warn-on-local-memory-usage", "-v"])
-        .arg(&input)
+/// Assembles `ptx` for `-arch=<gpu>` and returns ptxas's `-v` report, panicking with its
+/// stderr (and the PTX) on failure. `tag` makes the temporary file names unique.
+fn assemble(ptxas: &PathBuf, ptx: &str, gpu: Arch, tag: &str) -> String {
+    let stem = format!("optjit-ptxas-{}-{tag}-{gpu}", std::process::id());
+    let input = std::env::temp_dir().join(format!("{stem}.ptx"));
+    let output = std::env::temp_dir().join(format!("{stem}.cubin"));
+    std::fs::write(&input, ptx).expect("writing the PTX");
+    let result = Command::new(ptxas)
+        .arg(format!("-arch={gpu}"))
+        .args(["-O3", "-v", "--warning-as-error"])
+        .args(["--warn-on-spills", "--warn-on-local-memory-usage"])
         .arg("-o")
-        .arg(dir.join(format!("{name}.{gpu}.cubin")))
+        .arg(&output)
+        .arg(&input)
         .output()
-        .expect("run ptxas");
-    assert!(
-        output.status.success(),
-        "ptxas -arch={gpu} rejected {name}:\n{}\n{ptx}",
-        String::from_utf8_lossy(&output.stderr)
+        .expect("running ptxas");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
     );
-    let log = String::from_utf8_lossy(&output.stderr);
-    let usage = log.lines().find(|l| l.contains("registers")).unwrap_or("");
-    println!("{name} on {gpu}: {}", usage.trim());
+    assert!(
+        result.status.success(),
+        "ptxas -arch={gpu} failed on {tag} ({}):\n{report}\n--- PTX ---\n{ptx}",
+        result.status
+    );
+    assert!(output.is_file(), "ptxas wrote no {}", output.display());
+    // Best effort: a leftover temporary file is harmless.
+    let _ = std::fs::remove_file(&input);
+    let _ = std::fs::remove_file(&output);
+    report
 }
+
+/// Which GPUs the PTX of each arch must assemble for.
+const ARCHES: [(Arch, &[Arch]); 2] = [
+    (Arch::Sm80, &[Arch::Sm80, Arch::Sm90]),
+    (Arch::Sm90, &[Arch::Sm90]),
+];
 
 #[test]
 fn every_builtin_assembles_for_sm80_and_sm90() {
     let Some(ptxas) = ptxas() else { return };
     for (case, configured) in common::builtin_variants() {
-        for (arch, gpus) in [
-            (Arch::Sm80, &["sm_80", "sm_90"][..]),
-            (Arch::Sm90, &["sm_90"]),
-        ] {
+        for (arch, gpus) in ARCHES {
             let options = CompileOptions {
                 target: Target::Cuda { arch },
                 ..CompileOptions::default()
@@ -69,14 +84,185 @@ fn every_builtin_assembles_for_sm80_and_sm90() {
             let compiled = compile(&configured.definition, &options).expect(case);
             let modules = compiled.ptx().expect("cuda target gives ptx");
             assert_eq!(modules.len(), compiled.kernels.len());
+            assert!(compiled.text(Stage::Clif).is_none());
             for (module, kernel) in modules.iter().zip(&compiled.kernels) {
                 assert!(module.contains(&format!(".target {arch}")), "{module}");
-                for gpu in gpus {
-                    let name = format!("{case}-{}-{arch}", kernel.name.replace('.', "_"));
-                    assemble(&ptxas, &name, module, gpu);
+                for &gpu in gpus {
+                    let tag = format!("{case}-{}-{arch}", kernel.name.replace('.', "_"));
+                    let report = assemble(&ptxas, module, gpu, &tag);
+                    let usage = report.lines().find(|l| l.contains("registers"));
+                    println!("{tag} on {gpu}: {}", usage.unwrap_or("").trim());
                 }
             }
-            assert!(compiled.text(Stage::Clif).is_none());
         }
     }
+}
+
+/// Emits a hand-built `kernel` for each arch and assembles it.
+fn check(kernel: &Kernel, tag: &str) {
+    let Some(ptxas) = ptxas() else { return };
+    kernel.validate().expect("a valid kernel");
+    for (arch, gpus) in ARCHES {
+        let ptx = emit_ptx(kernel, &PtxOptions { arch }).expect("emits");
+        for &gpu in gpus {
+            let report = assemble(&ptxas, &ptx, gpu, &format!("{tag}-{arch}"));
+            assert!(report.contains("Used"), "a -v report\n{report}");
+        }
+    }
+}
+
+fn buffer(buffer: Buffer, read: bool, write: bool) -> BufferUse {
+    BufferUse {
+        buffer,
+        read,
+        write,
+    }
+}
+
+/// Every per-element instruction kind: loads of a read-write and a read-only buffer, a scalar,
+/// a constant, every unary op but the scalar-only ones, every binary op but pow, fma, every
+/// comparison, selects, and stores to two buffers. Each result feeds the stores.
+fn every_instruction() -> Kernel {
+    let mut insts = vec![
+        Inst::Load { buffer: 0 },
+        Inst::Load { buffer: 1 },
+        Inst::Scalar { slot: 1 },
+        Inst::Const(0.25),
+    ];
+    let value = |insts: &Vec<Inst>| Value(insts.len() as u32 - 1);
+    let (param, grad, scalar, constant) = (Value(0), Value(1), Value(2), Value(3));
+    let mut acc = param;
+    for &u in Unary::ALL.iter().filter(|u| !u.scalar_only()) {
+        insts.push(Inst::Unary(u, acc));
+        let result = value(&insts);
+        insts.push(Inst::Binary(Binary::Add, result, grad));
+        acc = value(&insts);
+    }
+    for &op in Binary::ALL.iter().filter(|&&op| op != Binary::Pow) {
+        insts.push(Inst::Binary(op, acc, scalar));
+        acc = value(&insts);
+    }
+    insts.push(Inst::Fma(acc, scalar, constant));
+    acc = value(&insts);
+    for &c in Cmp::ALL {
+        insts.push(Inst::Cmp(c, acc, grad));
+        let mask = value(&insts);
+        insts.push(Inst::Select(mask, acc, constant));
+        acc = value(&insts);
+    }
+    insts.push(Inst::Store {
+        buffer: 0,
+        value: acc,
+    });
+    insts.push(Inst::Store {
+        buffer: 2,
+        value: grad,
+    });
+    Kernel {
+        name: "every.phase0".into(),
+        elem_dtype: DType::F32,
+        buffers: vec![
+            buffer(Buffer::Param, true, true),
+            buffer(Buffer::Grad, true, false),
+            buffer(Buffer::State("copy".into()), false, true),
+        ],
+        n_scalars: 2,
+        insts,
+    }
+}
+
+/// `param -= 0.01 * grad`, with no scalars.
+fn no_scalars() -> Kernel {
+    let v = Value;
+    Kernel {
+        name: "sgd_const.phase0".into(),
+        elem_dtype: DType::F32,
+        buffers: vec![
+            buffer(Buffer::Param, true, true),
+            buffer(Buffer::Grad, true, false),
+        ],
+        n_scalars: 0,
+        insts: vec![
+            Inst::Load { buffer: 0 },
+            Inst::Load { buffer: 1 },
+            Inst::Const(-0.01),
+            Inst::Fma(v(1), v(2), v(0)),
+            Inst::Store {
+                buffer: 0,
+                value: v(3),
+            },
+        ],
+    }
+}
+
+/// An AdamW step as the lowering produces it: scalars `[decay = 1 - lr * wd, beta1, beta2,
+/// -step_size, 1 / sqrt(bias_correction2)]`, eps a constant.
+fn adamw() -> Kernel {
+    let v = Value;
+    Kernel {
+        name: "adamw.phase0".into(),
+        elem_dtype: DType::F32,
+        buffers: vec![
+            buffer(Buffer::Param, true, true),
+            buffer(Buffer::Grad, true, false),
+            buffer(Buffer::State("exp_avg".into()), true, true),
+            buffer(Buffer::State("exp_avg_sq".into()), true, true),
+        ],
+        n_scalars: 5,
+        insts: vec![
+            Inst::Load { buffer: 0 },                // v0 param
+            Inst::Load { buffer: 1 },                // v1 grad
+            Inst::Load { buffer: 2 },                // v2 exp_avg
+            Inst::Load { buffer: 3 },                // v3 exp_avg_sq
+            Inst::Scalar { slot: 0 },                // v4 decay
+            Inst::Scalar { slot: 1 },                // v5 beta1
+            Inst::Scalar { slot: 2 },                // v6 beta2
+            Inst::Scalar { slot: 3 },                // v7 -step_size
+            Inst::Scalar { slot: 4 },                // v8 1 / sqrt(bc2)
+            Inst::Const(1.0),                        // v9
+            Inst::Binary(Binary::Sub, v(9), v(5)),   // v10 1 - beta1
+            Inst::Binary(Binary::Sub, v(9), v(6)),   // v11 1 - beta2
+            Inst::Binary(Binary::Mul, v(0), v(4)),   // v12 decayed param
+            Inst::Binary(Binary::Sub, v(1), v(2)),   // v13 grad - exp_avg
+            Inst::Fma(v(13), v(10), v(2)),           // v14 exp_avg.lerp(grad, 1 - beta1)
+            Inst::Binary(Binary::Mul, v(3), v(6)),   // v15
+            Inst::Binary(Binary::Mul, v(1), v(1)),   // v16 grad^2
+            Inst::Fma(v(16), v(11), v(15)),          // v17 new exp_avg_sq
+            Inst::Unary(Unary::Sqrt, v(17)),         // v18
+            Inst::Binary(Binary::Mul, v(18), v(8)),  // v19
+            Inst::Const(1e-8),                       // v20 eps
+            Inst::Binary(Binary::Add, v(19), v(20)), // v21 denom
+            Inst::Binary(Binary::Div, v(14), v(21)), // v22
+            Inst::Fma(v(22), v(7), v(12)),           // v23 new param
+            Inst::Store {
+                buffer: 0,
+                value: v(23),
+            },
+            Inst::Store {
+                buffer: 2,
+                value: v(14),
+            },
+            Inst::Store {
+                buffer: 3,
+                value: v(17),
+            },
+        ],
+    }
+}
+
+#[test]
+fn every_instruction_kind_assembles() {
+    let kernel = every_instruction();
+    kernel.validate().expect("a valid kernel");
+    check(&kernel, "every");
+}
+
+#[test]
+fn a_kernel_without_scalars_assembles() {
+    check(&no_scalars(), "no_scalars");
+}
+
+#[test]
+fn adamw_assembles() {
+    check(&adamw(), "adamw");
 }

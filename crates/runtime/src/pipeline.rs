@@ -300,11 +300,9 @@ fn run(
         Target::Cpu => Some(CpuCodegen::host().map_err(|e| rec.fail(Stage::Lower, e))?),
         Target::Cuda { .. } => None,
     };
+    // The same answer the cache key was made with.
     let lower_options = LowerOptions {
-        // Every CUDA GPU has a fused multiply-add.
-        fma: options
-            .fma
-            .unwrap_or_else(|| codegen.as_ref().is_none_or(CpuCodegen::has_fma)),
+        fma: fma_in_force(options),
     };
     let kernels = (0..plan.phases.len())
         .map(|phase| optjit_kernels_gen::lower(&plan, phase, &lower_options))
