@@ -5,13 +5,13 @@
 /// The Cranelift emitter ([`emit_clif`](crate::emit_clif)) builds a host function
 ///
 /// ```text
-/// extern "C" fn(table: *const u64, begin: u64, end: u64)
+/// extern "C" fn(table: *const u64, begin: u64, end: u64, partials: *mut f64)
 /// ```
 ///
 /// and the PTX emitter ([`emit_ptx`](crate::emit_ptx)) a kernel entry
 ///
 /// ```text
-/// .visible .entry <name>(.param .u64 table, .param .u64 n_records)
+/// .visible .entry <name>(.param .u64 table, .param .u64 n_records, .param .u64 partials)
 /// ```
 ///
 /// Both walk the same table. `table` is an array of chunk records,
@@ -23,6 +23,14 @@
 /// | [`ChunkAbi::LEN_WORD`] = 0 | `len`: number of elements in this chunk (may be 0) |
 /// | [`ChunkAbi::SCALARS_WORD`] = 1 | `*const f32`: the chunk's group scalar row, `kernel.n_scalars` values |
 /// | [`ChunkAbi::BUFFERS_WORD`] + i | `*mut f32`: element 0 of this chunk in buffer `i` (`kernel.buffers` order) |
+///
+/// A kernel with reductions ([`Kernel::reductions`](crate::Kernel::reductions), `n` of them)
+/// writes, for every record `r` with `len > 0`, the partial of slot `j` (the fold of that
+/// record's values, see [`ReduceOp`](crate::ReduceOp)) to `partials[r * n + j]`, an f64; it never
+/// reads `partials`, and writes nothing for an empty record, so the caller fills the array with
+/// each op's identity before the call and folds the partials in record order after it. The
+/// order in which a target folds the values of one record is fixed, so the same inputs always
+/// give the same partials. A kernel without reductions ignores `partials` (pass 0).
 ///
 /// The host function processes records `begin..end` (`begin >= end` does nothing); its pointers
 /// are host addresses. The PTX entry processes records `0..n_records`, block `b` of a grid of

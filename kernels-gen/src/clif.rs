@@ -333,6 +333,7 @@ impl Emitter<'_> {
                         // A store defines no value; its slot is never read.
                         v(value)
                     }
+                    Inst::Reduce { .. } => todo!("reductions"),
                 };
                 values.push(value);
             }

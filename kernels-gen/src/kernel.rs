@@ -6,6 +6,8 @@
 //! at once (the Cranelift emitter does 16, 4 and 1). Every value is either a float in the
 //! element dtype or a comparison mask ([`Kind`]); values are numbered by their instruction's
 //! position (`v3` is the result of `insts[3]`), and an instruction only uses earlier values.
+//! A kernel may also reduce values over each chunk ([`Inst::Reduce`]) into per-chunk partials
+//! that the host combines in chunk order, so the result never depends on threads or timing.
 
 use optjit_ir::{Binary, BufferUse, Cmp, DType, Unary};
 use std::fmt;
@@ -34,6 +36,42 @@ pub enum Kind {
     Float,
     /// The result of a comparison (only [`Inst::Select`] consumes it).
     Mask,
+}
+
+/// How a reduction folds the values of one chunk into its partial (an f64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// Sum of squares (the host takes the square root for a norm).
+    SumSquares,
+    /// Sum (the host divides by the count for a mean).
+    Sum,
+    /// Largest absolute value (NaN if any value is NaN).
+    MaxAbs,
+}
+
+impl ReduceOp {
+    /// The mnemonic of the text form.
+    pub fn mnemonic(self) -> &'static str {
+        match self {
+            ReduceOp::SumSquares => "sum_squares",
+            ReduceOp::Sum => "sum",
+            ReduceOp::MaxAbs => "max_abs",
+        }
+    }
+
+    /// The partial of a chunk with no elements.
+    pub fn identity(self) -> f64 {
+        0.0
+    }
+
+    /// Combines two partials (the host's fold over chunks, in chunk order).
+    pub fn combine(self, a: f64, b: f64) -> f64 {
+        match self {
+            ReduceOp::SumSquares | ReduceOp::Sum => a + b,
+            ReduceOp::MaxAbs if a.is_nan() || b.is_nan() => f64::NAN,
+            ReduceOp::MaxAbs => a.max(b),
+        }
+    }
 }
 
 /// One instruction of a kernel.
@@ -73,6 +111,15 @@ pub enum Inst {
         /// What is written.
         value: Value,
     },
+    /// Folds a float into partial `slot` of the current chunk (defines no value).
+    Reduce {
+        /// How values combine.
+        op: ReduceOp,
+        /// Index of the partial within the chunk's partials (0, 1, ... in order).
+        slot: usize,
+        /// The value folded in.
+        value: Value,
+    },
 }
 
 impl Inst {
@@ -80,7 +127,9 @@ impl Inst {
     pub fn operands(&self) -> Vec<Value> {
         match *self {
             Inst::Load { .. } | Inst::Scalar { .. } | Inst::Const(_) => Vec::new(),
-            Inst::Unary(_, a) | Inst::Store { value: a, .. } => vec![a],
+            Inst::Unary(_, a) | Inst::Store { value: a, .. } | Inst::Reduce { value: a, .. } => {
+                vec![a]
+            }
             Inst::Binary(_, a, b) | Inst::Cmp(_, a, b) => vec![a, b],
             Inst::Fma(a, b, c) | Inst::Select(a, b, c) => vec![a, b, c],
         }
@@ -99,20 +148,30 @@ impl Inst {
                 buffer,
                 value: f(value),
             },
+            Inst::Reduce { op, slot, value } => Inst::Reduce {
+                op,
+                slot,
+                value: f(value),
+            },
         }
     }
 
-    /// The kind of the result, or `None` for a store.
+    /// Whether the instruction ends the kernel (a store or a reduction: it defines no value).
+    pub fn is_sink(&self) -> bool {
+        matches!(self, Inst::Store { .. } | Inst::Reduce { .. })
+    }
+
+    /// The kind of the result, or `None` for a store or a reduction.
     pub fn kind(&self) -> Option<Kind> {
         match self {
-            Inst::Store { .. } => None,
+            Inst::Store { .. } | Inst::Reduce { .. } => None,
             Inst::Cmp(..) => Some(Kind::Mask),
             _ => Some(Kind::Float),
         }
     }
 }
 
-/// One fused phase as a kernel: per-element loads, arithmetic and stores.
+/// One fused phase as a kernel: per-element loads, arithmetic, stores and reductions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
     /// `<rule>.phase<n>`, unique within a compiled step.
@@ -123,28 +182,43 @@ pub struct Kernel {
     pub buffers: Vec<BufferUse>,
     /// How many floats each group's scalar row holds.
     pub n_scalars: usize,
-    /// The instructions; stores come last.
+    /// The instructions; stores and reductions come last.
     pub insts: Vec<Inst>,
 }
 
 impl Kernel {
+    /// The reductions' ops by partial slot (empty for a kernel without reductions).
+    pub fn reductions(&self) -> Vec<ReduceOp> {
+        let mut slots: Vec<(usize, ReduceOp)> = self
+            .insts
+            .iter()
+            .filter_map(|inst| match *inst {
+                Inst::Reduce { op, slot, .. } => Some((slot, op)),
+                _ => None,
+            })
+            .collect();
+        slots.sort_unstable_by_key(|&(slot, _)| slot);
+        slots.into_iter().map(|(_, op)| op).collect()
+    }
+
     /// The kind of `value`, if it names a value-defining instruction.
     pub fn kind(&self, value: Value) -> Option<Kind> {
         self.insts.get(value.index()).and_then(Inst::kind)
     }
 
     /// Checks the invariants backends rely on: operands are earlier values of the right kind,
-    /// stores come after every other instruction, buffer and slot indices are in range, loads
-    /// read readable buffers, stores write writable buffers with floats, and no op is
-    /// scalar-only. Returns the first violation.
+    /// stores and reductions come after every other instruction, buffer and slot indices are in
+    /// range, loads read readable buffers, stores write writable buffers with floats, partial
+    /// slots are `0..n` once each, and no op is scalar-only. Returns the first violation.
     pub fn validate(&self) -> Result<(), String> {
         let mut stored = false;
+        let mut partial_slots = Vec::new();
         for (i, inst) in self.insts.iter().enumerate() {
             let at = |message: String| format!("v{i} ({}): {message}", InstText(self, inst));
-            match (inst, stored) {
-                (Inst::Store { .. }, _) => stored = true,
-                (_, true) => return Err(at("an instruction after a store".to_string())),
-                (_, false) => {}
+            match (inst.is_sink(), stored) {
+                (true, _) => stored = true,
+                (false, true) => return Err(at("an instruction after a store".to_string())),
+                (false, false) => {}
             }
             for operand in inst.operands() {
                 if operand.index() >= i {
@@ -175,6 +249,10 @@ impl Kernel {
                     }
                     floats(&[value])?;
                 }
+                Inst::Reduce { slot, value, .. } => {
+                    partial_slots.push(slot);
+                    floats(&[value])?;
+                }
                 Inst::Scalar { slot } if slot >= self.n_scalars => {
                     return Err(at(format!("slot {slot} of {} scalars", self.n_scalars)));
                 }
@@ -194,6 +272,10 @@ impl Kernel {
                     floats(&[a, b])?;
                 }
             }
+        }
+        partial_slots.sort_unstable();
+        if partial_slots.iter().enumerate().any(|(i, &s)| i != s) {
+            return Err(format!("partial slots {partial_slots:?} are not 0..n once each"));
         }
         Ok(())
     }
@@ -222,6 +304,9 @@ impl fmt::Display for InstText<'_> {
             Inst::Cmp(c, a, b) => write!(f, "{} {a}, {b}", c.mnemonic()),
             Inst::Select(c, a, b) => write!(f, "select {c}, {a}, {b}"),
             Inst::Store { buffer: b, value } => write!(f, "store {}, {value}", buffer(b)),
+            Inst::Reduce { op, slot, value } => {
+                write!(f, "reduce {} partial {slot}, {value}", op.mnemonic())
+            }
         }
     }
 }
@@ -260,9 +345,9 @@ impl fmt::Display for Kernel {
         }
         writeln!(f, "  scalars {}", self.n_scalars)?;
         for (i, inst) in self.insts.iter().enumerate() {
-            match inst {
-                Inst::Store { .. } => writeln!(f, "  {}", InstText(self, inst))?,
-                _ => writeln!(f, "  v{i} = {}", InstText(self, inst))?,
+            match inst.is_sink() {
+                true => writeln!(f, "  {}", InstText(self, inst))?,
+                false => writeln!(f, "  v{i} = {}", InstText(self, inst))?,
             }
         }
         writeln!(f, "}}")

@@ -18,7 +18,7 @@ mod ptx;
 
 pub use abi::ChunkAbi;
 pub use clif::{EmitError, LIBCALLS, UNROLL, emit_clif};
-pub use kernel::{Inst, Kernel, Kind, Value};
+pub use kernel::{Inst, Kernel, Kind, ReduceOp, Value};
 pub use lower::{LowerError, LowerOptions, lower};
 pub use ptx::{Arch, PTX_BLOCK_THREADS, PtxOptions, emit_ptx, ptx_entry_name};
 

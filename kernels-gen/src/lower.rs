@@ -351,7 +351,7 @@ fn key(inst: &Inst) -> Option<Key> {
         Inst::Fma(a, b, c) => Key::Fma(a, b, c),
         Inst::Cmp(c, x, y) => Key::Cmp(c, x, y),
         Inst::Select(c, x, y) => Key::Select(c, x, y),
-        Inst::Store { .. } => return None,
+        Inst::Store { .. } | Inst::Reduce { .. } => return None,
     })
 }
 
@@ -372,10 +372,10 @@ fn cleanup(insts: &[Inst]) -> Vec<Inst> {
         canonical.push(value);
         merged.push(inst);
     }
-    // Liveness, backwards from the stores.
+    // Liveness, backwards from the stores and reductions.
     let mut live = vec![false; merged.len()];
     for i in (0..merged.len()).rev() {
-        if matches!(merged[i], Inst::Store { .. }) {
+        if merged[i].is_sink() {
             live[i] = true;
         }
         if live[i] {

@@ -158,6 +158,10 @@ fn unsupported(inst: &Inst) -> Option<String> {
             "{} is scalar-only and has no PTX lowering",
             u.mnemonic()
         )),
+        Inst::Reduce { op, .. } => Some(format!(
+            "reduction {} has no PTX lowering yet",
+            op.mnemonic()
+        )),
         _ => None,
     }
 }
@@ -649,7 +653,11 @@ impl<'a> Body<'a> {
                 let args = [operand(a), operand(b), operand(c)];
                 self.op(Class::F32, "selp.f32", &args)
             }
-            Inst::Load { .. } | Inst::Store { .. } | Inst::Scalar { .. } | Inst::Const(_) => {
+            Inst::Load { .. }
+            | Inst::Store { .. }
+            | Inst::Reduce { .. }
+            | Inst::Scalar { .. }
+            | Inst::Const(_) => {
                 unreachable!("compute handles arithmetic only")
             }
         }
@@ -754,6 +762,9 @@ fn describe(kernel: &Kernel, i: usize) -> String {
         Inst::Cmp(c, a, b) => format!("{} {a}, {b}", c.mnemonic()),
         Inst::Select(c, a, b) => format!("select {c}, {a}, {b}"),
         Inst::Store { buffer: b, value } => return format!("store {}, {value}", buffer(b)),
+        Inst::Reduce { op, slot, value } => {
+            return format!("reduce {} partial {slot}, {value}", op.mnemonic());
+        }
     };
     format!("v{i} = {rhs}")
 }
