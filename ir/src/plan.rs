@@ -53,6 +53,9 @@ pub struct Phase {
     pub buffers: Vec<BufferUse>,
     /// What the phase writes at the end of each element.
     pub stores: Vec<(Buffer, NodeIndex)>,
+    /// The reductions whose per-chunk partials the phase computes (the `Reduce` nodes, in
+    /// partial-slot order); the host combines them before the next stage of the scalar program.
+    pub reductions: Vec<NodeIndex>,
 }
 
 impl Phase {
@@ -70,8 +73,14 @@ impl Phase {
 pub struct FusionPlan {
     /// The optimized graph the plan refers to.
     pub graph: Graph,
-    /// Scalar nodes evaluated on the host once per group per step, in topological order.
+    /// Scalar nodes evaluated on the host once per group per step, in stage order and
+    /// topological order within a stage. A `Reduce` node here is not computed but combined from
+    /// the partials of the phase that reduced it.
     pub scalar_program: Vec<NodeIndex>,
+    /// Where each stage of the scalar program ends: `scalar_program[..stage_ends[0]]` runs
+    /// before phase 0, `[stage_ends[k - 1]..stage_ends[k]]` between phase k - 1 and phase k, and
+    /// the last stage (`k = phases.len()`) after the last phase. One entry per phase, plus one.
+    pub stage_ends: Vec<usize>,
     /// Scalar nodes that kernels read, in the order of the kernels' scalar slots.
     pub kernel_scalars: Vec<NodeIndex>,
     /// Scalar-state updates made by the host after the kernels ran.
@@ -81,6 +90,15 @@ pub struct FusionPlan {
 }
 
 impl FusionPlan {
+    /// The scalar-program nodes of stage `stage` (see [`FusionPlan::stage_ends`]).
+    pub fn stage(&self, stage: usize) -> &[NodeIndex] {
+        let start = match stage {
+            0 => 0,
+            k => self.stage_ends[k - 1],
+        };
+        &self.scalar_program[start..self.stage_ends[stage]]
+    }
+
     /// Bytes moved per element over all phases (the static count of loads and stores).
     pub fn bytes_per_elem(&self) -> usize {
         let elem_bytes = self.graph.elem_dtype.size_bytes();

@@ -101,17 +101,35 @@ impl fmt::Display for FusionPlan {
             self.phases.len(),
             self.bytes_per_elem()
         )?;
-        writeln!(
-            f,
-            "  scalar program (host, f64, once per group per step) {{"
-        )?;
-        for &idx in &self.scalar_program {
-            writeln!(f, "    {}", node_line(g, idx, &num))?;
-        }
-        for (target, value) in &self.scalar_outputs {
-            writeln!(f, "    {} = %{}", target.name(), num[value])?;
-        }
-        writeln!(f, "  }}")?;
+        // Stage 0 first; a later stage (after a reducing phase) is printed after that phase,
+        // when it has nodes. Scalar-state updates, made at the end of the step, close the last
+        // printed stage.
+        let last_stage = (1..=self.phases.len())
+            .rev()
+            .find(|&k| !self.stage(k).is_empty())
+            .unwrap_or(0);
+        let stage = |f: &mut fmt::Formatter<'_>, k: usize| -> fmt::Result {
+            if k > 0 && self.stage(k).is_empty() {
+                return Ok(());
+            }
+            match k {
+                0 => writeln!(
+                    f,
+                    "  scalar program (host, f64, once per group per step) {{"
+                )?,
+                k => writeln!(f, "  scalar program after phase {} {{", k - 1)?,
+            }
+            for &idx in self.stage(k) {
+                writeln!(f, "    {}", node_line(g, idx, &num))?;
+            }
+            if k == last_stage {
+                for (target, value) in &self.scalar_outputs {
+                    writeln!(f, "    {} = %{}", target.name(), num[value])?;
+                }
+            }
+            writeln!(f, "  }}")
+        };
+        stage(f, 0)?;
         writeln!(f, "  kernel scalars [{}]", refs(&self.kernel_scalars))?;
         for (k, phase) in self.phases.iter().enumerate() {
             let mut access = String::new();
@@ -133,7 +151,17 @@ impl fmt::Display for FusionPlan {
             for (buffer, value) in &phase.stores {
                 writeln!(f, "    store {buffer} = %{}", num[value])?;
             }
+            for (slot, &reduce) in phase.reductions.iter().enumerate() {
+                let operand = g.operands(reduce)[0];
+                let op = g.node(reduce).op.mnemonic();
+                writeln!(
+                    f,
+                    "    partial {slot} = {op} %{} -> %{}",
+                    num[&operand], num[&reduce]
+                )?;
+            }
             writeln!(f, "  }}")?;
+            stage(f, k + 1)?;
         }
         writeln!(f, "}}")
     }

@@ -6,7 +6,7 @@
 //! overhead, which is what a memory-bound step needs from a 4-lane machine.
 
 use crate::abi::ChunkAbi;
-use crate::kernel::{self, Inst, Kernel};
+use crate::kernel::{self, Inst, Kernel, ReduceOp};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
 use cranelift_codegen::ir::{
@@ -64,7 +64,7 @@ pub fn emit_clif(kernel: &Kernel, isa: &dyn TargetIsa) -> Result<Function, EmitE
 
     let call_conv = isa.default_call_conv();
     let mut signature = Signature::new(call_conv);
-    for ty in [types::I64, types::I64, types::I64] {
+    for ty in [types::I64, types::I64, types::I64, types::I64] {
         signature.params.push(AbiParam::new(ty));
     }
     // Testcase names must be ASCII alphanumerics or '_'.
@@ -168,21 +168,29 @@ impl Emitter<'_> {
             tail_head,
             tail_body,
         ] = std::array::from_fn(|_| b.create_block());
+        let reductions = kernel.reductions();
+        // Only a kernel that reduces has a block that writes partials between records.
+        let rec_done = (!reductions.is_empty()).then(|| b.create_block());
         let exit = b.create_block();
         b.append_block_params_for_function_params(entry);
         for block in [rec_head, rec_body, rec_setup] {
             b.append_block_param(block, types::I64);
         }
+        let accumulators = Accumulators::new(reductions.len());
         for block in [
             wide_head, wide_body, vec_head, vec_body, tail_head, tail_body,
         ] {
             b.append_block_param(block, types::I64);
+            accumulators.append_params(b, block);
+        }
+        if let Some(rec_done) = rec_done {
+            accumulators.append_params(b, rec_done);
         }
 
-        // entry(table, begin, end): for r in begin..end.
+        // entry(table, begin, end, partials): for r in begin..end.
         b.switch_to_block(entry);
         let params = b.block_params(entry).to_vec();
-        let (table, begin, end) = (params[0], params[1], params[2]);
+        let (table, begin, end, partials) = (params[0], params[1], params[2], params[3]);
         b.ins().jump(rec_head, &[begin.into()]);
 
         b.switch_to_block(rec_head);
@@ -220,7 +228,9 @@ impl Emitter<'_> {
         let wide_bound = b.ins().band_imm_s(len, !((UNROLL * LANES) as i64 - 1));
         let vec_bound = b.ins().band_imm_s(len, !(LANES as i64 - 1));
         let zero = b.ins().iconst(types::I64, 0);
-        b.ins().jump(wide_head, &[zero.into()]);
+        let mut start = vec![zero];
+        start.extend(accumulators.zeros(b));
+        b.ins().jump(wide_head, &args(&start));
 
         let loops = [
             Loop {
@@ -250,25 +260,49 @@ impl Emitter<'_> {
         ];
         for l in &loops {
             b.switch_to_block(l.head);
-            let i = b.block_params(l.head)[0];
+            let params = b.block_params(l.head).to_vec();
+            let (i, accs) = (params[0], &params[1..]);
             let more = b.ins().icmp(IntCC::UnsignedLessThan, i, l.bound);
-            // The tail exits to the next record; the vector loops hand their index on.
-            let exit_arg = if l.exit == rec_head { next_record } else { i };
+            let mut inside = vec![i];
+            inside.extend(accs);
+            // The tail exits to the next record (through `rec_done` when the kernel reduces);
+            // the vector loops hand their index on.
+            let (exit, outside) = match (l.exit == rec_head, rec_done) {
+                (true, None) => (rec_head, vec![next_record]),
+                (true, Some(rec_done)) => (rec_done, accs.to_vec()),
+                (false, _) => (l.exit, inside.clone()),
+            };
             b.ins()
-                .brif(more, l.body, &[i.into()], l.exit, &[exit_arg.into()]);
+                .brif(more, l.body, &args(&inside), exit, &args(&outside));
 
             b.switch_to_block(l.body);
-            let i = b.block_params(l.body)[0];
+            let params = b.block_params(l.body).to_vec();
+            let (i, accs) = (params[0], &params[1..]);
             let byte_offset = b.ins().ishl_imm_u(i, 2);
             let addresses: Vec<Value> = bases
                 .iter()
                 .map(|&base| b.ins().iadd(base, byte_offset))
                 .collect();
-            self.body(b, l, &addresses, row);
+            let accs = self.body(b, l, &addresses, row, accs);
             let lanes = if l.ty == types::F32 { 1 } else { LANES };
             let step = (l.copies * lanes) as i64;
-            let i_next = b.ins().iadd_imm_u(i, step);
-            b.ins().jump(l.head, &[i_next.into()]);
+            let mut next = vec![b.ins().iadd_imm_u(i, step)];
+            next.extend(accs);
+            b.ins().jump(l.head, &args(&next));
+        }
+
+        // rec_done(accs): the record's partials, then the next record.
+        if let Some(rec_done) = rec_done {
+            b.switch_to_block(rec_done);
+            let accs = b.block_params(rec_done).to_vec();
+            let row_bytes = (8 * reductions.len()) as i64;
+            let offset = b.ins().imul_imm_u(r, row_bytes);
+            let out = b.ins().iadd(partials, offset);
+            for (slot, &op) in reductions.iter().enumerate() {
+                let partial = accumulators.combine(b, op, slot, &accs);
+                b.ins().store(mf, partial, out, (8 * slot) as i32);
+            }
+            b.ins().jump(rec_head, &[next_record.into()]);
         }
 
         b.switch_to_block(exit);
@@ -289,7 +323,18 @@ impl Emitter<'_> {
     /// Each instance loads its scalars from the (L1-resident) row and broadcasts them, rather
     /// than splatting them once per record: x86 has 16 vector registers, Cranelift sinks such
     /// splats into the loop anyway, and splats held across the loop were spilled and reloaded.
-    fn body(&self, b: &mut FunctionBuilder, l: &Loop, addresses: &[Value], row: Option<Value>) {
+    ///
+    /// Returns the accumulators with this iteration's reductions folded in (see
+    /// [`Accumulators`]).
+    fn body(
+        &self,
+        b: &mut FunctionBuilder,
+        l: &Loop,
+        addresses: &[Value],
+        row: Option<Value>,
+        accs: &[Value],
+    ) -> Vec<Value> {
+        let mut accs = accs.to_vec();
         let mf = self.flags;
         let vector_bytes = l.ty.bytes() as i32;
         let loads: Vec<Vec<Option<Value>>> = (0..l.copies)
@@ -333,11 +378,16 @@ impl Emitter<'_> {
                         // A store defines no value; its slot is never read.
                         v(value)
                     }
-                    Inst::Reduce { .. } => todo!("reductions"),
+                    Inst::Reduce { op, slot, value } => {
+                        let acc = Accumulators::of_len(accs.len()).index(slot, k, l.ty);
+                        accs[acc] = fold(b, op, accs[acc], v(value));
+                        v(value)
+                    }
                 };
                 values.push(value);
             }
         }
+        accs
     }
 
     fn unary(&self, b: &mut FunctionBuilder, ty: Type, op: Unary, x: Value) -> Value {
@@ -402,6 +452,95 @@ impl Emitter<'_> {
         }
         result
     }
+}
+
+/// The loop-carried accumulators of a kernel with `n` reductions: `UNROLL` f32x4 vectors per
+/// reduction (slot j, copy k at `j * UNROLL + k`), then one f32 per reduction for the scalar
+/// tail. The main loop folds copy k of its iteration into vector k, the f32x4 loop into vector
+/// 0, the tail into the scalar; at the end of the record every lane and the scalar are widened
+/// to f64 and folded in a fixed order, so a record's partial never depends on anything but its
+/// values.
+struct Accumulators {
+    n: usize,
+}
+
+impl Accumulators {
+    fn new(n: usize) -> Accumulators {
+        Accumulators { n }
+    }
+
+    /// How many reductions a list of `len` accumulators carries.
+    fn of_len(len: usize) -> Accumulators {
+        Accumulators::new(len / (UNROLL + 1))
+    }
+
+    /// The accumulator that copy `copy` of a `ty` loop folds reduction `slot` into.
+    fn index(&self, slot: usize, copy: usize, ty: Type) -> usize {
+        match ty == types::F32 {
+            true => self.n * UNROLL + slot,
+            false => slot * UNROLL + copy,
+        }
+    }
+
+    fn types(&self) -> impl Iterator<Item = Type> {
+        let vectors = std::iter::repeat_n(types::F32X4, self.n * UNROLL);
+        vectors.chain(std::iter::repeat_n(types::F32, self.n))
+    }
+
+    fn append_params(&self, b: &mut FunctionBuilder, block: cranelift_codegen::ir::Block) {
+        for ty in self.types() {
+            b.append_block_param(block, ty);
+        }
+    }
+
+    /// Every accumulator's starting value (0, the identity of every [`ReduceOp`]).
+    fn zeros(&self, b: &mut FunctionBuilder) -> Vec<Value> {
+        self.types().map(|ty| constant(b, ty, 0.0)).collect()
+    }
+
+    /// The record's partial of reduction `slot`, as an f64.
+    fn combine(&self, b: &mut FunctionBuilder, op: ReduceOp, slot: usize, accs: &[Value]) -> Value {
+        let mut total = None;
+        let mut add = |b: &mut FunctionBuilder, x: Value| {
+            let x = b.ins().fpromote(types::F64, x);
+            total = Some(match total {
+                None => x,
+                Some(t) => match op {
+                    ReduceOp::SumSquares | ReduceOp::Sum => b.ins().fadd(t, x),
+                    ReduceOp::MaxAbs => b.ins().fmax(t, x),
+                },
+            });
+        };
+        for copy in 0..UNROLL {
+            let vector = accs[slot * UNROLL + copy];
+            for lane in 0..LANES as u8 {
+                let x = b.ins().extractlane(vector, lane);
+                add(b, x);
+            }
+        }
+        add(b, accs[self.n * UNROLL + slot]);
+        total.expect("at least one accumulator")
+    }
+}
+
+/// `acc` with `x` folded in by `op`, lane by lane.
+fn fold(b: &mut FunctionBuilder, op: ReduceOp, acc: Value, x: Value) -> Value {
+    match op {
+        ReduceOp::SumSquares => {
+            let square = b.ins().fmul(x, x);
+            b.ins().fadd(acc, square)
+        }
+        ReduceOp::Sum => b.ins().fadd(acc, x),
+        ReduceOp::MaxAbs => {
+            let magnitude = b.ins().fabs(x);
+            b.ins().fmax(acc, magnitude)
+        }
+    }
+}
+
+/// Values as block-call arguments.
+fn args(values: &[Value]) -> Vec<cranelift_codegen::ir::BlockArg> {
+    values.iter().map(|&v| v.into()).collect()
 }
 
 fn float_cc(c: Cmp) -> FloatCC {

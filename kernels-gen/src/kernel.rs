@@ -275,7 +275,9 @@ impl Kernel {
         }
         partial_slots.sort_unstable();
         if partial_slots.iter().enumerate().any(|(i, &s)| i != s) {
-            return Err(format!("partial slots {partial_slots:?} are not 0..n once each"));
+            return Err(format!(
+                "partial slots {partial_slots:?} are not 0..n once each"
+            ));
         }
         Ok(())
     }

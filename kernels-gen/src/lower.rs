@@ -6,8 +6,10 @@
 //! [`FusionPlan::kernel_scalars`]), and each store of the phase becomes a store (a scalar value
 //! stored per element is broadcast).
 
-use crate::kernel::{Inst, Kernel, Kind, Value};
-use optjit_ir::{Binary, Buffer, Class, Cmp, DType, FusionPlan, Input, NodeIndex, Op, Unary};
+use crate::kernel::{Inst, Kernel, Kind, ReduceOp, Value};
+use optjit_ir::{
+    Binary, Buffer, Class, Cmp, DType, FusionPlan, Input, NodeIndex, Op, Reduction, Unary,
+};
 use std::collections::HashMap;
 use thiserror::Error;
 
@@ -57,7 +59,9 @@ pub enum LowerError {
 
 /// Lowers phase `phase` of `plan` to a kernel named `<rule>.phase<phase>`.
 ///
-/// Fails on reductions and per-tensor operands (not supported by this lowering yet), casts
+/// The phase's reductions become [`Inst::Reduce`]s, in partial-slot order, after the stores.
+///
+/// Fails on per-tensor operands (not supported by this lowering yet), casts
 /// other than f32 → f32, scalar-only ops computed per element, and scalar operands missing from
 /// the plan's kernel scalars.
 pub fn lower(
@@ -101,6 +105,17 @@ pub fn lower(
             value,
         });
     }
+    for (slot, &reduce) in stage.reductions.iter().enumerate() {
+        let Op::Reduce(reduction) = graph.node(reduce).op else {
+            return Err(lowering.error(reduce, "listed as a reduction of the phase"));
+        };
+        let value = lowering.float(reduce, graph.operands(reduce)[0])?;
+        lowering.insts.push(Inst::Reduce {
+            op: reduce_op(reduction),
+            slot,
+            value,
+        });
+    }
     let mut insts = lowering.insts;
     if options.fma {
         insts = contract_fma(&insts);
@@ -112,6 +127,16 @@ pub fn lower(
         n_scalars: plan.kernel_scalars.len(),
         insts: cleanup(&insts),
     })
+}
+
+/// The per-chunk fold of `reduction` (norms are square roots of sums of squares, means are sums
+/// divided by the count: the host finishes them).
+pub fn reduce_op(reduction: Reduction) -> ReduceOp {
+    match reduction {
+        Reduction::Norm | Reduction::GlobalNorm => ReduceOp::SumSquares,
+        Reduction::Sum | Reduction::Mean => ReduceOp::Sum,
+        Reduction::MaxAbs => ReduceOp::MaxAbs,
+    }
 }
 
 /// The state of one lowering: the instructions so far and the value of each lowered node.
@@ -258,7 +283,7 @@ impl Lowering<'_> {
             }
             Op::Const(_) => return Err(self.error(node, "a per-element constant")),
             Op::Reduce(_) => {
-                return Err(self.error(node, "reductions are not supported by this lowering yet"));
+                return Err(self.error(node, "a reduction's result is not per element"));
             }
         };
         self.values.insert(node, value);
@@ -452,18 +477,21 @@ mod tests {
             })
             .filter(|b| b.read || b.write)
             .collect();
+        let scalar_program: Vec<NodeIndex> = nodes
+            .iter()
+            .copied()
+            .filter(|&n| class(n) == Class::Scalar)
+            .collect();
         FusionPlan {
-            scalar_program: nodes
-                .iter()
-                .copied()
-                .filter(|&n| class(n) == Class::Scalar)
-                .collect(),
+            stage_ends: vec![scalar_program.len(); 2],
+            scalar_program,
             kernel_scalars,
             scalar_outputs: Vec::new(),
             phases: vec![Phase {
                 nodes: phase_nodes,
                 buffers,
                 stores,
+                reductions: Vec::new(),
             }],
             graph,
         }

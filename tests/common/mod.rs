@@ -6,7 +6,7 @@ use optjit::optim::{Adam, AdamW, Configured, Sgd};
 use std::path::{Path, PathBuf};
 
 /// The golden cases the built-ins of this version must pass.
-pub const GOLDEN_CASES: [&str; 9] = [
+pub const GOLDEN_CASES: [&str; 11] = [
     "sgd-plain",
     "sgd-momentum-wd",
     "sgd-nesterov",
@@ -16,6 +16,8 @@ pub const GOLDEN_CASES: [&str; 9] = [
     "adamw-default",
     "adamw-betas-wd",
     "adamw-two-groups",
+    "adamw-clip",
+    "sgd-clip-momentum",
 ];
 
 /// The repository's copy of golden case `case`.
@@ -62,6 +64,22 @@ pub fn builtin_variants() -> Vec<(&'static str, Configured)> {
         (
             "adamw-amsgrad",
             AdamW::new().amsgrad(true).build().expect("AdamW"),
+        ),
+        (
+            "adamw-clip",
+            AdamW::new()
+                .build()
+                .and_then(|c| c.with_clip_grad_norm(1.0))
+                .expect("AdamW with clip_grad_norm"),
+        ),
+        (
+            "sgd-momentum-clip",
+            Sgd::new()
+                .lr(0.05)
+                .momentum(0.9)
+                .build()
+                .and_then(|c| c.with_clip_grad_norm(0.5))
+                .expect("SGD with clip_grad_norm"),
         ),
     ]
 }

@@ -12,6 +12,8 @@ pub struct BenchArgs {
     pub optimizer: String,
     /// Its keyword arguments.
     pub kwargs: Kwargs,
+    /// `clip_grad_norm_` max_norm, fused into the step.
+    pub clip_grad_norm: Option<f64>,
     /// Workload name.
     pub workload: String,
     /// Timed steps (after 2 warm-up steps on the CPU, 3 on a GPU).
@@ -31,11 +33,11 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
             workload::NAMES.join(", ")
         )
     })?;
-    let configured = optjit_optim::find(&args.optimizer)
-        .and_then(|spec| spec.configure(&args.kwargs))
+    let configured = crate::builtin::configure(&args.optimizer, &args.kwargs, args.clip_grad_norm)
         .map_err(|e| e.to_string())?;
     if let Backend::Cuda(device) = &args.backend {
-        let reference = configured.name == "AdamW" && args.kwargs.is_empty();
+        let reference =
+            configured.name == "AdamW" && args.kwargs.is_empty() && args.clip_grad_norm.is_none();
         let times = cuda_bench::run(
             device,
             &configured.definition,

@@ -6,17 +6,18 @@ use optjit_optim::Kwargs;
 use optjit_rewrite::{OpCounts, count_elem_ops};
 use optjit_runtime::{CompileOptions, Stage, Target};
 
-/// Compiles `optimizer` for `target` and returns the text to print.
+/// Compiles `optimizer` (with `clip_grad_norm_` fused in front when given) for `target` and
+/// returns the text to print.
 pub fn run(
     optimizer: &str,
     kwargs: &Kwargs,
+    clip_grad_norm: Option<f64>,
     target: Target,
     emit: Option<&str>,
     stats: bool,
 ) -> Result<String, String> {
-    let configured = optjit_optim::find(optimizer)
-        .and_then(|s| s.configure(kwargs))
-        .map_err(|e| e.to_string())?;
+    let configured =
+        crate::builtin::configure(optimizer, kwargs, clip_grad_norm).map_err(|e| e.to_string())?;
     let options = CompileOptions {
         keep_texts: true,
         target,

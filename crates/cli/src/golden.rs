@@ -130,13 +130,8 @@ struct Prepared {
 
 /// Builds the optimizer setup, or says why the case is not supported yet.
 fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
-    for (key, what) in [
-        ("schedule", "LR schedules are"),
-        ("clip_grad_norm", "clip_grad_norm is"),
-    ] {
-        if !case.get(key).is_none_or(Value::is_null) {
-            return Ok(Err(format!("{what} not supported yet")));
-        }
+    if !case.get("schedule").is_none_or(Value::is_null) {
+        return Ok(Err("LR schedules are not supported yet".into()));
     }
     let optimizer = field(case, "optimizer")?;
     let name = field(optimizer, "name")?
@@ -146,7 +141,11 @@ fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
         return Ok(Err("custom .step optimizers are not supported yet".into()));
     }
     let base_kwargs = kwargs(optimizer.get("kwargs"), "optimizer.kwargs")?;
-    let configured = match optjit_optim::find(name).and_then(|spec| spec.configure(&base_kwargs)) {
+    let max_norm = match case.get("clip_grad_norm") {
+        None | Some(Value::Null) => None,
+        Some(clip) => Some(number(field(clip, "max_norm")?, "clip_grad_norm.max_norm")?),
+    };
+    let configured = match crate::builtin::configure(name, &base_kwargs, max_norm) {
         Ok(c) => c,
         Err(e) => return Ok(Err(e.to_string())),
     };
@@ -267,6 +266,17 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
         let grad = tensors(grad, &format!("grads[{k}]"))?;
         if let Err(e) = opt.step(&mut params, &grad) {
             return Err(BadInput(format!("step {k}: {e}")));
+        }
+        if let Some(want_norm) = want.get("grad_norm").filter(|v| !v.is_null()) {
+            let want_norm = number(want_norm, "grad_norm")?;
+            let Some(got) = opt.scalar_state(0, optjit_trace::GRAD_NORM) else {
+                return Ok(Outcome::Unsupported(
+                    "the case records grad_norm but the optimizer does not clip".into(),
+                ));
+            };
+            cmp.check(got, want_norm, || {
+                mismatch("grad_norm", k, 0, "total".into(), 0)
+            });
         }
         let want_params = tensors(field(want, "params")?, &format!("expected[{k}].params"))?;
         for (t, (got, want)) in params.iter().zip(&want_params).enumerate() {

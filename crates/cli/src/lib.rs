@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod builtin;
 pub mod compile;
 pub mod cuda_bench;
 pub mod demo;

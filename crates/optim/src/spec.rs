@@ -224,6 +224,33 @@ impl Configured {
         Ok(out)
     }
 
+    /// This configuration with `clip_grad_norm_(params, max_norm)` applied to the gradients
+    /// before every step (see [`optjit_trace::clip_grad_norm`]): the clipping is fused into
+    /// the step, `max_norm` becomes a hyperparameter and the total norm of each step is the
+    /// scalar state [`optjit_trace::GRAD_NORM`].
+    pub fn with_clip_grad_norm(mut self, max_norm: f64) -> Result<Configured, OptimError> {
+        let domain = optjit_trace::Domain::non_negative();
+        if !domain.contains(max_norm) {
+            return Err(OptimError::BadValue {
+                optimizer: self.name.to_string(),
+                name: "clip_grad_norm max_norm".to_string(),
+                expected: domain.to_string(),
+                got: max_norm.to_string(),
+                place: String::new(),
+            });
+        }
+        self.definition =
+            optjit_trace::clip_grad_norm(&self.definition, max_norm).map_err(|e| {
+                OptimError::Trace {
+                    optimizer: self.name.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
+        self.hypers
+            .insert(optjit_trace::MAX_NORM.to_string(), max_norm);
+        Ok(self)
+    }
+
     /// The value of keyword `name` given the hyperparameters in force (`betas` from `beta1` and
     /// `beta2`), as a list of numbers; `None` for flags and unknown names.
     pub fn kwarg_in_force(

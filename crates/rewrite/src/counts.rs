@@ -207,10 +207,11 @@ impl OpCounts {
     }
 }
 
-/// The ops `phase` computes per element, by kind; `graph` is the plan's graph.
+/// The ops `phase` computes per element, by kind; `graph` is the plan's graph. Each reduction
+/// the phase folds counts one `reduce` per element.
 pub fn count_elem_ops(graph: &Graph, phase: &Phase) -> OpCounts {
     let mut counts = OpCounts::default();
-    for &node in &phase.nodes {
+    for &node in phase.nodes.iter().chain(&phase.reductions) {
         counts.record(&graph.node(node).op);
     }
     counts

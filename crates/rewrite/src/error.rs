@@ -19,11 +19,13 @@ pub enum RewriteError {
         /// What egg said.
         message: String,
     },
-    /// The graph has a reduction, and phases around reductions are not planned yet.
-    #[error("reductions are not planned yet: {node}")]
+    /// A reduction the planner cannot place.
+    #[error("cannot plan {node}: {reason}")]
     Reduction {
         /// The reduction's line of the graph text (`%5 = norm %4 : tensor f64`).
         node: String,
+        /// Why.
+        reason: String,
     },
     /// A scalar-only op (`sin`, `cos`, `floor`) would have to run per element.
     #[error("{node}: this op only runs in the scalar program, not per element")]

@@ -1,11 +1,19 @@
-//! The `fuse` stage, foundation version: one kernel phase for a graph without reductions.
+//! The `fuse` stage: the fewest kernel phases the reductions force, each one pass over every
+//! element of every tensor, and the host scalar program in stages between them.
 //!
-//! The scalar program gets every Scalar-class node that the step needs; the single phase gets
-//! every Elem-class node, the buffers it loads or stores, and its stores. Phases around
-//! reductions are a later stage of this planner.
+//! A node's *level* is the number of reductions on its longest path from the inputs: a
+//! reduction of a level-L value is computed (as per-chunk partials) by phase L and is known to
+//! the scalar program from stage L + 1 on. Every store goes in the last phase, so that no phase
+//! reads a buffer an earlier phase has overwritten; a per-element value an earlier phase also
+//! needed is recomputed there from the buffers rather than written out and read back. For the
+//! values reductions feed today (functions of the gradient, which every phase can read) that
+//! is never more bytes than materializing them: recomputing costs the loads of inputs the last
+//! phase mostly loads anyway, materializing costs a store and a load (8 bytes per element).
 
 use crate::error::RewriteError;
-use optjit_ir::{Buffer, BufferUse, Class, FusionPlan, Graph, Input, NodeIndex, Op, Phase, Target};
+use optjit_ir::{
+    Buffer, BufferUse, Class, FusionPlan, Graph, Input, NodeIndex, Op, Phase, Reduction, Target,
+};
 
 /// The input that an output to `target` would leave unchanged.
 fn own_input(target: &Target) -> Input {
@@ -24,11 +32,11 @@ fn bad_output(target: &Target, message: impl Into<String>) -> RewriteError {
 }
 
 /// Stage `fuse`: splits `graph` (normally the extracted graph) into the host scalar program and
-/// one kernel phase.
+/// kernel phases, one per level of reduction (at least one).
 ///
 /// An output that assigns a value its own current value (`exp_avg = state exp_avg`) is neither
-/// stored nor computed. A graph with a reduction is refused: phases around reductions are not
-/// planned yet.
+/// stored nor computed. Per-tensor reductions (`norm`, `sum`, `mean`, `max_abs`) are refused:
+/// only `global_norm` is planned so far.
 pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
     // Stores (param first, then states in declaration order) and scalar-state updates.
     let mut param_store = None;
@@ -106,12 +114,25 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         .filter(|n| live[n.index()])
         .collect();
 
+    let mut level = vec![0usize; live.last().map_or(0, |n| n.index() + 1)];
     for &n in &live {
         let node = graph.node(n);
-        match &node.op {
+        let operands = graph.operands(n);
+        let deepest = operands.iter().map(|o| level[o.index()]).max().unwrap_or(0);
+        level[n.index()] = match &node.op {
+            Op::Reduce(Reduction::GlobalNorm) => {
+                if graph.node(operands[0]).class != Class::Elem {
+                    return Err(RewriteError::Reduction {
+                        node: optjit_ir::node_text(graph, n),
+                        reason: "it reduces a value that is not per element".into(),
+                    });
+                }
+                deepest + 1
+            }
             Op::Reduce(_) => {
                 return Err(RewriteError::Reduction {
                     node: optjit_ir::node_text(graph, n),
+                    reason: "per-tensor reductions are not planned yet (global_norm is)".into(),
                 });
             }
             Op::Unary(u) if u.scalar_only() && node.class != Class::Scalar => {
@@ -119,25 +140,68 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
                     node: optjit_ir::node_text(graph, n),
                 });
             }
-            _ => {}
-        }
+            _ => deepest,
+        };
+    }
+    let reductions: Vec<NodeIndex> = live
+        .iter()
+        .copied()
+        .filter(|&n| matches!(graph.node(n).op, Op::Reduce(_)))
+        .collect();
+    // Phases: one per level of a reduced value or a stored one, at least one.
+    let n_phases = reductions
+        .iter()
+        .map(|&r| level[r.index()])
+        .chain(stores.iter().map(|&(_, v)| level[v.index()] + 1))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+
+    // The scalar program: every live Scalar node, by stage (its level), then topologically.
+    let mut scalar_program: Vec<NodeIndex> = live
+        .iter()
+        .copied()
+        .filter(|&n| graph.node(n).class == Class::Scalar)
+        .collect();
+    scalar_program.sort_by_key(|&n| (level[n.index()], n));
+    let stage_ends: Vec<usize> = (0..=n_phases)
+        .map(|k| {
+            scalar_program
+                .iter()
+                .take_while(|&&n| level[n.index()] <= k)
+                .count()
+        })
+        .collect();
+
+    let mut phases = Vec::with_capacity(n_phases);
+    for k in 0..n_phases {
+        let phase_reductions: Vec<NodeIndex> = reductions
+            .iter()
+            .copied()
+            .filter(|&r| level[r.index()] == k + 1)
+            .collect();
+        let phase_stores: &[(Buffer, NodeIndex)] = match k + 1 == n_phases {
+            true => &stores,
+            false => &[],
+        };
+        let roots: Vec<NodeIndex> = phase_reductions
+            .iter()
+            .map(|&r| graph.operands(r)[0])
+            .chain(phase_stores.iter().map(|&(_, v)| v))
+            .collect();
+        phases.push(phase(graph, roots, phase_stores, phase_reductions));
     }
 
-    let of_class = |class: Class| -> Vec<NodeIndex> {
-        live.iter()
-            .copied()
-            .filter(|&n| graph.node(n).class == class)
-            .collect()
-    };
-    let scalar_program = of_class(Class::Scalar);
-    let phase_nodes = of_class(Class::Elem);
-
     // Scalars a kernel reads: non-constant Scalar operands of per-element nodes, and Scalar
-    // values stored into per-element buffers.
-    let mut kernel_scalars: Vec<NodeIndex> = phase_nodes
+    // values stored into per-element buffers; every one is known before its first phase.
+    let mut kernel_scalars: Vec<NodeIndex> = phases
         .iter()
-        .flat_map(|&n| graph.operands(n))
-        .chain(stores.iter().map(|&(_, v)| v))
+        .flat_map(|p| {
+            p.nodes
+                .iter()
+                .flat_map(|&n| graph.operands(n))
+                .chain(p.stores.iter().map(|&(_, v)| v))
+        })
         .filter(|&o| {
             let node = graph.node(o);
             node.class == Class::Scalar && !matches!(node.op, Op::Const(_))
@@ -145,6 +209,33 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         .collect();
     kernel_scalars.sort_unstable();
     kernel_scalars.dedup();
+
+    Ok(FusionPlan {
+        graph: graph.clone(),
+        scalar_program,
+        stage_ends,
+        kernel_scalars,
+        scalar_outputs,
+        phases,
+    })
+}
+
+/// One phase: the per-element nodes `roots` depend on (in topological order), the buffers they
+/// load and the phase stores, and the reductions whose partials it computes.
+fn phase(
+    graph: &Graph,
+    roots: Vec<NodeIndex>,
+    stores: &[(Buffer, NodeIndex)],
+    reductions: Vec<NodeIndex>,
+) -> Phase {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack = roots;
+    while let Some(n) = stack.pop() {
+        if graph.node(n).class == Class::Elem && seen.insert(n) {
+            stack.extend(graph.operands(n));
+        }
+    }
+    let phase_nodes: Vec<NodeIndex> = seen.into_iter().collect();
 
     // Buffers in kernel-argument order: param, grad, then per-element states by declaration.
     let reads = |input: Input| {
@@ -170,16 +261,10 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         })
         .filter(|b| b.read || b.write)
         .collect();
-
-    Ok(FusionPlan {
-        graph: graph.clone(),
-        scalar_program,
-        kernel_scalars,
-        scalar_outputs,
-        phases: vec![Phase {
-            nodes: phase_nodes,
-            buffers,
-            stores,
-        }],
-    })
+    Phase {
+        nodes: phase_nodes,
+        buffers,
+        stores: stores.to_vec(),
+        reductions,
+    }
 }

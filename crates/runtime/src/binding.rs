@@ -3,7 +3,7 @@
 
 use crate::error::OptimizerError;
 use crate::optimizer::{Group, Setup};
-use crate::scalar_program::ScalarProgram;
+use crate::scalar_program::{ScalarProgram, StageInputs};
 use optjit_ir::Class;
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
@@ -172,26 +172,51 @@ impl Binding {
         Ok(())
     }
 
-    /// Runs the scalar program of the next step for every group: `rows` receives one row of
-    /// `program.n_kernel_scalars().max(1)` kernel scalars per group. Nothing is modified until
-    /// [`Binding::finish_step`] takes the result.
-    pub(crate) fn scalar_rows(
+    /// Runs stage `stage` of the next step's scalar program for every group. Stage 0 starts
+    /// the step: `rows` is sized to one row of `program.n_kernel_scalars().max(1)` kernel
+    /// scalars per group, `values` to every group's values. Each stage fills the row slots it
+    /// computes; `reduced` holds the step's reductions finished so far. Nothing is modified
+    /// until [`Binding::finish_step`] takes [`Binding::pending_step`].
+    pub(crate) fn scalar_stage(
         &self,
         program: &ScalarProgram,
+        stage: usize,
+        reduced: &[f64],
         rows: &mut Vec<f32>,
         values: &mut Vec<f64>,
-    ) -> PendingStep {
+    ) {
         let step = (self.step_count + 1) as f64;
         let width = row_width(program);
-        rows.clear();
-        rows.resize(self.groups.len() * width, 0.0);
-        let updates = self
-            .groups
-            .iter()
-            .zip(rows.chunks_mut(width))
-            .map(|(group, row)| program.run(&group.hypers, step, &group.scalar_states, values, row))
-            .collect();
-        PendingStep(updates)
+        let n_values = program.n_values();
+        if stage == 0 {
+            rows.clear();
+            rows.resize(self.groups.len() * width, 0.0);
+            values.clear();
+            values.resize(self.groups.len() * n_values, 0.0);
+        }
+        let rows = rows.chunks_mut(width);
+        let values = values.chunks_mut(n_values.max(1));
+        for ((group, row), values) in self.groups.iter().zip(rows).zip(values) {
+            let inputs = StageInputs {
+                hypers: &group.hypers,
+                step,
+                states: &group.scalar_states,
+                reduced,
+            };
+            program.run_stage(stage, &inputs, values, row);
+        }
+    }
+
+    /// The scalar-state updates of a step whose every stage ran.
+    pub(crate) fn pending_step(&self, program: &ScalarProgram, values: &[f64]) -> PendingStep {
+        let n_values = program.n_values().max(1);
+        PendingStep(
+            values
+                .chunks(n_values)
+                .take(self.groups.len())
+                .map(|v| program.state_updates(v))
+                .collect(),
+        )
     }
 
     /// Commits a step whose kernels ran: scalar states take their new values, the count grows.

@@ -48,10 +48,20 @@ pub fn max_threads() -> usize {
 /// Runs `kernel` over every record of `table`, split into contiguous ranges of about equal
 /// element counts, one per thread of the persistent pool (the calling thread takes the first).
 ///
+/// `partials` receives the kernel's per-record partials (see `optjit_kernels_gen::ChunkAbi`): it
+/// holds `lens.len()` rows of the kernel's reduction count (empty for a kernel that reduces
+/// nothing); threads write disjoint rows.
+///
 /// # Safety
 /// Every pointer in `table` must be valid for the record's length, and no two records of the
 /// same call may write overlapping memory.
-pub(crate) unsafe fn run(kernel: KernelFn, table: &[u64], lens: &[usize], threads: usize) {
+pub(crate) unsafe fn run(
+    kernel: KernelFn,
+    table: &[u64],
+    lens: &[usize],
+    threads: usize,
+    partials: &mut [f64],
+) {
     let pool = Pool::global();
     let total: usize = lens.iter().sum();
     let parts = if total < PARALLEL_MIN_ELEMS {
@@ -60,10 +70,20 @@ pub(crate) unsafe fn run(kernel: KernelFn, table: &[u64], lens: &[usize], thread
         threads.clamp(1, lens.len().max(1)).min(pool.max_parts())
     };
     let ranges = split(lens, total, parts);
+    // As an address, so that the closure can be shared between threads.
+    let partials = partials.as_mut_ptr() as usize;
     pool.run(ranges.len(), &|part| {
         let (begin, end) = ranges[part];
-        // SAFETY: forwarded from the caller; ranges are disjoint.
-        unsafe { kernel(table.as_ptr(), begin as u64, end as u64) }
+        // SAFETY: forwarded from the caller; ranges are disjoint, and so are the partial rows
+        // of their records.
+        unsafe {
+            kernel(
+                table.as_ptr(),
+                begin as u64,
+                end as u64,
+                partials as *mut f64,
+            )
+        }
     });
 }
 

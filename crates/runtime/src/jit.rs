@@ -16,8 +16,10 @@ use std::fmt;
 use thiserror::Error;
 
 /// The entry point of a loaded kernel (see [`optjit_kernels_gen::ChunkAbi`]): processes chunk
-/// records `begin..end` of `table`.
-pub type KernelFn = unsafe extern "C" fn(table: *const u64, begin: u64, end: u64);
+/// records `begin..end` of `table`, writing the partials of its reductions (if any) to
+/// `partials`.
+pub type KernelFn =
+    unsafe extern "C" fn(table: *const u64, begin: u64, end: u64, partials: *mut f64);
 
 /// Cranelift could not build or load code.
 #[derive(Debug, Error)]
@@ -268,7 +270,7 @@ extern "C" fn optjit_powf(x: f32, y: f32) -> f32 {
 mod tests {
     use super::*;
     use optjit_ir::{Binary, Buffer, BufferUse, Cmp, DType, Unary};
-    use optjit_kernels_gen::{ChunkAbi, Inst, Value};
+    use optjit_kernels_gen::{ChunkAbi, Inst, ReduceOp, Value};
 
     const LENGTHS: [usize; 9] = [0, 1, 3, 15, 16, 17, 33, 1027, 4096 + 5];
 
@@ -546,6 +548,8 @@ mod tests {
                     stored[buffer] = Some(f(value));
                     0.0
                 }
+                // Checked by `reductions_fold_each_record_into_its_partials`.
+                Inst::Reduce { .. } => 0.0,
             };
         }
         stored
@@ -691,7 +695,7 @@ mod tests {
         let mut chunks = chunks(kernel, &mut data, &[1.0, 3.0], special);
         let words = table(kernel, &mut chunks, rows);
         // SAFETY: every record points at live buffers of its length and a row of n_scalars.
-        unsafe { f(words.as_ptr(), 0, chunks.len() as u64) };
+        unsafe { f(words.as_ptr(), 0, chunks.len() as u64, std::ptr::null_mut()) };
         for chunk in &chunks {
             let row = &rows[chunk.row];
             check_chunk(kernel, chunk, row, |r, l| interpret(kernel, l, r), same);
@@ -729,7 +733,7 @@ mod tests {
         }
         let words = table(kernel, &mut chunks, &rows);
         // SAFETY: every record points at live buffers of its length and a row of 8 scalars.
-        unsafe { module.fns[0](words.as_ptr(), 0, chunks.len() as u64) };
+        unsafe { module.fns[0](words.as_ptr(), 0, chunks.len() as u64, std::ptr::null_mut()) };
         let reference = |row: &[f32], l: &[f32]| {
             let [p, m, v] = adamw_reference(row, l[0], l[1], l[2], l[3]);
             vec![Some(p), None, Some(m), Some(v)]
@@ -804,7 +808,7 @@ mod tests {
         let mut words = vec![n as u64, row.as_ptr() as u64];
         words.extend(buffers.iter_mut().map(|b| b.as_mut_ptr() as u64));
         // SAFETY: one record over live buffers of n elements and a row of two scalars.
-        unsafe { module.fns[0](words.as_ptr(), 0, 1) };
+        unsafe { module.fns[0](words.as_ptr(), 0, 1, std::ptr::null_mut()) };
         for i in 0..n {
             let want = interpret(&kernel, &[xs[i], ys[i]], &row);
             for b in [0, 2, 3, 4] {
@@ -836,12 +840,19 @@ mod tests {
         let words = table(&kernel, &mut chunks, &rows);
         let (begin, end) = (3, 7);
         // SAFETY: as above; records begin..end exist.
-        unsafe { module.fns[0](words.as_ptr(), begin as u64, end as u64) };
+        unsafe {
+            module.fns[0](
+                words.as_ptr(),
+                begin as u64,
+                end as u64,
+                std::ptr::null_mut(),
+            )
+        };
         // An empty and a reversed range do nothing.
         // SAFETY: no record is visited.
-        unsafe { module.fns[0](words.as_ptr(), 5, 5) };
+        unsafe { module.fns[0](words.as_ptr(), 5, 5, std::ptr::null_mut()) };
         // SAFETY: as above.
-        unsafe { module.fns[0](words.as_ptr(), 7, 2) };
+        unsafe { module.fns[0](words.as_ptr(), 7, 2, std::ptr::null_mut()) };
         for (c, chunk) in chunks.iter().enumerate() {
             let inside = (begin..end).contains(&c);
             let changed = chunk
@@ -853,9 +864,16 @@ mod tests {
         }
         // The rest, in two more calls, completes the step.
         // SAFETY: as above.
-        unsafe { module.fns[0](words.as_ptr(), 0, begin as u64) };
+        unsafe { module.fns[0](words.as_ptr(), 0, begin as u64, std::ptr::null_mut()) };
         // SAFETY: as above.
-        unsafe { module.fns[0](words.as_ptr(), end as u64, chunks.len() as u64) };
+        unsafe {
+            module.fns[0](
+                words.as_ptr(),
+                end as u64,
+                chunks.len() as u64,
+                std::ptr::null_mut(),
+            )
+        };
         for chunk in &chunks {
             check_chunk(
                 &kernel,
@@ -907,13 +925,122 @@ mod tests {
                 fill.as_mut_ptr() as u64,
             ];
             // SAFETY: one record over live buffers of n elements; no scalars are read.
-            unsafe { module.fns[0](words.as_ptr(), 0, 1) };
+            unsafe { module.fns[0](words.as_ptr(), 0, 1, std::ptr::null_mut()) };
             assert!(
                 param.iter().zip(&grad).all(|(p, g)| *p == g.abs()),
                 "len {n}"
             );
             assert!(fill.iter().all(|&x| x == 2.5), "len {n}");
         }
+    }
+
+    #[test]
+    fn reductions_fold_each_record_into_its_partials() {
+        let v = Value;
+        // Three partials of grad (sum of squares, sum, max |x|) and a store beside them.
+        let kernel = Kernel {
+            name: "reduce.phase0".into(),
+            elem_dtype: DType::F32,
+            buffers: vec![
+                rw(Buffer::Param, false, true),
+                rw(Buffer::Grad, true, false),
+            ],
+            n_scalars: 0,
+            insts: vec![
+                Inst::Load { buffer: 1 },
+                Inst::Const(2.0),
+                Inst::Binary(Binary::Mul, v(0), v(1)),
+                Inst::Store {
+                    buffer: 0,
+                    value: v(2),
+                },
+                Inst::Reduce {
+                    op: ReduceOp::SumSquares,
+                    slot: 0,
+                    value: v(0),
+                },
+                Inst::Reduce {
+                    op: ReduceOp::Sum,
+                    slot: 1,
+                    value: v(0),
+                },
+                Inst::Reduce {
+                    op: ReduceOp::MaxAbs,
+                    slot: 2,
+                    value: v(0),
+                },
+            ],
+        };
+        let module = load(&kernel);
+        let mut data = Data(11);
+        let grads: Vec<Vec<f32>> = LENGTHS
+            .iter()
+            .map(|&n| (0..n).map(|_| data.next(3.0)).collect())
+            .collect();
+        let mut params: Vec<Vec<f32>> = LENGTHS.iter().map(|&n| vec![0.0; n]).collect();
+        // An empty record in the middle: its partials must keep what the caller put there.
+        let mut words = Vec::new();
+        for (k, (param, grad)) in params.iter_mut().zip(&grads).enumerate() {
+            if k == 2 {
+                words.extend([0, 0, 0, 0]);
+            }
+            words.extend([
+                grad.len() as u64,
+                0,
+                param.as_mut_ptr() as u64,
+                grad.as_ptr() as u64,
+            ]);
+        }
+        let records = LENGTHS.len() + 1;
+        let run = |words: &[u64]| {
+            let mut partials = vec![-1.0f64; 3 * records];
+            // SAFETY: every record points at live buffers of its length; `partials` holds a
+            // row of 3 per record; no scalars are read.
+            unsafe { module.fns[0](words.as_ptr(), 0, records as u64, partials.as_mut_ptr()) };
+            partials
+        };
+        let partials = run(&words);
+        assert_eq!(partials, run(&words), "the same inputs give the same bits");
+        let mut rows = partials.chunks(3);
+        for (k, grad) in grads.iter().enumerate() {
+            if k == 2 {
+                assert_eq!(rows.next(), Some(&[-1.0, -1.0, -1.0][..]), "empty record");
+            }
+            let row = rows.next().expect("a row per record");
+            if grad.is_empty() {
+                assert_eq!(row, &[-1.0, -1.0, -1.0][..], "a record of length 0");
+                continue;
+            }
+            let squares: f64 = grad.iter().map(|&g| f64::from(g) * f64::from(g)).sum();
+            let sum: f64 = grad.iter().map(|&g| f64::from(g)).sum();
+            let magnitude: f64 = grad.iter().map(|&g| f64::from(g.abs())).fold(0.0, f64::max);
+            // f32 accumulation over at most len / 16 values per lane.
+            let tolerance = 1e-6 * (grad.len() as f64 / 16.0 + 1.0);
+            let n = grad.len();
+            assert!(
+                (row[0] - squares).abs() <= tolerance * squares,
+                "len {n}: {row:?} vs {squares}"
+            );
+            let abs_sum: f64 = grad.iter().map(|&g| f64::from(g.abs())).sum();
+            assert!(
+                (row[1] - sum).abs() <= tolerance * abs_sum,
+                "len {n}: {row:?} vs {sum}"
+            );
+            assert_eq!(row[2], magnitude, "len {n}");
+        }
+        for (param, grad) in params.iter().zip(&grads) {
+            assert!(param.iter().zip(grad).all(|(p, g)| *p == 2.0 * g));
+        }
+
+        // A NaN anywhere makes max_abs (and the sums) NaN.
+        let mut grad = vec![1.0f32; 37];
+        grad[20] = f32::NAN;
+        let mut param = vec![0.0f32; 37];
+        let words = [37, 0, param.as_mut_ptr() as u64, grad.as_ptr() as u64];
+        let mut partials = [0.0f64; 3];
+        // SAFETY: one record over live buffers of 37 elements and a row of 3 partials.
+        unsafe { module.fns[0](words.as_ptr(), 0, 1, partials.as_mut_ptr()) };
+        assert!(partials.iter().all(|p| p.is_nan()), "{partials:?}");
     }
 
     #[test]

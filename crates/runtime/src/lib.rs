@@ -13,6 +13,7 @@ mod jit;
 mod optimizer;
 mod pipeline;
 mod pool;
+mod reduce;
 mod scalar_program;
 mod stage;
 mod target;

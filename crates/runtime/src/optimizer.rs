@@ -7,6 +7,7 @@ use crate::cache::CacheUse;
 use crate::chunks::{self, CHUNK_ELEMS, ChunkTable};
 use crate::error::OptimizerError;
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
+use crate::reduce;
 use crate::target::Target;
 use optjit_ir::Class;
 use optjit_trace::Definition;
@@ -109,6 +110,8 @@ struct Scratch {
     values: Vec<f64>,
     table: Vec<u64>,
     lens: Vec<usize>,
+    partials: Vec<f64>,
+    reduced: Vec<f64>,
 }
 
 impl Optimizer {
@@ -243,14 +246,20 @@ impl Optimizer {
         let grad_lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
         self.binding.check_lengths(&param_lens, &grad_lens)?;
         let program = &self.compiled.scalar_program;
+        let plan = &self.compiled.plan;
         let width = row_width(program);
         let scratch = &mut self.scratch;
-        let pending = self
-            .binding
-            .scalar_rows(program, &mut scratch.rows, &mut scratch.values);
+        scratch.reduced.clear();
         let module = self.compiled.cpu_module().expect("checked at construction");
 
-        for (sources, kernel) in self.buffer_sources.iter().zip(&module.fns) {
+        for (phase, (sources, kernel)) in self.buffer_sources.iter().zip(&module.fns).enumerate() {
+            self.binding.scalar_stage(
+                program,
+                phase,
+                &scratch.reduced,
+                &mut scratch.rows,
+                &mut scratch.values,
+            );
             scratch.table.clear();
             scratch.lens.clear();
             let n_buffers = sources.len();
@@ -278,9 +287,29 @@ impl Optimizer {
             // SAFETY: every pointer comes from a live slice of the tensor's length (checked
             // above); tensors are distinct borrows, so records never overlap; the scalar rows
             // outlive the call.
-            unsafe { chunks::run(*kernel, &scratch.table, &scratch.lens, self.threads) };
+            let n_partials = plan.phases[phase].reductions.len() * scratch.lens.len();
+            scratch.partials.clear();
+            scratch.partials.resize(n_partials, 0.0);
+            unsafe {
+                chunks::run(
+                    *kernel,
+                    &scratch.table,
+                    &scratch.lens,
+                    self.threads,
+                    &mut scratch.partials,
+                )
+            };
+            reduce::finish_phase(plan, phase, &scratch.partials, &mut scratch.reduced);
         }
-
+        let last = plan.phases.len();
+        self.binding.scalar_stage(
+            program,
+            last,
+            &scratch.reduced,
+            &mut scratch.rows,
+            &mut scratch.values,
+        );
+        let pending = self.binding.pending_step(program, &scratch.values);
         self.binding.finish_step(pending);
         self.stats.steps = self.binding.step_count;
         Ok(())

@@ -21,11 +21,13 @@
 //! ```
 #![warn(missing_docs)]
 
+mod clip;
 mod definition;
 mod error;
 mod tracer;
 mod value;
 
+pub use clip::{GRAD_NORM, MAX_NORM, clip_grad_norm};
 pub use definition::{Definition, Domain};
 pub use error::TraceError;
 pub use tracer::Tracer;

@@ -12,6 +12,12 @@ const AB: &[Req] = &[Req::Varying("?e"), Req::Scalar("?a"), Req::Scalar("?b")];
 const ES: &[Req] = &[Req::Varying("?e"), Req::Scalar("?s")];
 const XEA: &[Req] = &[Req::Varying("?x"), Req::Varying("?e"), Req::Scalar("?a")];
 const EA: &[Req] = &[Req::Varying("?e"), Req::Scalar("?a")];
+const EXAB: &[Req] = &[
+    Req::Varying("?e"),
+    Req::Varying("?x"),
+    Req::Scalar("?a"),
+    Req::Scalar("?b"),
+];
 
 /// The table.
 #[rustfmt::skip]
@@ -33,6 +39,9 @@ pub(crate) const RULES: &[RuleDef] = &[
     rule("pull-mul-scalar",   "(* ?x (* ?e ?a))",  "(* (* ?x ?e) ?a)", Reassociating, XEA),
     // (e * a) / x = (e / x) * a.
     rule("pull-div-scalar",   "(/ (* ?e ?a) ?x)",  "(* (/ ?e ?x) ?a)", Reassociating, XEA),
+    // (e * a) * (x * b) = (e * x) * (a * b): the product of two scaled values scales their
+    // product (a clipped gradient squared: `(g * c) * (g * c)` = `(g * g) * (c * c)`).
+    rule("mul-scaled-pair",   "(* (* ?e ?a) (* ?x ?b))", "(* (* ?e ?x) (* ?a ?b))", Reassociating, EXAB),
     // (e + a) + b = e + (a + b).
     rule("assoc-add-scalar",  "(+ (+ ?e ?a) ?b)",  "(+ ?e (+ ?a ?b))", Reassociating, AB),
     // (e - a) + b = e + (b - a).

@@ -7,6 +7,7 @@ use crate::chunks::ChunkTable;
 use crate::error::OptimizerError;
 use crate::optimizer::{Setup, Stats};
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
+use crate::reduce;
 use crate::target::Target;
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
@@ -50,6 +51,8 @@ struct Phase {
     /// The chunk table on the device (`None` when the step has no elements).
     table: Option<CudaSlice<u64>>,
     n_records: usize,
+    /// Device partials of the phase's reductions (`n_records` rows), when it reduces.
+    partials: Option<CudaSlice<f64>>,
 }
 
 /// A compiled optimizer step on a CUDA device, holding its state there.
@@ -136,6 +139,7 @@ impl CudaOptimizer {
                 sources,
                 table: None,
                 n_records: 0,
+                partials: None,
             });
         }
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -342,17 +346,11 @@ impl CudaOptimizer {
     }
 
     /// The step over tensors at these device addresses (lengths already checked).
+    ///
+    /// Before each phase the host runs that stage of the scalar program and copies the rows to
+    /// the device. After a phase that reduces, it waits for the partials, folds them in record
+    /// order (so the result is the same run to run) and goes on with the next stage.
     fn step_addresses(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
-        let pending = self.binding.scalar_rows(
-            &self.compiled.scalar_program,
-            &mut self.host_rows,
-            &mut self.values,
-        );
-        // A copy from pageable memory: the driver takes the data before returning, so
-        // `host_rows` can be rewritten next step, and the stream orders the copy after the
-        // previous step's launches (page-locked rows with an event gained nothing on an H200,
-        // docs/perf.md).
-        self.device.write(&self.host_rows, &mut self.rows)?;
         let tensors: Vec<u64> = params.iter().chain(grads).copied().collect();
         if tensors != self.table_tensors {
             // Forget the old tables first: a rebuild that fails half-way is redone next step.
@@ -360,8 +358,35 @@ impl CudaOptimizer {
             self.build_tables(params, grads)?;
             self.table_tensors = tensors;
         }
-        for phase in &self.phases {
-            let Some(table) = &phase.table else { continue };
+        let program = &self.compiled.scalar_program;
+        let plan = &self.compiled.plan;
+        let mut reduced = Vec::new();
+        for (k, phase) in self.phases.iter_mut().enumerate() {
+            self.binding
+                .scalar_stage(program, k, &reduced, &mut self.host_rows, &mut self.values);
+            // A copy from pageable memory: the driver takes the data before returning, so
+            // `host_rows` can be rewritten next, and the stream orders the copy after the
+            // previous launches (page-locked rows with an event gained nothing on an H200,
+            // docs/perf.md).
+            self.device.write(&self.host_rows, &mut self.rows)?;
+            let n_slots = plan.phases[k].reductions.len();
+            let Some(table) = &phase.table else {
+                // No elements: every partial keeps its identity.
+                reduced.extend(std::iter::repeat_n(0.0, n_slots));
+                continue;
+            };
+            let partials = match n_slots {
+                0 => 0,
+                _ => {
+                    let zeros = vec![0.0f64; phase.n_records * n_slots];
+                    match &mut phase.partials {
+                        Some(p) if p.len() == zeros.len() => self.device.write(&zeros, p)?,
+                        slot => *slot = Some(self.device.upload(&zeros)?),
+                    }
+                    self.device
+                        .address(phase.partials.as_ref().expect("set above"))
+                }
+            };
             let table_address = self.device.address(table);
             let n_records = phase.n_records as u64;
             let config = LaunchConfig {
@@ -370,14 +395,28 @@ impl CudaOptimizer {
                 shared_mem_bytes: 0,
             };
             let mut launch = self.device.stream().launch_builder(&phase.function);
-            launch.arg(&table_address).arg(&n_records);
-            // SAFETY: the kernel takes (table: u64, n_records: u64) (ChunkAbi); every address in
-            // the table is a live device buffer of the tensor's length on this context, the
-            // records of distinct tensors never overlap, and the table and rows stay alive
-            // (owned by self) until the stream has run the launch.
+            launch.arg(&table_address).arg(&n_records).arg(&partials);
+            // SAFETY: the kernel takes (table: u64, n_records: u64, partials: u64) (ChunkAbi);
+            // every address in the table is a live device buffer of the tensor's length on this
+            // context, the records of distinct tensors never overlap, the partials hold a row
+            // per record, and the table, rows and partials stay alive (owned by self) until the
+            // stream has run the launch.
             unsafe { launch.launch(config) }
                 .doing(|| format!("launching kernel {}", phase.name))?;
+            if let (Some(partials), true) = (&phase.partials, n_slots > 0) {
+                let host = self.device.download(partials)?;
+                reduce::finish_phase(plan, k, &host, &mut reduced);
+            }
         }
+        let last = self.phases.len();
+        self.binding.scalar_stage(
+            program,
+            last,
+            &reduced,
+            &mut self.host_rows,
+            &mut self.values,
+        );
+        let pending = self.binding.pending_step(program, &self.values);
         self.binding.finish_step(pending);
         self.stats.steps = self.binding.step_count;
         Ok(())
