@@ -25,7 +25,9 @@ pub use optjit_runtime::{
     CudaError, CudaOptimizer, Dump, Group, Optimizer, OptimizerError, Setup, Stage, Stats, Target,
     compile, compile_cached,
 };
-pub use optjit_trace::{Definition, Domain, TraceError, Tracer, Value, select};
+pub use optjit_trace::{
+    Definition, Domain, GRAD_NORM, MAX_NORM, TraceError, Tracer, Value, clip_grad_norm, select,
+};
 
 /// The IR: graphs, ops, dtypes, the text form, the verifier and the reference interpreter.
 pub use optjit_ir as ir;

@@ -51,9 +51,9 @@ pub const SOURCES: &[&str] = &[
     include_str!("lib.rs"),
     include_str!("rules/identities.rs"),
     include_str!("rules/mod.rs"),
-    include_str!("rules/powers.rs"),
     include_str!("rules/scalar_hoisting.rs"),
     include_str!("rules/signs.rs"),
+    include_str!("rules/strength_reduction.rs"),
     include_str!("rules/tests.rs"),
     include_str!("simplify.rs"),
 ];

@@ -1033,7 +1033,7 @@ mod tests {
         }
 
         // A NaN anywhere makes max_abs (and the sums) NaN.
-        let mut grad = vec![1.0f32; 37];
+        let mut grad = [1.0f32; 37];
         grad[20] = f32::NAN;
         let mut param = vec![0.0f32; 37];
         let words = [37, 0, param.as_mut_ptr() as u64, grad.as_ptr() as u64];

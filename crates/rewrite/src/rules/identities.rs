@@ -18,6 +18,8 @@ pub(crate) const RULES: &[RuleDef] = &[
     rule("add-neg-zero",   "(+ ?x -0.0)",       "?x", Exact, &[]),
     // (-0) + x = x.
     rule("neg-zero-add",   "(+ -0.0 ?x)",       "?x", Exact, &[]),
+    // pow(x, 1) = x for every x (C99/IEEE pow: pow(x, 1) returns x, NaN included).
+    rule("pow-one",        "(pow ?x 1)",        "?x", Exact, &[]),
     // min(x, x) = x; also NaN for NaN.
     rule("min-self",       "(min ?x ?x)",       "?x", Exact, &[]),
     // max(x, x) = x.

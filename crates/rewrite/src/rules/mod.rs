@@ -11,9 +11,11 @@
 //! rounding (or overflow) may differ; [`crate::SimplifyOptions::exact_only`] drops these.
 
 mod identities;
-mod powers;
 mod scalar_hoisting;
 mod signs;
+mod strength_reduction;
+
+pub(crate) use strength_reduction::POSITIVE_SCALAR_ONLY;
 
 use crate::analysis::{ClassAnalysis, OptEGraph};
 use crate::error::RewriteError;
@@ -88,7 +90,7 @@ pub(crate) fn all_rules() -> Vec<RuleDef> {
     [
         identities::RULES,
         signs::RULES,
-        powers::RULES,
+        strength_reduction::RULES,
         scalar_hoisting::RULES,
     ]
     .concat()

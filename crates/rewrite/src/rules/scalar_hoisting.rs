@@ -9,7 +9,6 @@ use super::Exactness::Reassociating;
 use super::{Req, RuleDef, rule};
 
 const AB: &[Req] = &[Req::Varying("?e"), Req::Scalar("?a"), Req::Scalar("?b")];
-const ES: &[Req] = &[Req::Varying("?e"), Req::Scalar("?s")];
 const XEA: &[Req] = &[Req::Varying("?x"), Req::Varying("?e"), Req::Scalar("?a")];
 const EA: &[Req] = &[Req::Varying("?e"), Req::Scalar("?a")];
 const EXAB: &[Req] = &[
@@ -30,9 +29,6 @@ pub(crate) const RULES: &[RuleDef] = &[
     rule("mul-div-scalar",    "(* (/ ?e ?a) ?b)",  "(* ?e (/ ?b ?a))", Reassociating, AB),
     // (e / a) / b = e / (a * b).
     rule("div-div-scalar",    "(/ (/ ?e ?a) ?b)",  "(/ ?e (* ?a ?b))", Reassociating, AB),
-    // e / s = e * (1 / s): a per-element division becomes a multiplication by a scalar
-    // reciprocal (not exact: 1/s is rounded before the product).
-    rule("div-to-mul-scalar", "(/ ?e ?s)",         "(* ?e (/ 1 ?s))",  Reassociating, ES),
     // b / (e * a) = (b / a) / e.
     rule("scalar-div-mul",    "(/ ?b (* ?e ?a))",  "(/ (/ ?b ?a) ?e)", Reassociating, AB),
     // x * (e * a) = (x * e) * a: pull a scalar factor out of a per-element product.

@@ -1,7 +1,7 @@
 //! The rule tables checked numerically: exact rules bit for bit on special values in f32 and
 //! f64, reassociating rules to rounding on ordinary values.
 
-use super::{Exactness, RuleDef, all_rules, build, rule};
+use super::{Exactness, POSITIVE_SCALAR_ONLY, RuleDef, all_rules, build, rule};
 use crate::lang::OptLang;
 use egg::{ENodeOrVar, Pattern, Var};
 use std::collections::BTreeSet;
@@ -41,6 +41,7 @@ macro_rules! float {
                     L::Neg(_) => -a[0],
                     L::Abs(_) => a[0].abs(),
                     L::Sqrt(_) => a[0].sqrt(),
+                    L::Rsqrt(_) => 1.0 / a[0].sqrt(),
                     L::Select(_) => {
                         if a[0] != 0.0 {
                             a[1]
@@ -181,8 +182,25 @@ fn exact_rules_hold_on_special_values_f32() {
 #[test]
 fn reassociating_rules_hold_in_real_arithmetic() {
     let ordinary = [1.5, -2.25, 0.75, 3.0, -0.3];
-    assert!(check::<f64>(Exactness::Reassociating, &ordinary) > 100);
-    assert!(check::<f32>(Exactness::Reassociating, &ordinary) > 100);
+    let (signed, positive_only): (Vec<RuleDef>, Vec<RuleDef>) = all_rules()
+        .into_iter()
+        .filter(|d| d.exactness == Exactness::Reassociating)
+        .partition(|d| !POSITIVE_SCALAR_ONLY.contains(&d.name));
+    for result in [
+        check_defs::<f64>(&signed, Exactness::Reassociating, &ordinary),
+        check_defs::<f32>(&signed, Exactness::Reassociating, &ordinary),
+    ] {
+        assert!(result.unwrap_or_else(|e| panic!("{e}")) > 100);
+    }
+    // The square-root rules on positive values, and their documented limit on negative ones.
+    assert_eq!(positive_only.len(), POSITIVE_SCALAR_ONLY.len());
+    let positive = [1.5, 0.75, 3.0, 0.3, 1e-3];
+    for def in &positive_only {
+        let one = std::slice::from_ref(def);
+        check_defs::<f64>(one, Exactness::Reassociating, &positive).unwrap();
+        check_defs::<f32>(one, Exactness::Reassociating, &positive).unwrap();
+        assert!(check_defs::<f64>(one, Exactness::Reassociating, &[-2.0, -0.5]).is_err());
+    }
 }
 
 #[test]
