@@ -62,7 +62,7 @@ enum Command {
         #[arg(long)]
         kwargs: Option<String>,
         /// Fuse `clip_grad_norm_(params, MAX)` in front of the step.
-        #[arg(long, value_name = "MAX")]
+        #[arg(long, value_name = "MAX", allow_negative_numbers = true)]
         clip_grad_norm: Option<f64>,
     },
     /// Compile a built-in and print a stage's text (all stages by default).
@@ -83,7 +83,7 @@ enum Command {
         #[arg(long)]
         kwargs: Option<String>,
         /// Fuse `clip_grad_norm_(params, MAX)` in front of the step.
-        #[arg(long, value_name = "MAX")]
+        #[arg(long, value_name = "MAX", allow_negative_numbers = true)]
         clip_grad_norm: Option<f64>,
     },
     /// List the built-in optimizers and their hyperparameters.

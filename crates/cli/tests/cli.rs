@@ -88,11 +88,15 @@ fn compile_stats_lists_every_op_kind_with_bytes_per_element() {
     ]);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
     assert!(
         lines[0].starts_with("phase=0 kernels=1 bytes_per_elem=28 "),
         "{text}"
     );
+    assert_eq!(field(lines[0], "bytes_read"), Some("16"), "{text}");
+    assert_eq!(field(lines[0], "bytes_written"), Some("12"), "{text}");
+    assert!(lines[2].starts_with("egraph iterations="), "{text}");
+    assert_eq!(field(lines[2], "stop_reason"), Some("saturated"), "{text}");
     assert!(
         lines[1].starts_with("total kernels=1 bytes_per_elem=28 "),
         "{text}"
@@ -110,6 +114,59 @@ fn compile_stats_lists_every_op_kind_with_bytes_per_element() {
             field(lines[1], "pow")
         ),
         (Some("1"), Some("1"), Some("0"))
+    );
+}
+
+#[test]
+fn clip_grad_norm_adds_a_reducing_phase_that_reads_the_gradient_once() {
+    let out = optjit(&[
+        "compile",
+        "--optimizer",
+        "AdamW",
+        "--clip-grad-norm",
+        "1.0",
+        "--stats",
+    ]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].starts_with("phase=0 kernels=1 bytes_per_elem=4 "),
+        "{text}"
+    );
+    assert_eq!(field(lines[0], "reduce"), Some("1"), "{text}");
+    assert!(
+        lines[1].starts_with("phase=1 kernels=1 bytes_per_elem=28 "),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("total kernels=2 bytes_per_elem=32 "),
+        "{text}"
+    );
+    // The clipping costs no per-element arithmetic beyond AdamW's own.
+    assert_eq!(
+        (
+            field(lines[1], "mul"),
+            field(lines[1], "div"),
+            field(lines[1], "sqrt")
+        ),
+        (Some("8"), Some("1"), Some("1")),
+        "{text}"
+    );
+
+    let out = optjit(&[
+        "compile",
+        "--optimizer",
+        "SGD",
+        "--clip-grad-norm",
+        "-1",
+        "--stats",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("max_norm must be a finite number >= 0, got -1"),
+        "{err}"
     );
 }
 

@@ -13,7 +13,7 @@ use crate::stage::{Dump, Stage};
 use crate::target::Target;
 use optjit_ir::{FusionPlan, Graph};
 use optjit_kernels_gen::{Kernel, LowerOptions, PtxOptions};
-use optjit_rewrite::SimplifyOptions;
+use optjit_rewrite::{SimplifyOptions, SimplifyReport};
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -66,6 +66,8 @@ pub struct Compiled {
     pub texts: BTreeMap<Stage, String>,
     /// Wall time per stage.
     pub stage_times: Vec<(Stage, Duration)>,
+    /// What the e-graph run did; `None` when a disk-cache hit skipped it.
+    pub simplify_report: Option<SimplifyReport>,
     pub(crate) code: Code,
     pub(crate) scalar_program: ScalarProgram,
 }
@@ -272,8 +274,8 @@ fn run(
     });
 
     let disk_hit = cached.is_some();
-    let (extracted, cached_ptx, optimized) = match cached {
-        Some(Cached { graph, ptx }) => (graph, Some(ptx), String::new()),
+    let (extracted, cached_ptx, optimized, simplify_report) = match cached {
+        Some(Cached { graph, ptx }) => (graph, Some(ptx), String::new(), None),
         None => {
             let simplified = optjit_rewrite::simplify(graph, &options.simplify)
                 .map_err(|e| rec.fail(Stage::Simplify, e))?;
@@ -284,7 +286,7 @@ fn run(
                 Some(_) => extracted.to_string(),
                 None => String::new(),
             };
-            (extracted, None, optimized)
+            (extracted, None, optimized, Some(simplified.report))
         }
     };
     if cfg!(debug_assertions) {
@@ -350,6 +352,7 @@ fn run(
         kernels,
         texts: rec.texts,
         stage_times: rec.times,
+        simplify_report,
         code,
         scalar_program,
     };
