@@ -1,0 +1,94 @@
+//! Every built-in variant at its analytic minimum of bytes and kernels (docs/fusion.md derives
+//! each number), and the reduction path: a global norm that is deterministic across thread
+//! counts and matches an f64 reference.
+
+mod common;
+
+use optjit::optim::AdamW;
+use optjit::{CompileOptions, GRAD_NORM, Optimizer, Setup, compile};
+
+/// (variant, bytes per element, kernels per step), as tabled in docs/fusion.md.
+const MINIMUMS: [(&str, usize, usize); 9] = [
+    ("sgd", 12, 1),
+    ("sgd-momentum", 20, 1),
+    ("sgd-nesterov-maximize", 20, 1),
+    ("adam", 28, 1),
+    ("adam-amsgrad-maximize", 36, 1),
+    ("adamw", 28, 1),
+    ("adamw-amsgrad", 36, 1),
+    ("adamw-clip", 32, 2),
+    ("sgd-momentum-clip", 24, 2),
+];
+
+#[test]
+fn every_builtin_variant_moves_its_minimum_bytes() {
+    let variants = common::builtin_variants();
+    assert_eq!(variants.len(), MINIMUMS.len(), "a variant without a minimum");
+    for (name, configured) in variants {
+        let (_, bytes, kernels) = MINIMUMS
+            .iter()
+            .find(|(n, ..)| *n == name)
+            .unwrap_or_else(|| panic!("no minimum tabled for {name}"));
+        let compiled = compile(&configured.definition, &CompileOptions::default()).expect(name);
+        let plan = &compiled.plan;
+        assert_eq!(plan.bytes_per_elem(), *bytes, "{name}\n{plan}");
+        assert_eq!(plan.phases.len(), *kernels, "{name}\n{plan}");
+    }
+}
+
+/// Gradients of a few tensors, several chunks long, so that threads split the work.
+fn gradients(step: usize) -> Vec<Vec<f32>> {
+    [70_000usize, 3, 150_001, 0, 4096]
+        .iter()
+        .enumerate()
+        .map(|(t, &n)| {
+            (0..n)
+                .map(|i| (((i * 31 + t * 7 + step) % 1009) as f32 - 504.0) * 1e-3)
+                .collect()
+        })
+        .collect()
+}
+
+fn run_clipped(threads: usize) -> (Vec<f64>, Vec<Vec<f32>>) {
+    let configured = AdamW::new()
+        .build()
+        .and_then(|c| c.with_clip_grad_norm(1.0))
+        .expect("AdamW with clipping");
+    let shapes: Vec<Vec<usize>> = gradients(0).iter().map(|g| vec![g.len()]).collect();
+    let setup = Setup {
+        shapes,
+        hypers: configured.hypers.clone(),
+        threads,
+        ..Setup::default()
+    };
+    let mut opt = Optimizer::new(&configured.definition, setup).expect("optimizer");
+    let mut params: Vec<Vec<f32>> = gradients(99);
+    let mut norms = Vec::new();
+    for step in 0..3 {
+        let grads = gradients(step);
+        opt.step(&mut params, &grads).expect("step");
+        norms.push(opt.scalar_state(0, GRAD_NORM).expect("grad_norm"));
+        let want: f64 = grads
+            .iter()
+            .flatten()
+            .map(|&g| f64::from(g) * f64::from(g))
+            .sum::<f64>()
+            .sqrt();
+        let got = norms[step];
+        assert!((got - want).abs() <= 1e-6 * want, "step {step}: {got} vs {want}");
+    }
+    (norms, params)
+}
+
+#[test]
+fn the_global_norm_is_the_same_bits_for_any_thread_count() {
+    let (norms_1, params_1) = run_clipped(1);
+    let (norms_2, params_2) = run_clipped(2);
+    let (norms_4, params_4) = run_clipped(4);
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&norms_1), bits(&norms_2));
+    assert_eq!(bits(&norms_1), bits(&norms_4));
+    assert!(params_1 == params_2 && params_1 == params_4);
+    // The norm is above max_norm = 1, so the gradients were scaled.
+    assert!(norms_1.iter().all(|&n| n > 1.0), "{norms_1:?}");
+}
