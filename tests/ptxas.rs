@@ -1,12 +1,13 @@
 //! Generated PTX assembles with NVIDIA's ptxas (found through `OPTJIT_PTXAS`, then PATH): every
-//! built-in's kernels and hand-built kernels that use every instruction kind, sm_80 PTX for sm_80
+//! built-in's kernels and hand-built kernels that use every instruction kind and every reduction
+//! op (the block reduction's shuffles, shared memory and barriers), sm_80 PTX for sm_80
 //! and sm_90, sm_90 PTX for sm_90, with spills and local memory as errors. Without ptxas the
 //! tests say so and pass, except under CI (`CI` set), where they fail.
 
 mod common;
 
 use optjit::ir::{Binary, Buffer, BufferUse, Cmp, DType, Unary};
-use optjit::kernels_gen::{Inst, Kernel, PtxOptions, Value, emit_ptx};
+use optjit::kernels_gen::{Inst, Kernel, PtxOptions, ReduceOp, Value, emit_ptx};
 use optjit::{Arch, CompileOptions, Stage, Target, compile};
 use std::path::PathBuf;
 use std::process::Command;
@@ -250,6 +251,48 @@ fn adamw() -> Kernel {
     }
 }
 
+/// `param -= lr * grad` with every reduction op, mixed with the store: the sum of squares of
+/// grad (partial 0), the largest absolute value of the new param (partial 2) and the sum of the
+/// update (partial 1), slots out of instruction order.
+fn reductions() -> Kernel {
+    let v = Value;
+    Kernel {
+        name: "norms.phase0".into(),
+        elem_dtype: DType::F32,
+        buffers: vec![
+            buffer(Buffer::Param, true, true),
+            buffer(Buffer::Grad, true, false),
+        ],
+        n_scalars: 1,
+        insts: vec![
+            Inst::Load { buffer: 0 },              // v0 param
+            Inst::Load { buffer: 1 },              // v1 grad
+            Inst::Scalar { slot: 0 },              // v2 -lr
+            Inst::Binary(Binary::Mul, v(1), v(2)), // v3 update
+            Inst::Binary(Binary::Add, v(0), v(3)), // v4 new param
+            Inst::Reduce {
+                op: ReduceOp::SumSquares,
+                slot: 0,
+                value: v(1),
+            },
+            Inst::Store {
+                buffer: 0,
+                value: v(4),
+            },
+            Inst::Reduce {
+                op: ReduceOp::MaxAbs,
+                slot: 2,
+                value: v(4),
+            },
+            Inst::Reduce {
+                op: ReduceOp::Sum,
+                slot: 1,
+                value: v(3),
+            },
+        ],
+    }
+}
+
 #[test]
 fn every_instruction_kind_assembles() {
     let kernel = every_instruction();
@@ -265,4 +308,9 @@ fn a_kernel_without_scalars_assembles() {
 #[test]
 fn adamw_assembles() {
     check(&adamw(), "adamw");
+}
+
+#[test]
+fn reductions_assemble() {
+    check(&reductions(), "reductions");
 }

@@ -7,20 +7,34 @@
 //! preceded by a `// v3 = mul v1, v2` comment in the kernel IR's text form. Values computed
 //! from constants alone are computed once per launch, from scalars once per record.
 //!
+//! A kernel with reductions also keeps one f32 accumulator per partial in every thread and, at
+//! the end of each record, combines the block's accumulators in a fixed tree (warp shuffles,
+//! then the warps in order through shared memory) into the record's f64 partials.
+//!
 //! Arithmetic matches the Cranelift emitter bit for bit except where noted on [`emit_ptx`]:
 //! every add, sub and mul carries `.rn`, which forbids ptxas to contract them into an fma.
 
 use crate::abi::ChunkAbi;
 use crate::clif::EmitError;
-use crate::kernel::{Inst, Kernel, Value};
+use crate::kernel::{Inst, Kernel, ReduceOp, Value};
 use optjit_ir::{Binary, Cmp, DType, Unary};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 use std::str::FromStr;
 
 /// Threads per block the runtime launches an emitted entry with (the entry declares
-/// `.maxntid 256, 1, 1`, so ptxas may assume no more).
+/// `.maxntid 256, 1, 1`, so ptxas may assume no more; an entry with reductions declares
+/// `.reqntid 256, 1, 1`, and the driver refuses to launch it with any other block size).
 pub const PTX_BLOCK_THREADS: u32 = 256;
+
+/// Threads per warp (the width of `shfl.sync`).
+const WARP: u32 = 32;
+
+/// Warps per block, each contributing one value per partial to a record's block reduction.
+const WARPS: usize = (PTX_BLOCK_THREADS / WARP) as usize;
+
+// The warps' values are read back 4 at a time (16-byte aligned `ld.shared.v4.f32`).
+const _: () = assert!(WARPS.is_multiple_of(LANES));
 
 /// The PTX ISA version of every module: 8.0 is accepted by ptxas 12.0 and later and by every
 /// driver since CUDA 12.0, and has everything the emitter uses (`min.NaN` needs 7.0).
@@ -106,7 +120,7 @@ pub fn ptx_entry_name(kernel: &Kernel) -> String {
 /// [`ptx_entry_name`]`(kernel)` that follows [`ChunkAbi`]:
 ///
 /// ```text
-/// .visible .entry <name>(.param .u64 table, .param .u64 n_records)
+/// .visible .entry <name>(.param .u64 table, .param .u64 n_records, .param .u64 partials)
 /// ```
 ///
 /// Block `b` of a grid of `g` processes records `b, b + g, ...` below `n_records`, with up to
@@ -114,6 +128,19 @@ pub fn ptx_entry_name(kernel: &Kernel) -> String {
 /// the threads take groups of 4 elements in turn (`ld/st.global.v4.f32`), and then single
 /// elements up to `len`; a misaligned record is handled element by element. The text is
 /// deterministic.
+///
+/// Every entry takes `partials`, so that all share one launch signature; only a kernel with
+/// reductions reads it. Such a kernel must be launched with exactly [`PTX_BLOCK_THREADS`]
+/// threads (it declares `.reqntid`). Each thread folds the elements it handles, in the order
+/// it handles them (the 4 lanes of a group in order), into one f32 accumulator per partial
+/// (`mul.rn` then `add.rn` for a sum of squares, `add.rn` for a sum, `abs` then `max.NaN` for
+/// a largest absolute value). At the end of a non-empty record the block combines its
+/// accumulators in a fixed tree: within each warp with `shfl.sync.down` at offsets 16, 8, 4, 2
+/// and 1, then thread 0 combines the 8 warps' values in warp order, through shared memory,
+/// and stores the partial as an f64 to `partials[r * n + j]`. Sums combine the warps in f64
+/// (each warp's f32 value converted exactly, then `add.rn.f64`); a largest absolute value
+/// combines in f32 and converts (exact either way). The same inputs thus always give the same
+/// partials, but not the CPU's: the fold order differs and a thread accumulates in f32.
 ///
 /// Results equal the CPU's bit for bit (IEEE, one rounding per instruction, subnormals kept)
 /// except:
@@ -158,10 +185,6 @@ fn unsupported(inst: &Inst) -> Option<String> {
             "{} is scalar-only and has no PTX lowering",
             u.mnemonic()
         )),
-        Inst::Reduce { op, .. } => Some(format!(
-            "reduction {} has no PTX lowering yet",
-            op.mnemonic()
-        )),
         _ => None,
     }
 }
@@ -186,6 +209,16 @@ fn binary_op(op: Binary) -> Option<&'static str> {
         Binary::Max => "max.NaN.f32",
         Binary::Pow => return None,
     })
+}
+
+/// The f32 instruction that combines two values of a reduction: accumulators with a term
+/// (a square for a sum of squares, an absolute value for a largest one) and two threads'
+/// accumulators. `max.NaN` keeps a NaN.
+fn combine_op(op: ReduceOp) -> &'static str {
+    match op {
+        ReduceOp::SumSquares | ReduceOp::Sum => "add.rn.f32",
+        ReduceOp::MaxAbs => "max.NaN.f32",
+    }
 }
 
 /// The `setp` of a comparison: ordered (false on NaN) except `ne`, which is unordered
@@ -222,11 +255,21 @@ fn module(kernel: &Kernel, arch: Arch, body: &Body) -> String {
     out.push_str(".address_size 64\n\n");
     out.push_str(&format!(".visible .entry {}(\n", ptx_entry_name(kernel)));
     out.push_str("    .param .u64 table,\n");
-    out.push_str("    .param .u64 n_records\n");
+    out.push_str("    .param .u64 n_records,\n");
+    out.push_str("    .param .u64 partials\n");
     out.push_str(")\n");
-    out.push_str(&format!(".maxntid {PTX_BLOCK_THREADS}, 1, 1\n"));
+    let reductions = kernel.reductions().len();
+    // The block reduction needs every warp full and present.
+    let threads = if reductions > 0 { "reqntid" } else { "maxntid" };
+    out.push_str(&format!(".{threads} {PTX_BLOCK_THREADS}, 1, 1\n"));
     out.push_str("{\n");
     out.push_str(&body.regs.declarations());
+    if reductions > 0 {
+        let n = WARPS * reductions;
+        out.push_str(&format!(
+            "    .shared .align 16 .f32 {WARP_PARTIALS}[{n}];\n"
+        ));
+    }
     out.push('\n');
     out.push_str(&body.text);
     out.push_str("}\n");
@@ -243,10 +286,11 @@ enum Class {
     B32,
     B64,
     F32,
+    F64,
 }
 
 impl Class {
-    const ALL: [Class; 4] = [Class::Pred, Class::B32, Class::B64, Class::F32];
+    const ALL: [Class; 5] = [Class::Pred, Class::B32, Class::B64, Class::F32, Class::F64];
 
     /// (`.reg` type, name prefix).
     fn spelling(self) -> (&'static str, &'static str) {
@@ -255,6 +299,7 @@ impl Class {
             Class::B32 => (".b32", "%r"),
             Class::B64 => (".b64", "%rd"),
             Class::F32 => (".f32", "%f"),
+            Class::F64 => (".f64", "%fd"),
         }
     }
 }
@@ -262,7 +307,7 @@ impl Class {
 /// Hands out fresh registers, numbered from 0 per class.
 #[derive(Debug, Default)]
 struct Regs {
-    counts: [usize; 4],
+    counts: [usize; Class::ALL.len()],
 }
 
 impl Regs {
@@ -291,8 +336,14 @@ const RECORD: &str = "$L_record";
 const VECTOR: &str = "$L_vector";
 const VECTOR_DONE: &str = "$L_vector_done";
 const TAIL: &str = "$L_tail";
+const REDUCE: &str = "$L_reduce";
+const COMBINED: &str = "$L_combined";
 const NEXT: &str = "$L_next";
 const DONE: &str = "$L_done";
+
+/// The shared array of a block reduction: `WARPS` f32 per partial, partial `j` of warp `w` at
+/// index `WARPS * j + w`.
+const WARP_PARTIALS: &str = "warp_partials";
 
 /// What a record's element loops share: its length, buffer pointers and the values that are
 /// the same for every element (constants and scalars).
@@ -310,6 +361,22 @@ struct Threads {
     ntid: Reg,
 }
 
+/// What a kernel with reductions keeps for the whole launch.
+struct Reductions {
+    /// The op of each partial slot.
+    ops: Vec<ReduceOp>,
+    /// Per slot, the thread's f32 accumulator (zeroed per record, updated in place).
+    accumulators: Vec<Reg>,
+    /// Global address of `partials`.
+    partials: Reg,
+    /// The thread is lane 0 of its warp.
+    lane0: Reg,
+    /// The thread is thread 0 of the block.
+    first: Reg,
+    /// Shared address of this warp's value of partial 0.
+    warp_slot: Reg,
+}
+
 /// The entry body under construction: instructions and the registers they use.
 struct Body<'a> {
     kernel: &'a Kernel,
@@ -318,6 +385,8 @@ struct Body<'a> {
     /// Per buffer: the kernel loads it and never stores it (read through the
     /// non-coherent cache).
     read_only: Vec<bool>,
+    /// Set up by the entry for a kernel with reductions.
+    reductions: Option<Reductions>,
 }
 
 impl<'a> Body<'a> {
@@ -337,6 +406,7 @@ impl<'a> Body<'a> {
             regs: Regs::default(),
             text: String::new(),
             read_only,
+            reductions: None,
         }
     }
 
@@ -372,6 +442,7 @@ impl<'a> Body<'a> {
             tid: self.special("%tid.x"),
             ntid: self.special("%ntid.x"),
         };
+        self.reductions = self.reduction_setup(&threads.tid);
         let mut constants = self.constants();
         self.uniform_ops(&mut constants);
 
@@ -381,8 +452,14 @@ impl<'a> Body<'a> {
         self.ins(format_args!("@{none} bra.uni {DONE}"));
         self.label(RECORD);
         let record = self.record(&table, &r, constants);
+        self.zero_accumulators();
         let n4 = self.vector_loop(&record, &threads);
-        self.tail_loop(&record, &n4, &threads);
+        let end = match self.reductions {
+            Some(_) => REDUCE,
+            None => NEXT,
+        };
+        self.tail_loop(&record, &n4, &threads, end);
+        self.block_reduction(&r);
         self.label(NEXT);
         self.ins(format_args!("add.u64 {r}, {r}, {grid}"));
         let more = self.reg(Class::Pred);
@@ -545,8 +622,8 @@ impl<'a> Body<'a> {
     }
 
     /// The scalar loop over the elements the vector loop left, `i = 4 * n4 + tid; i < len;
-    /// i += ntid`.
-    fn tail_loop(&mut self, record: &Record, n4: &str, threads: &Threads) {
+    /// i += ntid`, continuing at `end`.
+    fn tail_loop(&mut self, record: &Record, n4: &str, threads: &Threads, end: &str) {
         let Threads { tid, ntid } = threads;
         let len = &record.len;
         self.comment("scalar tail: for i = 4 * n4 + tid.x; i < len; i += ntid.x");
@@ -556,7 +633,7 @@ impl<'a> Body<'a> {
         self.ins(format_args!("add.u64 {i}, {start}, {tid}"));
         let skip = self.reg(Class::Pred);
         self.ins(format_args!("setp.ge.u64 {skip}, {i}, {len}"));
-        self.ins(format_args!("@{skip} bra {NEXT}"));
+        self.ins(format_args!("@{skip} bra {end}"));
         self.label(TAIL);
         let offset = self.reg(Class::B64);
         self.ins(format_args!("shl.b64 {offset}, {i}, 2"));
@@ -566,6 +643,179 @@ impl<'a> Body<'a> {
         let more = self.reg(Class::Pred);
         self.ins(format_args!("setp.lt.u64 {more}, {i}, {len}"));
         self.ins(format_args!("@{more} bra {TAIL}"));
+    }
+
+    /// For a kernel with reductions: the `partials` pointer, the thread's roles in the block
+    /// reduction (lane 0 of a warp, thread 0 of the block), its warp's place in shared memory
+    /// and one accumulator per partial. Emits nothing for a kernel without reductions.
+    fn reduction_setup(&mut self, tid: &str) -> Option<Reductions> {
+        let ops = self.kernel.reductions();
+        if ops.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = ops
+            .iter()
+            .enumerate()
+            .map(|(j, op)| format!("{j} {}", op.mnemonic()))
+            .collect();
+        self.comment(&format!("reductions: partials {}", names.join(", ")));
+        let param = self.reg(Class::B64);
+        self.ins(format_args!("ld.param.u64 {param}, [partials]"));
+        let partials = self.reg(Class::B64);
+        self.ins(format_args!("cvta.to.global.u64 {partials}, {param}"));
+        let thread = self.reg(Class::B32);
+        self.ins(format_args!("cvt.u32.u64 {thread}, {tid}"));
+        let lane = self.reg(Class::B32);
+        self.ins(format_args!("and.b32 {lane}, {thread}, {}", WARP - 1));
+        let lane0 = self.reg(Class::Pred);
+        self.ins(format_args!("setp.eq.u32 {lane0}, {lane}, 0"));
+        let first = self.reg(Class::Pred);
+        self.ins(format_args!("setp.eq.u32 {first}, {thread}, 0"));
+        self.comment(&format!(
+            "partial j of warp w at {WARP_PARTIALS}[{WARPS} * j + w], w = tid.x / {WARP}"
+        ));
+        let warp = self.reg(Class::B32);
+        self.ins(format_args!(
+            "shr.u32 {warp}, {thread}, {}",
+            WARP.trailing_zeros()
+        ));
+        let shared = self.reg(Class::B32);
+        self.ins(format_args!("mov.u32 {shared}, {WARP_PARTIALS}"));
+        let warp_slot = self.reg(Class::B32);
+        self.ins(format_args!("mad.lo.u32 {warp_slot}, {warp}, 4, {shared}"));
+        let accumulators = ops.iter().map(|_| self.reg(Class::F32)).collect();
+        Some(Reductions {
+            ops,
+            accumulators,
+            partials,
+            lane0,
+            first,
+            warp_slot,
+        })
+    }
+
+    /// Zeroes the accumulators at the start of a record, for a kernel with reductions (0 is
+    /// every op's identity: `0 + x = x`, and `max(0, |x|) = |x|`).
+    fn zero_accumulators(&mut self) {
+        let Some(reductions) = &self.reductions else {
+            return;
+        };
+        let accumulators = reductions.accumulators.clone();
+        self.comment("accumulators = 0");
+        for accumulator in accumulators {
+            self.ins(format_args!("mov.f32 {accumulator}, {}", hex(0.0)));
+        }
+    }
+
+    /// Folds one element `x` into the thread's accumulator of partial `slot`, in place.
+    fn fold(&mut self, op: ReduceOp, slot: usize, x: &str) {
+        let reductions = self.reductions.as_ref().expect("a kernel with reductions");
+        let accumulator = reductions.accumulators[slot].clone();
+        let term = match op {
+            ReduceOp::SumSquares => self.op(Class::F32, "mul.rn.f32", &[x, x]),
+            ReduceOp::Sum => x.to_string(),
+            ReduceOp::MaxAbs => self.op(Class::F32, "abs.f32", &[x]),
+        };
+        let combine = combine_op(op);
+        self.ins(format_args!(
+            "{combine} {accumulator}, {accumulator}, {term}"
+        ));
+    }
+
+    /// The end of a non-empty record `r`, for a kernel with reductions: each partial's
+    /// accumulators combined over the block in a fixed order and stored to
+    /// `partials[r * n + j]`. Every thread of the block gets here (the record's loops exit to
+    /// `$L_reduce`; only an empty record skips it, and `len` is the same for the whole block),
+    /// so every thread reaches both barriers.
+    fn block_reduction(&mut self, r: &str) {
+        let Some(reductions) = self.reductions.take() else {
+            return;
+        };
+        let Reductions {
+            ops,
+            accumulators,
+            partials,
+            lane0,
+            first,
+            warp_slot,
+        } = &reductions;
+        self.label(REDUCE);
+        for (j, (&op, accumulator)) in ops.iter().zip(accumulators).enumerate() {
+            let combine = combine_op(op);
+            self.comment(&format!(
+                "partial {j} ({}): within the warp, shfl.sync.down by 16, 8, 4, 2, 1",
+                op.mnemonic()
+            ));
+            let mut value = accumulator.clone();
+            let mut offset = WARP / 2;
+            while offset > 0 {
+                let other = self.reg(Class::F32);
+                self.ins(format_args!(
+                    "shfl.sync.down.b32 {other}, {value}, {offset}, {}, 0xffffffff",
+                    WARP - 1
+                ));
+                value = self.op(Class::F32, combine, &[&value, &other]);
+                offset /= 2;
+            }
+            self.comment("lane 0 stores the value of its warp");
+            let slot = at(warp_slot, 4 * WARPS * j);
+            self.ins(format_args!("@{lane0} st.shared.f32 {slot}, {value}"));
+        }
+        self.comment("wait until every warp has stored its values");
+        self.ins(format_args!("bar.sync 0"));
+        self.comment(&format!(
+            "thread 0: the {WARPS} warps in order, partials[r * {n} + j] as f64",
+            n = ops.len()
+        ));
+        self.ins(format_args!("@!{first} bra {COMBINED}"));
+        let row = self.reg(Class::B64);
+        let stride = 8 * ops.len();
+        self.ins(format_args!("mad.lo.u64 {row}, {r}, {stride}, {partials}"));
+        for (j, &op) in ops.iter().enumerate() {
+            self.comment(&format!("partial {j} ({})", op.mnemonic()));
+            let warps = self.warp_values(j);
+            let total = match op {
+                // Exact in f32: the largest of the warps, then widened.
+                ReduceOp::MaxAbs => {
+                    let (head, rest) = warps.split_first().expect("at least one warp");
+                    let mut total = head.clone();
+                    for value in rest {
+                        total = self.op(Class::F32, "max.NaN.f32", &[&total, value]);
+                    }
+                    self.op(Class::F64, "cvt.f64.f32", &[&total])
+                }
+                // Each warp's value widened exactly, summed in f64 in warp order.
+                ReduceOp::SumSquares | ReduceOp::Sum => {
+                    let wide: Vec<Reg> = warps
+                        .iter()
+                        .map(|value| self.op(Class::F64, "cvt.f64.f32", &[value]))
+                        .collect();
+                    let (head, rest) = wide.split_first().expect("at least one warp");
+                    let mut total = head.clone();
+                    for value in rest {
+                        total = self.op(Class::F64, "add.rn.f64", &[&total, value]);
+                    }
+                    total
+                }
+            };
+            let destination = at(&row, 8 * j);
+            self.ins(format_args!("st.global.f64 {destination}, {total}"));
+        }
+        self.label(COMBINED);
+        self.comment("the next record may overwrite shared memory once thread 0 has read it");
+        self.ins(format_args!("bar.sync 0"));
+        self.reductions = Some(reductions);
+    }
+
+    /// The block's warps' values of partial `j`, read from shared memory 4 at a time.
+    fn warp_values(&mut self, j: usize) -> Vec<Reg> {
+        let values: Vec<Reg> = (0..WARPS).map(|_| self.reg(Class::F32)).collect();
+        for (k, group) in values.chunks(LANES).enumerate() {
+            let src = at(WARP_PARTIALS, 4 * (WARPS * j + LANES * k));
+            let list = group.join(", ");
+            self.ins(format_args!("ld.shared.v{LANES}.f32 {{{list}}}, {src}"));
+        }
+        values
     }
 
     /// `base + offset` for every buffer the kernel touches.
@@ -606,6 +856,12 @@ impl<'a> Body<'a> {
                     self.store(&stored, address(addresses, buffer));
                     Vec::new()
                 }
+                Inst::Reduce { op, slot, value } => {
+                    for lane in &values[value.index()] {
+                        self.fold(op, slot, lane);
+                    }
+                    Vec::new()
+                }
                 _ => (0..lanes)
                     .map(|l| self.compute(inst, |v| &values[v.index()][l]))
                     .collect(),
@@ -620,10 +876,11 @@ impl<'a> Body<'a> {
     fn uniform_ops(&mut self, uniform: &mut [Option<Reg>]) {
         let kernel = self.kernel;
         for (i, inst) in kernel.insts.iter().enumerate() {
-            let computes = !matches!(
-                inst,
-                Inst::Load { .. } | Inst::Store { .. } | Inst::Scalar { .. } | Inst::Const(_)
-            );
+            let computes = !inst.is_sink()
+                && !matches!(
+                    inst,
+                    Inst::Load { .. } | Inst::Scalar { .. } | Inst::Const(_)
+                );
             let ready = inst.operands().iter().all(|v| uniform[v.index()].is_some());
             if uniform[i].is_some() || !computes || !ready {
                 continue;
@@ -812,6 +1069,41 @@ mod tests {
         }
     }
 
+    /// `param -= 0.5 * grad`, reducing `grad` to a sum of squares (partial 0) and the new
+    /// param to a largest absolute value (partial 1), the reductions mixed with the store.
+    fn reducing() -> Kernel {
+        let v = Value;
+        Kernel {
+            name: "norms.phase0".into(),
+            elem_dtype: DType::F32,
+            buffers: vec![
+                buffer(Buffer::Param, true, true),
+                buffer(Buffer::Grad, true, false),
+            ],
+            n_scalars: 0,
+            insts: vec![
+                Inst::Load { buffer: 0 },
+                Inst::Load { buffer: 1 },
+                Inst::Const(-0.5),
+                Inst::Fma(v(1), v(2), v(0)),
+                Inst::Reduce {
+                    op: ReduceOp::SumSquares,
+                    slot: 0,
+                    value: v(1),
+                },
+                Inst::Store {
+                    buffer: 0,
+                    value: v(3),
+                },
+                Inst::Reduce {
+                    op: ReduceOp::MaxAbs,
+                    slot: 1,
+                    value: v(3),
+                },
+            ],
+        }
+    }
+
     fn emit(kernel: &Kernel) -> String {
         emit_ptx(kernel, &PtxOptions::default()).expect("emits")
     }
@@ -878,33 +1170,31 @@ mod tests {
                 "{text}"
             );
             assert!(
-                text.contains(
-                    "(\n    .param .u64 table,\n    .param .u64 n_records\n)\n.maxntid 256, 1, 1\n{\n"
-                ),
+                text.contains(concat!(
+                    "(\n    .param .u64 table,\n    .param .u64 n_records,\n",
+                    "    .param .u64 partials\n)\n.maxntid 256, 1, 1\n{\n"
+                )),
                 "{text}"
             );
             assert!(text.ends_with("    ret;\n}\n"), "{text}");
         }
     }
 
-    #[test]
-    fn output_is_deterministic_and_registers_are_declared_exactly() {
-        let text = emit(&small());
-        assert_eq!(text, emit(&small()));
+    /// Every register class in use is declared with the exact count: every register below
+    /// it is used, and none at or above it.
+    fn assert_registers_declared_exactly(text: &str) {
         for (ty, prefix) in [
             (".pred", "%p"),
             (".b32", "%r"),
             (".b64", "%rd"),
             (".f32", "%f"),
+            (".f64", "%fd"),
         ] {
             let declared: usize = text
                 .lines()
                 .find_map(|l| l.trim().strip_prefix(&format!(".reg {ty} {prefix}<")))
                 .and_then(|rest| rest.strip_suffix(">;"))
-                .unwrap_or_else(|| panic!("{ty} declared\n{text}"))
-                .parse()
-                .expect("a count");
-            // Every register of the class below the count is used, and none at or above it.
+                .map_or(0, |count| count.parse().expect("a count"));
             let used = |n: usize| {
                 text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '%'))
                     .any(|token| token == format!("{prefix}{n}"))
@@ -912,6 +1202,17 @@ mod tests {
             assert!((0..declared).all(used), "{ty}: {declared} declared\n{text}");
             assert!(!used(declared), "{ty}: {declared} declared\n{text}");
         }
+    }
+
+    #[test]
+    fn output_is_deterministic_and_registers_are_declared_exactly() {
+        let text = emit(&small());
+        assert_eq!(text, emit(&small()));
+        for ty in [".pred", ".b32", ".b64", ".f32"] {
+            assert!(text.contains(&format!("    .reg {ty} ")), "{ty}\n{text}");
+        }
+        assert!(!text.contains(".f64"), "{text}");
+        assert_registers_declared_exactly(&text);
     }
 
     #[test]
@@ -1114,5 +1415,168 @@ mod tests {
         assert!(sign.contains("setp.lt.f32"), "{sign}");
         assert!(sign.contains("setp.gt.f32"), "{sign}");
         assert!(sign.contains(&hex(-1.0)), "{sign}");
+    }
+
+    #[test]
+    fn kernels_without_reductions_ignore_partials() {
+        let text = emit(&small());
+        assert!(text.contains("    .param .u64 partials\n)\n.maxntid 256, 1, 1\n"));
+        for absent in [
+            "[partials]",
+            ".shared",
+            "shfl",
+            "bar.sync",
+            "$L_reduce",
+            ".reqntid",
+        ] {
+            assert!(!text.contains(absent), "{absent}\n{text}");
+        }
+        assert!(text.contains(" bra $L_next;\n$L_tail:\n"), "{text}");
+    }
+
+    #[test]
+    fn reductions_are_emitted_deterministically() {
+        let text = emit(&reducing());
+        assert_eq!(text, emit(&reducing()));
+        assert_registers_declared_exactly(&text);
+        for arch in Arch::ALL {
+            let other = emit_ptx(&reducing(), &PtxOptions { arch: *arch }).expect("emits");
+            assert_eq!(other.replace(arch.name(), "sm_80"), text);
+        }
+        // Exactly 256 threads, 8 warps' f32 values per partial in shared memory.
+        assert!(text.contains(")\n.reqntid 256, 1, 1\n{\n"), "{text}");
+        assert!(!text.contains(".maxntid"), "{text}");
+        assert!(
+            text.contains("    .shared .align 16 .f32 warp_partials[16];\n\n"),
+            "{text}"
+        );
+        assert!(text.contains("ld.param.u64 %rd7, [partials];"), "{text}");
+    }
+
+    #[test]
+    fn every_element_is_folded_with_round_to_nearest() {
+        let text = emit(&reducing());
+        let (_, elements) = text.split_once("$L_vector:").expect("a vector loop");
+        let (elements, block) = elements.split_once("$L_reduce:").expect("a reduction");
+        let count = |op: &str| elements.matches(op).count();
+        // Partial 0 squares grad, partial 1 takes |new param|: 4 lanes, then 1 in the tail.
+        assert_eq!(count("mul.rn.f32 "), 4 + 1, "{elements}");
+        assert_eq!(count("add.rn.f32 %f0, %f0, %f"), 4 + 1, "{elements}");
+        assert_eq!(count("abs.f32 "), 4 + 1, "{elements}");
+        assert_eq!(count("max.NaN.f32 %f1, %f1, %f"), 4 + 1, "{elements}");
+        // Only the kernel's own fma: the square and the add are never contracted.
+        assert_eq!(count("fma.rn.f32 "), 4 + 1, "{elements}");
+        // Both accumulators start at 0 in every record, after the empty test.
+        let (_, record) = text.split_once("$L_record:").expect("a record loop");
+        let (record, _) = record.split_once("$L_vector:").expect("a vector loop");
+        let zeroed = "    mov.f32 %f0, 0f00000000;\n    mov.f32 %f1, 0f00000000;\n";
+        let empty = record.find("bra.uni $L_next").expect("the empty test");
+        assert!(record.find(zeroed).is_some_and(|at| at > empty), "{record}");
+        // The tail exits to the block reduction, which every thread reaches.
+        assert!(elements.contains("bra $L_reduce;"), "{elements}");
+        assert!(!elements.contains("$L_next"), "{elements}");
+        assert!(block.contains("$L_next:"), "{block}");
+    }
+
+    #[test]
+    fn the_block_reduction_is_a_fixed_tree() {
+        let text = emit(&reducing());
+        let (_, block) = text.split_once("$L_reduce:\n").expect("a reduction");
+        let (block, _) = block.split_once("$L_next:").expect("the next record");
+        let lines = instructions(block);
+        // Per partial, the warp tree: shuffles by 16, 8, 4, 2, 1, each combined at once.
+        let shuffles: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("shfl.sync.down.b32 "))
+            .map(|l| l.split(", ").nth(2).expect("an offset"))
+            .collect();
+        assert_eq!(
+            shuffles,
+            ["16", "8", "4", "2", "1", "16", "8", "4", "2", "1"]
+        );
+        for line in lines.iter().filter(|l| l.starts_with("shfl")) {
+            assert!(line.ends_with(", 31, 0xffffffff;"), "{line}");
+        }
+        assert_eq!(block.matches("add.rn.f32 ").count(), 5, "{block}");
+        assert_eq!(block.matches("max.NaN.f32 ").count(), 5 + 7, "{block}");
+        // Lane 0 of every warp stores; two barriers around thread 0's combine.
+        let stores: Vec<&&str> = lines.iter().filter(|l| l.contains("st.shared")).collect();
+        assert_eq!(
+            stores,
+            [
+                &"@%p0 st.shared.f32 [%r8], %f37;",
+                &"@%p0 st.shared.f32 [%r8+32], %f47;"
+            ]
+        );
+        let (before, combine) = block.split_once("bar.sync 0;").expect("a first barrier");
+        let (combine, after) = combine.split_once("bar.sync 0;").expect("a second barrier");
+        assert!(before.contains("st.shared") && !after.contains("bar.sync"));
+        assert!(combine.contains("@!%p1 bra $L_combined;"), "{combine}");
+        assert!(combine.contains("\n$L_combined:\n"), "{combine}");
+        // Thread 0: the warps in order; sums in f64, the largest absolute value in f32.
+        let reads = instructions(combine)
+            .into_iter()
+            .filter(|l| l.starts_with("ld.shared.v4.f32 "))
+            .map(|l| l.rsplit(' ').next().expect("an address"))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            reads,
+            [
+                "[warp_partials];",
+                "[warp_partials+16];",
+                "[warp_partials+32];",
+                "[warp_partials+48];"
+            ]
+        );
+        assert_eq!(combine.matches("cvt.f64.f32 ").count(), 8 + 1, "{combine}");
+        assert_eq!(combine.matches("add.rn.f64 ").count(), 7, "{combine}");
+        assert!(
+            combine.contains("add.rn.f64 %fd8, %fd0, %fd1;"),
+            "{combine}"
+        );
+        assert!(
+            combine.contains("add.rn.f64 %fd14, %fd13, %fd7;"),
+            "{combine}"
+        );
+        // partials[r * 2 + j]: the record's row of two f64s.
+        assert!(
+            combine.contains("mad.lo.u64 %rd28, %rd3, 16, %rd8;"),
+            "{combine}"
+        );
+        assert!(
+            combine.contains("st.global.f64 [%rd28], %fd14;"),
+            "{combine}"
+        );
+        assert!(
+            combine.contains("st.global.f64 [%rd28+8], %fd15;"),
+            "{combine}"
+        );
+    }
+
+    #[test]
+    fn a_reduction_of_a_uniform_value_is_folded_per_element() {
+        // sum of the constant 1 counts the elements; the reduction is never hoisted.
+        let kernel = Kernel {
+            name: "count.phase0".into(),
+            elem_dtype: DType::F32,
+            buffers: vec![],
+            n_scalars: 0,
+            insts: vec![
+                Inst::Const(1.0),
+                Inst::Reduce {
+                    op: ReduceOp::Sum,
+                    slot: 0,
+                    value: Value(0),
+                },
+            ],
+        };
+        let text = emit(&kernel);
+        let (_, elements) = text.split_once("$L_vector:").expect("a vector loop");
+        let (elements, _) = elements.split_once("$L_reduce:").expect("a reduction");
+        assert_eq!(
+            elements.matches("add.rn.f32 %f0, %f0, %f1;").count(),
+            4 + 1,
+            "{text}"
+        );
     }
 }
