@@ -23,7 +23,11 @@ const MINIMUMS: [(&str, usize, usize); 9] = [
 #[test]
 fn every_builtin_variant_moves_its_minimum_bytes() {
     let variants = common::builtin_variants();
-    assert_eq!(variants.len(), MINIMUMS.len(), "a variant without a minimum");
+    assert_eq!(
+        variants.len(),
+        MINIMUMS.len(),
+        "a variant without a minimum"
+    );
     for (name, configured) in variants {
         let (_, bytes, kernels) = MINIMUMS
             .iter()
@@ -75,7 +79,10 @@ fn run_clipped(threads: usize) -> (Vec<f64>, Vec<Vec<f32>>) {
             .sum::<f64>()
             .sqrt();
         let got = norms[step];
-        assert!((got - want).abs() <= 1e-6 * want, "step {step}: {got} vs {want}");
+        assert!(
+            (got - want).abs() <= 1e-6 * want,
+            "step {step}: {got} vs {want}"
+        );
     }
     (norms, params)
 }

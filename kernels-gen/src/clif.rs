@@ -657,7 +657,7 @@ mod tests {
                 .to_string()
         );
         assert!(
-            text.starts_with("function %every_phase0(i64, i64, i64)"),
+            text.starts_with("function %every_phase0(i64, i64, i64, i64)"),
             "{text}"
         );
         for (i, name) in LIBCALLS.iter().enumerate() {

@@ -15,6 +15,7 @@ mod scalar_hoisting;
 mod signs;
 mod strength_reduction;
 
+#[cfg(test)]
 pub(crate) use strength_reduction::POSITIVE_SCALAR_ONLY;
 
 use crate::analysis::{ClassAnalysis, OptEGraph};

@@ -11,6 +11,7 @@ use super::{Req, RuleDef, rule};
 const ES: &[Req] = &[Req::Varying("?e"), Req::Scalar("?s")];
 
 /// The rules of the table that hold only where their scalar `?s` is positive (see each one).
+#[cfg(test)]
 pub(crate) const POSITIVE_SCALAR_ONLY: &[&str] = &["sqrt-mul-scalar", "sqrt-div-scalar"];
 
 /// The table.
