@@ -135,6 +135,28 @@ fn every_builtin_matches_the_cpu_on_the_gpu() {
     }
 }
 
+/// Per-tensor reductions (norm, mean, max_abs, sum) on the GPU agree with the CPU to rounding.
+#[test]
+fn per_tensor_reductions_match_the_cpu_on_the_gpu() {
+    let Some(device) = device() else { return };
+    let definition = common::per_tensor_reductions();
+    let setup = Setup {
+        shapes: SIZES.iter().map(|&n| vec![n]).collect(),
+        ..Setup::default()
+    };
+    let mut cpu = Optimizer::new(&definition, setup.clone()).expect("cpu");
+    let mut gpu = CudaOptimizer::new(&definition, setup, device.clone()).expect("gpu");
+    let (mut p_cpu, mut p_gpu) = (data(1), data(1));
+    for step in 0..3 {
+        let grads = data(step + 2);
+        cpu.step(&mut p_cpu, &grads).expect("cpu step");
+        gpu.step_host(&mut p_gpu, &grads).expect("gpu step");
+    }
+    let err = max_rel(&p_gpu, &p_cpu);
+    println!("per-tensor reductions: max relative difference GPU vs CPU {err:.3e}");
+    assert!(err < 1e-4, "GPU differs from CPU by {err:e}");
+}
+
 /// Two runs of a clipped step give the same gradient norms and parameters, bit for bit.
 #[test]
 fn the_gpu_global_norm_is_the_same_bits_run_to_run() {

@@ -2,9 +2,11 @@
 //! traced (unoptimized) graph, for every built-in variant, on sizes that cross vector, unroll
 //! and chunk edges, over several steps.
 
+mod common;
+
 use optjit::ir::{Class, ScalarEnv, TensorValues, interpret};
 use optjit::optim::{Adam, AdamW, Configured, Sgd};
-use optjit::{Optimizer, Setup};
+use optjit::{Definition, Optimizer, Setup};
 use std::collections::BTreeMap;
 
 const SIZES: [usize; 8] = [1, 3, 15, 16, 17, 783, 4096, (1 << 16) + 7];
@@ -24,15 +26,19 @@ fn values(seed: u64, n: usize) -> Vec<f32> {
 }
 
 fn check(configured: Configured) {
-    let graph = &configured.definition.graph;
+    check_definition(&configured.definition, &configured.hypers);
+}
+
+fn check_definition(definition: &Definition, hypers: &BTreeMap<String, f64>) {
+    let graph = &definition.graph;
     let shapes: Vec<Vec<usize>> = SIZES.iter().map(|&n| vec![n]).collect();
     let setup = Setup {
         shapes,
-        hypers: configured.hypers.clone(),
+        hypers: hypers.clone(),
         threads: 2,
         ..Setup::default()
     };
-    let mut opt = Optimizer::new(&configured.definition, setup).expect("compile");
+    let mut opt = Optimizer::new(definition, setup).expect("compile");
     let mut params: Vec<Vec<f32>> = SIZES
         .iter()
         .enumerate()
@@ -63,7 +69,7 @@ fn check(configured: Configured) {
             r.grad = g.iter().map(|&x| x as f64).collect();
         }
         let env = ScalarEnv {
-            hypers: configured.hypers.clone(),
+            hypers: hypers.clone(),
             step: step as f64,
             scalar_states: scalar_states.clone(),
         };
@@ -143,4 +149,25 @@ fn adamw_variants_match_the_interpreter() {
             .expect("AdamW"),
     );
     check(AdamW::new().lr(0.01).amsgrad(true).build().expect("AdamW"));
+}
+
+#[test]
+fn clipped_steps_match_the_interpreter() {
+    for configured in [
+        AdamW::new().lr(0.01).build(),
+        Sgd::new().lr(0.05).momentum(0.9).build(),
+    ] {
+        check(
+            configured
+                .and_then(|c| c.with_clip_grad_norm(5.0))
+                .expect("clipped"),
+        );
+    }
+}
+
+#[test]
+fn per_tensor_reductions_match_the_interpreter() {
+    let definition = common::per_tensor_reductions();
+    let hypers = [("lr".to_string(), 0.05), ("eps".to_string(), 1e-3)].into();
+    check_definition(&definition, &hypers);
 }

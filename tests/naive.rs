@@ -1,34 +1,11 @@
 //! Naive definitions compile to the built-ins' per-element work: the e-graph hoists bias
 //! corrections, divisions by scalars and square roots of scalars into the scalar program.
 
+mod common;
+
 use optjit::optim::AdamW;
 use optjit::rewrite::{OpCounts, count_elem_ops};
-use optjit::{CompileOptions, Optimizer, Setup, compile};
-use optjit::{Definition, Domain, Tracer};
-
-/// AdamW as a paper writes it: bias-corrected moments per element, the correction of the
-/// second moment under the square root, and decoupled weight decay as its own term.
-fn adamw_naive() -> Definition {
-    let t = Tracer::new("adamw_naive");
-    let lr = t.hyper_in("lr", 1e-3, Domain::non_negative());
-    let beta1 = t.hyper_in("beta1", 0.9, Domain::unit_half_open());
-    let beta2 = t.hyper_in("beta2", 0.999, Domain::unit_half_open());
-    let eps = t.hyper_in("eps", 1e-8, Domain::non_negative());
-    let wd = t.hyper_in("weight_decay", 1e-2, Domain::non_negative());
-    let (param, grad, step) = (t.param(), t.grad(), t.step());
-    let exp_avg = t.state("exp_avg", 0.0);
-    let exp_avg_sq = t.state("exp_avg_sq", 0.0);
-
-    let m = &beta1 * &exp_avg + (1.0 - &beta1) * &grad;
-    let v = &beta2 * &exp_avg_sq + (1.0 - &beta2) * grad.pow(2.0);
-    let m_hat = &m / (1.0 - beta1.pow(&step));
-    let v_hat = &v / (1.0 - beta2.pow(&step));
-    let decayed = &param - &lr * &wd * &param;
-    t.set_param(decayed - &lr * m_hat / (v_hat.sqrt() + &eps));
-    t.set_state(&exp_avg, m);
-    t.set_state(&exp_avg_sq, v);
-    t.finish().expect("traces")
-}
+use optjit::{CompileOptions, Definition, Optimizer, Setup, compile};
 
 /// The per-element op counts and bytes of every phase of `definition`'s compiled plan.
 fn counts(definition: &Definition) -> (Vec<OpCounts>, usize) {
@@ -46,7 +23,7 @@ fn counts(definition: &Definition) -> (Vec<OpCounts>, usize) {
 fn naive_adamw_does_the_per_element_work_of_the_builtin() {
     let builtin = AdamW::new().build().expect("AdamW");
     let (want, want_bytes) = counts(&builtin.definition);
-    let (got, got_bytes) = counts(&adamw_naive());
+    let (got, got_bytes) = counts(&common::adamw_naive());
     assert_eq!(got, want, "naive {:?}\nbuilt-in {want:?}", got);
     assert_eq!(got_bytes, want_bytes);
     let [phase] = got.as_slice() else {
@@ -65,7 +42,7 @@ fn naive_adamw_steps_like_the_builtin() {
     };
     let builtin = AdamW::new().build().expect("AdamW");
     let mut want = Optimizer::new(&builtin.definition, setup()).expect("built-in");
-    let mut got = Optimizer::new(&adamw_naive(), setup()).expect("naive");
+    let mut got = Optimizer::new(&common::adamw_naive(), setup()).expect("naive");
     let init: Vec<Vec<f32>> = shapes
         .iter()
         .enumerate()

@@ -76,13 +76,13 @@ const ARCHES: [(Arch, &[Arch]); 2] = [
 #[test]
 fn every_builtin_assembles_for_sm80_and_sm90() {
     let Some(ptxas) = ptxas() else { return };
-    for (case, configured) in common::builtin_variants() {
+    for (case, definition) in common::snapshot_cases() {
         for (arch, gpus) in ARCHES {
             let options = CompileOptions {
                 target: Target::Cuda { arch },
                 ..CompileOptions::default()
             };
-            let compiled = compile(&configured.definition, &options).expect(case);
+            let compiled = compile(&definition, &options).expect(case);
             let modules = compiled.ptx().expect("cuda target gives ptx");
             assert_eq!(modules.len(), compiled.kernels.len());
             assert!(compiled.text(Stage::Clif).is_none());

@@ -1,5 +1,6 @@
 //! Snapshot tests (insta) of every pipeline stage's text, CLIF and PTX included, for every
-//! built-in variant. Accept changes with `cargo insta review`; CI never updates snapshots.
+//! built-in variant and the traced cases of `common::snapshot_cases`. Accept changes with
+//! `cargo insta review`; CI never updates snapshots.
 
 mod common;
 
@@ -8,13 +9,13 @@ use optjit::{Arch, CompileOptions, Stage, Target, compile};
 /// Stage texts of the CPU pipeline, named `<variant>.<index>-<stage>`.
 #[test]
 fn cpu_stages_of_every_builtin() {
-    for (case, configured) in common::builtin_variants() {
+    for (case, definition) in common::snapshot_cases() {
         let options = CompileOptions {
             keep_texts: true,
             fma: Some(true),
             ..CompileOptions::default()
         };
-        let compiled = compile(&configured.definition, &options).expect("compile");
+        let compiled = compile(&definition, &options).expect("compile");
         let stages = Stage::ALL.into_iter().filter(|&s| s != Stage::Ptx);
         for (index, stage) in stages.enumerate() {
             let text = compiled
@@ -28,14 +29,14 @@ fn cpu_stages_of_every_builtin() {
 /// The PTX of every built-in for each arch, named `<variant>.ptx-<arch>`.
 #[test]
 fn ptx_of_every_builtin() {
-    for (case, configured) in common::builtin_variants() {
+    for (case, definition) in common::snapshot_cases() {
         for arch in [Arch::Sm80, Arch::Sm90] {
             let options = CompileOptions {
                 keep_texts: true,
                 target: Target::Cuda { arch },
                 ..CompileOptions::default()
             };
-            let compiled = compile(&configured.definition, &options).expect("compile");
+            let compiled = compile(&definition, &options).expect("compile");
             let ptx = compiled.text(Stage::Ptx).expect("ptx text");
             insta::assert_snapshot!(format!("{case}.ptx-{arch}"), ptx);
         }

@@ -21,7 +21,7 @@
 /// | word | meaning |
 /// | --- | --- |
 /// | [`ChunkAbi::LEN_WORD`] = 0 | `len`: number of elements in this chunk (may be 0) |
-/// | [`ChunkAbi::SCALARS_WORD`] = 1 | `*const f32`: the chunk's group scalar row, `kernel.n_scalars` values |
+/// | [`ChunkAbi::SCALARS_WORD`] = 1 | `*const f32`: the chunk's scalar row, `kernel.n_scalars` values: its group's, or its tensor's when the step has per-tensor values |
 /// | [`ChunkAbi::BUFFERS_WORD`] + i | `*mut f32`: element 0 of this chunk in buffer `i` (`kernel.buffers` order) |
 ///
 /// A kernel with reductions ([`Kernel::reductions`](crate::Kernel::reductions), `n` of them)

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses a part
 
 use optjit::optim::{Adam, AdamW, Configured, Sgd};
+use optjit::{Definition, Domain, Tracer};
 use std::path::{Path, PathBuf};
 
 /// The golden cases the built-ins of this version must pass.
@@ -82,4 +83,84 @@ pub fn builtin_variants() -> Vec<(&'static str, Configured)> {
                 .expect("SGD with clip_grad_norm"),
         ),
     ]
+}
+
+/// A step that uses every per-tensor reduction: LARS-style trust ratio from two norms, a
+/// gradient centred by its mean, scaled by its largest magnitude, and a sum in a state (of
+/// magnitudes: kernels sum in f32 lanes, so a sum that cancels to far below its terms' would
+/// differ from the f64 reference by more than this test's tolerance).
+pub fn per_tensor_reductions() -> Definition {
+    let t = Tracer::new("per_tensor");
+    let lr = t.hyper_in("lr", 0.05, Domain::non_negative());
+    let eps = t.hyper_in("eps", 1e-3, Domain::non_negative());
+    let (param, grad) = (t.param(), t.grad());
+    let total = t.state("total", 0.0);
+    let trust = param.norm() / (grad.norm() + &eps);
+    let centred = &grad - grad.mean();
+    let scaled = &centred / (centred.max_abs() + &eps);
+    t.set_param(&param - &lr * trust * scaled);
+    t.set_state(&total, &total + grad.abs().sum());
+    t.finish().expect("traces")
+}
+
+/// AdamW as a paper writes it: bias-corrected moments per element, the correction of the
+/// second moment under the square root, and decoupled weight decay as its own term.
+pub fn adamw_naive() -> Definition {
+    let t = Tracer::new("adamw_naive");
+    let lr = t.hyper_in("lr", 1e-3, Domain::non_negative());
+    let beta1 = t.hyper_in("beta1", 0.9, Domain::unit_half_open());
+    let beta2 = t.hyper_in("beta2", 0.999, Domain::unit_half_open());
+    let eps = t.hyper_in("eps", 1e-8, Domain::non_negative());
+    let wd = t.hyper_in("weight_decay", 1e-2, Domain::non_negative());
+    let (param, grad, step) = (t.param(), t.grad(), t.step());
+    let exp_avg = t.state("exp_avg", 0.0);
+    let exp_avg_sq = t.state("exp_avg_sq", 0.0);
+
+    let m = &beta1 * &exp_avg + (1.0 - &beta1) * &grad;
+    let v = &beta2 * &exp_avg_sq + (1.0 - &beta2) * grad.pow(2.0);
+    let m_hat = &m / (1.0 - beta1.pow(&step));
+    let v_hat = &v / (1.0 - beta2.pow(&step));
+    let decayed = &param - &lr * &wd * &param;
+    t.set_param(decayed - &lr * m_hat / (v_hat.sqrt() + &eps));
+    t.set_state(&exp_avg, m);
+    t.set_state(&exp_avg_sq, v);
+    t.finish().expect("traces")
+}
+
+/// AdaBelief written naively: the belief `(g - m)^2` in the second moment, bias corrections per
+/// element, the second one under the square root.
+pub fn adabelief_naive() -> Definition {
+    let t = Tracer::new("adabelief_naive");
+    let lr = t.hyper_in("lr", 1e-3, Domain::non_negative());
+    let beta1 = t.hyper_in("beta1", 0.9, Domain::unit_half_open());
+    let beta2 = t.hyper_in("beta2", 0.999, Domain::unit_half_open());
+    let eps = t.hyper_in("eps", 1e-16, Domain::non_negative());
+    let wd = t.hyper_in("weight_decay", 0.0, Domain::non_negative());
+    let (param, grad, step) = (t.param(), t.grad(), t.step());
+    let exp_avg = t.state("exp_avg", 0.0);
+    let exp_avg_var = t.state("exp_avg_var", 0.0);
+
+    let m = &beta1 * &exp_avg + (1.0 - &beta1) * &grad;
+    let belief = (&grad - &m).pow(2.0);
+    let s = &beta2 * &exp_avg_var + (1.0 - &beta2) * belief + &eps;
+    let m_hat = &m / (1.0 - beta1.pow(&step));
+    let s_hat = &s / (1.0 - beta2.pow(&step));
+    let decayed = &param * (1.0 - &lr * &wd);
+    t.set_param(decayed - &lr * m_hat / (s_hat.sqrt() + &eps));
+    t.set_state(&exp_avg, m);
+    t.set_state(&exp_avg_var, s);
+    t.finish().expect("traces")
+}
+
+/// Every case whose stages are snapshotted and whose PTX is assembled: the built-in variants,
+/// then definitions traced in the tests (naive forms, per-tensor reductions).
+pub fn snapshot_cases() -> Vec<(&'static str, Definition)> {
+    let mut cases: Vec<(&'static str, Definition)> = builtin_variants()
+        .into_iter()
+        .map(|(name, configured)| (name, configured.definition))
+        .collect();
+    cases.push(("adamw-naive", adamw_naive()));
+    cases.push(("adabelief-naive", adabelief_naive()));
+    cases.push(("per-tensor-reductions", per_tensor_reductions()));
+    cases
 }

@@ -11,9 +11,7 @@
 //! phase mostly loads anyway, materializing costs a store and a load (8 bytes per element).
 
 use crate::error::RewriteError;
-use optjit_ir::{
-    Buffer, BufferUse, Class, FusionPlan, Graph, Input, NodeIndex, Op, Phase, Reduction, Target,
-};
+use optjit_ir::{Buffer, BufferUse, Class, FusionPlan, Graph, Input, NodeIndex, Op, Phase, Target};
 
 /// The input that an output to `target` would leave unchanged.
 fn own_input(target: &Target) -> Input {
@@ -35,8 +33,7 @@ fn bad_output(target: &Target, message: impl Into<String>) -> RewriteError {
 /// kernel phases, one per level of reduction (at least one).
 ///
 /// An output that assigns a value its own current value (`exp_avg = state exp_avg`) is neither
-/// stored nor computed. Per-tensor reductions (`norm`, `sum`, `mean`, `max_abs`) are refused:
-/// only `global_norm` is planned so far.
+/// stored nor computed. A reduction must reduce a per-element value.
 pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
     // Stores (param first, then states in declaration order) and scalar-state updates.
     let mut param_store = None;
@@ -55,12 +52,6 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
             continue;
         }
         match target {
-            Target::Param | Target::State(_) if value.class == Class::Tensor => {
-                return Err(bad_output(
-                    target,
-                    "a per-tensor value cannot be stored per element",
-                ));
-            }
             Target::Param => param_store = Some(output.value),
             Target::State(name) => {
                 let position = graph
@@ -120,7 +111,7 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         let operands = graph.operands(n);
         let deepest = operands.iter().map(|o| level[o.index()]).max().unwrap_or(0);
         level[n.index()] = match &node.op {
-            Op::Reduce(Reduction::GlobalNorm) => {
+            Op::Reduce(_) => {
                 if graph.node(operands[0]).class != Class::Elem {
                     return Err(RewriteError::Reduction {
                         node: optjit_ir::node_text(graph, n),
@@ -128,12 +119,6 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
                     });
                 }
                 deepest + 1
-            }
-            Op::Reduce(_) => {
-                return Err(RewriteError::Reduction {
-                    node: optjit_ir::node_text(graph, n),
-                    reason: "per-tensor reductions are not planned yet (global_norm is)".into(),
-                });
             }
             Op::Unary(u) if u.scalar_only() && node.class != Class::Scalar => {
                 return Err(RewriteError::ScalarOnlyPerElement {
@@ -157,11 +142,12 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         .unwrap_or(1)
         .max(1);
 
-    // The scalar program: every live Scalar node, by stage (its level), then topologically.
+    // The scalar program: every live Scalar and Tensor node (the host computes them, once per
+    // group or once per tensor), by stage (its level), then topologically.
     let mut scalar_program: Vec<NodeIndex> = live
         .iter()
         .copied()
-        .filter(|&n| graph.node(n).class == Class::Scalar)
+        .filter(|&n| graph.node(n).class != Class::Elem)
         .collect();
     scalar_program.sort_by_key(|&n| (level[n.index()], n));
     let stage_ends: Vec<usize> = (0..=n_phases)
@@ -192,8 +178,8 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         phases.push(phase(graph, roots, phase_stores, phase_reductions));
     }
 
-    // Scalars a kernel reads: non-constant Scalar operands of per-element nodes, and Scalar
-    // values stored into per-element buffers; every one is known before its first phase.
+    // Scalars a kernel reads: non-constant Scalar and Tensor operands of per-element nodes, and
+    // such values stored into per-element buffers; every one is known before its first phase.
     let mut kernel_scalars: Vec<NodeIndex> = phases
         .iter()
         .flat_map(|p| {
@@ -204,7 +190,7 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         })
         .filter(|&o| {
             let node = graph.node(o);
-            node.class == Class::Scalar && !matches!(node.op, Op::Const(_))
+            node.class != Class::Elem && !matches!(node.op, Op::Const(_))
         })
         .collect();
     kernel_scalars.sort_unstable();

@@ -268,21 +268,36 @@ fn nan_and_infinite_constants_do_not_panic() {
 }
 
 #[test]
-fn reductions_are_refused_by_fuse_naming_the_node() {
-    let mut b = B::new("clip");
+fn per_tensor_reductions_get_their_own_phase_and_a_per_tensor_reciprocal() {
+    // p - g / norm(g): phase 0 reduces the gradient, phase 1 updates with 1 / norm per tensor.
+    let mut b = B::new("normalized");
     let g = b.grad();
     let p = b.param();
     let norm = b.g.add(Op::Reduce(Reduction::Norm), &[g]);
     let gn = b.div(g, norm);
     let p_new = b.sub(p, gn);
     b.g.set_output(Target::Param, p_new);
-    let simplified = simplify(&b.g, &SimplifyOptions::default()).unwrap();
-    let extracted = extract(&simplified);
-    match fuse(&extracted) {
+    let (_, _, plan) = pipeline(&b.g);
+    assert_eq!(plan.phases.len(), 2, "{plan}");
+    assert_eq!(plan.phases[0].reductions.len(), 1, "{plan}");
+    assert_eq!(plan.bytes_per_elem(), 4 + 12, "{plan}");
+    let counts = count_elem_ops(&plan.graph, &plan.phases[1]);
+    assert_eq!((counts.div, counts.mul, counts.sub), (0, 1, 1), "{plan}");
+    let reciprocal = plan.kernel_scalars[0];
+    assert_eq!(plan.graph.node(reciprocal).class, Class::Tensor, "{plan}");
+
+    // A reduction of a value that is not per element is refused, naming the node.
+    let mut b = B::new("bad");
+    let lr = b.hyper("lr", 0.1);
+    let p = b.param();
+    let norm = b.g.add(Op::Reduce(Reduction::Norm), &[lr]);
+    let p_new = b.mul(p, norm);
+    b.g.set_output(Target::Param, p_new);
+    match fuse(&b.g) {
         Err(e @ RewriteError::Reduction { .. }) => {
             let text = e.to_string();
             assert!(text.contains("norm"), "{text}");
-            assert!(text.contains("reductions are not planned yet"), "{text}");
+            assert!(text.contains("not per element"), "{text}");
         }
         other => panic!("expected a reduction error, got {other:?}"),
     }

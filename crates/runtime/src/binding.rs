@@ -3,6 +3,7 @@
 
 use crate::error::OptimizerError;
 use crate::optimizer::{Group, Setup};
+use crate::reduce::Reduced;
 use crate::scalar_program::{ScalarProgram, StageInputs};
 use optjit_ir::Class;
 use optjit_trace::Definition;
@@ -172,46 +173,81 @@ impl Binding {
         Ok(())
     }
 
-    /// Runs stage `stage` of the next step's scalar program for every group. Stage 0 starts
-    /// the step: `rows` is sized to one row of `program.n_kernel_scalars().max(1)` kernel
-    /// scalars per group, `values` to every group's values. Each stage fills the row slots it
+    /// Runs stage `stage` of the next step's scalar program for every group (and every tensor,
+    /// for per-tensor values). Stage 0 starts the step and sizes `scratch`: one row of
+    /// `program.n_kernel_scalars().max(1)` kernel scalars per group, or per tensor when kernels
+    /// read per-tensor values (see [`Binding::row_of`]). Each stage fills the row slots it
     /// computes; `reduced` holds the step's reductions finished so far. Nothing is modified
     /// until [`Binding::finish_step`] takes [`Binding::pending_step`].
     pub(crate) fn scalar_stage(
         &self,
         program: &ScalarProgram,
         stage: usize,
-        reduced: &[f64],
-        rows: &mut Vec<f32>,
-        values: &mut Vec<f64>,
+        reduced: &Reduced,
+        scratch: &mut StageScratch,
     ) {
         let step = (self.step_count + 1) as f64;
         let width = row_width(program);
-        let n_values = program.n_values();
+        let n = program.n_values().max(1);
+        let per_tensor = program.rows_per_tensor();
         if stage == 0 {
-            rows.clear();
-            rows.resize(self.groups.len() * width, 0.0);
-            values.clear();
-            values.resize(self.groups.len() * n_values, 0.0);
+            let n_rows = match per_tensor {
+                true => self.lens.len(),
+                false => self.groups.len(),
+            };
+            scratch.rows.clear();
+            scratch.rows.resize(n_rows * width, 0.0);
+            scratch.group_values.clear();
+            scratch.group_values.resize(self.groups.len() * n, 0.0);
+            scratch.tensor_values.clear();
+            scratch.tensor_values.resize(self.lens.len() * n, 0.0);
         }
-        let rows = rows.chunks_mut(width);
-        let values = values.chunks_mut(n_values.max(1));
-        for ((group, row), values) in self.groups.iter().zip(rows).zip(values) {
+        let StageScratch {
+            rows,
+            group_values,
+            tensor_values,
+        } = scratch;
+        for (g, group) in self.groups.iter().enumerate() {
             let inputs = StageInputs {
                 hypers: &group.hypers,
                 step,
                 states: &group.scalar_states,
                 reduced,
             };
-            program.run_stage(stage, &inputs, values, row);
+            let values = &mut group_values[g * n..(g + 1) * n];
+            program.run_group(stage, &inputs, values);
+            if !per_tensor {
+                program.fill_row(stage, values, None, &mut rows[g * width..(g + 1) * width]);
+                continue;
+            }
+            for &t in &group.tensors {
+                let own = &mut tensor_values[t * n..(t + 1) * n];
+                program.run_tensor(stage, t, &inputs, values, own);
+                let row = &mut rows[t * width..(t + 1) * width];
+                program.fill_row(stage, values, Some(own), row);
+            }
+        }
+    }
+
+    /// The row of kernel scalars that tensor `tensor` of group `group` reads (rows are per
+    /// group unless kernels read per-tensor values).
+    pub(crate) fn row_of(program: &ScalarProgram, group: usize, tensor: usize) -> usize {
+        match program.rows_per_tensor() {
+            true => tensor,
+            false => group,
         }
     }
 
     /// The scalar-state updates of a step whose every stage ran.
-    pub(crate) fn pending_step(&self, program: &ScalarProgram, values: &[f64]) -> PendingStep {
+    pub(crate) fn pending_step(
+        &self,
+        program: &ScalarProgram,
+        scratch: &StageScratch,
+    ) -> PendingStep {
         let n_values = program.n_values().max(1);
         PendingStep(
-            values
+            scratch
+                .group_values
                 .chunks(n_values)
                 .take(self.groups.len())
                 .map(|v| program.state_updates(v))
@@ -228,6 +264,17 @@ impl Binding {
         }
         self.step_count += 1;
     }
+}
+
+/// What the stages of one step fill: the kernel rows and every value of the scalar program.
+#[derive(Default)]
+pub(crate) struct StageScratch {
+    /// The rows of kernel scalars, `row_width` floats each.
+    pub(crate) rows: Vec<f32>,
+    /// Per group, every instruction's value (per-tensor ones unused).
+    group_values: Vec<f64>,
+    /// Per tensor, every instruction's value (only per-tensor ones used).
+    tensor_values: Vec<f64>,
 }
 
 /// Floats per group row of kernel scalars (at least one, so that every row has an address).

@@ -15,16 +15,19 @@ const PARALLEL_MIN_ELEMS: usize = 1 << 15;
 /// (see `optjit_kernels_gen::ChunkAbi`), host or device addresses alike.
 pub(crate) struct ChunkTable<'a> {
     pub(crate) words: &'a mut Vec<u64>,
+    /// Per record: its element count.
     pub(crate) lens: &'a mut Vec<usize>,
+    /// Per record: the tensor it belongs to.
+    pub(crate) owners: &'a mut Vec<usize>,
     pub(crate) n_buffers: usize,
     /// Elements per chunk (the last chunk of a tensor may be shorter).
     pub(crate) chunk_elems: usize,
 }
 
 impl ChunkTable<'_> {
-    /// Adds the chunks of one tensor of `len` f32 elements; `base[i]` is the address of
-    /// element 0 in buffer i, `row` that of the group's scalar row.
-    pub(crate) fn push_tensor(&mut self, len: usize, row: u64, base: &[u64]) {
+    /// Adds the chunks of tensor `tensor`, of `len` f32 elements; `base[i]` is the address of
+    /// element 0 in buffer i, `row` that of its scalar row.
+    pub(crate) fn push_tensor(&mut self, tensor: usize, len: usize, row: u64, base: &[u64]) {
         debug_assert_eq!(base.len(), self.n_buffers);
         let mut start = 0;
         while start < len {
@@ -35,6 +38,7 @@ impl ChunkTable<'_> {
             let offset = (start * size_of::<f32>()) as u64;
             self.words.extend(base.iter().map(|&p| p + offset));
             self.lens.push(n);
+            self.owners.push(tensor);
             start += n;
         }
     }

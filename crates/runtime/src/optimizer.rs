@@ -1,13 +1,13 @@
 //! `Optimizer`: a compiled step bound to tensor shapes and param groups, holding the state, and
 //! stepping every tensor of every group through one kernel call per phase.
 
-use crate::binding::{Binding, Source, buffer_sources, row_width};
+use crate::binding::{Binding, Source, StageScratch, buffer_sources, row_width};
 use crate::buffer::AlignedBuf;
 use crate::cache::CacheUse;
 use crate::chunks::{self, CHUNK_ELEMS, ChunkTable};
 use crate::error::OptimizerError;
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
-use crate::reduce;
+use crate::reduce::{self, Reduced};
 use crate::target::Target;
 use optjit_ir::Class;
 use optjit_trace::Definition;
@@ -106,12 +106,12 @@ pub struct Optimizer {
 
 #[derive(Default)]
 struct Scratch {
-    rows: Vec<f32>,
-    values: Vec<f64>,
+    stage: StageScratch,
     table: Vec<u64>,
     lens: Vec<usize>,
+    owners: Vec<usize>,
     partials: Vec<f64>,
-    reduced: Vec<f64>,
+    reduced: Reduced,
 }
 
 impl Optimizer {
@@ -249,30 +249,28 @@ impl Optimizer {
         let plan = &self.compiled.plan;
         let width = row_width(program);
         let scratch = &mut self.scratch;
-        scratch.reduced.clear();
+        scratch.reduced.reset(plan, self.binding.lens.len());
         let module = self.compiled.cpu_module().expect("checked at construction");
 
         for (phase, (sources, kernel)) in self.buffer_sources.iter().zip(&module.fns).enumerate() {
-            self.binding.scalar_stage(
-                program,
-                phase,
-                &scratch.reduced,
-                &mut scratch.rows,
-                &mut scratch.values,
-            );
+            self.binding
+                .scalar_stage(program, phase, &scratch.reduced, &mut scratch.stage);
             scratch.table.clear();
             scratch.lens.clear();
+            scratch.owners.clear();
             let n_buffers = sources.len();
             let mut table = ChunkTable {
                 words: &mut scratch.table,
                 lens: &mut scratch.lens,
+                owners: &mut scratch.owners,
                 n_buffers,
                 chunk_elems: CHUNK_ELEMS,
             };
             let mut base = vec![0u64; n_buffers];
             for (g, group) in self.binding.groups.iter().enumerate() {
-                let row = scratch.rows[g * width..].as_ptr() as u64;
                 for &t in &group.tensors {
+                    let row = Binding::row_of(program, g, t);
+                    let row = scratch.stage.rows[row * width..].as_ptr() as u64;
                     for (slot, source) in base.iter_mut().zip(sources) {
                         *slot = match *source {
                             Source::Param => params[t].as_mut_ptr() as u64,
@@ -281,15 +279,15 @@ impl Optimizer {
                             Source::State(s) => self.states[t][s].as_mut_ptr() as u64,
                         };
                     }
-                    table.push_tensor(self.binding.lens[t], row, &base);
+                    table.push_tensor(t, self.binding.lens[t], row, &base);
                 }
             }
-            // SAFETY: every pointer comes from a live slice of the tensor's length (checked
-            // above); tensors are distinct borrows, so records never overlap; the scalar rows
-            // outlive the call.
             let n_partials = plan.phases[phase].reductions.len() * scratch.lens.len();
             scratch.partials.clear();
             scratch.partials.resize(n_partials, 0.0);
+            // SAFETY: every pointer comes from a live slice of the tensor's length (checked
+            // above); tensors are distinct borrows, so records never overlap; the scalar rows
+            // outlive the call; the partials hold a row per record.
             unsafe {
                 chunks::run(
                     *kernel,
@@ -299,17 +297,19 @@ impl Optimizer {
                     &mut scratch.partials,
                 )
             };
-            reduce::finish_phase(plan, phase, &scratch.partials, &mut scratch.reduced);
+            reduce::finish_phase(
+                plan,
+                phase,
+                &scratch.partials,
+                &scratch.owners,
+                &self.binding.lens,
+                &mut scratch.reduced,
+            );
         }
         let last = plan.phases.len();
-        self.binding.scalar_stage(
-            program,
-            last,
-            &scratch.reduced,
-            &mut scratch.rows,
-            &mut scratch.values,
-        );
-        let pending = self.binding.pending_step(program, &scratch.values);
+        self.binding
+            .scalar_stage(program, last, &scratch.reduced, &mut scratch.stage);
+        let pending = self.binding.pending_step(program, &scratch.stage);
         self.binding.finish_step(pending);
         self.stats.steps = self.binding.step_count;
         Ok(())

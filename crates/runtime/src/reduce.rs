@@ -1,34 +1,84 @@
 //! The host's half of a reduction: folding a phase's per-chunk partials, in chunk order, into
-//! the values the next stage of the scalar program reads.
+//! the values the next stage of the scalar program reads (one per step, or one per tensor).
 
 use optjit_ir::{FusionPlan, Op, Reduction};
 use optjit_kernels_gen::reduce_op;
 
-/// Appends to `reduced` the results of phase `phase`'s reductions, from `partials` (one row of
-/// `plan.phases[phase].reductions.len()` partials per chunk record, in record order).
-///
-/// Only reductions over every tensor (`global_norm`) reach here: the planner refuses
-/// per-tensor ones.
+/// The finished reductions of a step so far, by reduction index (the plan's phases in order,
+/// then partial slots): `global_norm` once, per-tensor reductions once per tensor.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Reduced {
+    n: usize,
+    global: Vec<f64>,
+    /// Tensor-major: reduction `r` of tensor `t` at `t * n + r`.
+    per_tensor: Vec<f64>,
+}
+
+impl Reduced {
+    /// Room for every reduction of `plan` over `n_tensors` tensors, all unknown (NaN).
+    pub(crate) fn reset(&mut self, plan: &FusionPlan, n_tensors: usize) {
+        self.n = plan.phases.iter().map(|p| p.reductions.len()).sum();
+        self.global.clear();
+        self.global.resize(self.n, f64::NAN);
+        self.per_tensor.clear();
+        self.per_tensor.resize(self.n * n_tensors, f64::NAN);
+    }
+
+    /// Reduction `r` over every tensor.
+    pub(crate) fn global(&self, r: usize) -> f64 {
+        self.global[r]
+    }
+
+    /// Reduction `r` of tensor `t`.
+    pub(crate) fn of_tensor(&self, t: usize, r: usize) -> f64 {
+        self.per_tensor[t * self.n + r]
+    }
+}
+
+/// Finishes the reductions of phase `phase` from `partials` (one row of
+/// `plan.phases[phase].reductions.len()` partials per chunk record, in record order);
+/// `owners[i]` is the tensor of record `i` and `lens[t]` the element count of tensor `t`.
 pub(crate) fn finish_phase(
     plan: &FusionPlan,
     phase: usize,
     partials: &[f64],
-    reduced: &mut Vec<f64>,
+    owners: &[usize],
+    lens: &[usize],
+    reduced: &mut Reduced,
 ) {
     let reductions = &plan.phases[phase].reductions;
+    let first: usize = plan.phases[..phase]
+        .iter()
+        .map(|p| p.reductions.len())
+        .sum();
     for (slot, &node) in reductions.iter().enumerate() {
         let Op::Reduce(reduction) = plan.graph.node(node).op else {
             unreachable!("a phase reduces only Reduce nodes")
         };
         let op = reduce_op(reduction);
-        let folded = partials
-            .iter()
-            .skip(slot)
-            .step_by(reductions.len())
-            .fold(op.identity(), |acc, &p| op.combine(acc, p));
-        reduced.push(match reduction {
-            Reduction::GlobalNorm => folded.sqrt(),
-            other => unreachable!("the planner refuses per-tensor {other:?}"),
-        });
+        let r = first + slot;
+        let column = partials.iter().skip(slot).step_by(reductions.len());
+        if reduction == Reduction::GlobalNorm {
+            let folded = column.fold(op.identity(), |acc, &p| op.combine(acc, p));
+            reduced.global[r] = folded.sqrt();
+            continue;
+        }
+        for t in 0..lens.len() {
+            reduced.per_tensor[t * reduced.n + r] = op.identity();
+        }
+        for (&owner, &p) in owners.iter().zip(column) {
+            let acc = &mut reduced.per_tensor[owner * reduced.n + r];
+            *acc = op.combine(*acc, p);
+        }
+        for (t, &len) in lens.iter().enumerate() {
+            let acc = &mut reduced.per_tensor[t * reduced.n + r];
+            *acc = match reduction {
+                Reduction::Norm => acc.sqrt(),
+                // The mean of no elements is NaN, as 0 / 0 (the reference interpreter agrees).
+                Reduction::Mean => *acc / len as f64,
+                Reduction::Sum | Reduction::MaxAbs => *acc,
+                Reduction::GlobalNorm => unreachable!("handled above"),
+            };
+        }
     }
 }

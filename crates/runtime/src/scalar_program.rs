@@ -1,8 +1,10 @@
 //! The scalar program: the per-group, per-step f64 arithmetic (bias corrections, schedules,
-//! scalar states) flattened into an instruction list that runs without touching the graph, in
-//! stages: stage 0 before the first kernel, stage k after phase k - 1 has reduced.
+//! scalar states) and the per-tensor arithmetic on per-tensor reductions, flattened into an
+//! instruction list that runs without touching the graph, in stages: stage 0 before the first
+//! kernel, stage k after phase k - 1 has reduced.
 
-use optjit_ir::{FusionPlan, Input, NodeIndex, Op, Target, eval_op};
+use crate::reduce::Reduced;
+use optjit_ir::{Class, FusionPlan, Input, NodeIndex, Op, Target, eval_op};
 use std::collections::HashMap;
 
 #[derive(Clone, Debug)]
@@ -11,7 +13,8 @@ enum Inst {
     Step,
     State(usize),
     Const(f64),
-    /// The result of the step's reduction of this index (in plan order: phase, then slot).
+    /// The result of the step's reduction of this index (in plan order: phase, then slot):
+    /// the global one, or the tensor's for a per-tensor instruction.
     Reduced(usize),
     /// An element-wise op on earlier values, evaluated by `optjit_ir::eval_op`.
     Apply(Op, Vec<usize>),
@@ -21,6 +24,8 @@ enum Inst {
 #[derive(Clone, Debug)]
 pub(crate) struct ScalarProgram {
     insts: Vec<Inst>,
+    /// Per instruction: computed once per tensor (Tensor class) rather than once per group.
+    per_tensor: Vec<bool>,
     /// Instruction whose value fills each kernel scalar slot.
     kernel_slots: Vec<usize>,
     /// (index into the graph's states, instruction) for each scalar-state update.
@@ -41,6 +46,7 @@ impl ScalarProgram {
             .flat_map(|p| p.reductions.iter().copied())
             .collect();
         let mut insts = Vec::with_capacity(plan.scalar_program.len());
+        let mut per_tensor = Vec::with_capacity(plan.scalar_program.len());
         for &node in &plan.scalar_program {
             let inst = match &graph.node(node).op {
                 Op::Input(Input::Hyper(name)) => Inst::Hyper(
@@ -72,6 +78,7 @@ impl ScalarProgram {
             };
             slot.insert(node, insts.len());
             insts.push(inst);
+            per_tensor.push(graph.node(node).class == Class::Tensor);
         }
         let kernel_slots = plan.kernel_scalars.iter().map(|n| slot[n]).collect();
         let state_updates = plan
@@ -93,6 +100,7 @@ impl ScalarProgram {
             .collect();
         ScalarProgram {
             insts,
+            per_tensor,
             kernel_slots,
             state_updates,
             stage_ends: plan.stage_ends.clone(),
@@ -109,36 +117,86 @@ impl ScalarProgram {
         self.kernel_slots.len()
     }
 
-    /// Runs stage `stage` of the program for one group: `values` holds the group's values of
-    /// the earlier stages (and receives this stage's), `reduced` the step's reductions so far.
-    /// Fills the slots of `row` that this stage computes (as f32).
-    pub(crate) fn run_stage(
+    /// Whether kernels read per-tensor values, so that every tensor needs its own row.
+    pub(crate) fn rows_per_tensor(&self) -> bool {
+        self.kernel_slots.iter().any(|&i| self.per_tensor[i])
+    }
+
+    /// The instructions of stage `stage`.
+    fn stage(&self, stage: usize) -> std::ops::Range<usize> {
+        stage.checked_sub(1).map_or(0, |s| self.stage_ends[s])..self.stage_ends[stage]
+    }
+
+    /// Runs the per-group instructions of stage `stage` for one group: `values` holds the
+    /// group's values of the earlier stages and receives this stage's.
+    pub(crate) fn run_group(&self, stage: usize, inputs: &StageInputs<'_>, values: &mut [f64]) {
+        for i in self.stage(stage).filter(|&i| !self.per_tensor[i]) {
+            values[i] = self.eval(i, inputs, |a| values[a], |r| inputs.reduced.global(r));
+        }
+    }
+
+    /// Runs the per-tensor instructions of stage `stage` for tensor `tensor` of a group whose
+    /// values (this stage's included) are `group`: `values` holds the tensor's own.
+    pub(crate) fn run_tensor(
         &self,
         stage: usize,
+        tensor: usize,
         inputs: &StageInputs<'_>,
+        group: &[f64],
         values: &mut [f64],
+    ) {
+        for i in self.stage(stage).filter(|&i| self.per_tensor[i]) {
+            let operand = |a: usize| match self.per_tensor[a] {
+                true => values[a],
+                false => group[a],
+            };
+            let reduced = |r: usize| inputs.reduced.of_tensor(tensor, r);
+            values[i] = self.eval(i, inputs, operand, reduced);
+        }
+    }
+
+    /// Instruction `i`, its operands read through `operand` and reductions through `reduced`.
+    fn eval(
+        &self,
+        i: usize,
+        inputs: &StageInputs<'_>,
+        operand: impl Fn(usize) -> f64,
+        reduced: impl Fn(usize) -> f64,
+    ) -> f64 {
+        match &self.insts[i] {
+            Inst::Hyper(h) => inputs.hypers[*h],
+            Inst::Step => inputs.step,
+            Inst::State(s) => inputs.states[*s],
+            Inst::Const(c) => *c,
+            Inst::Reduced(r) => reduced(*r),
+            Inst::Apply(op, args) => {
+                let mut operands = [0.0; 3];
+                for (slot, &a) in operands.iter_mut().zip(args) {
+                    *slot = operand(a);
+                }
+                eval_op(op, &operands[..args.len()])
+            }
+        }
+    }
+
+    /// Fills the slots of `row` (as f32) that stage `stage` computes, from the group's values
+    /// and, for per-tensor slots, the tensor's.
+    pub(crate) fn fill_row(
+        &self,
+        stage: usize,
+        group: &[f64],
+        tensor: Option<&[f64]>,
         row: &mut [f32],
     ) {
-        let start = stage.checked_sub(1).map_or(0, |s| self.stage_ends[s]);
-        let end = self.stage_ends[stage];
-        let mut operands = Vec::with_capacity(3);
-        for i in start..end {
-            values[i] = match &self.insts[i] {
-                Inst::Hyper(h) => inputs.hypers[*h],
-                Inst::Step => inputs.step,
-                Inst::State(s) => inputs.states[*s],
-                Inst::Const(c) => *c,
-                Inst::Reduced(r) => inputs.reduced[*r],
-                Inst::Apply(op, args) => {
-                    operands.clear();
-                    operands.extend(args.iter().map(|&a| values[a]));
-                    eval_op(op, &operands)
-                }
-            };
-        }
+        let range = self.stage(stage);
         for (dst, &src) in row.iter_mut().zip(&self.kernel_slots) {
-            if (start..end).contains(&src) {
-                *dst = values[src] as f32;
+            if range.contains(&src) {
+                let value = match (self.per_tensor[src], tensor) {
+                    (true, Some(tensor)) => tensor[src],
+                    (true, None) => f64::NAN,
+                    (false, _) => group[src],
+                };
+                *dst = value as f32;
             }
         }
     }
@@ -160,6 +218,6 @@ pub(crate) struct StageInputs<'a> {
     pub(crate) step: f64,
     /// The group's scalar states (indexed like the graph's states).
     pub(crate) states: &'a [f64],
-    /// The step's reductions finished so far (see [`Inst::Reduced`]).
-    pub(crate) reduced: &'a [f64],
+    /// The step's reductions finished so far.
+    pub(crate) reduced: &'a Reduced,
 }

@@ -52,6 +52,9 @@ pub(crate) enum Req {
     Varying(&'static str),
     /// The first variable's class is at most the second's.
     ClassAtMost(&'static str, &'static str),
+    /// The first variable's class is below the second's (computed less often: a scalar under a
+    /// per-tensor or per-element value, a per-tensor value under a per-element one).
+    ClassBelow(&'static str, &'static str),
 }
 
 /// One rule of a table.
@@ -107,6 +110,7 @@ enum Check {
     Scalar,
     Varying,
     AtMost,
+    Below,
 }
 
 impl Condition<OptLang, ClassAnalysis> for ClassCondition {
@@ -117,6 +121,7 @@ impl Condition<OptLang, ClassAnalysis> for ClassCondition {
                 Check::Scalar => class == Class::Scalar,
                 Check::Varying => class != Class::Scalar,
                 Check::AtMost => w.is_some_and(|w| class <= egraph[subst[w]].data.class),
+                Check::Below => w.is_some_and(|w| class < egraph[subst[w]].data.class),
             }
         })
     }
@@ -161,6 +166,7 @@ pub(crate) fn build(def: &RuleDef) -> Result<TaggedRewrite, RewriteError> {
                 Req::ClassAtMost(v, w) => {
                     (Check::AtMost, var(def.name, v)?, Some(var(def.name, w)?))
                 }
+                Req::ClassBelow(v, w) => (Check::Below, var(def.name, v)?, Some(var(def.name, w)?)),
             });
         }
         let applier = ConditionalApplier {

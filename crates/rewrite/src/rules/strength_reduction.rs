@@ -1,7 +1,8 @@
 //! Strength reduction: dear per-element operations replaced by cheap ones, with the dear part
 //! moved onto a scalar that the scalar program computes once per group. All reassociating.
 //!
-//! `?e` is varying (Tensor or Elem), `?s` is Scalar. `pow(x, 0.5)` is not `sqrt(x)` (they
+//! `?e` is varying (Tensor or Elem), `?s` is Scalar (for `div-to-mul-scalar`: computed less
+//! often than `?e`). `pow(x, 0.5)` is not `sqrt(x)` (they
 //! differ at -0 and -inf), and `pow(x, 0)` is 1 even for NaN but would turn a per-element value
 //! into a scalar one, so neither is here.
 
@@ -17,9 +18,10 @@ pub(crate) const POSITIVE_SCALAR_ONLY: &[&str] = &["sqrt-mul-scalar", "sqrt-div-
 /// The table.
 #[rustfmt::skip]
 pub(crate) const RULES: &[RuleDef] = &[
-    // e / s = e * (1 / s): a per-element division becomes a multiplication by a scalar
-    // reciprocal (not exact: 1/s is rounded before the product).
-    rule("div-to-mul-scalar", "(/ ?e ?s)",         "(* ?e (/ 1 ?s))",       Reassociating, ES),
+    // e / s = e * (1 / s): a per-element division becomes a multiplication by a reciprocal
+    // computed once per group (or per tensor, for a per-tensor divisor) (not exact: 1/s is
+    // rounded before the product).
+    rule("div-to-mul-scalar", "(/ ?e ?s)",         "(* ?e (/ 1 ?s))",       Reassociating, &[Req::ClassBelow("?s", "?e")]),
     // pow(x, 2) = x * x in value and at every special input, but libm's pow is not always
     // correctly rounded (x * x is), so the last bit may differ.
     rule("pow-two",           "(pow ?x 2)",        "(* ?x ?x)",             Reassociating, &[]),

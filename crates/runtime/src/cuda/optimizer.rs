@@ -2,12 +2,12 @@
 //! over a device chunk table that covers every tensor of every group.
 
 use super::device::{CudaDevice, CudaError, Doing};
-use crate::binding::{Binding, Source, buffer_sources, row_width};
+use crate::binding::{Binding, Source, StageScratch, buffer_sources, row_width};
 use crate::chunks::ChunkTable;
 use crate::error::OptimizerError;
 use crate::optimizer::{Setup, Stats};
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
-use crate::reduce;
+use crate::reduce::{self, Reduced};
 use crate::target::Target;
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
@@ -51,6 +51,8 @@ struct Phase {
     /// The chunk table on the device (`None` when the step has no elements).
     table: Option<CudaSlice<u64>>,
     n_records: usize,
+    /// The tensor of each record of the table.
+    owners: Vec<usize>,
     /// Device partials of the phase's reductions (`n_records` rows), when it reduces.
     partials: Option<CudaSlice<f64>>,
 }
@@ -75,8 +77,7 @@ pub struct CudaOptimizer {
     /// Elements per chunk record.
     chunk_elems: usize,
     stats: Stats,
-    host_rows: Vec<f32>,
-    values: Vec<f64>,
+    stage: StageScratch,
     lens_scratch: Vec<usize>,
 }
 
@@ -139,6 +140,7 @@ impl CudaOptimizer {
                 sources,
                 table: None,
                 n_records: 0,
+                owners: Vec::new(),
                 partials: None,
             });
         }
@@ -158,7 +160,10 @@ impl CudaOptimizer {
             states.push(tensor_states);
         }
         let width = row_width(&compiled.scalar_program);
-        let n_rows = width * binding.groups.len();
+        let n_rows = match compiled.scalar_program.rows_per_tensor() {
+            true => width * binding.lens.len(),
+            false => width * binding.groups.len(),
+        };
         let rows = device.upload(&vec![0f32; n_rows])?;
         let mut stats = Stats::of(&compiled, used, elapsed);
         stats.compile_ms += load_ms;
@@ -172,8 +177,7 @@ impl CudaOptimizer {
             table_tensors: Vec::new(),
             chunk_elems: chunk_elems(),
             stats,
-            host_rows: Vec::new(),
-            values: Vec::new(),
+            stage: StageScratch::default(),
             lens_scratch: Vec::new(),
         })
     }
@@ -360,19 +364,20 @@ impl CudaOptimizer {
         }
         let program = &self.compiled.scalar_program;
         let plan = &self.compiled.plan;
-        let mut reduced = Vec::new();
+        let mut reduced = Reduced::default();
+        reduced.reset(plan, self.binding.lens.len());
         for (k, phase) in self.phases.iter_mut().enumerate() {
             self.binding
-                .scalar_stage(program, k, &reduced, &mut self.host_rows, &mut self.values);
+                .scalar_stage(program, k, &reduced, &mut self.stage);
             // A copy from pageable memory: the driver takes the data before returning, so
-            // `host_rows` can be rewritten next, and the stream orders the copy after the
+            // the rows can be rewritten next, and the stream orders the copy after the
             // previous launches (page-locked rows with an event gained nothing on an H200,
             // docs/perf.md).
-            self.device.write(&self.host_rows, &mut self.rows)?;
+            self.device.write(&self.stage.rows, &mut self.rows)?;
             let n_slots = plan.phases[k].reductions.len();
             let Some(table) = &phase.table else {
-                // No elements: every partial keeps its identity.
-                reduced.extend(std::iter::repeat_n(0.0, n_slots));
+                // No elements: every reduction folds nothing.
+                reduce::finish_phase(plan, k, &[], &[], &self.binding.lens, &mut reduced);
                 continue;
             };
             let partials = match n_slots {
@@ -405,18 +410,20 @@ impl CudaOptimizer {
                 .doing(|| format!("launching kernel {}", phase.name))?;
             if let (Some(partials), true) = (&phase.partials, n_slots > 0) {
                 let host = self.device.download(partials)?;
-                reduce::finish_phase(plan, k, &host, &mut reduced);
+                reduce::finish_phase(
+                    plan,
+                    k,
+                    &host,
+                    &phase.owners,
+                    &self.binding.lens,
+                    &mut reduced,
+                );
             }
         }
         let last = self.phases.len();
-        self.binding.scalar_stage(
-            program,
-            last,
-            &reduced,
-            &mut self.host_rows,
-            &mut self.values,
-        );
-        let pending = self.binding.pending_step(program, &self.values);
+        self.binding
+            .scalar_stage(program, last, &reduced, &mut self.stage);
+        let pending = self.binding.pending_step(program, &self.stage);
         self.binding.finish_step(pending);
         self.stats.steps = self.binding.step_count;
         Ok(())
@@ -424,22 +431,26 @@ impl CudaOptimizer {
 
     /// Builds and uploads every phase's chunk table for tensors at these addresses.
     fn build_tables(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
-        let width = row_width(&self.compiled.scalar_program);
+        let program = &self.compiled.scalar_program;
+        let width = row_width(program);
         let rows = self.device.address(&self.rows);
         for phase in &mut self.phases {
             let n_buffers = phase.sources.len();
             let mut words = Vec::new();
             self.lens_scratch.clear();
+            phase.owners.clear();
             let mut table = ChunkTable {
                 words: &mut words,
                 lens: &mut self.lens_scratch,
+                owners: &mut phase.owners,
                 n_buffers,
                 chunk_elems: self.chunk_elems,
             };
             let mut base = vec![0u64; n_buffers];
             for (g, group) in self.binding.groups.iter().enumerate() {
-                let row = rows + (g * width * size_of::<f32>()) as u64;
                 for &t in &group.tensors {
+                    let row = Binding::row_of(program, g, t);
+                    let row = rows + (row * width * size_of::<f32>()) as u64;
                     for (slot, source) in base.iter_mut().zip(&phase.sources) {
                         *slot = match *source {
                             Source::Param => params[t],
@@ -449,7 +460,7 @@ impl CudaOptimizer {
                                 .map_or(0, |b| self.device.address(b)),
                         };
                     }
-                    table.push_tensor(self.binding.lens[t], row, &base);
+                    table.push_tensor(t, self.binding.lens[t], row, &base);
                 }
             }
             phase.n_records = self.lens_scratch.len();
