@@ -5,10 +5,14 @@
 //! reduction of a level-L value is computed (as per-chunk partials) by phase L and is known to
 //! the scalar program from stage L + 1 on. Every store goes in the last phase, so that no phase
 //! reads a buffer an earlier phase has overwritten; a per-element value an earlier phase also
-//! needed is recomputed there from the buffers rather than written out and read back. For the
-//! values reductions feed today (functions of the gradient, which every phase can read) that
-//! is never more bytes than materializing them: recomputing costs the loads of inputs the last
-//! phase mostly loads anyway, materializing costs a store and a load (8 bytes per element).
+//! needed is recomputed there from the buffers rather than written out and read back:
+//! recomputing costs the loads of inputs the last phase does not load anyway (none, when the
+//! reduced value is a function of the gradient, as for clipping), materializing costs a store
+//! and a load (8 bytes per element). Choosing materialization where it is cheaper (LAMB's
+//! update) is not done yet.
+//!
+//! Scalar-class nodes (once per group) and Tensor-class nodes (once per tensor, from per-tensor
+//! reductions) form the host scalar program; the ones kernels read are the kernel scalars.
 
 use crate::error::RewriteError;
 use optjit_ir::{Buffer, BufferUse, Class, FusionPlan, Graph, Input, NodeIndex, Op, Phase, Target};
