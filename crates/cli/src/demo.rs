@@ -1,6 +1,6 @@
-//! `optjit demo`: the README's main job. Compiles AdamW (and a custom Lion traced in a few
-//! lines), trains a logistic-regression model on synthetic data on the CPU, and prints the loss
-//! going down, the compile time and the step time.
+//! `optjit demo`: the README's main job. Compiles AdamW (plain and with gradient clipping fused
+//! in) and a custom Lion traced in a few lines, trains a logistic-regression model on synthetic
+//! data on the CPU, and prints the loss going down, the compile time and the step time.
 
 use optjit_runtime::{Group, Optimizer, Setup};
 use optjit_trace::{Definition, Domain, Tracer};
@@ -27,6 +27,17 @@ pub fn run() -> Result<(), String> {
         "AdamW (built-in)",
         &adamw.definition,
         adamw.hypers.clone(),
+        &data,
+    )?;
+
+    let clipped = adamw
+        .clone()
+        .with_clip_grad_norm(0.01)
+        .map_err(|e| e.to_string())?;
+    train(
+        "AdamW with clip_grad_norm(0.01) fused in (a norm phase, then the update)",
+        &clipped.definition,
+        clipped.hypers.clone(),
         &data,
     )?;
 
@@ -85,8 +96,13 @@ fn train(
     for step in 0..=STEPS {
         let (loss, accuracy, grads) = data.loss_and_grad(&params);
         if step % 50 == 0 {
+            // With clipping: the total gradient norm of the last step, before clipping.
+            let norm = match opt.scalar_state(0, optjit_trace::GRAD_NORM) {
+                Some(norm) if step > 0 => format!("  grad_norm {norm:.4}"),
+                _ => String::new(),
+            };
             println!(
-                "  step {step:>4}  loss {loss:.4}  accuracy {:.1}%",
+                "  step {step:>4}  loss {loss:.4}  accuracy {:.1}%{norm}",
                 accuracy * 100.0
             );
         }
