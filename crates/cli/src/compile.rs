@@ -3,7 +3,7 @@
 
 use optjit_ir::FusionPlan;
 use optjit_optim::Kwargs;
-use optjit_rewrite::{OpCounts, SimplifyReport, count_elem_ops};
+use optjit_rewrite::{SimplifyReport, plan_stats};
 use optjit_runtime::{CompileOptions, Stage, Target};
 
 /// Compiles `optimizer` (with `clip_grad_norm_` fused in front when given) for `target` and
@@ -70,36 +70,10 @@ pub fn run(
     Ok(out)
 }
 
-/// The `phase=K ...` lines and the `total ...` line: kernels, bytes per element, per-element
-/// op counts by kind (zeros included), then bytes read and written per element; and an
-/// `egraph ...` line with what the e-graph run did (no timings: the text is deterministic).
+/// [`plan_stats`]'s `phase=K ...` and `total ...` lines, then an `egraph ...` line with what the
+/// e-graph run did (no timings: the text is deterministic).
 pub fn stats_text(plan: &FusionPlan, report: Option<&SimplifyReport>) -> String {
-    let elem_bytes = plan.graph.elem_dtype.size_bytes();
-    let traffic = |phase: &optjit_ir::Phase| {
-        let count = |f: fn(&optjit_ir::BufferUse) -> bool| {
-            phase.buffers.iter().filter(|b| f(b)).count() * elem_bytes
-        };
-        (count(|b| b.read), count(|b| b.write))
-    };
-    let mut total = OpCounts::default();
-    let (mut total_read, mut total_written) = (0, 0);
-    let mut out = String::new();
-    for (k, phase) in plan.phases.iter().enumerate() {
-        let counts = count_elem_ops(&plan.graph, phase);
-        let (read, written) = traffic(phase);
-        total += counts;
-        total_read += read;
-        total_written += written;
-        out.push_str(&format!(
-            "phase={k} kernels=1 bytes_per_elem={} {counts} bytes_read={read} bytes_written={written}\n",
-            phase.bytes_per_elem(elem_bytes)
-        ));
-    }
-    out.push_str(&format!(
-        "total kernels={} bytes_per_elem={} {total} bytes_read={total_read} bytes_written={total_written}\n",
-        plan.phases.len(),
-        plan.bytes_per_elem()
-    ));
+    let mut out = plan_stats(plan);
     if let Some(r) = report {
         out.push_str(&format!(
             "egraph iterations={} nodes={} classes={} stop_reason={} rules={} cost_before={} cost_after={}\n",

@@ -1,6 +1,6 @@
 //! Per-element op counts of a fusion-plan phase (what `optjit compile --stats` prints).
 
-use optjit_ir::{Binary, Graph, Op, Phase, Unary};
+use optjit_ir::{Binary, FusionPlan, Graph, Op, Phase, Unary};
 use std::fmt;
 use std::ops::{Add, AddAssign};
 
@@ -215,6 +215,39 @@ pub fn count_elem_ops(graph: &Graph, phase: &Phase) -> OpCounts {
         counts.record(&graph.node(node).op);
     }
     counts
+}
+
+/// The machine-readable statistics of a plan (`optjit compile --stats`, and the end of the
+/// `fuse` stage's text): one `phase=K kernels=1 bytes_per_elem=… <op>=<count> ...
+/// bytes_read=… bytes_written=…` line per phase, every op kind with zeros included, then a
+/// `total …` line of the same form.
+pub fn plan_stats(plan: &FusionPlan) -> String {
+    let elem_bytes = plan.graph.elem_dtype.size_bytes();
+    let traffic = |phase: &Phase| {
+        let reads = phase.buffers.iter().filter(|b| b.read).count();
+        let writes = phase.buffers.iter().filter(|b| b.write).count();
+        (reads * elem_bytes, writes * elem_bytes)
+    };
+    let mut total = OpCounts::default();
+    let (mut total_read, mut total_written) = (0, 0);
+    let mut out = String::new();
+    for (k, phase) in plan.phases.iter().enumerate() {
+        let counts = count_elem_ops(&plan.graph, phase);
+        let (read, written) = traffic(phase);
+        total += counts;
+        total_read += read;
+        total_written += written;
+        out.push_str(&format!(
+            "phase={k} kernels=1 bytes_per_elem={} {counts} bytes_read={read} bytes_written={written}\n",
+            read + written
+        ));
+    }
+    out.push_str(&format!(
+        "total kernels={} bytes_per_elem={} {total} bytes_read={total_read} bytes_written={total_written}\n",
+        plan.phases.len(),
+        total_read + total_written
+    ));
+    out
 }
 
 impl AddAssign for OpCounts {

@@ -37,7 +37,7 @@ mod lang;
 mod rules;
 mod simplify;
 
-pub use counts::{OpCounts, count_elem_ops};
+pub use counts::{OpCounts, count_elem_ops, plan_stats};
 
 /// The source text of this crate: what the compile cache hashes into its version, so that a
 /// cached optimized graph is never reused by a build whose rules or cost model differ.

@@ -296,7 +296,9 @@ fn run(
 
     let plan = optjit_rewrite::fuse(&extracted).map_err(|e| rec.fail(Stage::Fuse, e))?;
     let scalar_program = ScalarProgram::new(&plan);
-    rec.finish_stage(Stage::Fuse, || plan.to_string());
+    rec.finish_stage(Stage::Fuse, || {
+        format!("{plan}{}", optjit_rewrite::plan_stats(&plan))
+    });
 
     let codegen = match options.target {
         Target::Cpu => Some(CpuCodegen::host().map_err(|e| rec.fail(Stage::Lower, e))?),
