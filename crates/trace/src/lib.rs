@@ -24,6 +24,7 @@
 mod clip;
 mod definition;
 mod error;
+pub mod step;
 mod tracer;
 mod value;
 
