@@ -39,3 +39,5 @@ pub use optjit_optim as optim;
 pub use optjit_rewrite as rewrite;
 /// The CUDA driver bindings the GPU backend uses (device buffers are `cudarc` slices).
 pub use optjit_runtime::cudarc;
+/// The tracing API and the `.step` language (`trace::step`).
+pub use optjit_trace as trace;

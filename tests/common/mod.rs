@@ -7,7 +7,7 @@ use optjit::{Definition, Domain, Tracer};
 use std::path::{Path, PathBuf};
 
 /// The golden cases the built-ins of this version must pass.
-pub const GOLDEN_CASES: [&str; 11] = [
+pub const GOLDEN_CASES: [&str; 13] = [
     "sgd-plain",
     "sgd-momentum-wd",
     "sgd-nesterov",
@@ -19,6 +19,8 @@ pub const GOLDEN_CASES: [&str; 11] = [
     "adamw-two-groups",
     "adamw-clip",
     "sgd-clip-momentum",
+    "custom-lion",
+    "custom-schedule-warmup-cosine",
 ];
 
 /// The repository's copy of golden case `case`.

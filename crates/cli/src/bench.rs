@@ -8,7 +8,7 @@ use std::time::Instant;
 
 /// What to measure.
 pub struct BenchArgs {
-    /// Built-in optimizer name.
+    /// Built-in optimizer name, or a `.step` file.
     pub optimizer: String,
     /// Its keyword arguments.
     pub kwargs: Kwargs,
@@ -33,8 +33,7 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
             workload::NAMES.join(", ")
         )
     })?;
-    let configured = crate::builtin::configure(&args.optimizer, &args.kwargs, args.clip_grad_norm)
-        .map_err(|e| e.to_string())?;
+    let configured = crate::rule::choose(&args.optimizer, &args.kwargs, args.clip_grad_norm)?;
     if let Backend::Cuda(device) = &args.backend {
         let reference =
             configured.name == "AdamW" && args.kwargs.is_empty() && args.clip_grad_norm.is_none();
@@ -46,7 +45,7 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
             args.steps,
             reference,
         )?;
-        return Ok(cuda_line(args, configured.name, &sizes, &times));
+        return Ok(cuda_line(args, &configured.name, &sizes, &times));
     }
     let shapes: Vec<Vec<usize>> = sizes.iter().map(|&n| vec![n]).collect();
     let (mut params, grads) = workload::data(&sizes);

@@ -16,8 +16,7 @@ pub fn run(
     emit: Option<&str>,
     stats: bool,
 ) -> Result<String, String> {
-    let configured =
-        crate::builtin::configure(optimizer, kwargs, clip_grad_norm).map_err(|e| e.to_string())?;
+    let configured = crate::rule::choose(optimizer, kwargs, clip_grad_norm)?;
     let options = CompileOptions {
         keep_texts: true,
         target,

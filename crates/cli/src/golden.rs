@@ -4,7 +4,9 @@
 use crate::stepper::{Backend, Stepper};
 use optjit_optim::{Configured, Kwarg, Kwargs};
 use optjit_runtime::{Group, Setup};
+use optjit_trace::Definition;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -123,32 +125,196 @@ pub fn run_case(case: &Value, backend: &Backend) -> Result<CaseResult, BadInput>
 }
 
 struct Prepared {
-    configured: Configured,
+    rule: Rule,
     setup: Setup,
     tolerance: (f64, f64),
 }
 
+/// The update rule a case runs: a built-in or a `.step` optimizer, with its schedule and
+/// clipping applied.
+struct Rule {
+    /// What the FAIL lines call it.
+    name: String,
+    definition: Definition,
+    /// Hyperparameter values of the default group.
+    hypers: BTreeMap<String, f64>,
+    /// The built-in's configuration (maps PyTorch keywords such as `betas` to hyperparameters).
+    builtin: Option<Configured>,
+    /// Hyperparameters a schedule sets (their value in force is a scalar state).
+    scheduled: Vec<String>,
+}
+
+impl Rule {
+    /// The built-in `name` with `kwargs`, or the `.step` optimizer of `optimizer.step`.
+    fn new(optimizer: &Value) -> Result<Result<Rule, String>, BadInput> {
+        let name = field(optimizer, "name")?
+            .as_str()
+            .ok_or_else(|| BadInput("optimizer.name must be a string".into()))?;
+        let base_kwargs = kwargs(optimizer.get("kwargs"), "optimizer.kwargs")?;
+        if name != "custom" {
+            return Ok(
+                match optjit_optim::find(name).and_then(|spec| spec.configure(&base_kwargs)) {
+                    Ok(c) => Ok(Rule {
+                        name: c.name.to_string(),
+                        definition: c.definition.clone(),
+                        hypers: c.hypers.clone(),
+                        builtin: Some(c),
+                        scheduled: Vec::new(),
+                    }),
+                    Err(e) => Err(e.to_string()),
+                },
+            );
+        }
+        let source = field(optimizer, "step")?
+            .as_str()
+            .ok_or_else(|| BadInput("optimizer.step must be a string".into()))?;
+        let loaded = match optjit_trace::step::load("optimizer.step", source) {
+            Ok(loaded) => loaded,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let Some(definition) = loaded.optimizer else {
+            return Ok(Err("optimizer.step has no `optimizer` block".into()));
+        };
+        let mut rule = Rule {
+            name: definition.graph.name.clone(),
+            hypers: definition
+                .graph
+                .hypers
+                .iter()
+                .map(|h| (h.name.clone(), h.default))
+                .collect(),
+            definition,
+            builtin: None,
+            scheduled: Vec::new(),
+        };
+        if let Err(e) = rule.set_hypers(&base_kwargs) {
+            return Ok(Err(e));
+        }
+        Ok(Ok(rule))
+    }
+
+    /// Sets hyperparameters by name (a custom rule's kwargs are its hyperparameters).
+    fn set_hypers(&mut self, kwargs: &Kwargs) -> Result<(), String> {
+        for (key, value) in kwargs {
+            match (value, self.definition.graph.hyper(key)) {
+                (Kwarg::Number(x), Some(_)) => {
+                    self.hypers.insert(key.clone(), *x);
+                }
+                _ => {
+                    return Err(format!(
+                        "{}: no hyperparameter '{key}' takes {value}",
+                        self.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The schedule of `schedule` applied: a `.step` schedule (built-in schedulers are not
+    /// supported yet), its kwargs setting its own hyperparameters.
+    fn schedule(&mut self, schedule: &Value) -> Result<Result<(), String>, BadInput> {
+        let name = field(schedule, "name")?.as_str().unwrap_or_default();
+        if name != "custom" {
+            return Ok(Err(format!(
+                "built-in LR scheduler {name} is not supported yet"
+            )));
+        }
+        let source = field(schedule, "step")?
+            .as_str()
+            .ok_or_else(|| BadInput("schedule.step must be a string".into()))?;
+        let applied = optjit_trace::step::load("schedule.step", source).and_then(|loaded| {
+            let Some(schedule) = loaded.schedules.first() else {
+                return Ok(None);
+            };
+            schedule.apply(&self.definition).map(Some)
+        });
+        let definition = match applied {
+            Ok(Some(definition)) => definition,
+            Ok(None) => return Ok(Err("schedule.step has no `schedule` block".into())),
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let before: Vec<String> = self
+            .definition
+            .graph
+            .hypers
+            .iter()
+            .map(|h| h.name.clone())
+            .collect();
+        for h in &definition.graph.hypers {
+            if !before.contains(&h.name) {
+                self.hypers.insert(h.name.clone(), h.default);
+            }
+        }
+        self.scheduled = before
+            .into_iter()
+            .filter(|h| {
+                let state = optjit_trace::step::in_force_state(h);
+                definition.graph.state(&state).is_some()
+            })
+            .collect();
+        self.definition = definition;
+        let overrides = kwargs(schedule.get("kwargs"), "schedule.kwargs")?;
+        Ok(self.set_hypers(&overrides))
+    }
+
+    /// `clip_grad_norm_(max_norm)` fused in front.
+    fn clip(&mut self, max_norm: f64) -> Result<(), String> {
+        self.definition =
+            optjit_trace::clip_grad_norm(&self.definition, max_norm).map_err(|e| e.to_string())?;
+        self.hypers
+            .insert(optjit_trace::MAX_NORM.to_string(), max_norm);
+        Ok(())
+    }
+
+    /// The overrides of param group `g`.
+    fn group_hypers(&self, g: usize, overrides: &Kwargs) -> Result<BTreeMap<String, f64>, String> {
+        match &self.builtin {
+            Some(c) => c.group_hypers(g, overrides).map_err(|e| e.to_string()),
+            None => {
+                let mut copy = Rule {
+                    name: self.name.clone(),
+                    definition: self.definition.clone(),
+                    hypers: BTreeMap::new(),
+                    builtin: None,
+                    scheduled: Vec::new(),
+                };
+                copy.set_hypers(overrides)?;
+                Ok(copy.hypers)
+            }
+        }
+    }
+
+    /// The value in force during the last step of keyword `key` for group `g`, as numbers.
+    fn in_force(&self, opt: &Stepper, g: usize, key: &str) -> Option<Vec<f64>> {
+        let hyper = |name: &str| match self.scheduled.iter().any(|s| s == name) {
+            true => opt.scalar_state(g, &optjit_trace::step::in_force_state(name)),
+            false => opt.hyper(g, name).ok(),
+        };
+        match &self.builtin {
+            Some(c) => c.kwarg_in_force(key, hyper),
+            None => Some(vec![hyper(key)?]),
+        }
+    }
+}
+
 /// Builds the optimizer setup, or says why the case is not supported yet.
 fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
-    if !case.get("schedule").is_none_or(Value::is_null) {
-        return Ok(Err("LR schedules are not supported yet".into()));
-    }
-    let optimizer = field(case, "optimizer")?;
-    let name = field(optimizer, "name")?
-        .as_str()
-        .ok_or_else(|| BadInput("optimizer.name must be a string".into()))?;
-    if name == "custom" {
-        return Ok(Err("custom .step optimizers are not supported yet".into()));
-    }
-    let base_kwargs = kwargs(optimizer.get("kwargs"), "optimizer.kwargs")?;
-    let max_norm = match case.get("clip_grad_norm") {
-        None | Some(Value::Null) => None,
-        Some(clip) => Some(number(field(clip, "max_norm")?, "clip_grad_norm.max_norm")?),
+    let mut rule = match Rule::new(field(case, "optimizer")?)? {
+        Ok(rule) => rule,
+        Err(why) => return Ok(Err(why)),
     };
-    let configured = match crate::builtin::configure(name, &base_kwargs, max_norm) {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
+    if let Some(schedule) = case.get("schedule").filter(|v| !v.is_null())
+        && let Err(why) = rule.schedule(schedule)?
+    {
+        return Ok(Err(why));
+    }
+    if let Some(clip) = case.get("clip_grad_norm").filter(|v| !v.is_null()) {
+        let max_norm = number(field(clip, "max_norm")?, "clip_grad_norm.max_norm")?;
+        if let Err(why) = rule.clip(max_norm) {
+            return Ok(Err(why));
+        }
+    }
     let shapes = shapes(field(case, "shapes")?)?;
     let mut groups = Vec::new();
     if let Some(list) = case.get("param_groups").and_then(Value::as_array) {
@@ -166,9 +332,9 @@ fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
                     ))
                 })?;
             let overrides = kwargs(group.get("kwargs"), &format!("param_groups[{g}].kwargs"))?;
-            match configured.group_hypers(g, &overrides) {
+            match rule.group_hypers(g, &overrides) {
                 Ok(hypers) => groups.push(Group { tensors, hypers }),
-                Err(e) => return Ok(Err(e.to_string())),
+                Err(e) => return Ok(Err(e)),
             }
         }
     }
@@ -177,13 +343,13 @@ fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
     let setup = Setup {
         shapes,
         groups,
-        hypers: configured.hypers.clone(),
+        hypers: rule.hypers.clone(),
         threads: 1,
     };
     Ok(Ok(Prepared {
         setup,
         tolerance: (tol("rtol")?, tol("atol")?),
-        configured,
+        rule,
     }))
 }
 
@@ -220,7 +386,7 @@ impl Comparison {
 
 fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome, BadInput> {
     let Prepared {
-        configured,
+        rule,
         setup,
         tolerance: (rtol, atol),
     } = prepared;
@@ -231,7 +397,7 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
     let expected = field(case, "expected")?
         .as_array()
         .ok_or_else(|| BadInput("expected must be a list".into()))?;
-    let mut opt = match Stepper::new(&configured.definition, setup, backend) {
+    let mut opt = match Stepper::new(&rule.definition, setup, backend) {
         Ok(opt) => opt,
         Err(e) => return Ok(Outcome::Unsupported(e.to_string())),
     };
@@ -243,6 +409,11 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
         first_failure: None,
     };
     for (k, (grad, want)) in grads.iter().zip(expected).enumerate() {
+        let grad = tensors(grad, &format!("grads[{k}]"))?;
+        if let Err(e) = opt.step(&mut params, &grad) {
+            return Err(BadInput(format!("step {k}: {e}")));
+        }
+        // The hyperparameters in force during step k (a schedule's are known once it ran).
         if let Some(hyper) = want.get("hyper").and_then(Value::as_array) {
             for (g, values) in hyper.iter().enumerate() {
                 let Some(values) = values.as_object() else {
@@ -250,11 +421,10 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
                 };
                 for (key, want_value) in values {
                     let wants = numbers(want_value, key)?;
-                    let got = configured.kwarg_in_force(key, |n| opt.hyper(g, n).ok());
-                    let Some(got) = got else {
+                    let Some(got) = rule.in_force(&opt, g, key) else {
                         return Ok(Outcome::Unsupported(format!(
                             "hyperparameter '{key}' is not known to {}",
-                            configured.name
+                            rule.name
                         )));
                     };
                     for (i, (&got, &w)) in got.iter().zip(&wants).enumerate() {
@@ -262,10 +432,6 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
                     }
                 }
             }
-        }
-        let grad = tensors(grad, &format!("grads[{k}]"))?;
-        if let Err(e) = opt.step(&mut params, &grad) {
-            return Err(BadInput(format!("step {k}: {e}")));
         }
         if let Some(want_norm) = want.get("grad_norm").filter(|v| !v.is_null()) {
             let want_norm = number(want_norm, "grad_norm")?;

@@ -2,11 +2,11 @@
 #![warn(missing_docs)]
 
 pub mod bench;
-pub mod builtin;
 pub mod compile;
 pub mod cuda_bench;
 pub mod demo;
 pub mod golden;
 pub mod list;
+pub mod rule;
 pub mod stepper;
 pub mod workload;

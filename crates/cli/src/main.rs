@@ -46,6 +46,7 @@ enum Command {
     },
     /// Time the compiled step of a built-in on a workload.
     Bench {
+        /// A built-in's name, or a .step file.
         #[arg(long)]
         optimizer: String,
         /// big-1x16M | gpt2s-148 | small-1000x4K
@@ -65,10 +66,14 @@ enum Command {
         #[arg(long, value_name = "MAX", allow_negative_numbers = true)]
         clip_grad_norm: Option<f64>,
     },
-    /// Compile a built-in and print a stage's text (all stages by default).
+    /// Compile a built-in or a .step file and print a stage's text (all stages by default).
     Compile {
+        /// A built-in's name, or a .step file.
         #[arg(long)]
-        optimizer: String,
+        optimizer: Option<String>,
+        /// A .step file (the same as --optimizer FILE.step).
+        #[arg(value_name = "FILE.step")]
+        file: Option<String>,
         #[arg(long, value_enum, default_value = "cpu")]
         target: Target,
         /// trace | verify | simplify | extract | fuse | lower | clif | ptx | load
@@ -170,6 +175,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Compile {
             optimizer,
+            file,
             target,
             emit,
             stats,
@@ -177,6 +183,15 @@ fn run(command: Command) -> Result<ExitCode, String> {
             kwargs,
             clip_grad_norm,
         } => {
+            let optimizer = match (optimizer, file) {
+                (Some(name), None) | (None, Some(name)) => name,
+                (Some(_), Some(file)) => {
+                    return Err(format!(
+                        "{file}: give --optimizer or a .step file, not both"
+                    ));
+                }
+                (None, None) => return Err("compile needs --optimizer NAME or a .step file".into()),
+            };
             let target = compile_target(target, arch.as_deref())?;
             let kwargs = parse_kwargs(kwargs.as_deref())?;
             let text = compile::run(

@@ -1,0 +1,314 @@
+//! Names in scope while a block is turned into IR, and expressions turned into graph nodes with
+//! their types checked.
+
+use super::ast::{BinOp, CmpOp, Expr, ExprKind, Ident, Span};
+use super::error::StepError;
+use optjit_ir::{Binary, Class, Cmp, DType, Graph, Input, NodeIndex, Op, Reduction, Unary};
+use std::collections::HashMap;
+
+/// Functions of one argument, by name.
+const UNARY: &[(&str, Unary)] = &[
+    ("sqrt", Unary::Sqrt),
+    ("rsqrt", Unary::Rsqrt),
+    ("exp", Unary::Exp),
+    ("log", Unary::Log),
+    ("abs", Unary::Abs),
+    ("sign", Unary::Sign),
+    ("sin", Unary::Sin),
+    ("cos", Unary::Cos),
+    ("floor", Unary::Floor),
+];
+
+/// Functions of two arguments, by name.
+const BINARY: &[(&str, Binary)] = &[
+    ("min", Binary::Min),
+    ("max", Binary::Max),
+    ("pow", Binary::Pow),
+];
+
+/// Reductions, by name.
+const REDUCTIONS: &[(&str, Reduction)] = &[
+    ("norm", Reduction::Norm),
+    ("global_norm", Reduction::GlobalNorm),
+    ("sum", Reduction::Sum),
+    ("mean", Reduction::Mean),
+    ("max_abs", Reduction::MaxAbs),
+];
+
+/// Every function name, for suggestions and reserved-name checks.
+pub(crate) fn function_names() -> impl Iterator<Item = &'static str> {
+    let unary = UNARY.iter().map(|(n, _)| *n);
+    let binary = BINARY.iter().map(|(n, _)| *n);
+    let reductions = REDUCTIONS.iter().map(|(n, _)| *n);
+    unary
+        .chain(binary)
+        .chain(reductions)
+        .chain(["clamp", "where"])
+}
+
+/// Which kind of block is being built: the names and functions each may use differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BlockKind {
+    /// An update rule: `param`, `grad`, `step`, reductions.
+    Optimizer,
+    /// A schedule: `t`, no per-element values, no reductions.
+    Schedule,
+}
+
+/// The names visible at the current statement, and the graph being built.
+pub(crate) struct Scope<'a> {
+    pub(crate) file: &'a str,
+    pub(crate) source: &'a str,
+    pub(crate) graph: &'a mut Graph,
+    pub(crate) kind: BlockKind,
+    /// Name → its current value.
+    pub(crate) names: HashMap<String, NodeIndex>,
+    /// Names the block defines later, with where (for "used before its definition").
+    pub(crate) later: HashMap<String, Span>,
+}
+
+/// The Levenshtein distance between `a` and `b`, for suggestions.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = previous + usize::from(ca != cb);
+            previous = row[j + 1];
+            row[j + 1] = substitute.min(previous + 1).min(row[j] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// `; did you mean 'x'?` for the closest of `candidates` within a third of `name`'s length.
+pub(crate) fn suggestion<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> String {
+    let limit = (name.chars().count() / 3).max(1);
+    candidates
+        .filter(|c| *c != name)
+        .map(|c| (distance(name, c), c))
+        .filter(|&(d, _)| d <= limit)
+        .min()
+        .map(|(_, c)| format!("; did you mean '{c}'?"))
+        .unwrap_or_default()
+}
+
+impl Scope<'_> {
+    pub(crate) fn error(&self, span: Span, message: impl Into<String>) -> StepError {
+        StepError::at(self.file, self.source, span, message)
+    }
+
+    /// The value of `name` at this point of the block.
+    fn lookup(&mut self, name: &str, span: Span) -> Result<NodeIndex, StepError> {
+        if let Some(&node) = self.names.get(name) {
+            return Ok(node);
+        }
+        let message = match (name, self.kind) {
+            ("pi", _) => return Ok(self.graph.constant(std::f64::consts::PI)),
+            ("t", BlockKind::Optimizer) => {
+                "'t' is a schedule's step index; an optimizer reads `step` (t = step - 1)".into()
+            }
+            ("step", BlockKind::Schedule) => {
+                "a schedule reads `t`, the 0-based index of the step about to be taken".into()
+            }
+            ("metric", BlockKind::Schedule) => {
+                "metric-driven schedules (ReduceLROnPlateau-style) are not supported yet".into()
+            }
+            _ => match self.later.get(name) {
+                Some(def) => format!(
+                    "'{name}' is used before its definition at {}:{}",
+                    def.line, def.col
+                ),
+                None => {
+                    let known = self.names.keys().map(String::as_str).chain(["pi"]);
+                    format!("unknown name '{name}'{}", suggestion(name, known))
+                }
+            },
+        };
+        Err(self.error(span, message))
+    }
+
+    fn add(&mut self, op: Op, operands: &[NodeIndex]) -> NodeIndex {
+        self.graph.add(op, operands)
+    }
+
+    /// `node`, checked to be a number (not a comparison result).
+    fn number(&self, node: NodeIndex, at: &Expr) -> Result<NodeIndex, StepError> {
+        match self.graph.node(node).dtype {
+            DType::Bool => Err(self.error(
+                at.span,
+                "a comparison result cannot be used as a number; use where(condition, a, b)",
+            )),
+            _ => Ok(node),
+        }
+    }
+
+    /// The graph node of `expr`, its names resolved in this scope.
+    pub(crate) fn expr(&mut self, expr: &Expr) -> Result<NodeIndex, StepError> {
+        match &expr.kind {
+            ExprKind::Number(x) => Ok(self.graph.constant(*x)),
+            ExprKind::Name(name) => self.lookup(name, expr.span),
+            ExprKind::Neg(x) => {
+                let a = self.expr(x)?;
+                let a = self.number(a, x)?;
+                Ok(self.add(Op::Unary(Unary::Neg), &[a]))
+            }
+            ExprKind::Binary(op, x, y) => {
+                let a = self.expr(x)?;
+                let a = self.number(a, x)?;
+                let b = self.expr(y)?;
+                let b = self.number(b, y)?;
+                let op = match op {
+                    BinOp::Add => Binary::Add,
+                    BinOp::Sub => Binary::Sub,
+                    BinOp::Mul => Binary::Mul,
+                    BinOp::Div => Binary::Div,
+                };
+                Ok(self.add(Op::Binary(op), &[a, b]))
+            }
+            ExprKind::Compare(op, x, y) => {
+                let a = self.expr(x)?;
+                let a = self.number(a, x)?;
+                let b = self.expr(y)?;
+                let b = self.number(b, y)?;
+                let op = match op {
+                    CmpOp::Lt => Cmp::Lt,
+                    CmpOp::Le => Cmp::Le,
+                    CmpOp::Gt => Cmp::Gt,
+                    CmpOp::Ge => Cmp::Ge,
+                    CmpOp::Eq => Cmp::Eq,
+                    CmpOp::Ne => Cmp::Ne,
+                };
+                Ok(self.add(Op::Cmp(op), &[a, b]))
+            }
+            ExprKind::Call { func, args } => self.call(expr, func, args),
+        }
+    }
+
+    fn arity(&self, func: &Ident, args: &[Expr], want: usize) -> Result<(), StepError> {
+        if args.len() == want {
+            return Ok(());
+        }
+        let plural = if want == 1 { "" } else { "s" };
+        Err(self.error(
+            func.span,
+            format!(
+                "{} takes {want} argument{plural}, got {}",
+                func.name,
+                args.len()
+            ),
+        ))
+    }
+
+    /// The number arguments of a call, in order.
+    fn numbers(&mut self, args: &[Expr]) -> Result<Vec<NodeIndex>, StepError> {
+        args.iter()
+            .map(|a| {
+                let node = self.expr(a)?;
+                self.number(node, a)
+            })
+            .collect()
+    }
+
+    fn call(&mut self, expr: &Expr, func: &Ident, args: &[Expr]) -> Result<NodeIndex, StepError> {
+        let name = func.name.as_str();
+        if let Some(&(_, u)) = UNARY.iter().find(|(n, _)| *n == name) {
+            self.arity(func, args, 1)?;
+            let x = self.numbers(args)?[0];
+            if u.scalar_only() && self.graph.node(x).class != Class::Scalar {
+                return Err(self.error(
+                    expr.span,
+                    format!(
+                        "{name} runs only on scalars (hyperparameters, step, scalar states), \
+                         not on per-element or per-tensor values"
+                    ),
+                ));
+            }
+            return Ok(self.add(Op::Unary(u), &[x]));
+        }
+        if let Some(&(_, b)) = BINARY.iter().find(|(n, _)| *n == name) {
+            self.arity(func, args, 2)?;
+            let x = self.numbers(args)?;
+            return Ok(self.add(Op::Binary(b), &x));
+        }
+        if let Some(&(_, r)) = REDUCTIONS.iter().find(|(n, _)| *n == name) {
+            self.arity(func, args, 1)?;
+            if self.kind == BlockKind::Schedule {
+                return Err(self.error(func.span, "reductions are not available in a schedule"));
+            }
+            let x = self.numbers(args)?[0];
+            if self.graph.node(x).class != Class::Elem {
+                return Err(self.error(
+                    args[0].span,
+                    format!("{name} reduces a per-element value; this one is not per element"),
+                ));
+            }
+            return Ok(self.add(Op::Reduce(r), &[x]));
+        }
+        match name {
+            "clamp" => {
+                self.arity(func, args, 3)?;
+                let x = self.numbers(args)?;
+                let low = self.add(Op::Binary(Binary::Max), &[x[0], x[1]]);
+                Ok(self.add(Op::Binary(Binary::Min), &[low, x[2]]))
+            }
+            "where" => {
+                self.arity(func, args, 3)?;
+                let condition = self.expr(&args[0])?;
+                if self.graph.node(condition).dtype != DType::Bool {
+                    return Err(self.error(
+                        args[0].span,
+                        "where's first argument must be a comparison (`a < b`, ...)",
+                    ));
+                }
+                let values = self.numbers(&args[1..])?;
+                Ok(self.add(Op::Select, &[condition, values[0], values[1]]))
+            }
+            _ => Err(self.error(
+                func.span,
+                format!(
+                    "unknown function '{name}'{}",
+                    suggestion(name, function_names())
+                ),
+            )),
+        }
+    }
+
+    /// The value of a constant expression (numbers, `pi`, arithmetic), for defaults and
+    /// initial values.
+    pub(crate) fn constant(&self, expr: &Expr) -> Result<f64, StepError> {
+        let value = match &expr.kind {
+            ExprKind::Number(x) => *x,
+            ExprKind::Name(n) if n == "pi" => std::f64::consts::PI,
+            ExprKind::Neg(x) => -self.constant(x)?,
+            ExprKind::Binary(op, x, y) => {
+                let (a, b) = (self.constant(x)?, self.constant(y)?);
+                match op {
+                    BinOp::Add => a + b,
+                    BinOp::Sub => a - b,
+                    BinOp::Mul => a * b,
+                    BinOp::Div => a / b,
+                }
+            }
+            _ => {
+                return Err(self.error(
+                    expr.span,
+                    "expected a constant (a number, `pi`, or arithmetic on them)",
+                ));
+            }
+        };
+        match value.is_finite() {
+            true => Ok(value),
+            false => Err(self.error(expr.span, format!("the constant is {value}, not finite"))),
+        }
+    }
+
+    /// The input node `input`, bound to `name`.
+    pub(crate) fn bind_input(&mut self, name: &str, input: Input) -> NodeIndex {
+        let node = self.graph.input(input);
+        self.names.insert(name.to_string(), node);
+        node
+    }
+}

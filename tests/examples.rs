@@ -1,0 +1,203 @@
+//! The `.step` files of `examples/` against hand-written f64 references: each compiled step
+//! must follow its reference within f32 rounding over several steps.
+
+use optjit::optim::Sgd;
+use optjit::trace::step::{Loaded, in_force_state, load};
+use optjit::{Definition, Optimizer, Setup};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const SIZES: [usize; 3] = [1, 37, 4099];
+const STEPS: usize = 6;
+
+fn example(name: &str) -> Loaded {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    let source = std::fs::read_to_string(&path).expect("example file");
+    load(name, &source).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Deterministic values in [-1, 1), a different stream per seed.
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn grads(step: usize) -> Vec<Vec<f32>> {
+    SIZES
+        .iter()
+        .enumerate()
+        .map(|(t, &n)| values(1000 * step as u64 + t as u64 + 1, n))
+        .collect()
+}
+
+/// Runs `definition` with `hypers` for `STEPS` steps and checks every parameter after every
+/// step against `reference(step, param, grad, state)`, which updates one element in f64
+/// (`state` is the element's own reference state, starting at zeros).
+fn check(
+    definition: &Definition,
+    hypers: &[(&str, f64)],
+    n_states: usize,
+    reference: impl Fn(usize, &mut f64, f64, &mut [f64]),
+) -> Optimizer {
+    let hypers: BTreeMap<String, f64> = hypers.iter().map(|&(k, v)| (k.to_string(), v)).collect();
+    let setup = Setup {
+        shapes: SIZES.iter().map(|&n| vec![n]).collect(),
+        hypers,
+        ..Setup::default()
+    };
+    let mut opt = Optimizer::new(definition, setup).expect("compiles");
+    let mut params: Vec<Vec<f32>> = SIZES
+        .iter()
+        .enumerate()
+        .map(|(t, &n)| values(7 + t as u64, n))
+        .collect();
+    let mut want: Vec<Vec<f64>> = params
+        .iter()
+        .map(|p| p.iter().map(|&x| f64::from(x)).collect())
+        .collect();
+    let mut states: Vec<Vec<Vec<f64>>> = SIZES
+        .iter()
+        .map(|&n| vec![vec![0.0; n_states]; n])
+        .collect();
+    for step in 1..=STEPS {
+        let grads = grads(step);
+        opt.step(&mut params, &grads).expect("step");
+        for t in 0..SIZES.len() {
+            for i in 0..SIZES[t] {
+                let g = f64::from(grads[t][i]);
+                reference(step, &mut want[t][i], g, &mut states[t][i]);
+                let (got, w) = (f64::from(params[t][i]), want[t][i]);
+                assert!(
+                    (got - w).abs() <= 1e-6 + 1e-5 * w.abs(),
+                    "{}: step {step}, tensor {t}[{i}]: got {got}, want {w}",
+                    definition.graph.name
+                );
+            }
+        }
+    }
+    opt
+}
+
+#[test]
+fn lion_follows_its_reference() {
+    let lion = example("lion.step").optimizer.expect("an optimizer");
+    let (lr, beta1, beta2, wd) = (1e-3, 0.9, 0.99, 0.1);
+    let hypers = [
+        ("lr", lr),
+        ("beta1", beta1),
+        ("beta2", beta2),
+        ("weight_decay", wd),
+    ];
+    check(&lion, &hypers, 1, |_, p, g, s| {
+        let c = beta1 * s[0] + (1.0 - beta1) * g;
+        let sign = if c > 0.0 {
+            1.0
+        } else if c < 0.0 {
+            -1.0
+        } else {
+            0.0
+        };
+        *p = *p * (1.0 - lr * wd) - lr * sign;
+        s[0] = beta2 * s[0] + (1.0 - beta2) * g;
+    });
+}
+
+#[test]
+fn adabelief_follows_its_reference() {
+    let adabelief = example("adabelief.step").optimizer.expect("an optimizer");
+    let (lr, beta1, beta2, eps, wd) = (1e-2, 0.9, 0.999, 1e-8, 0.01);
+    let hypers = [
+        ("lr", lr),
+        ("beta1", beta1),
+        ("beta2", beta2),
+        ("eps", eps),
+        ("weight_decay", wd),
+    ];
+    check(&adabelief, &hypers, 2, |step, p, g, s| {
+        let k = step as i32;
+        s[0] = beta1 * s[0] + (1.0 - beta1) * g;
+        s[1] = beta2 * s[1] + (1.0 - beta2) * (g - s[0]) * (g - s[0]) + eps;
+        let m_hat = s[0] / (1.0 - beta1.powi(k));
+        let s_hat = s[1] / (1.0 - beta2.powi(k));
+        *p = *p * (1.0 - lr * wd) - lr * m_hat / (s_hat.sqrt() + eps);
+    });
+}
+
+#[test]
+fn adan_follows_its_reference() {
+    let adan = example("adan.step").optimizer.expect("an optimizer");
+    let (lr, b1, b2, b3, eps, wd) = (1e-2, 0.98, 0.92, 0.99, 1e-8, 0.02);
+    let hypers = [
+        ("lr", lr),
+        ("beta1", b1),
+        ("beta2", b2),
+        ("beta3", b3),
+        ("eps", eps),
+        ("weight_decay", wd),
+    ];
+    // State: exp_avg, exp_avg_diff, exp_avg_sq, prev_grad.
+    check(&adan, &hypers, 4, |step, p, g, s| {
+        let k = step as i32;
+        let diff = if step > 1 { g - s[3] } else { 0.0 };
+        s[0] = b1 * s[0] + (1.0 - b1) * g;
+        s[1] = b2 * s[1] + (1.0 - b2) * diff;
+        let u = g + b2 * diff;
+        s[2] = b3 * s[2] + (1.0 - b3) * u * u;
+        let denom = s[2].sqrt() / (1.0 - b3.powi(k)).sqrt() + eps;
+        let update = (s[0] / (1.0 - b1.powi(k)) + b2 * s[1] / (1.0 - b2.powi(k))) / denom;
+        *p = *p * (1.0 - lr * wd) - lr * update;
+        s[3] = g;
+    });
+}
+
+#[test]
+fn warmup_cosine_schedules_sgd_like_its_reference() {
+    let schedule = example("warmup_cosine.step")
+        .schedules
+        .into_iter()
+        .next()
+        .expect("a schedule");
+    let sgd = Sgd::new().lr(0.1).momentum(0.9).build().expect("SGD");
+    let scheduled = schedule
+        .apply(&sgd.definition)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (base, warmup, total, min_ratio) = (0.1, 2.0, 5.0, 0.1);
+    let lr_at = |t: f64| {
+        let progress = ((t - warmup) / (total - warmup).max(1.0)).clamp(0.0, 1.0);
+        let cosine =
+            min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+        base * if t < warmup { t / warmup } else { cosine }
+    };
+    let hypers = [
+        ("lr", base),
+        ("momentum", 0.9),
+        ("warmup", warmup),
+        ("total", total),
+        ("min_ratio", min_ratio),
+    ];
+    let opt = check(&scheduled, &hypers, 1, |step, p, g, s| {
+        // PyTorch SGD: the first step's buffer is the gradient itself.
+        s[0] = if step == 1 { g } else { 0.9 * s[0] + g };
+        *p -= lr_at((step - 1) as f64) * s[0];
+    });
+    let in_force = opt
+        .scalar_state(0, &in_force_state("lr"))
+        .expect("lr in force");
+    let want = lr_at((STEPS - 1) as f64);
+    assert!((in_force - want).abs() <= 1e-12, "{in_force} vs {want}");
+    assert_eq!(
+        opt.hyper(0, "lr").expect("lr"),
+        base,
+        "the base value stays"
+    );
+    assert_eq!(opt.stats().builds(), 1);
+}
