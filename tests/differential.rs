@@ -171,3 +171,47 @@ fn per_tensor_reductions_match_the_interpreter() {
     let hypers = [("lr".to_string(), 0.05), ("eps".to_string(), 1e-3)].into();
     check_definition(&definition, &hypers);
 }
+
+/// A `.step` rule, with its hyperparameters' defaults.
+fn step_rule(source: &str) -> (Definition, BTreeMap<String, f64>) {
+    let loaded = optjit::trace::step::load("test.step", source).unwrap_or_else(|e| panic!("{e}"));
+    let definition = loaded.optimizer.expect("an optimizer block");
+    let hypers = definition
+        .graph
+        .hypers
+        .iter()
+        .map(|h| (h.name.clone(), h.default))
+        .collect();
+    (definition, hypers)
+}
+
+#[test]
+fn step_rules_with_sequential_assignment_match_the_interpreter() {
+    // `param` assigned twice (the second reads the first), a state read after its update.
+    let (definition, hypers) = step_rule(
+        "optimizer sequential {
+           hyper lr = 0.05
+           hyper decay = 0.01
+           state m = 0
+           param = param * (1 - lr * decay)
+           m = 0.9 * m + grad
+           param = param - lr * m
+         }",
+    );
+    check_definition(&definition, &hypers);
+}
+
+#[test]
+fn step_rules_with_a_norm_of_an_updated_state_match_the_interpreter() {
+    // LARS-like: the per-tensor norm of the new momentum scales the update.
+    let (definition, hypers) = step_rule(
+        "optimizer normalized_momentum {
+           hyper lr = 0.05
+           hyper eps = 1e-3
+           state m = 0
+           m = 0.9 * m + grad
+           param = param - lr * norm(param) * m / (norm(m) + eps)
+         }",
+    );
+    check_definition(&definition, &hypers);
+}

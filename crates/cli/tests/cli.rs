@@ -364,3 +364,79 @@ fn processes_share_the_disk_cache() {
     );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+fn example(name: &str) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    root.join(name).display().to_string()
+}
+
+#[test]
+fn step_files_compile_bench_and_report_located_errors() {
+    // A .step file in place of --optimizer, or as the positional argument.
+    let lion = example("lion.step");
+    for args in [
+        vec!["compile", lion.as_str(), "--stats"],
+        vec!["compile", "--optimizer", lion.as_str(), "--stats"],
+    ] {
+        let out = optjit(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = stdout(&out);
+        assert!(
+            text.starts_with("phase=0 kernels=1 bytes_per_elem=20 "),
+            "{text}"
+        );
+    }
+    let out = optjit(&[
+        "bench",
+        "--optimizer",
+        &lion,
+        "--workload",
+        "small-1000x4K",
+        "--steps",
+        "2",
+        "--kwargs",
+        r#"{"lr": 0.001}"#,
+    ]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(field(&text, "optimizer"), Some("lion"), "{text}");
+    assert_eq!(field(&text, "bytes_per_elem"), Some("20"), "{text}");
+
+    // A mistake: the file, line and column, the line, a caret, what was expected.
+    let dir = std::env::temp_dir().join(format!("optjit-cli-step-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad = dir.join("bad.step");
+    std::fs::write(
+        &bad,
+        "optimizer bad {\n  hyper lr = 0.1\n  param = param - lr * gard\n}\n",
+    )
+    .expect("write");
+    let out = optjit(&["compile", &bad.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.step:3:24: unknown name 'gard'; did you mean 'grad'?"),
+        "{err}"
+    );
+    assert!(err.contains("param = param - lr * gard\n"), "{err}");
+    let out = optjit(&[
+        "bench",
+        "--optimizer",
+        &lion,
+        "--workload",
+        "small-1000x4K",
+        "--kwargs",
+        r#"{"lrr": 1}"#,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'lrr' is not a hyperparameter"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

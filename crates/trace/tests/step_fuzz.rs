@@ -1,8 +1,10 @@
-//! Property: the `.step` parser never panics, whatever it is given, and every span it reports,
-//! in a tree or in an error, points into the source where its line and column say.
+//! Property: the `.step` front end (parser, then names, types and graphs, then schedules applied)
+//! never panics, whatever it is given, and every span it reports, in a tree or in an error,
+//! points into the source where its line and column say.
 
+use optjit_trace::Tracer;
 use optjit_trace::step::ast::{Expr, ExprKind, Program, Span, Stmt};
-use optjit_trace::step::{StepError, parse};
+use optjit_trace::step::{StepError, load, parse};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngSeed};
@@ -164,12 +166,37 @@ fn check_error(source: &str, error: &StepError) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Parses `source` and checks whatever comes back.
+/// Parses `source` and checks whatever comes back; then builds it (names, types, graphs) and
+/// applies its schedules to its optimizer (or to a plain SGD), which must not panic either and
+/// must report errors inside the source.
 fn parse_and_check(source: &str) -> Result<(), TestCaseError> {
     match parse("t.step", source) {
-        Ok(program) => check_program(source, &program),
-        Err(error) => check_error(source, &error),
+        Ok(program) => check_program(source, &program)?,
+        Err(error) => return check_error(source, &error),
     }
+    let loaded = match load("t.step", source) {
+        Ok(loaded) => loaded,
+        Err(error) => return check_error(source, &error),
+    };
+    let optimizer = match loaded.optimizer {
+        Some(optimizer) => optimizer,
+        None => sgd(),
+    };
+    for schedule in &loaded.schedules {
+        if let Err(error) = schedule.apply(&optimizer) {
+            check_error(source, &error)?;
+        }
+    }
+    Ok(())
+}
+
+/// `param - lr * grad`, for schedules without an optimizer of their own.
+fn sgd() -> optjit_trace::Definition {
+    let t = Tracer::new("sgd");
+    let lr = t.hyper("lr", 0.1);
+    let (param, grad) = (t.param(), t.grad());
+    t.set_param(&param - &lr * &grad);
+    t.finish().expect("traces")
 }
 
 /// One edit of a source, on characters (so never inside one).

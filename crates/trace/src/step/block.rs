@@ -92,6 +92,12 @@ pub(crate) fn run(
             }
             Stmt::Assign { name, value } => {
                 let node = scope.expr(value)?;
+                if scope.graph.node(node).dtype == optjit_ir::DType::Bool {
+                    return Err(scope.error(
+                        value.span,
+                        "a comparison result cannot be assigned; use where(condition, a, b)",
+                    ));
+                }
                 assignable.check(&scope, name, node)?;
                 scope.names.insert(name.name.clone(), node);
                 match assigned.iter_mut().find(|(n, _)| n.name == name.name) {

@@ -28,13 +28,13 @@ impl Assignable for OptimizerTargets {
         }
         match graph.state(&name.name) {
             Some(s) if s.class == Class::Scalar && graph.node(value).class != Class::Scalar => {
+                let what = match graph.node(value).class {
+                    Class::Elem => "per-element",
+                    _ => "per-tensor",
+                };
                 Err(scope.error(
                     name.span,
-                    format!(
-                        "scalar state '{}' cannot hold a {} value",
-                        name.name,
-                        graph.node(value).class
-                    ),
+                    format!("scalar state '{}' cannot hold a {what} value", name.name),
                 ))
             }
             Some(_) => Ok(()),
