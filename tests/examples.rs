@@ -201,3 +201,39 @@ fn warmup_cosine_schedules_sgd_like_its_reference() {
     );
     assert_eq!(opt.stats().builds(), 1);
 }
+
+#[test]
+fn plateau_replays_pytorchs_reduce_lr_on_plateau() {
+    // The recorded ReduceLROnPlateau(factor=0.5, patience=2) run, with the schedule written in
+    // .step: same metrics, same lr in force at every step, same parameters.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sched-plateau.json");
+    let text = std::fs::read_to_string(path).expect("golden file");
+    let mut case: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plateau.step"),
+    )
+    .expect("example");
+    case["schedule"] = serde_json::json!({
+        "name": "custom",
+        "step": source,
+        "kwargs": {"factor": 0.5, "patience": 2},
+    });
+    let backend = optjit_cli::stepper::Backend::Cpu { threads: 1 };
+    let result = optjit_cli::golden::run_case(&case, &backend).expect("runs");
+    println!("{result}");
+    assert!(result.passed(), "{result}");
+
+    // A metric reported to an optimizer without a metric-driven schedule is an error.
+    let lion = example("lion.step").optimizer.expect("an optimizer");
+    let setup = Setup {
+        shapes: vec![vec![3]],
+        ..Setup::default()
+    };
+    let mut opt = Optimizer::new(&lion, setup).expect("compiles");
+    let err = opt.report_metric(1.0).expect_err("no metric schedule");
+    assert!(
+        err.to_string()
+            .contains("no schedule of this optimizer reads `metric`"),
+        "{err}"
+    );
+}

@@ -287,9 +287,15 @@ impl Rule {
 
     /// The value in force during the last step of keyword `key` for group `g`, as numbers.
     fn in_force(&self, opt: &Stepper, g: usize, key: &str) -> Option<Vec<f64>> {
-        let hyper = |name: &str| match self.scheduled.iter().any(|s| s == name) {
-            true => opt.scalar_state(g, &optjit_trace::step::in_force_state(name)),
-            false => opt.hyper(g, name).ok(),
+        // A metric-driven schedule's state is NaN until it first sets the value: the base.
+        let hyper = |name: &str| {
+            let scheduled = match self.scheduled.iter().any(|s| s == name) {
+                true => opt.scalar_state(g, &optjit_trace::step::in_force_state(name)),
+                false => None,
+            };
+            scheduled
+                .filter(|v| !v.is_nan())
+                .or_else(|| opt.hyper(g, name).ok())
         };
         match &self.builtin {
             Some(c) => c.kwarg_in_force(key, hyper),
@@ -397,6 +403,10 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
     let expected = field(case, "expected")?
         .as_array()
         .ok_or_else(|| BadInput("expected must be a list".into()))?;
+    let metrics: &[Value] = case
+        .get("metrics")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
     let mut opt = match Stepper::new(&rule.definition, setup, backend) {
         Ok(opt) => opt,
         Err(e) => return Ok(Outcome::Unsupported(e.to_string())),
@@ -443,6 +453,12 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
             cmp.check(got, want_norm, || {
                 mismatch("grad_norm", k, 0, "total".into(), 0)
             });
+        }
+        if let Some(metric) = metrics.get(k) {
+            let metric = number(metric, &format!("metrics[{k}]"))?;
+            if let Err(e) = opt.report_metric(metric) {
+                return Ok(Outcome::Unsupported(e.to_string()));
+            }
         }
         let want_params = tensors(field(want, "params")?, &format!("expected[{k}].params"))?;
         for (t, (got, want)) in params.iter().zip(&want_params).enumerate() {

@@ -111,6 +111,14 @@ impl Stepper {
         }
     }
 
+    /// Reports the metric of the step just taken to the metric-driven schedule.
+    pub fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
+        match self {
+            Stepper::Cpu(opt) => opt.report_metric(metric),
+            Stepper::Cuda(opt) => opt.report_metric(metric),
+        }
+    }
+
     /// The optimizer's counters.
     pub fn stats(&self) -> Stats {
         match self {

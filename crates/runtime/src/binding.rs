@@ -255,6 +255,54 @@ impl Binding {
         )
     }
 
+    /// Runs the metric-driven schedule for every group with `metric`, as PyTorch's
+    /// `ReduceLROnPlateau.step(metric)` after a step: its scalar states (and the hyperparameter
+    /// values it holds for the next step) take their new values. Nothing changes on an error.
+    pub(crate) fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
+        let rule = self.rule().to_string();
+        let Some(program) = &self.definition.on_metric else {
+            return Err(OptimizerError::NoMetricSchedule { rule });
+        };
+        let graph = &self.definition.graph;
+        let mut updates = Vec::with_capacity(self.groups.len());
+        for group in &self.groups {
+            let mut hypers: BTreeMap<String, f64> = graph
+                .hypers
+                .iter()
+                .zip(&group.hypers)
+                .map(|(h, &v)| (h.name.clone(), v))
+                .collect();
+            hypers.insert("metric".to_string(), metric);
+            let scalar_states = graph
+                .states
+                .iter()
+                .zip(&group.scalar_states)
+                .filter(|(s, _)| s.class == Class::Scalar)
+                .map(|(s, &v)| (s.name.clone(), v))
+                .collect();
+            let env = optjit_ir::ScalarEnv {
+                hypers,
+                step: self.step_count as f64,
+                scalar_states,
+            };
+            let out = optjit_ir::interpret(program, &env, &[]).map_err(|e| {
+                OptimizerError::MetricSchedule {
+                    rule: rule.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            updates.push(out.scalar_states);
+        }
+        for (group, update) in self.groups.iter_mut().zip(updates) {
+            for (state, value) in graph.states.iter().zip(&mut group.scalar_states) {
+                if let Some(&new) = update.get(&state.name) {
+                    *value = new;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Commits a step whose kernels ran: scalar states take their new values, the count grows.
     pub(crate) fn finish_step(&mut self, pending: PendingStep) {
         for (group, updates) in self.groups.iter_mut().zip(pending.0) {

@@ -48,6 +48,20 @@ pub enum OptimizerError {
         /// ` in param group 1` or empty.
         place: String,
     },
+    /// A metric was reported to an optimizer without a metric-driven schedule.
+    #[error("{rule}: a metric was reported, but no schedule of this optimizer reads `metric`")]
+    NoMetricSchedule {
+        /// The update rule.
+        rule: String,
+    },
+    /// The metric-driven schedule could not run (a bug: it was verified when built).
+    #[error("{rule}: the metric-driven schedule failed: {message}")]
+    MetricSchedule {
+        /// The update rule.
+        rule: String,
+        /// What the interpreter said.
+        message: String,
+    },
     /// No hyperparameter of this name exists.
     #[error("{rule}: unknown hyperparameter '{name}' (declared: {declared})")]
     UnknownHyper {

@@ -87,5 +87,9 @@ pub fn clip_grad_norm(definition: &Definition, max_norm: f64) -> Result<Definiti
 
     let mut domains = definition.domains.clone();
     domains.insert(MAX_NORM.to_string(), domain);
-    Ok(Definition { graph, domains })
+    Ok(Definition {
+        graph,
+        domains,
+        on_metric: definition.on_metric.clone(),
+    })
 }

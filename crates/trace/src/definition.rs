@@ -102,6 +102,10 @@ pub struct Definition {
     pub graph: Graph,
     /// Valid values per hyperparameter; a hyperparameter not listed accepts any finite value.
     pub domains: BTreeMap<String, Domain>,
+    /// What runs on the host when a metric is reported after a step (a metric-driven schedule,
+    /// ReduceLROnPlateau-style): a scalar-only graph over the step's hyperparameters, the
+    /// hyperparameter `metric` and the scalar states, whose outputs are scalar-state updates.
+    pub on_metric: Option<Graph>,
 }
 
 impl Definition {

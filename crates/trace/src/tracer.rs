@@ -195,6 +195,7 @@ impl Tracer {
         Ok(Definition {
             graph,
             domains: s.domains.clone(),
+            on_metric: None,
         })
     }
 }

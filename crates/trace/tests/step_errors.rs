@@ -228,11 +228,11 @@ fn schedules_set_hyperparameters_without_reductions() {
         "a schedule reads `t`, the 0-based index of the step about to be taken",
     );
     check(
-        "schedule s {\n  lr = lr * metric\n}\n",
-        2,
-        13,
+        &optimizer("  param = param - lr * metric * grad"),
+        4,
+        24,
         "metric",
-        "metric-driven schedules (ReduceLROnPlateau-style) are not supported yet",
+        "`metric` is read by a schedule (ReduceLROnPlateau-style), not by an optimizer",
     );
     check(
         "schedule s {\n  hyper momentum = 0.5\n  lr = lr\n}\n",

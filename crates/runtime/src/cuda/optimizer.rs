@@ -236,6 +236,13 @@ impl CudaOptimizer {
         }
     }
 
+    /// Reports the metric of the step just taken to the metric-driven schedule (as PyTorch's
+    /// `ReduceLROnPlateau.step(metric)`): what it sets is in force from the next step. Fails
+    /// when no schedule of this optimizer reads `metric`.
+    pub fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
+        self.binding.report_metric(metric)
+    }
+
     /// The scalar state `name` of param group `group`.
     pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
         self.binding.scalar_state(group, name)

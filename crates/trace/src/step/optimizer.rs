@@ -99,5 +99,6 @@ pub(crate) fn build(file: &str, source: &str, item: &Item) -> Result<Definition,
     Ok(Definition {
         graph,
         domains: Default::default(),
+        on_metric: None,
     })
 }

@@ -1,12 +1,12 @@
 //! A `schedule` block: the hyperparameter values in force at step `t`, applied to an update rule
 //! by computing them in its scalar program (so a schedule never recompiles anything).
 
-use super::ast::{Ident, Item};
+use super::ast::{Expr, ExprKind, Ident, Item, Stmt};
 use super::block::{self, Assignable};
 use super::error::StepError;
 use super::scope::{BlockKind, Scope};
 use crate::definition::Definition;
-use optjit_ir::{Binary, Class, Graph, Input, NodeIndex, Op, Target};
+use optjit_ir::{Binary, Class, Cmp, Graph, Input, NodeIndex, Op, Target};
 use std::collections::HashMap;
 
 /// A parsed schedule, ready to be applied to any optimizer that has the hyperparameters it sets.
@@ -70,16 +70,123 @@ impl Schedule {
         &self.item.name.name
     }
 
-    /// `definition` with this schedule in force: every read of a hyperparameter the schedule
-    /// sets reads the scheduled value instead (the configured value stays the base the
-    /// schedule reads), the schedule's own hyperparameters and scalar states join the rule's,
-    /// and each scheduled hyperparameter `h` gets the scalar state [`in_force_state`]`(h)`.
+    /// `definition` with this schedule in force. A schedule that reads `metric` runs when a
+    /// metric is reported after a step (see [`Schedule::reads_metric`]); any other runs inside
+    /// every step: every read of a hyperparameter the schedule sets reads the scheduled value
+    /// instead (the configured value stays the base the schedule reads), the schedule's own
+    /// hyperparameters and scalar states join the rule's, and each scheduled hyperparameter `h`
+    /// gets the scalar state [`in_force_state`]`(h)`, its value during the last step.
     pub fn apply(&self, definition: &Definition) -> Result<Definition, StepError> {
+        if self.reads_metric() {
+            return self.apply_on_metric(definition);
+        }
         let source = &definition.graph;
-        let mut graph = Graph::new(source.name.clone());
-        graph.elem_dtype = source.elem_dtype;
-        graph.hypers = source.hypers.clone();
-        graph.states = source.states.clone();
+        let mut graph = rule_template(source);
+        let names = self.names(source, &mut graph);
+        let assigned = self.run(source, &mut graph, names)?;
+        let mut scheduled: HashMap<String, NodeIndex> = HashMap::new();
+        for (name, value) in &assigned.values {
+            match source.hyper(&name.name) {
+                Some(_) => {
+                    let state = self.in_force_state(source, name)?;
+                    graph.declare_state(&state, 0.0, Class::Scalar);
+                    graph.set_output(Target::ScalarState(state), *value);
+                    scheduled.insert(name.name.clone(), *value);
+                }
+                None => graph.set_output(Target::ScalarState(name.name.clone()), *value),
+            }
+        }
+        copy_rule(source, &mut graph, &scheduled);
+        self.finish(definition, graph, definition.on_metric.clone())
+    }
+
+    /// Whether the schedule reads `metric`: it then runs on the host each time a metric is
+    /// reported after a step (as PyTorch's `ReduceLROnPlateau.step(metric)`), and what it
+    /// assigns is in force from the next step on. In such a schedule `t` counts the steps
+    /// taken before the one just finished.
+    pub fn reads_metric(&self) -> bool {
+        fn reads(expr: &Expr) -> bool {
+            match &expr.kind {
+                ExprKind::Name(name) => name == "metric",
+                ExprKind::Number(_) => false,
+                ExprKind::Neg(x) => reads(x),
+                ExprKind::Binary(_, x, y) | ExprKind::Compare(_, x, y) => reads(x) || reads(y),
+                ExprKind::Call { args, .. } => args.iter().any(reads),
+            }
+        }
+        self.item.body.iter().any(|stmt| match stmt {
+            Stmt::Let { value, .. } | Stmt::Assign { value, .. } => reads(value),
+            Stmt::Hyper { .. } | Stmt::State { .. } => false,
+        })
+    }
+
+    /// The metric-driven form: the schedule becomes the definition's `on_metric` program, and
+    /// every step reads each scheduled `h` from the scalar state `h_in_force` (its base value
+    /// until the program first sets it).
+    fn apply_on_metric(&self, definition: &Definition) -> Result<Definition, StepError> {
+        let source = &definition.graph;
+        if definition.on_metric.is_some() {
+            return Err(self.error(
+                &self.item.name,
+                format!(
+                    "optimizer '{}' already has a metric-driven schedule",
+                    source.name
+                ),
+            ));
+        }
+        let mut program = rule_template(source);
+        let mut names = self.names(source, &mut program);
+        program.declare_hyper("metric", 0.0);
+        names.insert(
+            "metric".into(),
+            program.input(Input::Hyper("metric".into())),
+        );
+        let assigned = self.run(source, &mut program, names)?;
+
+        // The step: the schedule's declarations, and each scheduled hyperparameter read from
+        // its state when set (`s != s` holds only for the initial NaN).
+        let mut graph = rule_template(source);
+        for h in program.hypers.iter().filter(|h| h.name != "metric") {
+            graph.declare_hyper(&h.name, h.default);
+        }
+        for s in &program.states {
+            graph.declare_state(&s.name, s.init, s.class);
+        }
+        let mut scheduled: HashMap<String, NodeIndex> = HashMap::new();
+        for (name, value) in &assigned.values {
+            let target = match source.hyper(&name.name) {
+                Some(_) => {
+                    let state = self.in_force_state(source, name)?;
+                    for g in [&mut graph, &mut program] {
+                        g.declare_state(&state, f64::NAN, Class::Scalar);
+                    }
+                    let held = graph.input(Input::ScalarState(state.clone()));
+                    let base = graph.input(Input::Hyper(name.name.clone()));
+                    let unset = graph.add(Op::Cmp(Cmp::Ne), &[held, held]);
+                    let in_force = graph.add(Op::Select, &[unset, base, held]);
+                    scheduled.insert(name.name.clone(), in_force);
+                    state
+                }
+                None => name.name.clone(),
+            };
+            program.set_output(Target::ScalarState(target), *value);
+        }
+        copy_rule(source, &mut graph, &scheduled);
+        program.prune();
+        optjit_ir::verify(&program).map_err(|e| {
+            self.error(
+                &self.item.name,
+                format!(
+                    "schedule '{}' is not a valid metric program: {e}",
+                    self.name()
+                ),
+            )
+        })?;
+        self.finish(definition, graph, Some(program))
+    }
+
+    /// The names a schedule sees first: the rule's hyperparameters (base values) and `t`.
+    fn names(&self, source: &Graph, graph: &mut Graph) -> HashMap<String, NodeIndex> {
         let mut names = HashMap::new();
         for h in &source.hypers {
             names.insert(h.name.clone(), graph.input(Input::Hyper(h.name.clone())));
@@ -88,62 +195,57 @@ impl Schedule {
         let step = graph.input(Input::Step);
         let one = graph.constant(1.0);
         names.insert("t".into(), graph.add(Op::Binary(Binary::Sub), &[step, one]));
+        names
+    }
 
+    /// Runs the schedule's statements into `graph`; every assigned value is a scalar.
+    fn run(
+        &self,
+        source: &Graph,
+        graph: &mut Graph,
+        names: HashMap<String, NodeIndex>,
+    ) -> Result<block::Assigned, StepError> {
         let targets = ScheduleTargets { optimizer: source };
         let assigned = block::run(
             &self.file,
             &self.source,
             &self.item,
             BlockKind::Schedule,
-            &mut graph,
+            graph,
             names,
             &targets,
         )?;
-        let error = |ident: &Ident, message: String| {
-            StepError::at(&self.file, &self.source, ident.span, message)
-        };
-        let mut scheduled: HashMap<String, NodeIndex> = HashMap::new();
         for (name, value) in &assigned.values {
             if graph.node(*value).class != Class::Scalar {
-                return Err(error(name, format!("'{}' must be a scalar", name.name)));
-            }
-            match source.hyper(&name.name) {
-                Some(_) => {
-                    let state = in_force_state(&name.name);
-                    if source.state(&state).is_some() {
-                        return Err(error(
-                            name,
-                            format!("the rule already has a state '{state}'"),
-                        ));
-                    }
-                    graph.declare_state(&state, 0.0, Class::Scalar);
-                    graph.set_output(Target::ScalarState(state), *value);
-                    scheduled.insert(name.name.clone(), *value);
-                }
-                None => graph.set_output(Target::ScalarState(name.name.clone()), *value),
+                return Err(self.error(name, format!("'{}' must be a scalar", name.name)));
             }
         }
+        Ok(assigned)
+    }
 
-        // The rule itself, each scheduled hyperparameter read replaced by its value in force.
-        let mut renamed: HashMap<NodeIndex, NodeIndex> = HashMap::new();
-        for n in source.nodes() {
-            let op = source.node(n).op.clone();
-            let copy = match &op {
-                Op::Input(Input::Hyper(h)) if scheduled.contains_key(h) => scheduled[h],
-                _ => {
-                    let operands: Vec<NodeIndex> =
-                        source.operands(n).iter().map(|o| renamed[o]).collect();
-                    graph.add(op, &operands)
-                }
-            };
-            renamed.insert(n, copy);
+    /// The in-force state of scheduled hyperparameter `name`, checked to be a new name.
+    fn in_force_state(&self, source: &Graph, name: &Ident) -> Result<String, StepError> {
+        let state = in_force_state(&name.name);
+        match source.state(&state) {
+            Some(_) => Err(self.error(name, format!("the rule already has a state '{state}'"))),
+            None => Ok(state),
         }
-        for output in &source.outputs {
-            graph.set_output(output.target.clone(), renamed[&output.value]);
-        }
+    }
+
+    fn error(&self, at: &Ident, message: String) -> StepError {
+        StepError::at(&self.file, &self.source, at.span, message)
+    }
+
+    /// Prunes and verifies the scheduled rule.
+    fn finish(
+        &self,
+        definition: &Definition,
+        mut graph: Graph,
+        on_metric: Option<Graph>,
+    ) -> Result<Definition, StepError> {
         graph.prune();
         optjit_ir::verify(&graph).map_err(|e| {
-            error(
+            self.error(
                 &self.item.name,
                 format!("schedule '{}' does not apply: {e}", self.name()),
             )
@@ -151,6 +253,37 @@ impl Schedule {
         Ok(Definition {
             graph,
             domains: definition.domains.clone(),
+            on_metric,
         })
+    }
+}
+
+/// A graph with `source`'s name, dtype and declarations, and no nodes.
+fn rule_template(source: &Graph) -> Graph {
+    let mut graph = Graph::new(source.name.clone());
+    graph.elem_dtype = source.elem_dtype;
+    graph.hypers = source.hypers.clone();
+    graph.states = source.states.clone();
+    graph
+}
+
+/// Copies `source`'s nodes and outputs into `graph`, every read of a hyperparameter in
+/// `replace` replaced by its node.
+fn copy_rule(source: &Graph, graph: &mut Graph, replace: &HashMap<String, NodeIndex>) {
+    let mut renamed: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    for n in source.nodes() {
+        let op = source.node(n).op.clone();
+        let copy = match &op {
+            Op::Input(Input::Hyper(h)) if replace.contains_key(h) => replace[h],
+            _ => {
+                let operands: Vec<NodeIndex> =
+                    source.operands(n).iter().map(|o| renamed[o]).collect();
+                graph.add(op, &operands)
+            }
+        };
+        renamed.insert(n, copy);
+    }
+    for output in &source.outputs {
+        graph.set_output(output.target.clone(), renamed[&output.value]);
     }
 }

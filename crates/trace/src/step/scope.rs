@@ -123,8 +123,9 @@ impl Scope<'_> {
             ("step", BlockKind::Schedule) => {
                 "a schedule reads `t`, the 0-based index of the step about to be taken".into()
             }
-            ("metric", BlockKind::Schedule) => {
-                "metric-driven schedules (ReduceLROnPlateau-style) are not supported yet".into()
+            ("metric", BlockKind::Optimizer) => {
+                "`metric` is read by a schedule (ReduceLROnPlateau-style), not by an optimizer"
+                    .into()
             }
             _ => match self.later.get(name) {
                 Some(def) => format!(
