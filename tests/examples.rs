@@ -237,3 +237,30 @@ fn plateau_replays_pytorchs_reduce_lr_on_plateau() {
         "{err}"
     );
 }
+
+#[test]
+fn a_step_file_and_the_tracing_api_give_the_same_compiled_step() {
+    // The README's Lion, traced in Rust, against examples/lion.step.
+    use optjit::{CompileOptions, Domain, Stage, Tracer, compile};
+    let t = Tracer::new("lion");
+    let lr = t.hyper_in("lr", 1e-4, Domain::non_negative());
+    let (beta1, beta2) = (t.hyper("beta1", 0.9), t.hyper("beta2", 0.99));
+    let wd = t.hyper("weight_decay", 0.0);
+    let (param, grad, exp_avg) = (t.param(), t.grad(), t.state("exp_avg", 0.0));
+    let update = (&beta1 * &exp_avg + (1.0 - &beta1) * &grad).sign();
+    t.set_param(&param * (1.0 - &lr * &wd) - &lr * update);
+    t.set_state(&exp_avg, &beta2 * &exp_avg + (1.0 - &beta2) * &grad);
+    let traced = t.finish().expect("traces");
+    let from_file = example("lion.step").optimizer.expect("an optimizer");
+    let options = CompileOptions {
+        keep_texts: true,
+        ..CompileOptions::default()
+    };
+    let text = |d: &Definition, stage| {
+        let compiled = compile(d, &options).expect("compiles");
+        compiled.text(stage).expect("text").to_string()
+    };
+    for stage in [Stage::Extract, Stage::Fuse, Stage::Lower] {
+        assert_eq!(text(&traced, stage), text(&from_file, stage), "{stage}");
+    }
+}
