@@ -264,3 +264,59 @@ fn a_step_file_and_the_tracing_api_give_the_same_compiled_step() {
         assert_eq!(text(&traced, stage), text(&from_file, stage), "{stage}");
     }
 }
+
+#[test]
+fn a_schedule_sets_several_hyperparameters_per_group_from_their_base_values() {
+    let source = "schedule ramp {
+      hyper warmup = 4
+      let f = min(1, (t + 1) / warmup)
+      lr = lr * f
+      momentum = momentum * (1 - 0.5 * (1 - f))
+    }";
+    let loaded = load("ramp.step", source).unwrap_or_else(|e| panic!("{e}"));
+    let sgd = Sgd::new().lr(0.1).momentum(0.9).build().expect("SGD");
+    let scheduled = loaded.schedules[0]
+        .apply(&sgd.definition)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let groups = vec![
+        optjit::Group {
+            tensors: vec![0],
+            hypers: BTreeMap::new(),
+        },
+        optjit::Group {
+            tensors: vec![1],
+            hypers: BTreeMap::from([("lr".to_string(), 0.02), ("momentum".to_string(), 0.5)]),
+        },
+    ];
+    let mut hypers = sgd.hypers.clone();
+    hypers.insert("warmup".into(), 4.0);
+    let setup = Setup {
+        shapes: vec![vec![5], vec![3]],
+        groups,
+        hypers,
+        ..Setup::default()
+    };
+    let mut opt = Optimizer::new(&scheduled, setup).expect("compiles");
+    let mut params = vec![vec![1.0f32; 5], vec![1.0f32; 3]];
+    let grads = vec![vec![0.5f32; 5], vec![0.5f32; 3]];
+    for step in 0..6 {
+        opt.step(&mut params, &grads).expect("step");
+        let f = (f64::from(step + 1) / 4.0).min(1.0);
+        for (g, (lr, momentum)) in [(0.1, 0.9), (0.02, 0.5)].into_iter().enumerate() {
+            let got_lr = opt.scalar_state(g, &in_force_state("lr")).expect("lr");
+            let got_m = opt
+                .scalar_state(g, &in_force_state("momentum"))
+                .expect("momentum");
+            assert!(
+                (got_lr - lr * f).abs() < 1e-15,
+                "group {g} step {step}: lr {got_lr}"
+            );
+            let want_m = momentum * (1.0 - 0.5 * (1.0 - f));
+            assert!(
+                (got_m - want_m).abs() < 1e-15,
+                "group {g} step {step}: momentum {got_m}"
+            );
+        }
+    }
+    assert_eq!(opt.stats().builds(), 1);
+}
