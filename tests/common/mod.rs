@@ -7,7 +7,7 @@ use optjit::{Definition, Domain, Tracer};
 use std::path::{Path, PathBuf};
 
 /// The golden cases the built-ins of this version must pass.
-pub const GOLDEN_CASES: [&str; 13] = [
+pub const GOLDEN_CASES: [&str; 26] = [
     "sgd-plain",
     "sgd-momentum-wd",
     "sgd-nesterov",
@@ -21,6 +21,19 @@ pub const GOLDEN_CASES: [&str; 13] = [
     "sgd-clip-momentum",
     "custom-lion",
     "custom-schedule-warmup-cosine",
+    "sched-constant",
+    "sched-cosine-restarts",
+    "sched-cosine",
+    "sched-cyclic-triangular2",
+    "sched-exponential",
+    "sched-linear",
+    "sched-multistep",
+    "sched-onecycle-cos",
+    "sched-plateau",
+    "sched-polynomial",
+    "sched-sequential-warmup-cosine",
+    "sched-step",
+    "adamw-onecycle-betas",
 ];
 
 /// The repository's copy of golden case `case`.

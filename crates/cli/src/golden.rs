@@ -2,7 +2,7 @@
 //! compiled step and compares parameters, hyperparameters in force and final state.
 
 use crate::stepper::{Backend, Stepper};
-use optjit_optim::{Configured, Kwarg, Kwargs};
+use optjit_optim::{Configured, Kwarg, Kwargs, SchedulerArg, SchedulerConfig};
 use optjit_runtime::{Group, Setup};
 use optjit_trace::Definition;
 use serde_json::Value;
@@ -215,14 +215,27 @@ impl Rule {
     /// supported yet), its kwargs setting its own hyperparameters.
     fn schedule(&mut self, schedule: &Value) -> Result<Result<(), String>, BadInput> {
         let name = field(schedule, "name")?.as_str().unwrap_or_default();
-        if name != "custom" {
-            return Ok(Err(format!(
-                "built-in LR scheduler {name} is not supported yet"
-            )));
-        }
-        let source = field(schedule, "step")?
-            .as_str()
-            .ok_or_else(|| BadInput("schedule.step must be a string".into()))?;
+        let hypers: Vec<String> = self
+            .definition
+            .graph
+            .hypers
+            .iter()
+            .map(|h| h.name.clone())
+            .collect();
+        let generated;
+        let source = match name {
+            "custom" => field(schedule, "step")?
+                .as_str()
+                .ok_or_else(|| BadInput("schedule.step must be a string".into()))?,
+            _ => {
+                let config = scheduler_config(name, schedule.get("kwargs"))?;
+                generated = match optjit_optim::scheduler_source(&config, &hypers) {
+                    Ok(source) => source,
+                    Err(e) => return Ok(Err(e.to_string())),
+                };
+                generated.as_str()
+            }
+        };
         let applied = optjit_trace::step::load("schedule.step", source).and_then(|loaded| {
             let Some(schedule) = loaded.schedules.first() else {
                 return Ok(None);
@@ -254,6 +267,9 @@ impl Rule {
             })
             .collect();
         self.definition = definition;
+        if name != "custom" {
+            return Ok(Ok(())); // a built-in's keyword values are in its source
+        }
         let overrides = kwargs(schedule.get("kwargs"), "schedule.kwargs")?;
         Ok(self.set_hypers(&overrides))
     }
@@ -302,6 +318,43 @@ impl Rule {
             None => Some(vec![hyper(key)?]),
         }
     }
+}
+
+/// A built-in scheduler's configuration from its JSON form (`SequentialLR` and
+/// `ChainedScheduler` list their children as `[name, kwargs]` pairs).
+fn scheduler_config(name: &str, kwargs: Option<&Value>) -> Result<SchedulerConfig, BadInput> {
+    let mut out = BTreeMap::new();
+    for (key, value) in kwargs.and_then(Value::as_object).into_iter().flatten() {
+        let arg = match value {
+            Value::Number(n) => SchedulerArg::Number(n.as_f64().unwrap_or(f64::NAN)),
+            Value::Bool(b) => SchedulerArg::Bool(*b),
+            Value::String(s) => SchedulerArg::Text(s.clone()),
+            Value::Array(items) if items.iter().all(Value::is_number) => {
+                SchedulerArg::Numbers(items.iter().filter_map(Value::as_f64).collect())
+            }
+            Value::Array(items) => SchedulerArg::Schedulers(
+                items
+                    .iter()
+                    .map(|child| match child.as_array().map(Vec::as_slice) {
+                        Some([Value::String(n), k]) => scheduler_config(n, Some(k)),
+                        _ => Err(BadInput(format!(
+                            "schedule.kwargs.{key}: expected [name, kwargs] pairs"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => {
+                return Err(BadInput(format!(
+                    "schedule.kwargs.{key}: unexpected value {other}"
+                )));
+            }
+        };
+        out.insert(key.clone(), arg);
+    }
+    Ok(SchedulerConfig {
+        name: name.to_string(),
+        kwargs: out,
+    })
 }
 
 /// Builds the optimizer setup, or says why the case is not supported yet.

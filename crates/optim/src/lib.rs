@@ -13,10 +13,12 @@ mod adam;
 mod builders;
 mod error;
 mod kwargs;
+mod schedulers;
 mod sgd;
 mod spec;
 
 pub use builders::{Adam, AdamW, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
+pub use schedulers::{SCHEDULERS, SchedulerArg, SchedulerConfig, scheduler_source};
 pub use spec::{Configured, KwargKind, KwargSpec, Spec, builtins, find};

@@ -1,0 +1,580 @@
+//! PyTorch's LR schedulers (`torch.optim.lr_scheduler`), each written as a `.step` schedule:
+//! a configuration becomes schedule source text (its keyword values as constants), which the
+//! `.step` front end applies to any optimizer. A schedule computes the values in force in the
+//! step's scalar program, so changing a scheduled hyperparameter never recompiles.
+//!
+//! Every formula is PyTorch's closed form in `t` (PyTorch's `last_epoch`, 0 for the first step).
+
+use crate::error::OptimError;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// A keyword value of a scheduler.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SchedulerArg {
+    /// A number.
+    Number(f64),
+    /// `True` or `False`.
+    Bool(bool),
+    /// A string (`"triangular2"`, `"cos"`, `"min"`).
+    Text(String),
+    /// A list of numbers (`milestones`).
+    Numbers(Vec<f64>),
+    /// Child schedulers (`SequentialLR`, `ChainedScheduler`).
+    Schedulers(Vec<SchedulerConfig>),
+}
+
+/// A scheduler by PyTorch's class name, with its keyword arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchedulerConfig {
+    /// The class name (`StepLR`).
+    pub name: String,
+    /// Keyword arguments by name.
+    pub kwargs: BTreeMap<String, SchedulerArg>,
+}
+
+/// The scheduler class names this module knows, in PyTorch's order.
+pub const SCHEDULERS: &[&str] = &[
+    "StepLR",
+    "MultiStepLR",
+    "ConstantLR",
+    "LinearLR",
+    "ExponentialLR",
+    "PolynomialLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "CyclicLR",
+    "OneCycleLR",
+    "SequentialLR",
+    "ChainedScheduler",
+    "ReduceLROnPlateau",
+];
+
+/// Reads the keyword arguments of one scheduler, checking names and types.
+struct Args<'a> {
+    config: &'a SchedulerConfig,
+    used: Vec<&'static str>,
+}
+
+impl<'a> Args<'a> {
+    fn error(&self, name: &str, expected: &str, got: String) -> OptimError {
+        OptimError::BadValue {
+            optimizer: self.config.name.clone(),
+            name: name.to_string(),
+            expected: expected.to_string(),
+            got,
+            place: String::new(),
+        }
+    }
+
+    fn number(&mut self, name: &'static str, default: Option<f64>) -> Result<f64, OptimError> {
+        self.used.push(name);
+        match (self.config.kwargs.get(name), default) {
+            (Some(SchedulerArg::Number(x)), _) if x.is_finite() => Ok(*x),
+            (Some(other), _) => Err(self.error(name, "a finite number", format!("{other:?}"))),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(self.error(name, "a number (it has no default)", "nothing".into())),
+        }
+    }
+
+    fn optional(&mut self, name: &'static str) -> Result<Option<f64>, OptimError> {
+        match self.config.kwargs.get(name) {
+            None => {
+                self.used.push(name);
+                Ok(None)
+            }
+            Some(_) => self.number(name, None).map(Some),
+        }
+    }
+
+    fn flag(&mut self, name: &'static str, default: bool) -> Result<bool, OptimError> {
+        self.used.push(name);
+        match self.config.kwargs.get(name) {
+            None => Ok(default),
+            Some(SchedulerArg::Bool(b)) => Ok(*b),
+            Some(other) => Err(self.error(name, "True or False", format!("{other:?}"))),
+        }
+    }
+
+    fn text(
+        &mut self,
+        name: &'static str,
+        default: &str,
+        allowed: &[&str],
+    ) -> Result<String, OptimError> {
+        self.used.push(name);
+        let text = match self.config.kwargs.get(name) {
+            None => default.to_string(),
+            Some(SchedulerArg::Text(s)) => s.clone(),
+            Some(other) => return Err(self.error(name, "a string", format!("{other:?}"))),
+        };
+        match allowed.contains(&text.as_str()) {
+            true => Ok(text),
+            false => Err(self.error(name, &format!("one of {}", allowed.join(", ")), text)),
+        }
+    }
+
+    fn numbers(&mut self, name: &'static str) -> Result<Vec<f64>, OptimError> {
+        self.used.push(name);
+        match self.config.kwargs.get(name) {
+            Some(SchedulerArg::Numbers(v)) if v.iter().all(|x| x.is_finite()) => Ok(v.clone()),
+            Some(SchedulerArg::Number(x)) if x.is_finite() => Ok(vec![*x]),
+            other => Err(self.error(name, "a list of numbers", format!("{other:?}"))),
+        }
+    }
+
+    fn children(&mut self, name: &'static str) -> Result<Vec<SchedulerConfig>, OptimError> {
+        self.used.push(name);
+        match self.config.kwargs.get(name) {
+            Some(SchedulerArg::Schedulers(v)) if !v.is_empty() => Ok(v.clone()),
+            other => Err(self.error(
+                name,
+                "a list of [name, kwargs] schedulers",
+                format!("{other:?}"),
+            )),
+        }
+    }
+
+    /// Refuses keyword arguments the scheduler does not take.
+    fn finish(self) -> Result<(), OptimError> {
+        match self
+            .config
+            .kwargs
+            .keys()
+            .find(|k| !self.used.contains(&k.as_str()))
+        {
+            None => Ok(()),
+            Some(k) => Err(OptimError::UnknownKwarg {
+                optimizer: self.config.name.clone(),
+                name: k.clone(),
+                suggestion: crate::error::suggest(k, self.used.iter().copied()),
+                accepted: self.used.join(", "),
+            }),
+        }
+    }
+}
+
+/// A number as `.step` source text (always parseable, exact).
+fn num(x: f64) -> String {
+    let text = format!("{x:?}");
+    match x < 0.0 {
+        true => format!("({text})"),
+        false => text,
+    }
+}
+
+/// What a scheduler assigns: (hyperparameter, expression of `base` names and `t`).
+type Assignments = Vec<(String, String)>;
+
+/// The momentum-like hyperparameter a cycling scheduler drives: `momentum` (SGD, RMSprop) or
+/// `beta1` (Adam-style `betas`), as PyTorch picks `betas[0]` when the optimizer has betas.
+fn momentum_name(config: &SchedulerConfig, hypers: &[String]) -> Result<String, OptimError> {
+    for name in ["beta1", "momentum"] {
+        if hypers.iter().any(|h| h == name) {
+            return Ok(name.to_string());
+        }
+    }
+    Err(OptimError::BadValue {
+        optimizer: config.name.clone(),
+        name: "cycle_momentum".into(),
+        expected: "False for an optimizer without momentum or betas".into(),
+        got: "True".into(),
+        place: String::new(),
+    })
+}
+
+/// The closed form of `config` at step `t` (an expression) for an optimizer whose
+/// hyperparameters are `hypers`: what each scheduled hyperparameter is, in terms of its base
+/// value (the name itself) and `t`.
+fn assignments(
+    config: &SchedulerConfig,
+    t: &str,
+    hypers: &[String],
+) -> Result<Assignments, OptimError> {
+    let mut a = Args {
+        config,
+        used: Vec::new(),
+    };
+    let lr = |e: String| vec![("lr".to_string(), e)];
+    let out = match config.name.as_str() {
+        "StepLR" => {
+            let step_size = a.number("step_size", None)?;
+            let gamma = a.number("gamma", Some(0.1))?;
+            lr(format!(
+                "lr * pow({}, floor({t} / {}))",
+                num(gamma),
+                num(step_size)
+            ))
+        }
+        "MultiStepLR" => {
+            let mut milestones = a.numbers("milestones")?;
+            milestones.sort_by(f64::total_cmp);
+            let gamma = a.number("gamma", Some(0.1))?;
+            let passed: Vec<String> = milestones
+                .iter()
+                .map(|m| format!("where({t} >= {}, 1, 0)", num(*m)))
+                .collect();
+            lr(format!("lr * pow({}, {})", num(gamma), passed.join(" + ")))
+        }
+        "ConstantLR" => {
+            let factor = a.number("factor", Some(1.0 / 3.0))?;
+            let total = a.number("total_iters", Some(5.0))?;
+            lr(format!(
+                "lr * where({t} < {}, {}, 1)",
+                num(total),
+                num(factor)
+            ))
+        }
+        "LinearLR" => {
+            let start = a.number("start_factor", Some(1.0 / 3.0))?;
+            let end = a.number("end_factor", Some(1.0))?;
+            let total = a.number("total_iters", Some(5.0))?;
+            lr(format!(
+                "lr * ({s} + ({e} - {s}) * min({t}, {n}) / {n})",
+                s = num(start),
+                e = num(end),
+                n = num(total)
+            ))
+        }
+        "ExponentialLR" => {
+            let gamma = a.number("gamma", None)?;
+            lr(format!("lr * pow({}, {t})", num(gamma)))
+        }
+        "PolynomialLR" => {
+            let total = a.number("total_iters", Some(5.0))?;
+            let power = a.number("power", Some(1.0))?;
+            lr(format!(
+                "lr * pow(1 - min({t}, {n}) / {n}, {p})",
+                n = num(total),
+                p = num(power)
+            ))
+        }
+        "CosineAnnealingLR" => {
+            let t_max = a.number("T_max", None)?;
+            let eta_min = a.number("eta_min", Some(0.0))?;
+            lr(format!(
+                "{m} + (lr - {m}) * (1 + cos(pi * {t} / {tm})) / 2",
+                m = num(eta_min),
+                tm = num(t_max)
+            ))
+        }
+        "CosineAnnealingWarmRestarts" => {
+            let t0 = a.number("T_0", None)?;
+            let mult = a.number("T_mult", Some(1.0))?;
+            let eta_min = a.number("eta_min", Some(0.0))?;
+            // The cycle n, the position in it and its length, as PyTorch's closed form.
+            let (t_cur, t_i) = match mult == 1.0 {
+                true => (
+                    format!("({t} - {t0} * floor({t} / {t0}))", t0 = num(t0)),
+                    num(t0),
+                ),
+                false => {
+                    let n = format!(
+                        "floor(log({t} / {t0} * ({m} - 1) + 1) / log({m}))",
+                        t0 = num(t0),
+                        m = num(mult)
+                    );
+                    (
+                        format!(
+                            "({t} - {t0} * (pow({m}, {n}) - 1) / ({m} - 1))",
+                            t0 = num(t0),
+                            m = num(mult)
+                        ),
+                        format!("({t0} * pow({m}, {n}))", t0 = num(t0), m = num(mult)),
+                    )
+                }
+            };
+            lr(format!(
+                "{e} + (lr - {e}) * (1 + cos(pi * {t_cur} / {t_i})) / 2",
+                e = num(eta_min)
+            ))
+        }
+        "CyclicLR" => cyclic(&mut a, t, hypers)?,
+        "OneCycleLR" => one_cycle(&mut a, t, hypers)?,
+        "SequentialLR" => {
+            let children = a.children("schedulers")?;
+            let mut milestones = a.numbers("milestones")?;
+            milestones.sort_by(f64::total_cmp);
+            if milestones.len() + 1 != children.len() {
+                return Err(a.error(
+                    "milestones",
+                    &format!(
+                        "{} milestones for {} schedulers",
+                        children.len() - 1,
+                        children.len()
+                    ),
+                    format!("{}", milestones.len()),
+                ));
+            }
+            // Child k runs from milestone k - 1 on, with its own t counted from there.
+            let mut by_hyper: BTreeMap<String, String> = BTreeMap::new();
+            for (k, child) in children.iter().enumerate().rev() {
+                let start = if k == 0 { 0.0 } else { milestones[k - 1] };
+                let child_t = format!("({t} - {})", num(start));
+                for (hyper, expr) in assignments(child, &child_t, hypers)? {
+                    let later = by_hyper.remove(&hyper).unwrap_or_else(|| hyper.clone());
+                    let combined = match k == children.len() - 1 {
+                        true => expr,
+                        false => format!("where({t} < {}, {expr}, {later})", num(milestones[k])),
+                    };
+                    by_hyper.insert(hyper, combined);
+                }
+            }
+            by_hyper.into_iter().collect()
+        }
+        "ChainedScheduler" => {
+            // The product of the children's factors: only multiplicative schedulers chain.
+            let children = a.children("schedulers")?;
+            let mut expr = "lr".to_string();
+            for child in &children {
+                if ![
+                    "StepLR",
+                    "MultiStepLR",
+                    "ConstantLR",
+                    "LinearLR",
+                    "ExponentialLR",
+                    "PolynomialLR",
+                ]
+                .contains(&child.name.as_str())
+                {
+                    return Err(a.error(
+                        "schedulers",
+                        "multiplicative schedulers (StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR)",
+                        child.name.clone(),
+                    ));
+                }
+                for (hyper, e) in assignments(child, t, hypers)? {
+                    if hyper == "lr" {
+                        expr = e.replacen("lr", &format!("({expr})"), 1);
+                    }
+                }
+            }
+            lr(expr)
+        }
+        "LambdaLR" | "MultiplicativeLR" => {
+            return Err(a.error(
+                "lr_lambda",
+                "a .step schedule (Python lambdas have no equivalent; write the formula as a schedule)",
+                config.name.clone(),
+            ));
+        }
+        other => {
+            return Err(OptimError::UnknownOptimizer {
+                name: other.to_string(),
+                suggestion: crate::error::suggest(other, SCHEDULERS.iter().copied()),
+                available: SCHEDULERS.join(", "),
+            });
+        }
+    };
+    a.finish()?;
+    Ok(out)
+}
+
+/// `CyclicLR`: lr between base_lr and max_lr (the optimizer's configured lr is ignored), and
+/// by default momentum cycling the opposite way between max_momentum and base_momentum.
+fn cyclic(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments, OptimError> {
+    let base_lr = a.number("base_lr", None)?;
+    let max_lr = a.number("max_lr", None)?;
+    let up = a.number("step_size_up", Some(2000.0))?;
+    let down = a.optional("step_size_down")?.unwrap_or(up);
+    let mode = a.text(
+        "mode",
+        "triangular",
+        &["triangular", "triangular2", "exp_range"],
+    )?;
+    let gamma = a.number("gamma", Some(1.0))?;
+    let cycle_momentum = a.flag("cycle_momentum", true)?;
+    let base_m = a.number("base_momentum", Some(0.8))?;
+    let max_m = a.number("max_momentum", Some(0.9))?;
+    let total = up + down;
+    let ratio = up / total;
+    let cycle = format!("floor(1 + {t} / {})", num(total));
+    let x = format!("(1 + {t} / {} - {cycle})", num(total));
+    let factor = format!(
+        "where({x} <= {r}, {x} / {r}, ({x} - 1) / ({r} - 1))",
+        r = num(ratio)
+    );
+    let scale = match mode.as_str() {
+        "triangular" => "1".to_string(),
+        "triangular2" => format!("1 / pow(2, {cycle} - 1)"),
+        _ => format!("pow({}, {t})", num(gamma)),
+    };
+    let mut out = vec![(
+        "lr".to_string(),
+        format!(
+            "{b} + ({m} - {b}) * {factor} * {scale}",
+            b = num(base_lr),
+            m = num(max_lr)
+        ),
+    )];
+    if cycle_momentum {
+        let name = momentum_name(a.config, hypers)?;
+        out.push((
+            name,
+            format!(
+                "{mx} - ({mx} - {b}) * {factor} * {scale}",
+                mx = num(max_m),
+                b = num(base_m)
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// One phase of `OneCycleLR`: the step it ends at, and (from, to) of lr and momentum.
+struct Phase {
+    end: f64,
+    lr: (f64, f64),
+    momentum: (f64, f64),
+}
+
+/// `OneCycleLR`: warm up from max_lr / div_factor to max_lr, then anneal to
+/// initial / final_div_factor (three_phase: back to the initial value first), with momentum
+/// (or beta1) annealed the opposite way; the optimizer's configured lr is ignored.
+fn one_cycle(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments, OptimError> {
+    let max_lr = a.number("max_lr", None)?;
+    let total = match a.optional("total_steps")? {
+        Some(n) => n,
+        None => {
+            let epochs = a.number("epochs", None)?;
+            let per_epoch = a.number("steps_per_epoch", None)?;
+            epochs * per_epoch
+        }
+    };
+    let pct = a.number("pct_start", Some(0.3))?;
+    let strategy = a.text("anneal_strategy", "cos", &["cos", "linear"])?;
+    let cycle_momentum = a.flag("cycle_momentum", true)?;
+    let base_m = a.number("base_momentum", Some(0.85))?;
+    let max_m = a.number("max_momentum", Some(0.95))?;
+    let div = a.number("div_factor", Some(25.0))?;
+    let final_div = a.number("final_div_factor", Some(1e4))?;
+    let three_phase = a.flag("three_phase", false)?;
+    let initial = max_lr / div;
+    let min_lr = initial / final_div;
+    // As PyTorch's _schedule_phases.
+    let phase = |end, lr, momentum| Phase { end, lr, momentum };
+    let phases: Vec<Phase> = match three_phase {
+        false => vec![
+            phase(pct * total - 1.0, (initial, max_lr), (max_m, base_m)),
+            phase(total - 1.0, (max_lr, min_lr), (base_m, max_m)),
+        ],
+        true => vec![
+            phase(pct * total - 1.0, (initial, max_lr), (max_m, base_m)),
+            phase(2.0 * pct * total - 2.0, (max_lr, initial), (base_m, max_m)),
+            phase(total - 1.0, (initial, min_lr), (max_m, max_m)),
+        ],
+    };
+    let anneal = |from: f64, to: f64, p: &str| match strategy.as_str() {
+        "cos" => format!(
+            "{e} + ({s} - {e}) / 2 * (cos(pi * {p}) + 1)",
+            s = num(from),
+            e = num(to)
+        ),
+        _ => format!("({e} - {s}) * {p} + {s}", s = num(from), e = num(to)),
+    };
+    let piecewise = |value: fn(&Phase) -> (f64, f64)| {
+        let mut expr = String::new();
+        let mut start = 0.0;
+        for (k, phase) in phases.iter().enumerate() {
+            let (from, to) = value(phase);
+            let p = format!("(({t} - {}) / {})", num(start), num(phase.end - start));
+            let here = anneal(from, to, &p);
+            match k + 1 == phases.len() {
+                true => expr.push_str(&here),
+                false => {
+                    write!(expr, "where({t} <= {}, {here}, ", num(phase.end)).expect("string");
+                }
+            }
+            start = phase.end;
+        }
+        expr.push_str(&")".repeat(phases.len() - 1));
+        expr
+    };
+    let mut out = vec![("lr".to_string(), piecewise(|p| p.lr))];
+    if cycle_momentum {
+        let name = momentum_name(a.config, hypers)?;
+        out.push((name, piecewise(|p| p.momentum)));
+    }
+    Ok(out)
+}
+
+/// `ReduceLROnPlateau`, a metric-driven schedule (see examples/plateau.step).
+fn plateau(config: &SchedulerConfig) -> Result<String, OptimError> {
+    let mut a = Args {
+        config,
+        used: Vec::new(),
+    };
+    let mode = a.text("mode", "min", &["min", "max"])?;
+    let factor = a.number("factor", Some(0.1))?;
+    let patience = a.number("patience", Some(10.0))?;
+    let threshold = a.number("threshold", Some(1e-4))?;
+    let threshold_mode = a.text("threshold_mode", "rel", &["rel", "abs"])?;
+    let cooldown = a.number("cooldown", Some(0.0))?;
+    let min_lr = a.number("min_lr", Some(0.0))?;
+    let eps = a.number("eps", Some(1e-8))?;
+    a.finish()?;
+    if factor >= 1.0 {
+        return Err(OptimError::BadValue {
+            optimizer: config.name.clone(),
+            name: "factor".into(),
+            expected: "a number < 1".into(),
+            got: factor.to_string(),
+            place: String::new(),
+        });
+    }
+    let th = num(threshold);
+    let (worst, better) = match (mode.as_str(), threshold_mode.as_str()) {
+        ("min", "rel") => ("1e308", format!("metric < best * (1 - {th})")),
+        ("min", _) => ("1e308", format!("metric < best - {th}")),
+        (_, "rel") => ("-1e308", format!("metric > best * (1 + {th})")),
+        _ => ("-1e308", format!("metric > best + {th}")),
+    };
+    Ok(format!(
+        "schedule reduce_lr_on_plateau {{
+  state best: scalar = {worst}
+  state bad: scalar = 0
+  state cooling: scalar = 0
+  state current: scalar = -1
+  let now = where(current < 0, lr, current)
+  let improved = {better}
+  best = where(improved, metric, best)
+  bad = where(improved, 0, bad + 1)
+  bad = where(cooling > 0, 0, bad)
+  cooling = where(cooling > 0, cooling - 1, cooling)
+  let reduced = max(now * {factor}, {min_lr})
+  current = where(bad > {patience}, where(now - reduced > {eps}, reduced, now), now)
+  cooling = where(bad > {patience}, {cooldown}, cooling)
+  bad = where(bad > {patience}, 0, bad)
+  lr = current
+}}
+",
+        factor = num(factor),
+        min_lr = num(min_lr),
+        patience = num(patience),
+        eps = num(eps),
+        cooldown = num(cooldown),
+    ))
+}
+
+/// The `.step` schedule source of `config` for an optimizer with hyperparameters `hypers`.
+pub fn scheduler_source(config: &SchedulerConfig, hypers: &[String]) -> Result<String, OptimError> {
+    if config.name == "ReduceLROnPlateau" {
+        return plateau(config);
+    }
+    let assigned = assignments(config, "t", hypers)?;
+    let mut source = format!("schedule {} {{\n", config.name.to_lowercase());
+    for (hyper, expr) in assigned {
+        if !hypers.contains(&hyper) {
+            return Err(OptimError::BadValue {
+                optimizer: config.name.clone(),
+                name: hyper.clone(),
+                expected: "a hyperparameter of the optimizer".into(),
+                got: "absent".into(),
+                place: String::new(),
+            });
+        }
+        writeln!(source, "  {hyper} = {expr}").expect("string");
+    }
+    source.push_str("}\n");
+    Ok(source)
+}
