@@ -99,3 +99,73 @@ fn a_runtime_lr_matches_a_construction_time_lr() {
     assert_eq!(a, b);
     assert_eq!(changed.stats().builds(), 1);
 }
+
+/// Every built-in, plain, with a schedule on lr, and with clipping: 30 steps of changing
+/// hyperparameters, one build each, and the scheduled lr really moving.
+#[test]
+fn every_builtin_with_a_schedule_or_clipping_compiles_once_over_30_steps() {
+    use optjit::optim::{SchedulerArg, SchedulerConfig, builtins};
+    use optjit::trace::step::in_force_state;
+    let step_lr = SchedulerConfig::new(
+        "StepLR",
+        [
+            ("step_size", SchedulerArg::Number(3.0)),
+            ("gamma", SchedulerArg::Number(0.5)),
+        ],
+    );
+    for spec in builtins() {
+        let configured = spec.configure(&Default::default()).expect(spec.name);
+        let plain = configured.definition.clone();
+        let scheduled = step_lr.apply(&plain).expect("StepLR applies");
+        let clipped = configured
+            .clone()
+            .with_clip_grad_norm(1.0)
+            .expect("clipping")
+            .definition;
+        for (variant, definition) in [("plain", plain), ("StepLR", scheduled), ("clip", clipped)] {
+            let mut hypers = configured.hypers.clone();
+            if variant == "clip" {
+                hypers.insert(optjit::MAX_NORM.to_string(), 1.0);
+            }
+            let setup = Setup {
+                shapes: vec![vec![5], vec![2, 3]],
+                hypers,
+                threads: 1,
+                ..Setup::default()
+            };
+            let mut opt = Optimizer::new(&definition, setup).expect(spec.name);
+            let mut params = vec![vec![0.5f32; 5], vec![-0.5f32; 6]];
+            let mut scheduled_lrs = Vec::new();
+            for step in 0..30 {
+                let grads = vec![vec![0.1 * (step % 5) as f32 - 0.2; 5], vec![0.3f32; 6]];
+                let base = opt.hyper(0, "lr").expect("lr");
+                opt.set_hyper(None, "lr", base * 0.99).expect("lr");
+                if variant == "clip" {
+                    let max_norm = 0.5 + (step % 3) as f64;
+                    opt.set_hyper(None, optjit::MAX_NORM, max_norm)
+                        .expect("max_norm");
+                }
+                opt.step(&mut params, &grads).expect("step");
+                if let Some(lr) = opt.scalar_state(0, &in_force_state("lr")) {
+                    scheduled_lrs.push(lr);
+                }
+            }
+            let stats = opt.stats();
+            assert_eq!(stats.builds(), 1, "{} {variant}: {stats:?}", spec.name);
+            assert_eq!(stats.steps, 30);
+            assert!(
+                params.iter().flatten().all(|p| p.is_finite()),
+                "{} {variant}: {params:?}",
+                spec.name
+            );
+            if variant == "StepLR" {
+                assert_eq!(scheduled_lrs.len(), 30, "{}", spec.name);
+                assert!(
+                    scheduled_lrs[29] < scheduled_lrs[0] * 0.01,
+                    "{}: {scheduled_lrs:?}",
+                    spec.name
+                );
+            }
+        }
+    }
+}

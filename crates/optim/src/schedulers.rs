@@ -578,3 +578,45 @@ pub fn scheduler_source(config: &SchedulerConfig, hypers: &[String]) -> Result<S
     source.push_str("}\n");
     Ok(source)
 }
+
+impl SchedulerConfig {
+    /// The scheduler `name` with keyword arguments `kwargs`.
+    pub fn new<'k>(
+        name: &str,
+        kwargs: impl IntoIterator<Item = (&'k str, SchedulerArg)>,
+    ) -> SchedulerConfig {
+        SchedulerConfig {
+            name: name.to_string(),
+            kwargs: kwargs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+
+    /// `definition` with this scheduler in force (see `optjit_trace::step::Schedule::apply`):
+    /// the scheduled values are computed in the step's scalar program, or, for
+    /// `ReduceLROnPlateau`, when a metric is reported.
+    pub fn apply(
+        &self,
+        definition: &optjit_trace::Definition,
+    ) -> Result<optjit_trace::Definition, OptimError> {
+        let hypers: Vec<String> = definition
+            .graph
+            .hypers
+            .iter()
+            .map(|h| h.name.clone())
+            .collect();
+        let source = scheduler_source(self, &hypers)?;
+        let trace_error = |e: optjit_trace::step::StepError| OptimError::Trace {
+            optimizer: self.name.clone(),
+            message: e.to_string(),
+        };
+        let loaded = optjit_trace::step::load(&self.name, &source).map_err(trace_error)?;
+        let schedule = loaded.schedules.first().ok_or_else(|| OptimError::Trace {
+            optimizer: self.name.clone(),
+            message: "generated source has no schedule".into(),
+        })?;
+        schedule.apply(definition).map_err(trace_error)
+    }
+}
