@@ -1,6 +1,7 @@
-//! `optjit list`: every built-in optimizer with its keyword arguments and PyTorch defaults.
+//! `optjit list`: every built-in optimizer and scheduler with its keyword arguments and
+//! PyTorch defaults.
 
-use optjit_optim::{KwargKind, builtins};
+use optjit_optim::{KwargKind, SCHEDULERS, builtins, scheduler_kwargs};
 
 /// The listing.
 pub fn run() -> String {
@@ -25,6 +26,13 @@ pub fn run() -> String {
             spec.reference
         ));
     }
-    out.push_str("schedules:\n  (none built in yet)\n");
+    out.push_str("schedulers (torch.optim.lr_scheduler, as .step schedules; or a .step file):\n");
+    for &name in SCHEDULERS {
+        let kwargs: Vec<String> = scheduler_kwargs(name)
+            .into_iter()
+            .map(|(k, default)| format!("{k}={default}"))
+            .collect();
+        out.push_str(&format!("  {name:<28} {}\n", kwargs.join(", ")));
+    }
     out
 }

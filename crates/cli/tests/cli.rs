@@ -308,6 +308,12 @@ fn list_names_every_builtin_with_defaults() {
         text.contains("SGD") && text.contains("nesterov=False"),
         "{text}"
     );
+    // Every scheduler, with its defaults read from its implementation.
+    for name in optjit_optim::SCHEDULERS {
+        assert!(text.contains(&format!("\n  {name} ")), "{name}: {text}");
+    }
+    assert!(text.contains("step_size=required, gamma=0.1\n"), "{text}");
+    assert!(text.contains("patience=10.0"), "{text}");
 }
 
 /// Two processes compiling the same step into one cache directory at once both succeed, and a

@@ -20,5 +20,7 @@ mod spec;
 pub use builders::{Adam, AdamW, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
-pub use schedulers::{SCHEDULERS, SchedulerArg, SchedulerConfig, scheduler_source};
+pub use schedulers::{
+    SCHEDULERS, SchedulerArg, SchedulerConfig, scheduler_kwargs, scheduler_source,
+};
 pub use spec::{Configured, KwargKind, KwargSpec, Spec, builtins, find};

@@ -54,9 +54,27 @@ pub const SCHEDULERS: &[&str] = &[
 struct Args<'a> {
     config: &'a SchedulerConfig,
     used: Vec<&'static str>,
+    /// Every keyword read, with its default in words (`required` without one).
+    defaults: Vec<(&'static str, String)>,
 }
 
 impl<'a> Args<'a> {
+    fn new(config: &'a SchedulerConfig) -> Args<'a> {
+        Args {
+            config,
+            used: Vec::new(),
+            defaults: Vec::new(),
+        }
+    }
+
+    /// Notes that keyword `name` was read, with `default`.
+    fn read(&mut self, name: &'static str, default: String) {
+        self.used.push(name);
+        if !self.defaults.iter().any(|(n, _)| *n == name) {
+            self.defaults.push((name, default));
+        }
+    }
+
     fn error(&self, name: &str, expected: &str, got: String) -> OptimError {
         OptimError::BadValue {
             optimizer: self.config.name.clone(),
@@ -68,7 +86,10 @@ impl<'a> Args<'a> {
     }
 
     fn number(&mut self, name: &'static str, default: Option<f64>) -> Result<f64, OptimError> {
-        self.used.push(name);
+        self.read(
+            name,
+            default.map_or("required".into(), |d| format!("{d:?}")),
+        );
         match (self.config.kwargs.get(name), default) {
             (Some(SchedulerArg::Number(x)), _) if x.is_finite() => Ok(*x),
             (Some(other), _) => Err(self.error(name, "a finite number", format!("{other:?}"))),
@@ -80,7 +101,7 @@ impl<'a> Args<'a> {
     fn optional(&mut self, name: &'static str) -> Result<Option<f64>, OptimError> {
         match self.config.kwargs.get(name) {
             None => {
-                self.used.push(name);
+                self.read(name, "None".into());
                 Ok(None)
             }
             Some(_) => self.number(name, None).map(Some),
@@ -88,7 +109,8 @@ impl<'a> Args<'a> {
     }
 
     fn flag(&mut self, name: &'static str, default: bool) -> Result<bool, OptimError> {
-        self.used.push(name);
+        let words = if default { "True" } else { "False" };
+        self.read(name, words.into());
         match self.config.kwargs.get(name) {
             None => Ok(default),
             Some(SchedulerArg::Bool(b)) => Ok(*b),
@@ -102,7 +124,7 @@ impl<'a> Args<'a> {
         default: &str,
         allowed: &[&str],
     ) -> Result<String, OptimError> {
-        self.used.push(name);
+        self.read(name, format!("{default:?} ({})", allowed.join("|")));
         let text = match self.config.kwargs.get(name) {
             None => default.to_string(),
             Some(SchedulerArg::Text(s)) => s.clone(),
@@ -115,7 +137,7 @@ impl<'a> Args<'a> {
     }
 
     fn numbers(&mut self, name: &'static str) -> Result<Vec<f64>, OptimError> {
-        self.used.push(name);
+        self.read(name, "required (a list)".into());
         match self.config.kwargs.get(name) {
             Some(SchedulerArg::Numbers(v)) if v.iter().all(|x| x.is_finite()) => Ok(v.clone()),
             Some(SchedulerArg::Number(x)) if x.is_finite() => Ok(vec![*x]),
@@ -124,7 +146,7 @@ impl<'a> Args<'a> {
     }
 
     fn children(&mut self, name: &'static str) -> Result<Vec<SchedulerConfig>, OptimError> {
-        self.used.push(name);
+        self.read(name, "required (a list of schedulers)".into());
         match self.config.kwargs.get(name) {
             Some(SchedulerArg::Schedulers(v)) if !v.is_empty() => Ok(v.clone()),
             other => Err(self.error(
@@ -191,10 +213,19 @@ fn assignments(
     t: &str,
     hypers: &[String],
 ) -> Result<Assignments, OptimError> {
-    let mut a = Args {
-        config,
-        used: Vec::new(),
-    };
+    let mut a = Args::new(config);
+    let out = read_assignments(&mut a, t, hypers)?;
+    a.finish()?;
+    Ok(out)
+}
+
+/// [`assignments`], reading the keyword arguments through `a`.
+fn read_assignments(
+    a: &mut Args<'_>,
+    t: &str,
+    hypers: &[String],
+) -> Result<Assignments, OptimError> {
+    let config = a.config;
     let lr = |e: String| vec![("lr".to_string(), e)];
     let out = match config.name.as_str() {
         "StepLR" => {
@@ -289,8 +320,8 @@ fn assignments(
                 e = num(eta_min)
             ))
         }
-        "CyclicLR" => cyclic(&mut a, t, hypers)?,
-        "OneCycleLR" => one_cycle(&mut a, t, hypers)?,
+        "CyclicLR" => cyclic(a, t, hypers)?,
+        "OneCycleLR" => one_cycle(a, t, hypers)?,
         "SequentialLR" => {
             let children = a.children("schedulers")?;
             let mut milestones = a.numbers("milestones")?;
@@ -366,7 +397,6 @@ fn assignments(
             });
         }
     };
-    a.finish()?;
     Ok(out)
 }
 
@@ -500,10 +530,15 @@ fn one_cycle(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments
 
 /// `ReduceLROnPlateau`, a metric-driven schedule (see examples/plateau.step).
 fn plateau(config: &SchedulerConfig) -> Result<String, OptimError> {
-    let mut a = Args {
-        config,
-        used: Vec::new(),
-    };
+    let mut a = Args::new(config);
+    let source = read_plateau(&mut a)?;
+    a.finish()?;
+    Ok(source)
+}
+
+/// [`plateau`], reading the keyword arguments through `a`.
+fn read_plateau(a: &mut Args<'_>) -> Result<String, OptimError> {
+    let config = a.config;
     let mode = a.text("mode", "min", &["min", "max"])?;
     let factor = a.number("factor", Some(0.1))?;
     let patience = a.number("patience", Some(10.0))?;
@@ -512,7 +547,6 @@ fn plateau(config: &SchedulerConfig) -> Result<String, OptimError> {
     let cooldown = a.number("cooldown", Some(0.0))?;
     let min_lr = a.number("min_lr", Some(0.0))?;
     let eps = a.number("eps", Some(1e-8))?;
-    a.finish()?;
     if factor >= 1.0 {
         return Err(OptimError::BadValue {
             optimizer: config.name.clone(),
@@ -618,5 +652,38 @@ impl SchedulerConfig {
             message: "generated source has no schedule".into(),
         })?;
         schedule.apply(definition).map_err(trace_error)
+    }
+}
+
+/// The keyword arguments of scheduler `name` with PyTorch's defaults (`required` where there is
+/// none), in the order the scheduler reads them; empty for an unknown name.
+pub fn scheduler_kwargs(name: &str) -> Vec<(&'static str, String)> {
+    use SchedulerArg::{Number, Numbers, Schedulers};
+    let constant = || SchedulerConfig::new("ConstantLR", []);
+    // Just the required keywords, so that every optional one reports its default.
+    let required: Vec<(&str, SchedulerArg)> = match name {
+        "StepLR" => vec![("step_size", Number(1.0))],
+        "MultiStepLR" => vec![("milestones", Numbers(vec![1.0]))],
+        "ExponentialLR" => vec![("gamma", Number(0.5))],
+        "CosineAnnealingLR" => vec![("T_max", Number(1.0))],
+        "CosineAnnealingWarmRestarts" => vec![("T_0", Number(1.0))],
+        "CyclicLR" => vec![("base_lr", Number(0.1)), ("max_lr", Number(1.0))],
+        "OneCycleLR" => vec![("max_lr", Number(1.0)), ("total_steps", Number(10.0))],
+        "SequentialLR" => vec![
+            ("schedulers", Schedulers(vec![constant(), constant()])),
+            ("milestones", Numbers(vec![1.0])),
+        ],
+        "ChainedScheduler" => vec![("schedulers", Schedulers(vec![constant()]))],
+        _ => Vec::new(),
+    };
+    let config = SchedulerConfig::new(name, required);
+    let mut a = Args::new(&config);
+    let read = match name {
+        "ReduceLROnPlateau" => read_plateau(&mut a).map(|_| ()),
+        _ => read_assignments(&mut a, "t", &["lr".into(), "momentum".into()]).map(|_| ()),
+    };
+    match read {
+        Ok(()) => a.defaults,
+        Err(_) => Vec::new(),
     }
 }
