@@ -58,3 +58,7 @@ builder!(
     /// `torch.optim.AdamW` (decoupled weight decay).
     AdamW, "AdamW" { lr, eps, weight_decay } { amsgrad, maximize } { betas }
 );
+builder!(
+    /// `torch.optim.NAdam`.
+    NAdam, "NAdam" { lr, eps, weight_decay, momentum_decay } { decoupled_weight_decay, maximize } { betas }
+);

@@ -13,11 +13,12 @@ mod adam;
 mod builders;
 mod error;
 mod kwargs;
+mod nadam;
 mod schedulers;
 mod sgd;
 mod spec;
 
-pub use builders::{Adam, AdamW, Sgd};
+pub use builders::{Adam, AdamW, NAdam, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

@@ -69,7 +69,12 @@ pub fn builtins() -> &'static [Spec] {
     &BUILTINS
 }
 
-static BUILTINS: [Spec; 3] = [crate::sgd::SGD, crate::adam::ADAM, crate::adam::ADAMW];
+static BUILTINS: [Spec; 4] = [
+    crate::sgd::SGD,
+    crate::adam::ADAM,
+    crate::adam::ADAMW,
+    crate::nadam::NADAM,
+];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).
 pub fn find(name: &str) -> Result<&'static Spec, OptimError> {
