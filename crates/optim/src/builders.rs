@@ -62,3 +62,7 @@ builder!(
     /// `torch.optim.NAdam`.
     NAdam, "NAdam" { lr, eps, weight_decay, momentum_decay } { decoupled_weight_decay, maximize } { betas }
 );
+builder!(
+    /// `torch.optim.RAdam`.
+    RAdam, "RAdam" { lr, eps, weight_decay } { decoupled_weight_decay, maximize } { betas }
+);

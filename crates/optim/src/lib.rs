@@ -15,10 +15,11 @@ mod error;
 mod kwargs;
 mod nadam;
 mod schedulers;
+mod radam;
 mod sgd;
 mod spec;
 
-pub use builders::{Adam, AdamW, NAdam, Sgd};
+pub use builders::{Adam, AdamW, NAdam, RAdam, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

@@ -69,11 +69,12 @@ pub fn builtins() -> &'static [Spec] {
     &BUILTINS
 }
 
-static BUILTINS: [Spec; 4] = [
+static BUILTINS: [Spec; 5] = [
     crate::sgd::SGD,
     crate::adam::ADAM,
     crate::adam::ADAMW,
     crate::nadam::NADAM,
+    crate::radam::RADAM,
 ];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).
