@@ -66,3 +66,7 @@ builder!(
     /// `torch.optim.RAdam`.
     RAdam, "RAdam" { lr, eps, weight_decay } { decoupled_weight_decay, maximize } { betas }
 );
+builder!(
+    /// `optax.lion` (`lr` is optax's `learning_rate`, `betas` its `b1`, `b2`).
+    Lion, "Lion" { lr, weight_decay } { mask } { betas }
+);

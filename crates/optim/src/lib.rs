@@ -13,13 +13,14 @@ mod adam;
 mod builders;
 mod error;
 mod kwargs;
+mod lion;
 mod nadam;
 mod schedulers;
 mod radam;
 mod sgd;
 mod spec;
 
-pub use builders::{Adam, AdamW, NAdam, RAdam, Sgd};
+pub use builders::{Adam, AdamW, Lion, NAdam, RAdam, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

@@ -69,12 +69,13 @@ pub fn builtins() -> &'static [Spec] {
     &BUILTINS
 }
 
-static BUILTINS: [Spec; 5] = [
+static BUILTINS: [Spec; 6] = [
     crate::sgd::SGD,
     crate::adam::ADAM,
     crate::adam::ADAMW,
     crate::nadam::NADAM,
     crate::radam::RADAM,
+    crate::lion::LION,
 ];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).
