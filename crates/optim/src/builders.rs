@@ -70,3 +70,7 @@ builder!(
     /// `optax.lion` (`lr` is optax's `learning_rate`, `betas` its `b1`, `b2`).
     Lion, "Lion" { lr, weight_decay } { mask } { betas }
 );
+builder!(
+    /// `optax.lamb` (`lr` is optax's `learning_rate`, `betas` its `b1`, `b2`).
+    Lamb, "LAMB" { lr, eps, eps_root, weight_decay } { mask } { betas }
+);

@@ -13,6 +13,7 @@ mod adam;
 mod builders;
 mod error;
 mod kwargs;
+mod lamb;
 mod lion;
 mod nadam;
 mod schedulers;
@@ -20,7 +21,7 @@ mod radam;
 mod sgd;
 mod spec;
 
-pub use builders::{Adam, AdamW, Lion, NAdam, RAdam, Sgd};
+pub use builders::{Adam, AdamW, Lamb, Lion, NAdam, RAdam, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

@@ -69,13 +69,14 @@ pub fn builtins() -> &'static [Spec] {
     &BUILTINS
 }
 
-static BUILTINS: [Spec; 6] = [
+static BUILTINS: [Spec; 7] = [
     crate::sgd::SGD,
     crate::adam::ADAM,
     crate::adam::ADAMW,
     crate::nadam::NADAM,
     crate::radam::RADAM,
     crate::lion::LION,
+    crate::lamb::LAMB,
 ];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).
