@@ -74,3 +74,7 @@ builder!(
     /// `optax.lamb` (`lr` is optax's `learning_rate`, `betas` its `b1`, `b2`).
     Lamb, "LAMB" { lr, eps, eps_root, weight_decay } { mask } { betas }
 );
+builder!(
+    /// `optax.lars` (`lr` is optax's `learning_rate`).
+    Lars, "LARS" { lr, weight_decay, trust_coefficient, eps, momentum } { weight_decay_mask, trust_ratio_mask, nesterov }
+);

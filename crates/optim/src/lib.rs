@@ -14,6 +14,7 @@ mod builders;
 mod error;
 mod kwargs;
 mod lamb;
+mod lars;
 mod lion;
 mod nadam;
 mod schedulers;
@@ -21,7 +22,7 @@ mod radam;
 mod sgd;
 mod spec;
 
-pub use builders::{Adam, AdamW, Lamb, Lion, NAdam, RAdam, Sgd};
+pub use builders::{Adam, AdamW, Lamb, Lars, Lion, NAdam, RAdam, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

@@ -69,7 +69,7 @@ pub fn builtins() -> &'static [Spec] {
     &BUILTINS
 }
 
-static BUILTINS: [Spec; 7] = [
+static BUILTINS: [Spec; 8] = [
     crate::sgd::SGD,
     crate::adam::ADAM,
     crate::adam::ADAMW,
@@ -77,6 +77,7 @@ static BUILTINS: [Spec; 7] = [
     crate::radam::RADAM,
     crate::lion::LION,
     crate::lamb::LAMB,
+    crate::lars::LARS,
 ];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).
