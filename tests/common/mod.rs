@@ -2,12 +2,12 @@
 //! configuration of every built-in variant.
 #![allow(dead_code)] // each test crate uses a part
 
-use optjit::optim::{Adam, AdamW, Configured, Sgd};
+use optjit::optim::{Adam, AdamW, Configured, Lamb, Lars, Lion, NAdam, RAdam, Sgd};
 use optjit::{Definition, Domain, Tracer};
 use std::path::{Path, PathBuf};
 
 /// The golden cases the built-ins of this version must pass.
-pub const GOLDEN_CASES: [&str; 26] = [
+pub const GOLDEN_CASES: [&str; 31] = [
     "sgd-plain",
     "sgd-momentum-wd",
     "sgd-nesterov",
@@ -34,6 +34,11 @@ pub const GOLDEN_CASES: [&str; 26] = [
     "sched-sequential-warmup-cosine",
     "sched-step",
     "adamw-onecycle-betas",
+    "nadam",
+    "radam",
+    "lion",
+    "lamb",
+    "lars",
 ];
 
 /// The repository's copy of golden case `case`.
@@ -88,6 +93,11 @@ pub fn builtin_variants() -> Vec<(&'static str, Configured)> {
                 .and_then(|c| c.with_clip_grad_norm(1.0))
                 .expect("AdamW with clip_grad_norm"),
         ),
+        ("nadam", NAdam::new().build().expect("NAdam")),
+        ("radam", RAdam::new().build().expect("RAdam")),
+        ("lion", Lion::new().build().expect("Lion")),
+        ("lamb", Lamb::new().build().expect("LAMB")),
+        ("lars", Lars::new().build().expect("LARS")),
         (
             "sgd-momentum-clip",
             Sgd::new()

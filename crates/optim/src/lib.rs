@@ -17,8 +17,8 @@ mod lamb;
 mod lars;
 mod lion;
 mod nadam;
-mod schedulers;
 mod radam;
+mod schedulers;
 mod sgd;
 mod spec;
 
