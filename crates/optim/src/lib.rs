@@ -9,6 +9,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod adagrad;
 mod adam;
 mod builders;
 mod error;
@@ -23,6 +24,7 @@ mod sgd;
 mod spec;
 
 pub use builders::{Adam, AdamW, Lamb, Lars, Lion, NAdam, RAdam, Sgd};
+pub use builders::{Adagrad, Adam, AdamW, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

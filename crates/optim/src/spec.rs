@@ -78,6 +78,8 @@ static BUILTINS: [Spec; 8] = [
     crate::lion::LION,
     crate::lamb::LAMB,
     crate::lars::LARS,
+static BUILTINS: [Spec; 4] = [
+    crate::adagrad::ADAGRAD,
 ];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).
