@@ -80,3 +80,7 @@ builder!(
     /// `torch.optim.Adagrad`.
     Adagrad, "Adagrad" { lr, lr_decay, weight_decay, initial_accumulator_value, eps } { maximize }
 );
+builder!(
+    /// `torch.optim.RMSprop`.
+    RmsProp, "RMSprop" { lr, alpha, eps, weight_decay, momentum } { centered, maximize }
+);

@@ -25,6 +25,8 @@ mod spec;
 
 pub use builders::{Adam, AdamW, Lamb, Lars, Lion, NAdam, RAdam, Sgd};
 pub use builders::{Adagrad, Adam, AdamW, Sgd};
+mod rmsprop;
+pub use builders::{Adagrad, Adam, AdamW, RmsProp, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

@@ -70,6 +70,7 @@ pub fn builtins() -> &'static [Spec] {
 }
 
 static BUILTINS: [Spec; 8] = [
+static BUILTINS: [Spec; 5] = [
     crate::sgd::SGD,
     crate::adam::ADAM,
     crate::adam::ADAMW,
@@ -80,6 +81,7 @@ static BUILTINS: [Spec; 8] = [
     crate::lars::LARS,
 static BUILTINS: [Spec; 4] = [
     crate::adagrad::ADAGRAD,
+    crate::rmsprop::RMSPROP,
 ];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).
@@ -218,7 +220,7 @@ impl Configured {
             spec.check_value(kwarg, value, &format!(" in param group {group}"))?;
             let base = self.kwargs[kwarg.name];
             let structural = matches!(kwarg.kind, KwargKind::Flag)
-                || (spec.name == "SGD"
+                || (matches!(spec.name, "SGD" | "RMSprop")
                     && kwarg.name == "momentum"
                     && matches!((base, value), (Kwarg::Number(b), Kwarg::Number(v)) if (b == 0.0) != (v == 0.0)));
             if structural && base != value {

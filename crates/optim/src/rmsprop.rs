@@ -1,0 +1,110 @@
+//! RMSprop with momentum, centering, weight decay and maximize, as `torch.optim.RMSprop`.
+
+use crate::kwargs::Kwarg;
+use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag, number};
+use optjit_trace::{Definition, Domain, TraceError, Tracer};
+
+pub(crate) const RMSPROP: Spec = Spec {
+    name: "RMSprop",
+    reference: "torch.optim.RMSprop",
+    kwargs: &[
+        KwargSpec {
+            name: "lr",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(1e-2),
+        },
+        KwargSpec {
+            name: "alpha",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(0.99),
+        },
+        KwargSpec {
+            name: "eps",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(1e-8),
+        },
+        KwargSpec {
+            name: "weight_decay",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(0.0),
+        },
+        KwargSpec {
+            name: "momentum",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(0.0),
+        },
+        KwargSpec {
+            name: "centered",
+            kind: KwargKind::Flag,
+            default: Kwarg::Bool(false),
+        },
+        KwargSpec {
+            name: "maximize",
+            kind: KwargKind::Flag,
+            default: Kwarg::Bool(false),
+        },
+    ],
+    check: no_check,
+    trace,
+};
+
+fn no_check(_: &Resolved) -> Result<(), Conflict> {
+    Ok(())
+}
+
+/// The update, in PyTorch's order: `g = ±grad + wd*param`;
+/// `square_avg = alpha*square_avg + (1-alpha)*g*g`; centered:
+/// `grad_avg = lerp(grad_avg, g, 1-alpha)`, `avg = sqrt(square_avg - grad_avg^2) + eps`,
+/// otherwise `avg = sqrt(square_avg) + eps`; with momentum
+/// `buf = momentum*buf + g/avg; param -= lr*buf`, otherwise `param -= lr * g/avg`.
+/// As for SGD, momentum > 0 versus 0 is structural (PyTorch keeps `momentum_buffer` only when
+/// momentum > 0): the traced momentum's domain keeps it on its side of zero.
+fn trace(r: &Resolved) -> Result<Definition, TraceError> {
+    let t = Tracer::new("rmsprop");
+    let lr = t.hyper_in("lr", 1e-2, Domain::non_negative());
+    let alpha = t.hyper_in("alpha", 0.99, Domain::non_negative());
+    let eps = t.hyper_in("eps", 1e-8, Domain::non_negative());
+    let weight_decay = t.hyper_in("weight_decay", 0.0, Domain::non_negative());
+    let configured_momentum = number(r, "momentum");
+    let momentum_domain = if configured_momentum == 0.0 {
+        Domain {
+            max: 0.0,
+            ..Domain::non_negative()
+        }
+    } else {
+        Domain {
+            min_inclusive: false,
+            ..Domain::non_negative()
+        }
+    };
+    let momentum = t.hyper_in("momentum", configured_momentum, momentum_domain);
+    let square_avg = t.state("square_avg", 0.0);
+
+    let param = t.param();
+    let grad = if flag(r, "maximize") {
+        -t.grad()
+    } else {
+        t.grad()
+    };
+    let g = &grad + &weight_decay * &param;
+    let new_square_avg = &alpha * &square_avg + (1.0 - &alpha) * (&g * &g);
+    let avg = if flag(r, "centered") {
+        let grad_avg = t.state("grad_avg", 0.0);
+        let new_grad_avg = &grad_avg + (1.0 - &alpha) * (&g - &grad_avg);
+        let avg = (&new_square_avg - &new_grad_avg * &new_grad_avg).sqrt();
+        t.set_state(&grad_avg, new_grad_avg);
+        avg
+    } else {
+        new_square_avg.sqrt()
+    } + &eps;
+    if configured_momentum != 0.0 {
+        let buf = t.state("momentum_buffer", 0.0);
+        let new_buf = &momentum * &buf + &g / &avg;
+        t.set_param(&param - &lr * &new_buf);
+        t.set_state(&buf, new_buf);
+    } else {
+        t.set_param(&param - &lr * (&g / &avg));
+    }
+    t.set_state(&square_avg, new_square_avg);
+    t.finish()
+}
