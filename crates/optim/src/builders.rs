@@ -84,3 +84,7 @@ builder!(
     /// `torch.optim.RMSprop`.
     RmsProp, "RMSprop" { lr, alpha, eps, weight_decay, momentum } { centered, maximize }
 );
+builder!(
+    /// `torch.optim.Adadelta`.
+    Adadelta, "Adadelta" { lr, rho, eps, weight_decay } { maximize }
+);

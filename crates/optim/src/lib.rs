@@ -9,6 +9,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod adadelta;
 mod adagrad;
 mod adam;
 mod builders;
@@ -27,6 +28,7 @@ pub use builders::{Adam, AdamW, Lamb, Lars, Lion, NAdam, RAdam, Sgd};
 pub use builders::{Adagrad, Adam, AdamW, Sgd};
 mod rmsprop;
 pub use builders::{Adagrad, Adam, AdamW, RmsProp, Sgd};
+pub use builders::{Adadelta, Adagrad, Adam, AdamW, RmsProp, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

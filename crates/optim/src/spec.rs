@@ -71,6 +71,7 @@ pub fn builtins() -> &'static [Spec] {
 
 static BUILTINS: [Spec; 8] = [
 static BUILTINS: [Spec; 5] = [
+static BUILTINS: [Spec; 6] = [
     crate::sgd::SGD,
     crate::adam::ADAM,
     crate::adam::ADAMW,
@@ -82,6 +83,7 @@ static BUILTINS: [Spec; 5] = [
 static BUILTINS: [Spec; 4] = [
     crate::adagrad::ADAGRAD,
     crate::rmsprop::RMSPROP,
+    crate::adadelta::ADADELTA,
 ];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).

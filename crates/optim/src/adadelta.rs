@@ -1,0 +1,73 @@
+//! Adadelta with weight decay and maximize, as `torch.optim.Adadelta`.
+
+use crate::kwargs::Kwarg;
+use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use optjit_trace::{Definition, Domain, TraceError, Tracer};
+
+pub(crate) const ADADELTA: Spec = Spec {
+    name: "Adadelta",
+    reference: "torch.optim.Adadelta",
+    kwargs: &[
+        KwargSpec {
+            name: "lr",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(1.0),
+        },
+        KwargSpec {
+            name: "rho",
+            kind: KwargKind::Hyper(Domain::unit_closed()),
+            default: Kwarg::Number(0.9),
+        },
+        KwargSpec {
+            name: "eps",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(1e-6),
+        },
+        KwargSpec {
+            name: "weight_decay",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(0.0),
+        },
+        KwargSpec {
+            name: "maximize",
+            kind: KwargKind::Flag,
+            default: Kwarg::Bool(false),
+        },
+    ],
+    check: no_check,
+    trace,
+};
+
+fn no_check(_: &Resolved) -> Result<(), Conflict> {
+    Ok(())
+}
+
+/// The update, in PyTorch's order: `g = ±grad + wd*param`;
+/// `square_avg = rho*square_avg + (1-rho)*g*g`;
+/// `delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g`;
+/// `acc_delta = rho*acc_delta + (1-rho)*delta*delta`; `param -= lr*delta`.
+fn trace(r: &Resolved) -> Result<Definition, TraceError> {
+    let t = Tracer::new("adadelta");
+    let lr = t.hyper_in("lr", 1.0, Domain::non_negative());
+    let rho = t.hyper_in("rho", 0.9, Domain::unit_closed());
+    let eps = t.hyper_in("eps", 1e-6, Domain::non_negative());
+    let weight_decay = t.hyper_in("weight_decay", 0.0, Domain::non_negative());
+    let square_avg = t.state("square_avg", 0.0);
+    let acc_delta = t.state("acc_delta", 0.0);
+
+    let param = t.param();
+    let grad = if flag(r, "maximize") {
+        -t.grad()
+    } else {
+        t.grad()
+    };
+    let g = &grad + &weight_decay * &param;
+    let new_square_avg = &rho * &square_avg + (1.0 - &rho) * (&g * &g);
+    let std = (&new_square_avg + &eps).sqrt();
+    let delta = (&acc_delta + &eps).sqrt() / &std * &g;
+    let new_acc_delta = &rho * &acc_delta + (1.0 - &rho) * (&delta * &delta);
+    t.set_param(&param - &lr * &delta);
+    t.set_state(&square_avg, new_square_avg);
+    t.set_state(&acc_delta, new_acc_delta);
+    t.finish()
+}
