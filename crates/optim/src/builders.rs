@@ -88,3 +88,7 @@ builder!(
     /// `torch.optim.Adadelta`.
     Adadelta, "Adadelta" { lr, rho, eps, weight_decay } { maximize }
 );
+builder!(
+    /// `torch.optim.Adamax`.
+    Adamax, "Adamax" { lr, eps, weight_decay } { maximize } { betas }
+);

@@ -12,6 +12,7 @@
 mod adadelta;
 mod adagrad;
 mod adam;
+mod adamax;
 mod builders;
 mod error;
 mod kwargs;
@@ -29,6 +30,7 @@ pub use builders::{Adagrad, Adam, AdamW, Sgd};
 mod rmsprop;
 pub use builders::{Adagrad, Adam, AdamW, RmsProp, Sgd};
 pub use builders::{Adadelta, Adagrad, Adam, AdamW, RmsProp, Sgd};
+pub use builders::{Adadelta, Adagrad, Adam, AdamW, Adamax, RmsProp, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

@@ -72,6 +72,7 @@ pub fn builtins() -> &'static [Spec] {
 static BUILTINS: [Spec; 8] = [
 static BUILTINS: [Spec; 5] = [
 static BUILTINS: [Spec; 6] = [
+static BUILTINS: [Spec; 7] = [
     crate::sgd::SGD,
     crate::adam::ADAM,
     crate::adam::ADAMW,
@@ -84,6 +85,7 @@ static BUILTINS: [Spec; 4] = [
     crate::adagrad::ADAGRAD,
     crate::rmsprop::RMSPROP,
     crate::adadelta::ADADELTA,
+    crate::adamax::ADAMAX,
 ];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).
