@@ -5,7 +5,7 @@ use crate::kwargs::{Kwarg, Kwargs};
 use crate::spec::{Configured, find};
 
 macro_rules! builder {
-    ($(#[$doc:meta])* $ty:ident, $name:literal { $($number:ident),* } { $($flag:ident),* } $({ $pair:ident })?) => {
+    ($(#[$doc:meta])* $ty:ident, $name:literal { $($number:ident),* } { $($flag:ident),* } $({ $($pair:ident),* })?) => {
         $(#[$doc])*
         #[derive(Clone, Debug, Default)]
         pub struct $ty {
@@ -31,13 +31,13 @@ macro_rules! builder {
                     self
                 }
             )*
-            $(
+            $($(
                 #[doc = concat!("Sets `", stringify!($pair), "`.")]
                 pub fn $pair(mut self, first: f64, second: f64) -> Self {
                     self.kwargs.insert(stringify!($pair).to_string(), Kwarg::Pair(first, second));
                     self
                 }
-            )?
+            )*)?
             /// Checks every value and traces the update rule.
             pub fn build(&self) -> Result<Configured, OptimError> {
                 find($name)?.configure(&self.kwargs)
@@ -91,4 +91,8 @@ builder!(
 builder!(
     /// `torch.optim.Adamax`.
     Adamax, "Adamax" { lr, eps, weight_decay } { maximize } { betas }
+);
+builder!(
+    /// `torch.optim.Rprop`.
+    Rprop, "Rprop" { lr } { maximize } { etas, step_sizes }
 );

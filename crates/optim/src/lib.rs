@@ -31,6 +31,8 @@ mod rmsprop;
 pub use builders::{Adagrad, Adam, AdamW, RmsProp, Sgd};
 pub use builders::{Adadelta, Adagrad, Adam, AdamW, RmsProp, Sgd};
 pub use builders::{Adadelta, Adagrad, Adam, AdamW, Adamax, RmsProp, Sgd};
+mod rprop;
+pub use builders::{Adadelta, Adagrad, Adam, AdamW, Adamax, RmsProp, Rprop, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

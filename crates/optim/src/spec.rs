@@ -86,6 +86,7 @@ static BUILTINS: [Spec; 4] = [
     crate::rmsprop::RMSPROP,
     crate::adadelta::ADADELTA,
     crate::adamax::ADAMAX,
+    crate::rprop::RPROP,
 ];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).
@@ -236,7 +237,22 @@ impl Configured {
                     group,
                 });
             }
-            hyper_values(kwarg, value, &mut out);
+            let mut values = BTreeMap::new();
+            hyper_values(kwarg, value, &mut values);
+            // The traced domains can be narrower than the keyword's (Rprop's etas).
+            for (hyper, &x) in &values {
+                let domain = self.definition.domain(hyper);
+                if !domain.contains(x) {
+                    return Err(OptimError::BadValue {
+                        optimizer: spec.name.to_string(),
+                        name: name.clone(),
+                        expected: format!("such that {hyper} is {domain}"),
+                        got: value.to_string(),
+                        place: format!(" in param group {group}"),
+                    });
+                }
+            }
+            out.extend(values);
         }
         Ok(out)
     }

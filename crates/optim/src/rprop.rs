@@ -1,0 +1,105 @@
+//! Rprop (resilient backpropagation) with maximize, as `torch.optim.Rprop`.
+
+use crate::kwargs::Kwarg;
+use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use optjit_trace::{Definition, Domain, TraceError, Tracer, select};
+
+/// `etaminus` lies in (0, 1).
+const ETAMINUS: Domain = Domain {
+    min: 0.0,
+    min_inclusive: false,
+    max: 1.0,
+    max_inclusive: false,
+};
+
+/// `etaplus` exceeds 1.
+const ETAPLUS: Domain = Domain {
+    min: 1.0,
+    min_inclusive: false,
+    ..Domain::non_negative()
+};
+
+pub(crate) const RPROP: Spec = Spec {
+    name: "Rprop",
+    reference: "torch.optim.Rprop",
+    kwargs: &[
+        KwargSpec {
+            name: "lr",
+            kind: KwargKind::Hyper(Domain::non_negative()),
+            default: Kwarg::Number(1e-2),
+        },
+        KwargSpec {
+            name: "etas",
+            kind: KwargKind::Pair(
+                ["etaminus", "etaplus"],
+                Domain {
+                    min_inclusive: false,
+                    ..Domain::non_negative()
+                },
+            ),
+            default: Kwarg::Pair(0.5, 1.2),
+        },
+        KwargSpec {
+            name: "step_sizes",
+            kind: KwargKind::Pair(["step_size_min", "step_size_max"], Domain::non_negative()),
+            default: Kwarg::Pair(1e-6, 50.0),
+        },
+        KwargSpec {
+            name: "maximize",
+            kind: KwargKind::Flag,
+            default: Kwarg::Bool(false),
+        },
+    ],
+    check,
+    trace,
+};
+
+/// PyTorch: "Invalid eta values" unless `0 < etaminus < 1 < etaplus`.
+fn check(r: &Resolved) -> Result<(), Conflict> {
+    match r.get("etas") {
+        Some(&Kwarg::Pair(minus, plus)) if ETAMINUS.contains(minus) && ETAPLUS.contains(plus) => {
+            Ok(())
+        }
+        other => Err((
+            "etas",
+            "(etaminus, etaplus) with 0 < etaminus < 1 < etaplus".into(),
+            other.map_or_else(String::new, |v| v.to_string()),
+        )),
+    }
+}
+
+/// The update, in PyTorch's order: `g = ±grad`; `s = sign(g*prev)`; the factor is `etaplus`
+/// where `s > 0`, `etaminus` where `s < 0`, 1 elsewhere;
+/// `step_size = clamp(step_size*factor, step_size_min, step_size_max)`; `g = 0` where the factor
+/// is `etaminus` (exactly where `s < 0`, since `etaminus < 1 < etaplus`);
+/// `param -= sign(g)*step_size`; `prev = g`.
+/// PyTorch fills `step_size` with the group's `lr` on the first step; here the buffer starts at 0
+/// and step 1 reads `lr` in its place.
+fn trace(r: &Resolved) -> Result<Definition, TraceError> {
+    let t = Tracer::new("rprop");
+    let lr = t.hyper_in("lr", 1e-2, Domain::non_negative());
+    let etaminus = t.hyper_in("etaminus", 0.5, ETAMINUS);
+    let etaplus = t.hyper_in("etaplus", 1.2, ETAPLUS);
+    let step_size_min = t.hyper_in("step_size_min", 1e-6, Domain::non_negative());
+    let step_size_max = t.hyper_in("step_size_max", 50.0, Domain::non_negative());
+    let prev = t.state("prev", 0.0);
+    let step_size = t.state("step_size", 0.0);
+    let step = t.step();
+
+    let param = t.param();
+    let grad = if flag(r, "maximize") {
+        -t.grad()
+    } else {
+        t.grad()
+    };
+    let s = (&grad * &prev).sign();
+    let decrease = s.lt(0.0);
+    let factor = select(&s.gt(0.0), &etaplus, select(&decrease, &etaminus, 1.0));
+    let previous_size = select(&step.eq(1.0), &lr, &step_size);
+    let new_size = (&previous_size * &factor).clamp(&step_size_min, &step_size_max);
+    let g = select(&decrease, 0.0, &grad);
+    t.set_param(&param - g.sign() * &new_size);
+    t.set_state(&prev, g);
+    t.set_state(&step_size, new_size);
+    t.finish()
+}
