@@ -96,3 +96,7 @@ builder!(
     /// `torch.optim.Rprop`.
     Rprop, "Rprop" { lr } { maximize } { etas, step_sizes }
 );
+builder!(
+    /// `torch.optim.ASGD`.
+    Asgd, "ASGD" { lr, lambd, alpha, t0, weight_decay } { maximize }
+);

@@ -13,6 +13,7 @@ mod adadelta;
 mod adagrad;
 mod adam;
 mod adamax;
+mod asgd;
 mod builders;
 mod error;
 mod kwargs;
@@ -33,6 +34,7 @@ pub use builders::{Adadelta, Adagrad, Adam, AdamW, RmsProp, Sgd};
 pub use builders::{Adadelta, Adagrad, Adam, AdamW, Adamax, RmsProp, Sgd};
 mod rprop;
 pub use builders::{Adadelta, Adagrad, Adam, AdamW, Adamax, RmsProp, Rprop, Sgd};
+pub use builders::{Adadelta, Adagrad, Adam, AdamW, Adamax, Asgd, RmsProp, Rprop, Sgd};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

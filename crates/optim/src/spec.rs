@@ -73,6 +73,7 @@ static BUILTINS: [Spec; 8] = [
 static BUILTINS: [Spec; 5] = [
 static BUILTINS: [Spec; 6] = [
 static BUILTINS: [Spec; 7] = [
+static BUILTINS: [Spec; 9] = [
     crate::sgd::SGD,
     crate::adam::ADAM,
     crate::adam::ADAMW,
@@ -87,6 +88,7 @@ static BUILTINS: [Spec; 4] = [
     crate::adadelta::ADADELTA,
     crate::adamax::ADAMAX,
     crate::rprop::RPROP,
+    crate::asgd::ASGD,
 ];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).
