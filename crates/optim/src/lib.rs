@@ -25,6 +25,8 @@ mod radam;
 mod schedulers;
 mod sgd;
 mod spec;
+#[cfg(test)]
+mod tests;
 
 pub use builders::{Adam, AdamW, Lamb, Lars, Lion, NAdam, RAdam, Sgd};
 pub use builders::{Adagrad, Adam, AdamW, Sgd};

@@ -1,0 +1,85 @@
+//! Unit tests of the built-in table: construction, PyTorch's refusals, structural options.
+
+use crate::{
+    Adadelta, Adagrad, Adamax, Asgd, Kwarg, Kwargs, OptimError, RmsProp, Rprop, builtins, find,
+};
+
+#[test]
+fn every_builtin_builds_with_pytorch_defaults() {
+    let names: Vec<_> = builtins().iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "Rprop", "ASGD"
+        ]
+    );
+    for spec in builtins() {
+        let configured = spec.configure(&Kwargs::new()).unwrap();
+        assert!(configured.hypers.contains_key("lr"), "{}", spec.name);
+    }
+    assert_eq!(Adagrad::new().build().unwrap().hypers["eps"], 1e-10);
+    assert_eq!(RmsProp::new().build().unwrap().hypers["alpha"], 0.99);
+    assert_eq!(Adadelta::new().build().unwrap().hypers["rho"], 0.9);
+    assert_eq!(Adamax::new().build().unwrap().hypers["lr"], 2e-3);
+    let rprop = Rprop::new().etas(0.4, 1.3).step_sizes(1e-5, 10.0).build();
+    let rprop = rprop.unwrap();
+    assert_eq!(rprop.hypers["etaminus"], 0.4);
+    assert_eq!(rprop.hypers["step_size_max"], 10.0);
+    assert_eq!(Asgd::new().build().unwrap().hypers["t0"], 1e6);
+    assert_eq!(find("rmsprop").unwrap().name, "RMSprop");
+}
+
+#[test]
+fn states_follow_pytorch_names_and_structure() {
+    let states = |c: crate::Configured| -> Vec<String> {
+        c.definition
+            .graph
+            .states
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    };
+    assert_eq!(states(RmsProp::new().build().unwrap()), ["square_avg"]);
+    assert_eq!(
+        states(RmsProp::new().momentum(0.9).centered(true).build().unwrap()),
+        ["square_avg", "grad_avg", "momentum_buffer"]
+    );
+    assert_eq!(states(Rprop::new().build().unwrap()), ["prev", "step_size"]);
+    assert_eq!(states(Asgd::new().build().unwrap()), ["ax", "eta", "mu"]);
+}
+
+#[test]
+fn pytorch_refusals_name_the_option() {
+    let err = Rprop::new().etas(1.5, 1.2).build().unwrap_err();
+    assert!(err.to_string().contains("etas"), "{err}");
+    let err = RmsProp::new().momentum(-0.1).build().unwrap_err();
+    assert!(err.to_string().contains("momentum"), "{err}");
+    let err = Adadelta::new().rho(1.5).build().unwrap_err();
+    assert!(err.to_string().contains("rho"), "{err}");
+    let err = Adamax::new().betas(0.9, 1.0).build().unwrap_err();
+    assert!(err.to_string().contains("betas"), "{err}");
+    let err = Adagrad::new().initial_accumulator_value(-1.0).build();
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("initial_accumulator_value")
+    );
+}
+
+#[test]
+fn group_overrides_respect_structure_and_traced_domains() {
+    let rmsprop = RmsProp::new().build().unwrap();
+    let mut kwargs = Kwargs::new();
+    kwargs.insert("momentum".into(), Kwarg::Number(0.9));
+    assert!(matches!(
+        rmsprop.group_hypers(1, &kwargs),
+        Err(OptimError::StructuralOverride { .. })
+    ));
+    let rprop = Rprop::new().build().unwrap();
+    let mut kwargs = Kwargs::new();
+    kwargs.insert("etas".into(), Kwarg::Pair(0.5, 0.9));
+    let err = rprop.group_hypers(1, &kwargs).unwrap_err();
+    assert!(err.to_string().contains("etaplus"), "{err}");
+    kwargs.insert("etas".into(), Kwarg::Pair(0.3, 1.5));
+    assert_eq!(rprop.group_hypers(1, &kwargs).unwrap()["etaplus"], 1.5);
+}
