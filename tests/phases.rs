@@ -8,7 +8,7 @@ use optjit::optim::AdamW;
 use optjit::{CompileOptions, GRAD_NORM, Optimizer, Setup, compile};
 
 /// (variant, bytes per element, kernels per step), as tabled in docs/fusion.md.
-const MINIMUMS: [(&str, usize, usize); 14] = [
+const MINIMUMS: [(&str, usize, usize); 21] = [
     ("sgd", 12, 1),
     ("sgd-momentum", 20, 1),
     ("sgd-nesterov-maximize", 20, 1),
@@ -16,6 +16,13 @@ const MINIMUMS: [(&str, usize, usize); 14] = [
     ("adam-amsgrad-maximize", 36, 1),
     ("adamw", 28, 1),
     ("adamw-amsgrad", 36, 1),
+    ("adagrad", 20, 1),
+    ("rmsprop", 20, 1),
+    ("rmsprop-centered-momentum", 36, 1),
+    ("adadelta", 28, 1),
+    ("adamax", 28, 1),
+    ("rprop", 28, 1),
+    ("asgd", 20, 1),
     ("nadam", 28, 1),
     ("radam", 28, 1),
     ("lion", 20, 1),

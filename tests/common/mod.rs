@@ -2,12 +2,15 @@
 //! configuration of every built-in variant.
 #![allow(dead_code)] // each test crate uses a part
 
-use optjit::optim::{Adam, AdamW, Configured, Lamb, Lars, Lion, NAdam, RAdam, Sgd};
+use optjit::optim::{
+    Adadelta, Adagrad, Adam, AdamW, Adamax, Asgd, Configured, Lamb, Lars, Lion, NAdam, RAdam,
+    RmsProp, Rprop, Sgd,
+};
 use optjit::{Definition, Domain, Tracer};
 use std::path::{Path, PathBuf};
 
 /// The golden cases the built-ins of this version must pass.
-pub const GOLDEN_CASES: [&str; 31] = [
+pub const GOLDEN_CASES: [&str; 38] = [
     "sgd-plain",
     "sgd-momentum-wd",
     "sgd-nesterov",
@@ -39,6 +42,13 @@ pub const GOLDEN_CASES: [&str; 31] = [
     "lion",
     "lamb",
     "lars",
+    "adagrad",
+    "rmsprop",
+    "rmsprop-centered-momentum",
+    "adadelta",
+    "adamax",
+    "rprop",
+    "asgd",
 ];
 
 /// The repository's copy of golden case `case`.
@@ -93,6 +103,20 @@ pub fn builtin_variants() -> Vec<(&'static str, Configured)> {
                 .and_then(|c| c.with_clip_grad_norm(1.0))
                 .expect("AdamW with clip_grad_norm"),
         ),
+        ("adagrad", Adagrad::new().build().expect("Adagrad")),
+        ("rmsprop", RmsProp::new().build().expect("RMSprop")),
+        (
+            "rmsprop-centered-momentum",
+            RmsProp::new()
+                .centered(true)
+                .momentum(0.9)
+                .build()
+                .expect("RMSprop"),
+        ),
+        ("adadelta", Adadelta::new().build().expect("Adadelta")),
+        ("adamax", Adamax::new().build().expect("Adamax")),
+        ("rprop", Rprop::new().build().expect("Rprop")),
+        ("asgd", Asgd::new().build().expect("ASGD")),
         ("nadam", NAdam::new().build().expect("NAdam")),
         ("radam", RAdam::new().build().expect("RAdam")),
         ("lion", Lion::new().build().expect("Lion")),

@@ -77,6 +77,8 @@ builder!(
 builder!(
     /// `optax.lars` (`lr` is optax's `learning_rate`).
     Lars, "LARS" { lr, weight_decay, trust_coefficient, eps, momentum } { weight_decay_mask, trust_ratio_mask, nesterov }
+);
+builder!(
     /// `torch.optim.Adagrad`.
     Adagrad, "Adagrad" { lr, lr_decay, weight_decay, initial_accumulator_value, eps } { maximize }
 );

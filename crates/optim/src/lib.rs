@@ -22,21 +22,18 @@ mod lars;
 mod lion;
 mod nadam;
 mod radam;
+mod rmsprop;
+mod rprop;
 mod schedulers;
 mod sgd;
 mod spec;
 #[cfg(test)]
 mod tests;
 
-pub use builders::{Adam, AdamW, Lamb, Lars, Lion, NAdam, RAdam, Sgd};
-pub use builders::{Adagrad, Adam, AdamW, Sgd};
-mod rmsprop;
-pub use builders::{Adagrad, Adam, AdamW, RmsProp, Sgd};
-pub use builders::{Adadelta, Adagrad, Adam, AdamW, RmsProp, Sgd};
-pub use builders::{Adadelta, Adagrad, Adam, AdamW, Adamax, RmsProp, Sgd};
-mod rprop;
-pub use builders::{Adadelta, Adagrad, Adam, AdamW, Adamax, RmsProp, Rprop, Sgd};
-pub use builders::{Adadelta, Adagrad, Adam, AdamW, Adamax, Asgd, RmsProp, Rprop, Sgd};
+pub use builders::{
+    Adadelta, Adagrad, Adam, AdamW, Adamax, Asgd, Lamb, Lars, Lion, NAdam, RAdam, RmsProp, Rprop,
+    Sgd,
+};
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{

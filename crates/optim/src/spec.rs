@@ -69,26 +69,21 @@ pub fn builtins() -> &'static [Spec] {
     &BUILTINS
 }
 
-static BUILTINS: [Spec; 8] = [
-static BUILTINS: [Spec; 5] = [
-static BUILTINS: [Spec; 6] = [
-static BUILTINS: [Spec; 7] = [
-static BUILTINS: [Spec; 9] = [
+static BUILTINS: [Spec; 14] = [
     crate::sgd::SGD,
     crate::adam::ADAM,
     crate::adam::ADAMW,
-    crate::nadam::NADAM,
-    crate::radam::RADAM,
-    crate::lion::LION,
-    crate::lamb::LAMB,
-    crate::lars::LARS,
-static BUILTINS: [Spec; 4] = [
     crate::adagrad::ADAGRAD,
     crate::rmsprop::RMSPROP,
     crate::adadelta::ADADELTA,
     crate::adamax::ADAMAX,
+    crate::nadam::NADAM,
+    crate::radam::RADAM,
     crate::rprop::RPROP,
     crate::asgd::ASGD,
+    crate::lion::LION,
+    crate::lamb::LAMB,
+    crate::lars::LARS,
 ];
 
 /// The built-in called `name` (PyTorch's class name; case-insensitive).

@@ -10,7 +10,8 @@ fn every_builtin_builds_with_pytorch_defaults() {
     assert_eq!(
         names,
         [
-            "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "Rprop", "ASGD"
+            "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "NAdam", "RAdam",
+            "Rprop", "ASGD", "Lion", "LAMB", "LARS"
         ]
     );
     for spec in builtins() {
