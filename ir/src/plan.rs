@@ -13,6 +13,9 @@ pub enum Buffer {
     Grad,
     /// A per-element state, by name.
     State(String),
+    /// A per-element scratch buffer the plan writes in one phase and reads in a later one
+    /// (`tmp0`, `tmp1`, ...): a materialized value, cheaper than recomputing it.
+    Temp(String),
 }
 
 impl Buffer {
@@ -21,7 +24,7 @@ impl Buffer {
         match self {
             Buffer::Param => "param",
             Buffer::Grad => "grad",
-            Buffer::State(n) => n,
+            Buffer::State(n) | Buffer::Temp(n) => n,
         }
     }
 }
@@ -56,6 +59,9 @@ pub struct Phase {
     /// The reductions whose per-chunk partials the phase computes (the `Reduce` nodes, in
     /// partial-slot order); the host combines them before the next stage of the scalar program.
     pub reductions: Vec<NodeIndex>,
+    /// Values an earlier phase materialized: each node is loaded from its scratch buffer here
+    /// instead of being computed.
+    pub loads: Vec<(Buffer, NodeIndex)>,
 }
 
 impl Phase {
@@ -87,6 +93,8 @@ pub struct FusionPlan {
     pub scalar_outputs: Vec<(Target, NodeIndex)>,
     /// The kernels, run in order.
     pub phases: Vec<Phase>,
+    /// How many scratch buffers (`Buffer::Temp`) each tensor needs.
+    pub temps: usize,
 }
 
 impl FusionPlan {

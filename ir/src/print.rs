@@ -145,6 +145,9 @@ impl fmt::Display for FusionPlan {
             }
             let bytes = phase.bytes_per_elem(g.elem_dtype.size_bytes());
             writeln!(f, "  phase {k} [{access}] bytes_per_elem={bytes} {{")?;
+            for (buffer, value) in &phase.loads {
+                writeln!(f, "    load %{} from {buffer}", num[value])?;
+            }
             for &idx in &phase.nodes {
                 writeln!(f, "    {}", node_line(g, idx, &num))?;
             }

@@ -89,6 +89,20 @@ pub fn lower(
         insts: Vec::new(),
         values: HashMap::new(),
     };
+    for (buffer, node) in &stage.loads {
+        let Some(index) = stage
+            .buffers
+            .iter()
+            .position(|b| &b.buffer == buffer && b.read)
+        else {
+            return Err(lowering.error(
+                *node,
+                format!("loaded from {buffer}, not read by the phase"),
+            ));
+        };
+        let value = lowering.push(Inst::Load { buffer: index });
+        lowering.values.insert(*node, value);
+    }
     for &node in &stage.nodes {
         lowering.lower_node(node)?;
     }
@@ -463,7 +477,7 @@ mod tests {
         let input_of = |b: &Buffer| match b {
             Buffer::Param => Input::Param,
             Buffer::Grad => Input::Grad,
-            Buffer::State(s) => Input::State(s.clone()),
+            Buffer::State(s) | Buffer::Temp(s) => Input::State(s.clone()),
         };
         let buffers = buffers
             .into_iter()
@@ -491,7 +505,9 @@ mod tests {
                 buffers,
                 stores,
                 reductions: Vec::new(),
+                loads: Vec::new(),
             }],
+            temps: 0,
             graph,
         }
     }

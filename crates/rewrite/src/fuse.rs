@@ -3,13 +3,12 @@
 //!
 //! A node's *level* is the number of reductions on its longest path from the inputs: a
 //! reduction of a level-L value is computed (as per-chunk partials) by phase L and is known to
-//! the scalar program from stage L + 1 on. Every store goes in the last phase, so that no phase
-//! reads a buffer an earlier phase has overwritten; a per-element value an earlier phase also
-//! needed is recomputed there from the buffers rather than written out and read back:
-//! recomputing costs the loads of inputs the last phase does not load anyway (none, when the
-//! reduced value is a function of the gradient, as for clipping), materializing costs a store
-//! and a load (8 bytes per element). Choosing materialization where it is cheaper (LAMB's
-//! update) is not done yet.
+//! the scalar program from stage L + 1 on.
+//!
+//! Stores are placed in one of two layouts, whichever moves fewer bytes: all in the last phase
+//! (values an earlier phase computed are recomputed there), or each in the first phase that can
+//! compute it (a later phase reads a stored value back from its buffer, and a value whose
+//! inputs were overwritten from a scratch buffer `tmp<i>` written by the phase that computed it).
 //!
 //! Scalar-class nodes (once per group) and Tensor-class nodes (once per tensor, from per-tensor
 //! reductions) form the host scalar program; the ones kernels read are the kernel scalars.
@@ -163,24 +162,16 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         })
         .collect();
 
-    let mut phases = Vec::with_capacity(n_phases);
-    for k in 0..n_phases {
-        let phase_reductions: Vec<NodeIndex> = reductions
-            .iter()
-            .copied()
-            .filter(|&r| level[r.index()] == k + 1)
-            .collect();
-        let phase_stores: &[(Buffer, NodeIndex)] = match k + 1 == n_phases {
-            true => &stores,
-            false => &[],
-        };
-        let roots: Vec<NodeIndex> = phase_reductions
-            .iter()
-            .map(|&r| graph.operands(r)[0])
-            .chain(phase_stores.iter().map(|&(_, v)| v))
-            .collect();
-        phases.push(phase(graph, roots, phase_stores, phase_reductions));
-    }
+    // Two layouts, the one that moves fewer bytes wins (recomputing on a tie).
+    let recomputing = late_stores(graph, &reductions, &stores, &level, n_phases);
+    let materializing = early_stores(graph, &reductions, &stores, &level, n_phases);
+    let elem_bytes = graph.elem_dtype.size_bytes();
+    let bytes =
+        |phases: &[Phase]| -> usize { phases.iter().map(|p| p.bytes_per_elem(elem_bytes)).sum() };
+    let (phases, temps) = match bytes(&materializing.0) < bytes(&recomputing) {
+        true => materializing,
+        false => (recomputing, 0),
+    };
 
     // Scalars a kernel reads: non-constant Scalar and Tensor operands of per-element nodes, and
     // such values stored into per-element buffers; every one is known before its first phase.
@@ -207,54 +198,239 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         kernel_scalars,
         scalar_outputs,
         phases,
+        temps,
     })
 }
 
-/// One phase: the per-element nodes `roots` depend on (in topological order), the buffers they
-/// load and the phase stores, and the reductions whose partials it computes.
-fn phase(
+/// The reductions that phase `k` folds (those of level `k + 1`).
+fn reductions_of(reductions: &[NodeIndex], level: &[usize], k: usize) -> Vec<NodeIndex> {
+    reductions
+        .iter()
+        .copied()
+        .filter(|&r| level[r.index()] == k + 1)
+        .collect()
+}
+
+/// Every store in the last phase, every value an earlier phase needed computed again there:
+/// no phase reads a buffer an earlier one overwrote.
+fn late_stores(
     graph: &Graph,
-    roots: Vec<NodeIndex>,
+    reductions: &[NodeIndex],
     stores: &[(Buffer, NodeIndex)],
-    reductions: Vec<NodeIndex>,
-) -> Phase {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut stack = roots;
-    while let Some(n) = stack.pop() {
-        if graph.node(n).class == Class::Elem && seen.insert(n) {
+    level: &[usize],
+    n_phases: usize,
+) -> Vec<Phase> {
+    (0..n_phases)
+        .map(|k| {
+            let phase_reductions = reductions_of(reductions, level, k);
+            let phase_stores: &[(Buffer, NodeIndex)] = match k + 1 == n_phases {
+                true => stores,
+                false => &[],
+            };
+            let roots: Vec<NodeIndex> = phase_reductions
+                .iter()
+                .map(|&r| graph.operands(r)[0])
+                .chain(phase_stores.iter().map(|&(_, v)| v))
+                .collect();
+            phase(
+                graph,
+                roots,
+                phase_stores.to_vec(),
+                phase_reductions,
+                Vec::new(),
+            )
+        })
+        .collect()
+}
+
+/// Every store in the first phase that can compute it. A later phase reads a stored value back
+/// from its buffer; another value it needs whose inputs an earlier phase overwrote is written
+/// to a scratch buffer (`tmp<i>`) by the phase that computes it and loaded back. Returns the phases and the number of scratch buffers.
+fn early_stores(
+    graph: &Graph,
+    reductions: &[NodeIndex],
+    stores: &[(Buffer, NodeIndex)],
+    level: &[usize],
+    n_phases: usize,
+) -> (Vec<Phase>, usize) {
+    // The phase each buffer is overwritten in.
+    let stored_in: Vec<(Input, usize)> = stores
+        .iter()
+        .map(|(b, v)| {
+            let input = match b {
+                Buffer::Param => Input::Param,
+                Buffer::State(n) => Input::State(n.clone()),
+                Buffer::Grad | Buffer::Temp(_) => unreachable!("only param and states are stored"),
+            };
+            (input, level[v.index()])
+        })
+        .collect();
+    // Whether `n`'s value reads a buffer overwritten before phase `k`.
+    let stale = |n: NodeIndex, k: usize| -> bool {
+        let mut stack = vec![n];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(m) = stack.pop() {
+            if graph.node(m).class != Class::Elem || !seen.insert(m) {
+                continue;
+            }
+            if let Op::Input(input) = &graph.node(m).op
+                && stored_in.iter().any(|(i, s)| i == input && *s < k)
+            {
+                return true;
+            }
+            stack.extend(graph.operands(m));
+        }
+        false
+    };
+    let mut roots: Vec<Vec<NodeIndex>> = vec![Vec::new(); n_phases];
+    let mut phase_stores: Vec<Vec<(Buffer, NodeIndex)>> = vec![Vec::new(); n_phases];
+    for (buffer, value) in stores {
+        let k = level[value.index()].min(n_phases - 1);
+        roots[k].push(*value);
+        phase_stores[k].push((buffer.clone(), *value));
+    }
+    for (k, phase_roots) in roots.iter_mut().enumerate() {
+        phase_roots.extend(
+            reductions_of(reductions, level, k)
+                .iter()
+                .map(|&r| graph.operands(r)[0]),
+        );
+    }
+    // From the last phase back: what a phase needs but cannot compute is materialized by the
+    // phase of its level (which may in turn need earlier values).
+    let mut temps: Vec<NodeIndex> = Vec::new();
+    let mut loads: Vec<Vec<(Buffer, NodeIndex)>> = vec![Vec::new(); n_phases];
+    for k in (0..n_phases).rev() {
+        let mut stack = roots[k].clone();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(n) = stack.pop() {
+            if graph.node(n).class != Class::Elem || !seen.insert(n) {
+                continue;
+            }
+            let at = level[n.index()];
+            // A value stored by an earlier phase is read back from its own buffer.
+            if let Some((buffer, _)) = phase_stores[..k]
+                .iter()
+                .flatten()
+                .find(|(b, v)| *v == n && !matches!(b, Buffer::Temp(_)))
+            {
+                loads[k].push((buffer.clone(), n));
+                continue;
+            }
+            if at < k && stale(n, k) {
+                let slot = match temps.iter().position(|&t| t == n) {
+                    Some(slot) => slot,
+                    None => {
+                        temps.push(n);
+                        let buffer = Buffer::Temp(format!("tmp{}", temps.len() - 1));
+                        roots[at].push(n);
+                        phase_stores[at].push((buffer, n));
+                        temps.len() - 1
+                    }
+                };
+                loads[k].push((Buffer::Temp(format!("tmp{slot}")), n));
+                continue;
+            }
             stack.extend(graph.operands(n));
         }
     }
-    let phase_nodes: Vec<NodeIndex> = seen.into_iter().collect();
+    let phases = (0..n_phases)
+        .map(|k| {
+            let loaded: Vec<NodeIndex> = loads[k].iter().map(|&(_, n)| n).collect();
+            let mut phase = phase(
+                graph,
+                roots[k].clone(),
+                phase_stores[k].clone(),
+                reductions_of(reductions, level, k),
+                loads[k].clone(),
+            );
+            // A loaded value is not computed, nor is what only it needed.
+            phase.nodes = computed_nodes(graph, &roots[k], &loaded);
+            phase.buffers = buffer_uses(
+                graph,
+                &phase.nodes,
+                &phase.stores,
+                &phase.loads,
+                temps.len(),
+            );
+            phase
+        })
+        .collect();
+    (phases, temps.len())
+}
 
-    // Buffers in kernel-argument order: param, grad, then per-element states by declaration.
-    let reads = |input: Input| {
-        phase_nodes
-            .iter()
-            .any(|&n| graph.node(n).op == Op::Input(input.clone()))
+/// One phase: the per-element nodes `roots` depend on (in topological order), the buffers they
+/// load and the phase stores, the reductions whose partials it computes, and the values it
+/// loads from scratch buffers.
+fn phase(
+    graph: &Graph,
+    roots: Vec<NodeIndex>,
+    stores: Vec<(Buffer, NodeIndex)>,
+    reductions: Vec<NodeIndex>,
+    loads: Vec<(Buffer, NodeIndex)>,
+) -> Phase {
+    let nodes = computed_nodes(graph, &roots, &[]);
+    let buffers = buffer_uses(graph, &nodes, &stores, &loads, 0);
+    Phase {
+        nodes,
+        buffers,
+        stores,
+        reductions,
+        loads,
+    }
+}
+
+/// The per-element nodes `roots` depend on, ascending, not descending past `loaded` values
+/// (which are loaded, not computed).
+fn computed_nodes(graph: &Graph, roots: &[NodeIndex], loaded: &[NodeIndex]) -> Vec<NodeIndex> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack = roots.to_vec();
+    while let Some(n) = stack.pop() {
+        if graph.node(n).class == Class::Elem && !loaded.contains(&n) && seen.insert(n) {
+            stack.extend(graph.operands(n));
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// The buffers a phase touches in kernel-argument order: param, grad, per-element states by
+/// declaration, then scratch buffers `tmp0..tmp<temps>`.
+fn buffer_uses(
+    graph: &Graph,
+    nodes: &[NodeIndex],
+    stores: &[(Buffer, NodeIndex)],
+    loads: &[(Buffer, NodeIndex)],
+    temps: usize,
+) -> Vec<BufferUse> {
+    let reads = |buffer: &Buffer| {
+        let input = match buffer {
+            Buffer::Param => Input::Param,
+            Buffer::Grad => Input::Grad,
+            Buffer::State(n) => Input::State(n.clone()),
+            Buffer::Temp(_) => return loads.iter().any(|(b, _)| b == buffer),
+        };
+        loads.iter().any(|(b, _)| b == buffer)
+            || nodes
+                .iter()
+                .any(|&n| graph.node(n).op == Op::Input(input.clone()))
     };
     let writes = |buffer: &Buffer| stores.iter().any(|(b, _)| b == buffer);
-    let mut candidates = vec![(Buffer::Param, Input::Param), (Buffer::Grad, Input::Grad)];
+    let mut candidates = vec![Buffer::Param, Buffer::Grad];
     candidates.extend(
         graph
             .states
             .iter()
             .filter(|s| s.class == Class::Elem)
-            .map(|s| (Buffer::State(s.name.clone()), Input::State(s.name.clone()))),
+            .map(|s| Buffer::State(s.name.clone())),
     );
-    let buffers: Vec<BufferUse> = candidates
+    candidates.extend((0..temps).map(|i| Buffer::Temp(format!("tmp{i}"))));
+    candidates
         .into_iter()
-        .map(|(buffer, input)| BufferUse {
-            read: reads(input),
+        .map(|buffer| BufferUse {
+            read: reads(&buffer),
             write: writes(&buffer),
             buffer,
         })
         .filter(|b| b.read || b.write)
-        .collect();
-    Phase {
-        nodes: phase_nodes,
-        buffers,
-        stores: stores.to_vec(),
-        reductions,
-    }
+        .collect()
 }

@@ -415,7 +415,8 @@ fn check_partition(rule: &str, groups: &[Group], n_tensors: usize) -> Result<(),
 pub(crate) enum Source {
     Param,
     Grad,
-    /// Index into the graph's states.
+    /// Index into a tensor's buffers: the graph's states, then the plan's scratch buffers
+    /// (`tmp<i>` at `states.len() + i`).
     State(usize),
 }
 
@@ -433,6 +434,12 @@ pub(crate) fn buffer_sources(
                 .iter()
                 .position(|s| &s.name == name)
                 .expect("declared state"),
+        ),
+        optjit_ir::Buffer::Temp(name) => Source::State(
+            states.len()
+                + (0..plan.temps)
+                    .position(|i| *name == format!("tmp{i}"))
+                    .expect("a scratch buffer of the plan"),
         ),
     };
     plan.phases

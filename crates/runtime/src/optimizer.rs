@@ -150,15 +150,19 @@ impl Optimizer {
             .lens
             .iter()
             .map(|&len| {
-                graph
-                    .states
-                    .iter()
+                // The states, then the plan's scratch buffers (see `Source::State`).
+                let inits = graph.states.iter().map(|s| match s.class {
+                    Class::Elem => (len, s.init as f32),
+                    _ => (0, 0.0),
+                });
+                let scratch = std::iter::repeat_n((len, 0.0), compiled.plan.temps);
+                inits
+                    .chain(scratch)
                     .enumerate()
-                    .map(|(i, s)| {
-                        // Each state at its own offset modulo 4 KiB (see AlignedBuf::staggered).
+                    .map(|(i, (len, init))| {
+                        // Each buffer at its own offset modulo 4 KiB (see AlignedBuf::staggered).
                         let stagger = STATE_STAGGER_BYTES * (i + 1) % 4096;
-                        let len = if s.class == Class::Elem { len } else { 0 };
-                        AlignedBuf::staggered(len, s.init as f32, stagger)
+                        AlignedBuf::staggered(len, init, stagger)
                     })
                     .collect()
             })

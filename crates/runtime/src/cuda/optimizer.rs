@@ -157,6 +157,13 @@ impl CudaOptimizer {
                 };
                 tensor_states.push(buffer);
             }
+            // The plan's scratch buffers follow the states (see `Source::State`).
+            for _ in 0..compiled.plan.temps {
+                tensor_states.push(match len {
+                    0 => None,
+                    _ => Some(device.upload(&vec![0f32; len])?),
+                });
+            }
             states.push(tensor_states);
         }
         let width = row_width(&compiled.scalar_program);
