@@ -320,3 +320,66 @@ fn a_schedule_sets_several_hyperparameters_per_group_from_their_base_values() {
     }
     assert_eq!(opt.stats().builds(), 1);
 }
+
+#[test]
+fn warm_restarts_restart_exactly_at_every_cycle_boundary() {
+    // T_0 = 1, T_mult = 3: cycles start at t = 0, 1, 4, 13, 40, 121 (where a logarithm alone
+    // lands just below the integer), with lr back at its base value there.
+    use optjit::optim::{SchedulerArg, SchedulerConfig};
+    let config = SchedulerConfig::new(
+        "CosineAnnealingWarmRestarts",
+        [
+            ("T_0", SchedulerArg::Number(1.0)),
+            ("T_mult", SchedulerArg::Number(3.0)),
+            ("eta_min", SchedulerArg::Number(0.001)),
+        ],
+    );
+    let sgd = Sgd::new().lr(0.1).build().expect("SGD");
+    let scheduled = config.apply(&sgd.definition).expect("applies");
+    let setup = Setup {
+        shapes: vec![vec![2]],
+        hypers: sgd.hypers.clone(),
+        ..Setup::default()
+    };
+    let mut opt = Optimizer::new(&scheduled, setup).expect("compiles");
+    let mut params = vec![vec![1.0f32; 2]];
+    let grads = vec![vec![0.0f32; 2]];
+    for t in 0..=130u32 {
+        opt.step(&mut params, &grads).expect("step");
+        let lr = opt.scalar_state(0, &in_force_state("lr")).expect("lr");
+        if [0, 1, 4, 13, 40, 121].contains(&t) {
+            assert!((lr - 0.1).abs() < 1e-12, "t={t}: lr {lr}");
+        } else {
+            assert!(lr < 0.1, "t={t}: lr {lr}");
+        }
+    }
+    // Zero-length periods are refused, as PyTorch refuses them.
+    let bad = SchedulerConfig::new("StepLR", [("step_size", SchedulerArg::Number(0.0))]);
+    let err = bad.apply(&sgd.definition).expect_err("step_size 0");
+    assert!(
+        err.to_string()
+            .contains("step_size must be a number > 0, got 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_schedule_cannot_set_what_a_structural_choice_left_out() {
+    // SGD with momentum 0 has no momentum buffer: CyclicLR's momentum cycling would silently do
+    // nothing here while PyTorch would step with momentum, so it is refused.
+    use optjit::optim::{SchedulerArg, SchedulerConfig};
+    let cyclic = SchedulerConfig::new(
+        "CyclicLR",
+        [
+            ("base_lr", SchedulerArg::Number(0.01)),
+            ("max_lr", SchedulerArg::Number(0.1)),
+        ],
+    );
+    let plain = Sgd::new().lr(0.1).build().expect("SGD");
+    let err = cyclic.apply(&plain.definition).expect_err("momentum 0");
+    assert!(err.to_string().contains("does not use 'momentum'"), "{err}");
+    let with_momentum = Sgd::new().lr(0.1).momentum(0.9).build().expect("SGD");
+    cyclic
+        .apply(&with_momentum.definition)
+        .expect("momentum > 0");
+}

@@ -51,8 +51,8 @@ pub struct BufferUse {
 pub struct Phase {
     /// The per-element nodes computed in this phase, in topological order.
     pub nodes: Vec<NodeIndex>,
-    /// The buffers the phase touches, in kernel-argument order: param, grad, then states in
-    /// declaration order.
+    /// The buffers the phase touches, in kernel-argument order: param, grad, states in
+    /// declaration order, then scratch buffers `tmp0`, `tmp1`, ...
     pub buffers: Vec<BufferUse>,
     /// What the phase writes at the end of each element.
     pub stores: Vec<(Buffer, NodeIndex)>,
@@ -79,15 +79,15 @@ impl Phase {
 pub struct FusionPlan {
     /// The optimized graph the plan refers to.
     pub graph: Graph,
-    /// Scalar nodes evaluated on the host once per group per step, in stage order and
-    /// topological order within a stage. A `Reduce` node here is not computed but combined from
+    /// Host nodes evaluated once per group per step (Scalar class) or once per tensor (Tensor
+    /// class), in stage order and topological order within a stage. A `Reduce` node here is not computed but combined from
     /// the partials of the phase that reduced it.
     pub scalar_program: Vec<NodeIndex>,
     /// Where each stage of the scalar program ends: `scalar_program[..stage_ends[0]]` runs
     /// before phase 0, `[stage_ends[k - 1]..stage_ends[k]]` between phase k - 1 and phase k, and
     /// the last stage (`k = phases.len()`) after the last phase. One entry per phase, plus one.
     pub stage_ends: Vec<usize>,
-    /// Scalar nodes that kernels read, in the order of the kernels' scalar slots.
+    /// Scalar and per-tensor nodes that kernels read, in the order of the kernels' scalar slots.
     pub kernel_scalars: Vec<NodeIndex>,
     /// Scalar-state updates made by the host after the kernels ran.
     pub scalar_outputs: Vec<(Target, NodeIndex)>,

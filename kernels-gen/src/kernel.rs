@@ -180,7 +180,8 @@ pub struct Kernel {
     pub elem_dtype: DType,
     /// The buffers, in kernel-argument order (the phase's order).
     pub buffers: Vec<BufferUse>,
-    /// How many floats each group's scalar row holds.
+    /// How many floats each scalar row holds (a row per group, or per tensor when the step has
+    /// per-tensor values).
     pub n_scalars: usize,
     /// The instructions; stores and reductions come last.
     pub insts: Vec<Inst>,

@@ -140,8 +140,6 @@ struct Rule {
     hypers: BTreeMap<String, f64>,
     /// The built-in's configuration (maps PyTorch keywords such as `betas` to hyperparameters).
     builtin: Option<Configured>,
-    /// Hyperparameters a schedule sets (their value in force is a scalar state).
-    scheduled: Vec<String>,
 }
 
 impl Rule {
@@ -159,7 +157,6 @@ impl Rule {
                         definition: c.definition.clone(),
                         hypers: c.hypers.clone(),
                         builtin: Some(c),
-                        scheduled: Vec::new(),
                     }),
                     Err(e) => Err(e.to_string()),
                 },
@@ -172,9 +169,16 @@ impl Rule {
             Ok(loaded) => loaded,
             Err(e) => return Ok(Err(e.to_string())),
         };
-        let Some(definition) = loaded.optimizer else {
+        let Some(mut definition) = loaded.optimizer else {
             return Ok(Err("optimizer.step has no `optimizer` block".into()));
         };
+        // The source's own schedules are in force, as for a .step file on the command line.
+        for schedule in &loaded.schedules {
+            definition = match schedule.apply(&definition) {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+        }
         let mut rule = Rule {
             name: definition.graph.name.clone(),
             hypers: definition
@@ -185,7 +189,6 @@ impl Rule {
                 .collect(),
             definition,
             builtin: None,
-            scheduled: Vec::new(),
         };
         if let Err(e) = rule.set_hypers(&base_kwargs) {
             return Ok(Err(e));
@@ -211,8 +214,9 @@ impl Rule {
         Ok(())
     }
 
-    /// The schedule of `schedule` applied: a `.step` schedule (built-in schedulers are not
-    /// supported yet), its kwargs setting its own hyperparameters.
+    /// The schedule of `schedule` applied: a built-in scheduler (PyTorch's class name and
+    /// keywords, as generated `.step` source) or a custom `.step` schedule, whose kwargs set its
+    /// own hyperparameters.
     fn schedule(&mut self, schedule: &Value) -> Result<Result<(), String>, BadInput> {
         let name = field(schedule, "name")?.as_str().unwrap_or_default();
         let hypers: Vec<String> = self
@@ -259,13 +263,6 @@ impl Rule {
                 self.hypers.insert(h.name.clone(), h.default);
             }
         }
-        self.scheduled = before
-            .into_iter()
-            .filter(|h| {
-                let state = optjit_trace::step::in_force_state(h);
-                definition.graph.state(&state).is_some()
-            })
-            .collect();
         self.definition = definition;
         if name != "custom" {
             return Ok(Ok(())); // a built-in's keyword values are in its source
@@ -293,7 +290,6 @@ impl Rule {
                     definition: self.definition.clone(),
                     hypers: BTreeMap::new(),
                     builtin: None,
-                    scheduled: Vec::new(),
                 };
                 copy.set_hypers(overrides)?;
                 Ok(copy.hypers)
@@ -304,12 +300,9 @@ impl Rule {
     /// The value in force during the last step of keyword `key` for group `g`, as numbers.
     fn in_force(&self, opt: &Stepper, g: usize, key: &str) -> Option<Vec<f64>> {
         // A metric-driven schedule's state is NaN until it first sets the value: the base.
+        // A hyperparameter without such a state is not scheduled: its value is the configured one.
         let hyper = |name: &str| {
-            let scheduled = match self.scheduled.iter().any(|s| s == name) {
-                true => opt.scalar_state(g, &optjit_trace::step::in_force_state(name)),
-                false => None,
-            };
-            scheduled
+            opt.scalar_state(g, &optjit_trace::step::in_force_state(name))
                 .filter(|v| !v.is_nan())
                 .or_else(|| opt.hyper(g, name).ok())
         };

@@ -44,7 +44,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         target: Target,
     },
-    /// Time the compiled step of a built-in on a workload.
+    /// Time the compiled step of a built-in or a .step file on a workload.
     Bench {
         /// A built-in's name, or a .step file.
         #[arg(long)]

@@ -3,7 +3,8 @@
 //! `.step` front end applies to any optimizer. A schedule computes the values in force in the
 //! step's scalar program, so changing a scheduled hyperparameter never recompiles.
 //!
-//! Every formula is PyTorch's closed form in `t` (PyTorch's `last_epoch`, 0 for the first step).
+//! Every formula is a closed form in `t` (PyTorch's `last_epoch`, 0 for the first step) that
+//! gives the values PyTorch's `step()` gives (the golden recordings replay `step()`).
 
 use crate::error::OptimError;
 use std::collections::BTreeMap;
@@ -95,6 +96,15 @@ impl<'a> Args<'a> {
             (Some(other), _) => Err(self.error(name, "a finite number", format!("{other:?}"))),
             (None, Some(d)) => Ok(d),
             (None, None) => Err(self.error(name, "a number (it has no default)", "nothing".into())),
+        }
+    }
+
+    /// A number > 0 (a length or a period: 0 would divide by zero, as PyTorch refuses).
+    fn positive(&mut self, name: &'static str, default: Option<f64>) -> Result<f64, OptimError> {
+        let x = self.number(name, default)?;
+        match x > 0.0 {
+            true => Ok(x),
+            false => Err(self.error(name, "a number > 0", format!("{x}"))),
         }
     }
 
@@ -229,7 +239,7 @@ fn read_assignments(
     let lr = |e: String| vec![("lr".to_string(), e)];
     let out = match config.name.as_str() {
         "StepLR" => {
-            let step_size = a.number("step_size", None)?;
+            let step_size = a.positive("step_size", None)?;
             let gamma = a.number("gamma", Some(0.1))?;
             lr(format!(
                 "lr * pow({}, floor({t} / {}))",
@@ -259,7 +269,7 @@ fn read_assignments(
         "LinearLR" => {
             let start = a.number("start_factor", Some(1.0 / 3.0))?;
             let end = a.number("end_factor", Some(1.0))?;
-            let total = a.number("total_iters", Some(5.0))?;
+            let total = a.positive("total_iters", Some(5.0))?;
             lr(format!(
                 "lr * ({s} + ({e} - {s}) * min({t}, {n}) / {n})",
                 s = num(start),
@@ -272,7 +282,7 @@ fn read_assignments(
             lr(format!("lr * pow({}, {t})", num(gamma)))
         }
         "PolynomialLR" => {
-            let total = a.number("total_iters", Some(5.0))?;
+            let total = a.positive("total_iters", Some(5.0))?;
             let power = a.number("power", Some(1.0))?;
             lr(format!(
                 "lr * pow(1 - min({t}, {n}) / {n}, {p})",
@@ -281,7 +291,7 @@ fn read_assignments(
             ))
         }
         "CosineAnnealingLR" => {
-            let t_max = a.number("T_max", None)?;
+            let t_max = a.positive("T_max", None)?;
             let eta_min = a.number("eta_min", Some(0.0))?;
             lr(format!(
                 "{m} + (lr - {m}) * (1 + cos(pi * {t} / {tm})) / 2",
@@ -290,7 +300,7 @@ fn read_assignments(
             ))
         }
         "CosineAnnealingWarmRestarts" => {
-            let t0 = a.number("T_0", None)?;
+            let t0 = a.positive("T_0", None)?;
             let mult = a.number("T_mult", Some(1.0))?;
             let eta_min = a.number("eta_min", Some(0.0))?;
             // The cycle n, the position in it and its length, as PyTorch's closed form.
@@ -300,10 +310,27 @@ fn read_assignments(
                     num(t0),
                 ),
                 false => {
-                    let n = format!(
+                    if mult < 1.0 || mult.fract() != 0.0 {
+                        return Err(a.error("T_mult", "an integer >= 1", format!("{mult}")));
+                    }
+                    // The cycle from logarithms, corrected by one either way where rounding
+                    // put it past a cycle boundary (the start of cycle n is T_0 (m^n - 1) / (m - 1)).
+                    let estimate = format!(
                         "floor(log({t} / {t0} * ({m} - 1) + 1) / log({m}))",
                         t0 = num(t0),
                         m = num(mult)
+                    );
+                    let start = |n: &str| {
+                        format!(
+                            "{t0} * (pow({m}, {n}) - 1) / ({m} - 1)",
+                            t0 = num(t0),
+                            m = num(mult)
+                        )
+                    };
+                    let n = format!(
+                        "({estimate} + where({t} >= {}, 1, 0) - where({t} < {}, 1, 0))",
+                        start(&format!("({estimate} + 1)")),
+                        start(&estimate),
                     );
                     (
                         format!(
@@ -405,7 +432,7 @@ fn read_assignments(
 fn cyclic(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments, OptimError> {
     let base_lr = a.number("base_lr", None)?;
     let max_lr = a.number("max_lr", None)?;
-    let up = a.number("step_size_up", Some(2000.0))?;
+    let up = a.positive("step_size_up", Some(2000.0))?;
     let down = a.optional("step_size_down")?.unwrap_or(up);
     let mode = a.text(
         "mode",
@@ -464,10 +491,11 @@ struct Phase {
 fn one_cycle(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments, OptimError> {
     let max_lr = a.number("max_lr", None)?;
     let total = match a.optional("total_steps")? {
-        Some(n) => n,
+        Some(n) if n > 0.0 => n,
+        Some(n) => return Err(a.error("total_steps", "a number > 0", format!("{n}"))),
         None => {
-            let epochs = a.number("epochs", None)?;
-            let per_epoch = a.number("steps_per_epoch", None)?;
+            let epochs = a.positive("epochs", None)?;
+            let per_epoch = a.positive("steps_per_epoch", None)?;
             epochs * per_epoch
         }
     };

@@ -325,7 +325,7 @@ pub(crate) struct StageScratch {
     tensor_values: Vec<f64>,
 }
 
-/// Floats per group row of kernel scalars (at least one, so that every row has an address).
+/// Floats per row of kernel scalars (at least one, so that every row has an address).
 pub(crate) fn row_width(program: &ScalarProgram) -> usize {
     program.n_kernel_scalars().max(1)
 }

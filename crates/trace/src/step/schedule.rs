@@ -219,6 +219,23 @@ impl Schedule {
             if graph.node(*value).class != Class::Scalar {
                 return Err(self.error(name, format!("'{}' must be a scalar", name.name)));
             }
+            // A hyperparameter the rule never reads was left out by a structural choice (SGD
+            // with momentum 0 has no momentum buffer): scheduling it would change nothing here
+            // while it changes the update in PyTorch.
+            let read = source
+                .nodes()
+                .into_iter()
+                .any(|n| source.node(n).op == Op::Input(Input::Hyper(name.name.clone())));
+            if source.hyper(&name.name).is_some() && !read {
+                return Err(self.error(
+                    name,
+                    format!(
+                        "optimizer '{}' as configured does not use '{}' (a structural choice, \
+                         such as momentum 0), so a schedule cannot set it; configure it nonzero",
+                        source.name, name.name
+                    ),
+                ));
+            }
         }
         Ok(assigned)
     }
