@@ -397,10 +397,11 @@ impl CudaOptimizer {
             let partials = match n_slots {
                 0 => 0,
                 _ => {
-                    let zeros = vec![0.0f64; phase.n_records * n_slots];
-                    match &mut phase.partials {
-                        Some(p) if p.len() == zeros.len() => self.device.write(&zeros, p)?,
-                        slot => *slot = Some(self.device.upload(&zeros)?),
+                    // Every record of the table is non-empty, so the kernel writes every
+                    // partial: the buffer is only (re)allocated, never cleared.
+                    let len = phase.n_records * n_slots;
+                    if phase.partials.as_ref().map(|p| p.len()) != Some(len) {
+                        phase.partials = Some(self.device.upload(&vec![0.0f64; len])?);
                     }
                     self.device
                         .address(phase.partials.as_ref().expect("set above"))
