@@ -165,35 +165,17 @@ impl Rule {
         let source = field(optimizer, "step")?
             .as_str()
             .ok_or_else(|| BadInput("optimizer.step must be a string".into()))?;
-        let loaded = match optjit_trace::step::load("optimizer.step", source) {
-            Ok(loaded) => loaded,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        let Some(mut definition) = loaded.optimizer else {
-            return Ok(Err("optimizer.step has no `optimizer` block".into()));
-        };
-        // The source's own schedules are in force, as for a .step file on the command line.
-        for schedule in &loaded.schedules {
-            definition = match schedule.apply(&definition) {
-                Ok(d) => d,
-                Err(e) => return Ok(Err(e.to_string())),
-            };
-        }
-        let mut rule = Rule {
-            name: definition.graph.name.clone(),
-            hypers: definition
-                .graph
-                .hypers
-                .iter()
-                .map(|h| (h.name.clone(), h.default))
-                .collect(),
-            definition,
-            builtin: None,
-        };
-        if let Err(e) = rule.set_hypers(&base_kwargs) {
-            return Ok(Err(e));
-        }
-        Ok(Ok(rule))
+        Ok(
+            match crate::rule::from_step_source("optimizer.step", source, &base_kwargs) {
+                Ok(chosen) => Ok(Rule {
+                    name: chosen.name,
+                    definition: chosen.definition,
+                    hypers: chosen.hypers,
+                    builtin: None,
+                }),
+                Err(e) => Err(e),
+            },
+        )
     }
 
     /// Sets hyperparameters by name (a custom rule's kwargs are its hyperparameters).

@@ -63,8 +63,13 @@ pub fn choose(
 fn from_step_file(path: &Path, kwargs: &Kwargs) -> Result<Chosen, String> {
     let source = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let file = path.display().to_string();
-    let loaded = optjit_trace::step::load(&file, &source).map_err(|e| e.to_string())?;
+    from_step_source(&path.display().to_string(), &source, kwargs)
+}
+
+/// The optimizer of `.step` source `source` (named `file` in errors), its schedules applied
+/// in source order, and `kwargs` setting hyperparameters by name.
+pub fn from_step_source(file: &str, source: &str, kwargs: &Kwargs) -> Result<Chosen, String> {
+    let loaded = optjit_trace::step::load(file, source).map_err(|e| e.to_string())?;
     let mut definition = loaded.optimizer.ok_or_else(|| {
         format!("{file}: no `optimizer` block (a schedule alone has nothing to step)")
     })?;
@@ -83,14 +88,12 @@ fn from_step_file(path: &Path, kwargs: &Kwargs) -> Result<Chosen, String> {
             (_, None) => {
                 let known: Vec<&str> = hypers.keys().map(String::as_str).collect();
                 return Err(format!(
-                    "{file}: --kwargs: '{key}' is not a hyperparameter (it has {})",
+                    "{file}: '{key}' is not a hyperparameter (it has {})",
                     known.join(", ")
                 ));
             }
             (other, Some(_)) => {
-                return Err(format!(
-                    "{file}: --kwargs: '{key}' must be a number, got {other}"
-                ));
+                return Err(format!("{file}: '{key}' must be a number, got {other}"));
             }
         }
     }
