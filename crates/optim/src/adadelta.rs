@@ -1,46 +1,21 @@
 //! Adadelta with weight decay and maximize, as `torch.optim.Adadelta`.
 
-use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use crate::spec::{KwargSpec, Resolved, Spec, flag, no_check};
 use optjit_trace::{Definition, Domain, TraceError, Tracer};
 
 pub(crate) const ADADELTA: Spec = Spec {
     name: "Adadelta",
     reference: "torch.optim.Adadelta",
     kwargs: &[
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1.0),
-        },
-        KwargSpec {
-            name: "rho",
-            kind: KwargKind::Hyper(Domain::unit_closed()),
-            default: Kwarg::Number(0.9),
-        },
-        KwargSpec {
-            name: "eps",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-6),
-        },
-        KwargSpec {
-            name: "weight_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "maximize",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
+        KwargSpec::non_negative("lr", 1.0),
+        KwargSpec::hyper("rho", Domain::unit_closed(), 0.9),
+        KwargSpec::non_negative("eps", 1e-6),
+        KwargSpec::non_negative("weight_decay", 0.0),
+        KwargSpec::flag("maximize", false),
     ],
     check: no_check,
     trace,
 };
-
-fn no_check(_: &Resolved) -> Result<(), Conflict> {
-    Ok(())
-}
 
 /// The update, in PyTorch's order: `g = ±grad + wd*param`;
 /// `square_avg = rho*square_avg + (1-rho)*g*g`;

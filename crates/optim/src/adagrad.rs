@@ -1,52 +1,23 @@
 //! Adagrad with learning-rate decay, weight decay, an initial accumulator value and maximize, as
 //! `torch.optim.Adagrad`.
 
-use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use crate::spec::{KwargSpec, Resolved, Spec, flag, no_check};
 use optjit_trace::{Definition, Domain, TraceError, Tracer};
 
 pub(crate) const ADAGRAD: Spec = Spec {
     name: "Adagrad",
     reference: "torch.optim.Adagrad",
     kwargs: &[
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-2),
-        },
-        KwargSpec {
-            name: "lr_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "weight_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "initial_accumulator_value",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "eps",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-10),
-        },
-        KwargSpec {
-            name: "maximize",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
+        KwargSpec::non_negative("lr", 1e-2),
+        KwargSpec::non_negative("lr_decay", 0.0),
+        KwargSpec::non_negative("weight_decay", 0.0),
+        KwargSpec::non_negative("initial_accumulator_value", 0.0),
+        KwargSpec::non_negative("eps", 1e-10),
+        KwargSpec::flag("maximize", false),
     ],
     check: no_check,
     trace,
 };
-
-fn no_check(_: &Resolved) -> Result<(), Conflict> {
-    Ok(())
-}
 
 /// The update, in PyTorch's order: `g = ±grad + wd*param`;
 /// `clr = lr / (1 + (step-1)*lr_decay)`; `sum += g*g`; `param -= clr * g / (sqrt(sum) + eps)`.

@@ -1,48 +1,19 @@
 //! Adam (L2 weight decay or decoupled), AdamW, with amsgrad and maximize, as `torch.optim.Adam`
 //! and `torch.optim.AdamW`.
 
-use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use crate::spec::{KwargSpec, Resolved, Spec, flag, no_check};
 use optjit_trace::{Definition, Domain, TraceError, Tracer};
 
 macro_rules! adam_kwargs {
     ($weight_decay:expr, $decoupled:expr) => {
         &[
-            KwargSpec {
-                name: "lr",
-                kind: KwargKind::Hyper(Domain::non_negative()),
-                default: Kwarg::Number(1e-3),
-            },
-            KwargSpec {
-                name: "betas",
-                kind: KwargKind::Pair(["beta1", "beta2"], Domain::unit_half_open()),
-                default: Kwarg::Pair(0.9, 0.999),
-            },
-            KwargSpec {
-                name: "eps",
-                kind: KwargKind::Hyper(Domain::non_negative()),
-                default: Kwarg::Number(1e-8),
-            },
-            KwargSpec {
-                name: "weight_decay",
-                kind: KwargKind::Hyper(Domain::non_negative()),
-                default: Kwarg::Number($weight_decay),
-            },
-            KwargSpec {
-                name: "amsgrad",
-                kind: KwargKind::Flag,
-                default: Kwarg::Bool(false),
-            },
-            KwargSpec {
-                name: "maximize",
-                kind: KwargKind::Flag,
-                default: Kwarg::Bool(false),
-            },
-            KwargSpec {
-                name: "decoupled_weight_decay",
-                kind: KwargKind::Flag,
-                default: Kwarg::Bool($decoupled),
-            },
+            KwargSpec::non_negative("lr", 1e-3),
+            KwargSpec::betas(0.9, 0.999),
+            KwargSpec::non_negative("eps", 1e-8),
+            KwargSpec::non_negative("weight_decay", $weight_decay),
+            KwargSpec::flag("amsgrad", false),
+            KwargSpec::flag("maximize", false),
+            KwargSpec::flag("decoupled_weight_decay", $decoupled),
         ]
     };
 }
@@ -79,10 +50,6 @@ pub(crate) const ADAMW: Spec = Spec {
     },
     trace: |r| trace("adamw", 1e-2, r),
 };
-
-fn no_check(_: &Resolved) -> Result<(), Conflict> {
-    Ok(())
-}
 
 /// The update, in PyTorch's order: decoupled decay `param *= 1 - lr*wd` (AdamW) or L2 decay
 /// `g += wd*param` (Adam); `m = b1*m + (1-b1)*g`; `v = b2*v + (1-b2)*g*g`; with amsgrad

@@ -1,47 +1,22 @@
 //! Adamax (Adam with the infinity norm) with weight decay and maximize, as
 //! `torch.optim.Adamax`.
 
-use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use crate::spec::{KwargSpec, Resolved, Spec, flag, no_check};
 use optjit_trace::{Definition, Domain, TraceError, Tracer};
 
 pub(crate) const ADAMAX: Spec = Spec {
     name: "Adamax",
     reference: "torch.optim.Adamax",
     kwargs: &[
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(2e-3),
-        },
-        KwargSpec {
-            name: "betas",
-            kind: KwargKind::Pair(["beta1", "beta2"], Domain::unit_half_open()),
-            default: Kwarg::Pair(0.9, 0.999),
-        },
-        KwargSpec {
-            name: "eps",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-8),
-        },
-        KwargSpec {
-            name: "weight_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "maximize",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
+        KwargSpec::non_negative("lr", 2e-3),
+        KwargSpec::betas(0.9, 0.999),
+        KwargSpec::non_negative("eps", 1e-8),
+        KwargSpec::non_negative("weight_decay", 0.0),
+        KwargSpec::flag("maximize", false),
     ],
     check: no_check,
     trace,
 };
-
-fn no_check(_: &Resolved) -> Result<(), Conflict> {
-    Ok(())
-}
 
 /// The update, in PyTorch's order: `g = ±grad + wd*param`;
 /// `exp_avg = lerp(exp_avg, g, 1-b1)`; `exp_inf = max(b2*exp_inf, |g| + eps)`;

@@ -1,51 +1,22 @@
 //! ASGD (averaged SGD) with weight decay and maximize, as `torch.optim.ASGD`.
 
-use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use crate::spec::{KwargSpec, Resolved, Spec, flag, no_check};
 use optjit_trace::{Definition, Domain, TraceError, Tracer, select};
 
 pub(crate) const ASGD: Spec = Spec {
     name: "ASGD",
     reference: "torch.optim.ASGD",
     kwargs: &[
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-2),
-        },
-        KwargSpec {
-            name: "lambd",
-            kind: KwargKind::Hyper(Domain::finite()),
-            default: Kwarg::Number(1e-4),
-        },
-        KwargSpec {
-            name: "alpha",
-            kind: KwargKind::Hyper(Domain::finite()),
-            default: Kwarg::Number(0.75),
-        },
-        KwargSpec {
-            name: "t0",
-            kind: KwargKind::Hyper(Domain::finite()),
-            default: Kwarg::Number(1e6),
-        },
-        KwargSpec {
-            name: "weight_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "maximize",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
+        KwargSpec::non_negative("lr", 1e-2),
+        KwargSpec::hyper("lambd", Domain::finite(), 1e-4),
+        KwargSpec::hyper("alpha", Domain::finite(), 0.75),
+        KwargSpec::hyper("t0", Domain::finite(), 1e6),
+        KwargSpec::non_negative("weight_decay", 0.0),
+        KwargSpec::flag("maximize", false),
     ],
     check: no_check,
     trace,
 };
-
-fn no_check(_: &Resolved) -> Result<(), Conflict> {
-    Ok(())
-}
 
 /// The update, in PyTorch's order, with the scalar states `eta` and `mu` as the previous step
 /// left them (`eta = lr`, `mu = 1` before the first): `g = ±grad + wd*param`;

@@ -1,7 +1,6 @@
 //! LAMB (Adam moments scaled per tensor by a trust ratio), as `optax.lamb`.
 
-use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use crate::spec::{KwargSpec, Resolved, Spec, flag, no_check};
 use optjit_trace::{Definition, Domain, TraceError, Tracer, Value, select};
 
 pub(crate) const LAMB: Spec = Spec {
@@ -9,46 +8,18 @@ pub(crate) const LAMB: Spec = Spec {
     reference: "optax.lamb",
     kwargs: &[
         // optax's `learning_rate` (required there).
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-3),
-        },
+        KwargSpec::non_negative("lr", 1e-3),
         // optax's `b1`, `b2`.
-        KwargSpec {
-            name: "betas",
-            kind: KwargKind::Pair(["beta1", "beta2"], Domain::unit_half_open()),
-            default: Kwarg::Pair(0.9, 0.999),
-        },
-        KwargSpec {
-            name: "eps",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-6),
-        },
-        KwargSpec {
-            name: "eps_root",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "weight_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
+        KwargSpec::betas(0.9, 0.999),
+        KwargSpec::non_negative("eps", 1e-6),
+        KwargSpec::non_negative("eps_root", 0.0),
+        KwargSpec::non_negative("weight_decay", 0.0),
         // optax's `mask` as a single boolean: False decays no parameter.
-        KwargSpec {
-            name: "mask",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(true),
-        },
+        KwargSpec::flag("mask", true),
     ],
     check: no_check,
     trace,
 };
-
-fn no_check(_: &Resolved) -> Result<(), Conflict> {
-    Ok(())
-}
 
 /// optax's `scale_by_trust_ratio` with `min_norm = 0`: `u * coefficient*|param|/(|u| + eps)`,
 /// or `u` itself when either norm is zero (per tensor).

@@ -1,8 +1,7 @@
 //! LARS (layer-wise trust ratio, then heavy-ball momentum on the scaled update), as
 //! `optax.lars`.
 
-use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use crate::spec::{KwargSpec, Resolved, Spec, flag, no_check};
 use optjit_trace::{Definition, Domain, TraceError, Tracer};
 
 pub(crate) const LARS: Spec = Spec {
@@ -10,56 +9,20 @@ pub(crate) const LARS: Spec = Spec {
     reference: "optax.lars",
     kwargs: &[
         // optax's `learning_rate` (required there).
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-3),
-        },
-        KwargSpec {
-            name: "weight_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
+        KwargSpec::non_negative("lr", 1e-3),
+        KwargSpec::non_negative("weight_decay", 0.0),
         // optax's `weight_decay_mask` as a single boolean: False decays no parameter.
-        KwargSpec {
-            name: "weight_decay_mask",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(true),
-        },
-        KwargSpec {
-            name: "trust_coefficient",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-3),
-        },
-        KwargSpec {
-            name: "eps",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
+        KwargSpec::flag("weight_decay_mask", true),
+        KwargSpec::non_negative("trust_coefficient", 1e-3),
+        KwargSpec::non_negative("eps", 0.0),
         // optax's `trust_ratio_mask` as a single boolean: False scales no parameter.
-        KwargSpec {
-            name: "trust_ratio_mask",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(true),
-        },
-        KwargSpec {
-            name: "momentum",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.9),
-        },
-        KwargSpec {
-            name: "nesterov",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
+        KwargSpec::flag("trust_ratio_mask", true),
+        KwargSpec::non_negative("momentum", 0.9),
+        KwargSpec::flag("nesterov", false),
     ],
     check: no_check,
     trace,
 };
-
-fn no_check(_: &Resolved) -> Result<(), Conflict> {
-    Ok(())
-}
 
 /// The update, in optax's order (`add_decayed_weights`, `scale_by_trust_ratio`,
 /// `scale_by_learning_rate`, `trace`): `u = g + wd*param` (unless `weight_decay_mask` is

@@ -1,7 +1,7 @@
 //! Lion (sign of an interpolated momentum, decoupled weight decay), as `optax.lion`.
 
 use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use crate::spec::{KwargKind, KwargSpec, Resolved, Spec, flag, no_check};
 use optjit_trace::{Definition, Domain, TraceError, Tracer};
 
 pub(crate) const LION: Spec = Spec {
@@ -9,36 +9,20 @@ pub(crate) const LION: Spec = Spec {
     reference: "optax.lion",
     kwargs: &[
         // optax's `learning_rate` (required there; 1e-4 is the paper's suggestion).
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-4),
-        },
+        KwargSpec::non_negative("lr", 1e-4),
         // optax's `b1`, `b2`.
         KwargSpec {
             name: "betas",
             kind: KwargKind::Pair(["beta1", "beta2"], Domain::unit_closed()),
             default: Kwarg::Pair(0.9, 0.99),
         },
-        KwargSpec {
-            name: "weight_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-3),
-        },
+        KwargSpec::non_negative("weight_decay", 1e-3),
         // optax's `mask` as a single boolean: False decays no parameter.
-        KwargSpec {
-            name: "mask",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(true),
-        },
+        KwargSpec::flag("mask", true),
     ],
     check: no_check,
     trace,
 };
-
-fn no_check(_: &Resolved) -> Result<(), Conflict> {
-    Ok(())
-}
 
 /// The update, in optax's order (`scale_by_lion`, `add_decayed_weights`,
 /// `scale_by_learning_rate`): `u = sign(b1*m + (1-b1)*g)`; `m = b2*m + (1-b2)*g`;

@@ -1,56 +1,23 @@
 //! NAdam (Adam with Nesterov momentum and a momentum-decay schedule), as `torch.optim.NAdam`.
 
-use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use crate::spec::{KwargSpec, Resolved, Spec, flag, no_check};
 use optjit_trace::{Definition, Domain, TraceError, Tracer};
 
 pub(crate) const NADAM: Spec = Spec {
     name: "NAdam",
     reference: "torch.optim.NAdam",
     kwargs: &[
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(2e-3),
-        },
-        KwargSpec {
-            name: "betas",
-            kind: KwargKind::Pair(["beta1", "beta2"], Domain::unit_half_open()),
-            default: Kwarg::Pair(0.9, 0.999),
-        },
-        KwargSpec {
-            name: "eps",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-8),
-        },
-        KwargSpec {
-            name: "weight_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "momentum_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(4e-3),
-        },
-        KwargSpec {
-            name: "decoupled_weight_decay",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
-        KwargSpec {
-            name: "maximize",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
+        KwargSpec::non_negative("lr", 2e-3),
+        KwargSpec::betas(0.9, 0.999),
+        KwargSpec::non_negative("eps", 1e-8),
+        KwargSpec::non_negative("weight_decay", 0.0),
+        KwargSpec::non_negative("momentum_decay", 4e-3),
+        KwargSpec::flag("decoupled_weight_decay", false),
+        KwargSpec::flag("maximize", false),
     ],
     check: no_check,
     trace,
 };
-
-fn no_check(_: &Resolved) -> Result<(), Conflict> {
-    Ok(())
-}
 
 /// The update, in PyTorch's order (`_single_tensor_nadam`): `g = ±grad`; decoupled decay
 /// `param *= 1 - lr*wd` or L2 decay `g += wd*param`;

@@ -1,52 +1,23 @@
 //! RAdam (Adam with the variance of the adaptive learning rate rectified), as
 //! `torch.optim.RAdam`.
 
-use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag};
+use crate::spec::{KwargSpec, Resolved, Spec, flag, no_check};
 use optjit_trace::{Definition, Domain, TraceError, Tracer, select};
 
 pub(crate) const RADAM: Spec = Spec {
     name: "RAdam",
     reference: "torch.optim.RAdam",
     kwargs: &[
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-3),
-        },
-        KwargSpec {
-            name: "betas",
-            kind: KwargKind::Pair(["beta1", "beta2"], Domain::unit_half_open()),
-            default: Kwarg::Pair(0.9, 0.999),
-        },
-        KwargSpec {
-            name: "eps",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-8),
-        },
-        KwargSpec {
-            name: "weight_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "decoupled_weight_decay",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
-        KwargSpec {
-            name: "maximize",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
+        KwargSpec::non_negative("lr", 1e-3),
+        KwargSpec::betas(0.9, 0.999),
+        KwargSpec::non_negative("eps", 1e-8),
+        KwargSpec::non_negative("weight_decay", 0.0),
+        KwargSpec::flag("decoupled_weight_decay", false),
+        KwargSpec::flag("maximize", false),
     ],
     check: no_check,
     trace,
 };
-
-fn no_check(_: &Resolved) -> Result<(), Conflict> {
-    Ok(())
-}
 
 /// The update, in PyTorch's order (`_single_tensor_radam`): `g = ±grad`; decoupled decay
 /// `param *= 1 - lr*wd` or L2 decay `g += wd*param`; `m = b1*m + (1-b1)*g`;

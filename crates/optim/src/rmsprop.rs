@@ -1,56 +1,23 @@
 //! RMSprop with momentum, centering, weight decay and maximize, as `torch.optim.RMSprop`.
 
-use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag, number};
+use crate::spec::{KwargSpec, Resolved, Spec, flag, no_check, number};
 use optjit_trace::{Definition, Domain, TraceError, Tracer};
 
 pub(crate) const RMSPROP: Spec = Spec {
     name: "RMSprop",
     reference: "torch.optim.RMSprop",
     kwargs: &[
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-2),
-        },
-        KwargSpec {
-            name: "alpha",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.99),
-        },
-        KwargSpec {
-            name: "eps",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-8),
-        },
-        KwargSpec {
-            name: "weight_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "momentum",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "centered",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
-        KwargSpec {
-            name: "maximize",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
+        KwargSpec::non_negative("lr", 1e-2),
+        KwargSpec::non_negative("alpha", 0.99),
+        KwargSpec::non_negative("eps", 1e-8),
+        KwargSpec::non_negative("weight_decay", 0.0),
+        KwargSpec::non_negative("momentum", 0.0),
+        KwargSpec::flag("centered", false),
+        KwargSpec::flag("maximize", false),
     ],
     check: no_check,
     trace,
 };
-
-fn no_check(_: &Resolved) -> Result<(), Conflict> {
-    Ok(())
-}
 
 /// The update, in PyTorch's order: `g = ±grad + wd*param`;
 /// `square_avg = alpha*square_avg + (1-alpha)*g*g`; centered:

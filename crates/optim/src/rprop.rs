@@ -23,11 +23,7 @@ pub(crate) const RPROP: Spec = Spec {
     name: "Rprop",
     reference: "torch.optim.Rprop",
     kwargs: &[
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-2),
-        },
+        KwargSpec::non_negative("lr", 1e-2),
         KwargSpec {
             name: "etas",
             kind: KwargKind::Pair(
@@ -44,11 +40,7 @@ pub(crate) const RPROP: Spec = Spec {
             kind: KwargKind::Pair(["step_size_min", "step_size_max"], Domain::non_negative()),
             default: Kwarg::Pair(1e-6, 50.0),
         },
-        KwargSpec {
-            name: "maximize",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
+        KwargSpec::flag("maximize", false),
     ],
     check,
     trace,

@@ -1,44 +1,19 @@
 //! SGD with momentum, dampening, Nesterov momentum, weight decay and maximize, as
 //! `torch.optim.SGD`.
 
-use crate::kwargs::Kwarg;
-use crate::spec::{Conflict, KwargKind, KwargSpec, Resolved, Spec, flag, number};
+use crate::spec::{Conflict, KwargSpec, Resolved, Spec, flag, number};
 use optjit_trace::{Definition, Domain, TraceError, Tracer};
 
 pub(crate) const SGD: Spec = Spec {
     name: "SGD",
     reference: "torch.optim.SGD",
     kwargs: &[
-        KwargSpec {
-            name: "lr",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(1e-3),
-        },
-        KwargSpec {
-            name: "momentum",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "dampening",
-            kind: KwargKind::Hyper(Domain::finite()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "weight_decay",
-            kind: KwargKind::Hyper(Domain::non_negative()),
-            default: Kwarg::Number(0.0),
-        },
-        KwargSpec {
-            name: "nesterov",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
-        KwargSpec {
-            name: "maximize",
-            kind: KwargKind::Flag,
-            default: Kwarg::Bool(false),
-        },
+        KwargSpec::non_negative("lr", 1e-3),
+        KwargSpec::non_negative("momentum", 0.0),
+        KwargSpec::hyper("dampening", Domain::finite(), 0.0),
+        KwargSpec::non_negative("weight_decay", 0.0),
+        KwargSpec::flag("nesterov", false),
+        KwargSpec::flag("maximize", false),
     ],
     check,
     trace,

@@ -31,6 +31,45 @@ pub struct KwargSpec {
     pub default: Kwarg,
 }
 
+impl KwargSpec {
+    /// A runtime hyperparameter of the same name, in `domain`.
+    pub(crate) const fn hyper(name: &'static str, domain: Domain, default: f64) -> KwargSpec {
+        KwargSpec {
+            name,
+            kind: KwargKind::Hyper(domain),
+            default: Kwarg::Number(default),
+        }
+    }
+
+    /// A runtime hyperparameter of the same name, a finite number `>= 0` (lr, eps, decays).
+    pub(crate) const fn non_negative(name: &'static str, default: f64) -> KwargSpec {
+        KwargSpec::hyper(name, Domain::non_negative(), default)
+    }
+
+    /// `betas`: the pair stored as `beta1`, `beta2`, each in `[0, 1)`.
+    pub(crate) const fn betas(beta1: f64, beta2: f64) -> KwargSpec {
+        KwargSpec {
+            name: "betas",
+            kind: KwargKind::Pair(["beta1", "beta2"], Domain::unit_half_open()),
+            default: Kwarg::Pair(beta1, beta2),
+        }
+    }
+
+    /// A compile-time option (`amsgrad`, `maximize`, ...).
+    pub(crate) const fn flag(name: &'static str, default: bool) -> KwargSpec {
+        KwargSpec {
+            name,
+            kind: KwargKind::Flag,
+            default: Kwarg::Bool(default),
+        }
+    }
+}
+
+/// No cross-keyword check (most built-ins).
+pub(crate) fn no_check(_: &Resolved) -> Result<(), Conflict> {
+    Ok(())
+}
+
 /// A rejected combination of keyword values: (keyword, what is expected, what was given).
 pub(crate) type Conflict = (&'static str, String, String);
 
