@@ -100,11 +100,28 @@ pub struct FusionPlan {
 impl FusionPlan {
     /// The scalar-program nodes of stage `stage` (see [`FusionPlan::stage_ends`]).
     pub fn stage(&self, stage: usize) -> &[NodeIndex] {
-        let start = match stage {
-            0 => 0,
-            k => self.stage_ends[k - 1],
-        };
-        &self.scalar_program[start..self.stage_ends[stage]]
+        &self.scalar_program[self.stage_range(stage)]
+    }
+
+    /// The positions in [`FusionPlan::scalar_program`] of stage `stage`.
+    pub fn stage_range(&self, stage: usize) -> std::ops::Range<usize> {
+        stage.checked_sub(1).map_or(0, |s| self.stage_ends[s])..self.stage_ends[stage]
+    }
+
+    /// Every reduction of the step, in reduction-index order: the phases in order, then each
+    /// phase's partial slots.
+    pub fn reductions(&self) -> impl Iterator<Item = NodeIndex> + '_ {
+        self.phases
+            .iter()
+            .flat_map(|p| p.reductions.iter().copied())
+    }
+
+    /// The reduction index of phase `phase`'s first partial slot.
+    pub fn first_reduction(&self, phase: usize) -> usize {
+        self.phases[..phase]
+            .iter()
+            .map(|p| p.reductions.len())
+            .sum()
     }
 
     /// Bytes moved per element over all phases (the static count of loads and stores).

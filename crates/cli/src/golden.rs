@@ -180,20 +180,25 @@ impl Rule {
 
     /// Sets hyperparameters by name (a custom rule's kwargs are its hyperparameters).
     fn set_hypers(&mut self, kwargs: &Kwargs) -> Result<(), String> {
-        for (key, value) in kwargs {
-            match (value, self.definition.graph.hyper(key)) {
-                (Kwarg::Number(x), Some(_)) => {
-                    self.hypers.insert(key.clone(), *x);
-                }
-                _ => {
-                    return Err(format!(
+        let values = self.hyper_values(kwargs)?;
+        self.hypers.extend(values);
+        Ok(())
+    }
+
+    /// `kwargs` as hyperparameter values, each checked to name a hyperparameter of the rule.
+    fn hyper_values(&self, kwargs: &Kwargs) -> Result<BTreeMap<String, f64>, String> {
+        kwargs
+            .iter()
+            .map(
+                |(key, value)| match (value, self.definition.graph.hyper(key)) {
+                    (Kwarg::Number(x), Some(_)) => Ok((key.clone(), *x)),
+                    _ => Err(format!(
                         "{}: no hyperparameter '{key}' takes {value}",
                         self.name
-                    ));
-                }
-            }
-        }
-        Ok(())
+                    )),
+                },
+            )
+            .collect()
     }
 
     /// The schedule of `schedule` applied: a built-in scheduler (PyTorch's class name and
@@ -266,16 +271,7 @@ impl Rule {
     fn group_hypers(&self, g: usize, overrides: &Kwargs) -> Result<BTreeMap<String, f64>, String> {
         match &self.builtin {
             Some(c) => c.group_hypers(g, overrides).map_err(|e| e.to_string()),
-            None => {
-                let mut copy = Rule {
-                    name: self.name.clone(),
-                    definition: self.definition.clone(),
-                    hypers: BTreeMap::new(),
-                    builtin: None,
-                };
-                copy.set_hypers(overrides)?;
-                Ok(copy.hypers)
-            }
+            None => self.hyper_values(overrides),
         }
     }
 

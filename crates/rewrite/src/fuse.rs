@@ -234,10 +234,11 @@ fn late_stores(
                 .collect();
             phase(
                 graph,
-                roots,
+                &roots,
                 phase_stores.to_vec(),
                 phase_reductions,
                 Vec::new(),
+                0,
             )
         })
         .collect()
@@ -256,14 +257,7 @@ fn early_stores(
     // The phase each buffer is overwritten in.
     let stored_in: Vec<(Input, usize)> = stores
         .iter()
-        .map(|(b, v)| {
-            let input = match b {
-                Buffer::Param => Input::Param,
-                Buffer::State(n) => Input::State(n.clone()),
-                Buffer::Grad | Buffer::Temp(_) => unreachable!("only param and states are stored"),
-            };
-            (input, level[v.index()])
-        })
+        .filter_map(|(b, v)| Some((buffer_input(b)?, level[v.index()])))
         .collect();
     // Whether `n`'s value reads a buffer overwritten before phase `k`.
     let stale = |n: NodeIndex, k: usize| -> bool {
@@ -336,47 +330,49 @@ fn early_stores(
     }
     let phases = (0..n_phases)
         .map(|k| {
-            let loaded: Vec<NodeIndex> = loads[k].iter().map(|&(_, n)| n).collect();
-            let mut phase = phase(
+            phase(
                 graph,
-                roots[k].clone(),
+                &roots[k],
                 phase_stores[k].clone(),
                 reductions_of(reductions, level, k),
                 loads[k].clone(),
-            );
-            // A loaded value is not computed, nor is what only it needed.
-            phase.nodes = computed_nodes(graph, &roots[k], &loaded);
-            phase.buffers = buffer_uses(
-                graph,
-                &phase.nodes,
-                &phase.stores,
-                &phase.loads,
                 temps.len(),
-            );
-            phase
+            )
         })
         .collect();
     (phases, temps.len())
 }
 
-/// One phase: the per-element nodes `roots` depend on (in topological order), the buffers they
-/// load and the phase stores, the reductions whose partials it computes, and the values it
-/// loads from scratch buffers.
+/// One phase: the per-element nodes `roots` depend on (in topological order; a value in
+/// `loads` is loaded, so neither it nor what only it needed is computed), the buffers they load
+/// and the phase stores (`temps` scratch buffers exist), and the reductions it folds.
 fn phase(
     graph: &Graph,
-    roots: Vec<NodeIndex>,
+    roots: &[NodeIndex],
     stores: Vec<(Buffer, NodeIndex)>,
     reductions: Vec<NodeIndex>,
     loads: Vec<(Buffer, NodeIndex)>,
+    temps: usize,
 ) -> Phase {
-    let nodes = computed_nodes(graph, &roots, &[]);
-    let buffers = buffer_uses(graph, &nodes, &stores, &loads, 0);
+    let loaded: Vec<NodeIndex> = loads.iter().map(|&(_, n)| n).collect();
+    let nodes = computed_nodes(graph, roots, &loaded);
+    let buffers = buffer_uses(graph, &nodes, &stores, &loads, temps);
     Phase {
         nodes,
         buffers,
         stores,
         reductions,
         loads,
+    }
+}
+
+/// The graph input a buffer holds at the start of the step (none for a scratch buffer).
+fn buffer_input(buffer: &Buffer) -> Option<Input> {
+    match buffer {
+        Buffer::Param => Some(Input::Param),
+        Buffer::Grad => Some(Input::Grad),
+        Buffer::State(n) => Some(Input::State(n.clone())),
+        Buffer::Temp(_) => None,
     }
 }
 
@@ -403,16 +399,11 @@ fn buffer_uses(
     temps: usize,
 ) -> Vec<BufferUse> {
     let reads = |buffer: &Buffer| {
-        let input = match buffer {
-            Buffer::Param => Input::Param,
-            Buffer::Grad => Input::Grad,
-            Buffer::State(n) => Input::State(n.clone()),
-            Buffer::Temp(_) => return loads.iter().any(|(b, _)| b == buffer),
-        };
         loads.iter().any(|(b, _)| b == buffer)
-            || nodes
-                .iter()
-                .any(|&n| graph.node(n).op == Op::Input(input.clone()))
+            || buffer_input(buffer).is_some_and(|input| {
+                let op = Op::Input(input);
+                nodes.iter().any(|&n| graph.node(n).op == op)
+            })
     };
     let writes = |buffer: &Buffer| stores.iter().any(|(b, _)| b == buffer);
     let mut candidates = vec![Buffer::Param, Buffer::Grad];

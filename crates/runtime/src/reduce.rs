@@ -17,7 +17,7 @@ pub(crate) struct Reduced {
 impl Reduced {
     /// Room for every reduction of `plan` over `n_tensors` tensors, all unknown (NaN).
     pub(crate) fn reset(&mut self, plan: &FusionPlan, n_tensors: usize) {
-        self.n = plan.phases.iter().map(|p| p.reductions.len()).sum();
+        self.n = plan.reductions().count();
         self.global.clear();
         self.global.resize(self.n, f64::NAN);
         self.per_tensor.clear();
@@ -47,10 +47,7 @@ pub(crate) fn finish_phase(
     reduced: &mut Reduced,
 ) {
     let reductions = &plan.phases[phase].reductions;
-    let first: usize = plan.phases[..phase]
-        .iter()
-        .map(|p| p.reductions.len())
-        .sum();
+    let first = plan.first_reduction(phase);
     for (slot, &node) in reductions.iter().enumerate() {
         let Op::Reduce(reduction) = plan.graph.node(node).op else {
             unreachable!("a phase reduces only Reduce nodes")

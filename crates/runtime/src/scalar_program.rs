@@ -30,8 +30,8 @@ pub(crate) struct ScalarProgram {
     kernel_slots: Vec<usize>,
     /// (index into the graph's states, instruction) for each scalar-state update.
     state_updates: Vec<(usize, usize)>,
-    /// The plan's `stage_ends` (instructions are the plan's scalar nodes, one for one).
-    stage_ends: Vec<usize>,
+    /// Each stage's instructions (the plan's scalar nodes, one for one).
+    stages: Vec<std::ops::Range<usize>>,
 }
 
 impl ScalarProgram {
@@ -40,11 +40,7 @@ impl ScalarProgram {
     pub(crate) fn new(plan: &FusionPlan) -> ScalarProgram {
         let graph = &plan.graph;
         let mut slot: HashMap<NodeIndex, usize> = HashMap::new();
-        let reductions: Vec<NodeIndex> = plan
-            .phases
-            .iter()
-            .flat_map(|p| p.reductions.iter().copied())
-            .collect();
+        let reductions: Vec<NodeIndex> = plan.reductions().collect();
         let mut insts = Vec::with_capacity(plan.scalar_program.len());
         let mut per_tensor = Vec::with_capacity(plan.scalar_program.len());
         for &node in &plan.scalar_program {
@@ -103,7 +99,9 @@ impl ScalarProgram {
             per_tensor,
             kernel_slots,
             state_updates,
-            stage_ends: plan.stage_ends.clone(),
+            stages: (0..plan.stage_ends.len())
+                .map(|k| plan.stage_range(k))
+                .collect(),
         }
     }
 
@@ -124,7 +122,7 @@ impl ScalarProgram {
 
     /// The instructions of stage `stage`.
     fn stage(&self, stage: usize) -> std::ops::Range<usize> {
-        stage.checked_sub(1).map_or(0, |s| self.stage_ends[s])..self.stage_ends[stage]
+        self.stages[stage].clone()
     }
 
     /// Runs the per-group instructions of stage `stage` for one group: `values` holds the
