@@ -78,6 +78,15 @@ fn push_op(out: &mut Vec<u64>, op: &Op) {
             out.push(5);
             push_str(out, name);
         }
+        Op::Input(Input::RowState(name)) => {
+            out.push(20);
+            push_str(out, name);
+        }
+        Op::Input(Input::ColState(name)) => {
+            out.push(21);
+            push_str(out, name);
+        }
+        Op::Input(Input::Rank) => out.push(22),
         Op::Input(Input::Step) => out.push(6),
         Op::Const(c) => out.extend([7, c.to_bits()]),
         Op::Unary(u) => out.extend([8, *u as u64]),

@@ -64,13 +64,25 @@ impl fmt::Display for DType {
 
 /// How often a value is computed: the axis the cost model and the fusion planner care about.
 ///
-/// Ordered from cheapest to dearest, so `max` of the operands' classes is the class of a result.
+/// Ordered from cheapest to dearest. The class of a result is the [`Class::join`] of its
+/// operands' classes: the larger one, except that a per-row and a per-column value meet per
+/// element. Every class but `Elem` is computed by the host.
+///
+/// `Matrix`, `Row` and `Col` see a tensor as matrices: for a shape `(..., R, C)` of two or more
+/// dimensions, `prod(...)` matrices of `R` rows and `C` columns (PyTorch's factored view); a
+/// tensor of fewer dimensions is one matrix of one row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Class {
     /// Once per group per step, on the host, in f64 (hyperparameters, bias corrections, ...).
     Scalar,
     /// Once per tensor per step (a reduction over one tensor, such as `norm`).
     Tensor,
+    /// Once per matrix of a tensor (`rows_mean` of a per-row value).
+    Matrix,
+    /// Once per row of every matrix (`row_mean`, a `row` state such as Adafactor's `row_var`).
+    Row,
+    /// Once per column of every matrix (`col_mean`, a `col` state such as `col_var`).
+    Col,
     /// Once per element of every tensor: the work a kernel does.
     Elem,
 }
@@ -81,8 +93,29 @@ impl Class {
         match self {
             Class::Scalar => "scalar",
             Class::Tensor => "tensor",
+            Class::Matrix => "matrix",
+            Class::Row => "row",
+            Class::Col => "col",
             Class::Elem => "elem",
         }
+    }
+
+    /// The class of a value computed from values of classes `self` and `other`.
+    pub fn join(self, other: Class) -> Class {
+        match (self, other) {
+            (Class::Row, Class::Col) | (Class::Col, Class::Row) => Class::Elem,
+            (a, b) => a.max(b),
+        }
+    }
+
+    /// The class of a value computed from operands of `classes` (Scalar for none).
+    pub fn join_all(classes: impl IntoIterator<Item = Class>) -> Class {
+        classes.into_iter().fold(Class::Scalar, Class::join)
+    }
+
+    /// Whether the host computes values of this class (every class but `Elem`).
+    pub fn on_host(self) -> bool {
+        self != Class::Elem
     }
 
     /// Parses a name of the text form.
@@ -90,6 +123,9 @@ impl Class {
         Some(match name {
             "scalar" => Class::Scalar,
             "tensor" => Class::Tensor,
+            "matrix" => Class::Matrix,
+            "row" => Class::Row,
+            "col" => Class::Col,
             "elem" => Class::Elem,
             _ => return None,
         })

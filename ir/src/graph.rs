@@ -1,7 +1,7 @@
 //! The step graph: one per-element template per update rule, plus its scalar program.
 
 use crate::dtype::{Class, DType};
-use crate::op::{Input, Op, OpKey, Reduction};
+use crate::op::{Input, Op, OpKey};
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
@@ -295,15 +295,13 @@ impl Graph {
             Op::Input(Input::Param | Input::Grad | Input::State(_)) => {
                 (Class::Elem, self.elem_dtype)
             }
+            Op::Input(Input::RowState(_)) => (Class::Row, DType::F64),
+            Op::Input(Input::ColState(_)) => (Class::Col, DType::F64),
+            Op::Input(Input::Rank) => (Class::Tensor, DType::F64),
             Op::Input(_) | Op::Const(_) => (Class::Scalar, DType::F64),
-            Op::Reduce(Reduction::GlobalNorm) => (Class::Scalar, DType::F64),
-            Op::Reduce(_) => (Class::Tensor, DType::F64),
+            Op::Reduce(r) => (r.result_class(), DType::F64),
             _ => {
-                let class = operands
-                    .iter()
-                    .map(|&o| self.nodes[o].class)
-                    .max()
-                    .unwrap_or(Class::Scalar);
+                let class = Class::join_all(operands.iter().map(|&o| self.nodes[o].class));
                 let dtype = match op {
                     Op::Cmp(_) => DType::Bool,
                     Op::Cast(d) => *d,

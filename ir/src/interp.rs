@@ -98,6 +98,13 @@ pub enum InterpError {
         /// The length of `param`.
         expected: usize,
     },
+    /// The graph needs the tensors' shapes (per-row, per-column or per-matrix values, or the
+    /// rank), which this interpreter does not take.
+    #[error("{node}: the reference interpreter runs on flat tensors, without the shapes that row, column and matrix values need")]
+    NeedsShapes {
+        /// The first such node, as printed.
+        node: String,
+    },
 }
 
 /// The value of a node: one per group, one per tensor, or one per element of every tensor.
@@ -174,6 +181,15 @@ pub fn interpret(
         if let Some((name, v)) = tv.states.iter().find(|(_, v)| v.len() != expected) {
             return Err(mismatch(format!("state {name}"), v.len()));
         }
+    }
+    if let Some(n) = graph.nodes().into_iter().find(|&n| {
+        let node = graph.node(n);
+        matches!(node.class, Class::Matrix | Class::Row | Class::Col)
+            || node.op == Op::Input(Input::Rank)
+    }) {
+        return Err(InterpError::NeedsShapes {
+            node: crate::print::node_text(graph, n),
+        });
     }
     let lens: Vec<usize> = tensors.iter().map(|t| t.param.len()).collect();
 
@@ -262,6 +278,9 @@ fn read_input(
                 .ok_or_else(|| InterpError::MissingHyper { name: name.clone() })?,
         ),
         Input::Step => Val::Scalar(env.step),
+        Input::RowState(_) | Input::ColState(_) | Input::Rank => {
+            unreachable!("interpret refuses graphs that need shapes")
+        }
     })
 }
 
@@ -291,6 +310,9 @@ fn elementwise(op: &Op, class: Class, args: &[&Val], lens: &[usize]) -> Val {
                 .map(|(t, &n)| (0..n).map(|e| point(t, e)).collect())
                 .collect(),
         ),
+        Class::Matrix | Class::Row | Class::Col => {
+            unreachable!("interpret refuses graphs that need shapes")
+        }
     }
 }
 
@@ -437,6 +459,9 @@ fn reduce(r: Reduction, v: &Val, lens: &[usize]) -> Val {
                 .sum::<f64>()
                 .sqrt(),
         ),
+        Reduction::RowMean | Reduction::ColMean | Reduction::RowsMean => {
+            unreachable!("interpret refuses graphs that need shapes")
+        }
     }
 }
 

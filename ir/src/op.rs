@@ -1,6 +1,6 @@
 //! The operations of the step graph: inputs, element-wise arithmetic, selects, casts, reductions.
 
-use crate::dtype::DType;
+use crate::dtype::{Class, DType};
 use std::fmt;
 
 /// A value read from outside the graph.
@@ -12,6 +12,12 @@ pub enum Input {
     Grad,
     /// A per-element state buffer, by name (`exp_avg`).
     State(String),
+    /// A per-row state, by name (Adafactor's `row_var`).
+    RowState(String),
+    /// A per-column state, by name (Adafactor's `col_var`).
+    ColState(String),
+    /// The tensor's number of dimensions (per tensor; PyTorch's `grad.dim()`).
+    Rank,
     /// A per-group scalar state, by name (`mu_product`).
     ScalarState(String),
     /// A hyperparameter in force for the group, by name (`lr`).
@@ -26,6 +32,9 @@ impl fmt::Display for Input {
             Input::Param => f.write_str("param"),
             Input::Grad => f.write_str("grad"),
             Input::State(n) => write!(f, "state {n}"),
+            Input::RowState(n) => write!(f, "row_state {n}"),
+            Input::ColState(n) => write!(f, "col_state {n}"),
+            Input::Rank => f.write_str("rank"),
             Input::ScalarState(n) => write!(f, "scalar_state {n}"),
             Input::Hyper(n) => write!(f, "hyper {n}"),
             Input::Step => f.write_str("step"),
@@ -107,6 +116,40 @@ pub enum Reduction {
     Mean,
     /// Largest absolute value of this tensor.
     MaxAbs,
+    /// Mean of each row of each matrix (`(x * x).mean(dim=-1)` is `row_mean (x * x)`).
+    RowMean,
+    /// Mean of each column of each matrix (over dimension -2).
+    ColMean,
+    /// Mean of a per-row value over the rows of each matrix (computed by the host).
+    RowsMean,
+}
+
+impl Reduction {
+    /// The class of the operand the reduction takes.
+    pub fn operand_class(self) -> Class {
+        match self {
+            Reduction::RowsMean => Class::Row,
+            _ => Class::Elem,
+        }
+    }
+
+    /// The class of the result.
+    pub fn result_class(self) -> Class {
+        match self {
+            Reduction::GlobalNorm => Class::Scalar,
+            Reduction::Norm | Reduction::Sum | Reduction::Mean | Reduction::MaxAbs => {
+                Class::Tensor
+            }
+            Reduction::RowMean => Class::Row,
+            Reduction::ColMean => Class::Col,
+            Reduction::RowsMean => Class::Matrix,
+        }
+    }
+
+    /// Whether a kernel folds it (every reduction but `rows_mean`, which the host computes).
+    pub fn in_kernel(self) -> bool {
+        self.operand_class() == Class::Elem
+    }
 }
 
 /// One operation. Operands live on the graph's edges, in position order.
@@ -199,7 +242,7 @@ mnemonics!(Binary { Add => "add", Sub => "sub", Mul => "mul", Div => "div", Min 
     Max => "max", Pow => "pow" });
 mnemonics!(Cmp { Lt => "lt", Le => "le", Gt => "gt", Ge => "ge", Eq => "eq", Ne => "ne" });
 mnemonics!(Reduction { Norm => "norm", GlobalNorm => "global_norm", Sum => "sum", Mean => "mean",
-    MaxAbs => "max_abs" });
+    MaxAbs => "max_abs", RowMean => "row_mean", ColMean => "col_mean", RowsMean => "rows_mean" });
 
 impl Unary {
     /// Whether the op may only appear in the scalar program (no backend computes it per element).

@@ -405,6 +405,9 @@ fn known_ops() -> String {
         "step",
         "state",
         "scalar_state",
+        "row_state",
+        "col_state",
+        "rank",
         "hyper",
         "const",
         "cast",
@@ -556,6 +559,15 @@ impl Parser {
                 Op::Input(Input::State(name(cur, "a state name")?)),
                 Vec::new(),
             ),
+            "row_state" => (
+                Op::Input(Input::RowState(name(cur, "a row state name")?)),
+                Vec::new(),
+            ),
+            "col_state" => (
+                Op::Input(Input::ColState(name(cur, "a column state name")?)),
+                Vec::new(),
+            ),
+            "rank" => (Op::Input(Input::Rank), Vec::new()),
             "scalar_state" => (
                 Op::Input(Input::ScalarState(name(cur, "a scalar state name")?)),
                 Vec::new(),
@@ -689,10 +701,11 @@ impl Parser {
         let mut class = Class::Elem;
         if cur.peek().is_some_and(|t| t.kind == Kind::Colon) {
             cur.next();
-            let token = cur.expect(Kind::Word, "'scalar' or 'elem'")?;
+            let expected = "'scalar', 'row', 'col' or 'elem'";
+            let token = cur.expect(Kind::Word, expected)?;
             class = match Class::from_name(token.text) {
-                Some(c @ (Class::Scalar | Class::Elem)) => c,
-                _ => return Err(cur.error_at(token, "unknown state class", "'scalar' or 'elem'")),
+                Some(c @ (Class::Scalar | Class::Row | Class::Col | Class::Elem)) => c,
+                _ => return Err(cur.error_at(token, "unknown state class", expected)),
             };
         }
         cur.expect(Kind::Eq, "'=' or ': scalar ='")?;
@@ -830,7 +843,8 @@ pub(crate) mod tests {
             elem = g.add(Op::Cast(d), &[fma]);
         }
         let mut total = huge;
-        for &r in Reduction::ALL {
+        // The shape-free reductions (the interpreter runs this graph on flat tensors).
+        for &r in Reduction::ALL.iter().filter(|r| r.result_class() <= Class::Tensor) {
             let red = g.add(Op::Reduce(r), &[elem]);
             total = g.add(Op::Binary(Binary::Add), &[total, red]);
         }
@@ -860,6 +874,43 @@ pub(crate) mod tests {
         assert!(text.contains("state exp_avg = 0.0"), "{text}");
         assert!(text.contains("= pow %5, %9 : scalar f64"), "{text}");
         roundtrip(&g);
+    }
+
+    /// Adafactor's factored second moment: row and column states, row/column means, the rank.
+    #[test]
+    fn factored_graph_verifies_and_roundtrips() {
+        let mut g = Graph::new("factored");
+        g.declare_state("row_var", 0.0, Class::Row);
+        g.declare_state("col_var", 0.0, Class::Col);
+        let p = g.input(Input::Param);
+        let grad = g.input(Input::Grad);
+        let sq = g.add(Op::Binary(Binary::Mul), &[grad, grad]);
+        let rows = g.add(Op::Reduce(Reduction::RowMean), &[sq]);
+        let cols = g.add(Op::Reduce(Reduction::ColMean), &[sq]);
+        let row_var = g.input(Input::RowState("row_var".into()));
+        let col_var = g.input(Input::ColState("col_var".into()));
+        let new_row = g.add(Op::Binary(Binary::Add), &[row_var, rows]);
+        let new_col = g.add(Op::Binary(Binary::Add), &[col_var, cols]);
+        let mean = g.add(Op::Reduce(Reduction::RowsMean), &[new_row]);
+        let scale = g.add(Op::Binary(Binary::Div), &[new_row, mean]);
+        let rank = g.input(Input::Rank);
+        let scaled = g.add(Op::Binary(Binary::Mul), &[scale, rank]);
+        let var = g.add(Op::Binary(Binary::Mul), &[scaled, new_col]);
+        let new_p = g.add(Op::Binary(Binary::Sub), &[p, var]);
+        let classes = [rows, cols, mean, rank, var].map(|n| g.node(n).class);
+        assert_eq!(
+            classes,
+            [Class::Row, Class::Col, Class::Matrix, Class::Tensor, Class::Elem]
+        );
+        g.set_output(Target::Param, new_p);
+        g.set_output(Target::State("row_var".into()), new_row);
+        g.set_output(Target::State("col_var".into()), new_col);
+        crate::verify(&g).unwrap_or_else(|e| panic!("{e}\n{g}"));
+        roundtrip(&g);
+        // A column value cannot be stored into a row state.
+        g.set_output(Target::State("row_var".into()), new_col);
+        let e = crate::verify(&g).expect_err("col value into a row state");
+        assert!(e.to_string().contains("is col (expected a row value"), "{e}");
     }
 
     #[test]

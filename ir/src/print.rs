@@ -66,10 +66,9 @@ impl fmt::Display for Graph {
             writeln!(f, "  hyper {} = {}", h.name, format_f64(h.default))?;
         }
         for s in &self.states {
-            let class = if s.class == Class::Scalar {
-                ": scalar "
-            } else {
-                ""
+            let class = match s.class {
+                Class::Elem => String::new(),
+                other => format!(": {other} "),
             };
             writeln!(f, "  state {} {class}= {}", s.name, format_f64(s.init))?;
         }

@@ -202,19 +202,18 @@ impl Verifier<'_> {
             seen.insert(&h.name, format!("hyper {}", h.name));
         }
         for (k, s) in g.states.iter().enumerate() {
-            let class = if s.class == Class::Scalar {
-                ": scalar "
-            } else {
-                ""
+            let class = match s.class {
+                Class::Elem => String::new(),
+                other => format!(": {other} "),
             };
             let subject = format!("state {} {class}= {}", s.name, format_f64(s.init));
             self.check_name(VerifyLocation::State(k), &subject, "state", &s.name, &seen)?;
-            if s.class == Class::Tensor {
+            if matches!(s.class, Class::Tensor | Class::Matrix) {
                 return Err(self.err(
                     VerifyLocation::State(k),
                     subject,
-                    format!("state '{}' has class tensor", s.name),
-                    "a per-element (elem) or per-group (scalar) state",
+                    format!("state '{}' has class {}", s.name, s.class),
+                    "a per-element (elem), per-row (row), per-column (col) or per-group (scalar) state",
                 ));
             }
             seen.insert(&s.name, format!("state {}", s.name));
@@ -302,12 +301,17 @@ impl Verifier<'_> {
                     self.declared("hyper", None),
                 );
             }
-            Op::Input(Input::State(s)) => match g.state(s) {
-                Some(decl) if decl.class == Class::Elem => {}
-                Some(_) => {
+            Op::Input(
+                input @ (Input::State(s) | Input::RowState(s) | Input::ColState(s)),
+            ) => match g.state(s) {
+                Some(decl) if decl.class == node.class => {}
+                Some(decl) => {
                     return fail(
-                        format!("state '{s}' is declared scalar but read per element"),
-                        format!("`scalar_state {s}`"),
+                        format!(
+                            "state '{s}' is declared {} but read as `{input}`",
+                            decl.class
+                        ),
+                        format!("`{}`", state_input_text(decl.class, s)),
                     );
                 }
                 None => {
@@ -370,7 +374,7 @@ impl Verifier<'_> {
                             "a scalar or tensor operand (sin, cos and floor run only in the scalar program)".into(),
                         );
                     }
-                    Op::Reduce(r) if g.node(operands[0]).class != Class::Elem => {
+                    Op::Reduce(r) if g.node(operands[0]).class != r.operand_class() => {
                         return fail(
                             format!(
                                 "'{}' reduces {}, which is {}",
@@ -378,7 +382,10 @@ impl Verifier<'_> {
                                 name(operands[0]),
                                 g.node(operands[0]).class
                             ),
-                            "a per-element (elem) operand".into(),
+                            match r.operand_class() {
+                                Class::Row => "a per-row (row) operand".into(),
+                                _ => "a per-element (elem) operand".into(),
+                            },
                         );
                     }
                     _ => {}
@@ -442,7 +449,7 @@ impl Verifier<'_> {
             match &o.target {
                 Target::Param => {}
                 Target::State(s) => match g.state(s) {
-                    Some(decl) if decl.class == Class::Elem => {}
+                    Some(decl) if decl.class != Class::Scalar => {}
                     Some(_) => {
                         return fail(
                             format!(
@@ -479,21 +486,43 @@ impl Verifier<'_> {
             if node.dtype == DType::Bool {
                 return fail(format!("the value {value} is a bool"), "a number");
             }
-            match (&o.target, node.class) {
-                (Target::ScalarState(_), Class::Scalar) => {}
-                (Target::ScalarState(_), class) => {
+            let target_class = match &o.target {
+                Target::Param => Class::Elem,
+                Target::State(s) => g.state(s).map_or(Class::Elem, |d| d.class),
+                Target::ScalarState(_) => Class::Scalar,
+            };
+            match (target_class, node.class) {
+                (Class::Scalar, Class::Scalar) => {}
+                (Class::Scalar, class) => {
                     return fail(format!("the value {value} is {class}"), "a scalar value");
                 }
-                (_, Class::Elem | Class::Scalar) => {}
-                (_, class) => {
+                (Class::Elem, Class::Elem | Class::Scalar) => {}
+                (Class::Elem, class) => {
                     return fail(
                         format!("the value {value} is {class}"),
                         "a per-element (elem) value or a scalar to broadcast",
                     );
                 }
+                (target, class) if target.join(class) == target => {}
+                (target, class) => {
+                    return fail(
+                        format!("the value {value} is {class}"),
+                        &format!("a {target} value (or one that is the same for the whole {target})"),
+                    );
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// How a graph reads a state of `class` named `name` (`state m`, `row_state row_var`).
+fn state_input_text(class: Class, name: &str) -> String {
+    match class {
+        Class::Scalar => format!("scalar_state {name}"),
+        Class::Row => format!("row_state {name}"),
+        Class::Col => format!("col_state {name}"),
+        _ => format!("state {name}"),
     }
 }
 
@@ -717,7 +746,7 @@ mod tests {
 
         let mut g = Graph::new("t");
         g.declare_state("norms", 0.0, Class::Tensor);
-        fails(&g, &["`state norms = 0.0`", "class tensor"]);
+        fails(&g, &["`state norms : tensor = 0.0`", "class tensor"]);
 
         let mut g = Graph::new("t");
         let lr = crate::graph::HyperDecl {
