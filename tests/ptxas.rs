@@ -160,6 +160,7 @@ fn every_instruction() -> Kernel {
         value: grad,
     });
     Kernel {
+        walk: optjit_ir::Walk::Elements,
         name: "every.phase0".into(),
         elem_dtype: DType::F32,
         buffers: vec![
@@ -176,6 +177,7 @@ fn every_instruction() -> Kernel {
 fn no_scalars() -> Kernel {
     let v = Value;
     Kernel {
+        walk: optjit_ir::Walk::Elements,
         name: "sgd_const.phase0".into(),
         elem_dtype: DType::F32,
         buffers: vec![
@@ -201,6 +203,7 @@ fn no_scalars() -> Kernel {
 fn adamw() -> Kernel {
     let v = Value;
     Kernel {
+        walk: optjit_ir::Walk::Elements,
         name: "adamw.phase0".into(),
         elem_dtype: DType::F32,
         buffers: vec![
@@ -257,6 +260,7 @@ fn adamw() -> Kernel {
 fn reductions() -> Kernel {
     let v = Value;
     Kernel {
+        walk: optjit_ir::Walk::Elements,
         name: "norms.phase0".into(),
         elem_dtype: DType::F32,
         buffers: vec![

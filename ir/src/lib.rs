@@ -33,6 +33,6 @@ pub use interp::{InterpError, Interpreted, ScalarEnv, TensorValues, eval_op, int
 pub use op::{Binary, Cmp, Input, Op, OpKey, Reduction, Unary};
 pub use parse::{ParseError, parse_graph};
 pub use petgraph::stable_graph::NodeIndex;
-pub use plan::{Buffer, BufferUse, FusionPlan, Phase};
+pub use plan::{Buffer, BufferUse, FusionPlan, Phase, Walk};
 pub use print::{format_f64, node_text, numbering};
 pub use verify::{VerifyError, VerifyLocation, verify};

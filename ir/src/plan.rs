@@ -1,5 +1,6 @@
 //! The fusion plan: a graph split into a host scalar program and kernel phases.
 
+use crate::dtype::Class;
 use crate::graph::{Graph, Target};
 use petgraph::stable_graph::NodeIndex;
 use std::fmt;
@@ -16,6 +17,9 @@ pub enum Buffer {
     /// A per-element scratch buffer the plan writes in one phase and reads in a later one
     /// (`tmp0`, `tmp1`, ...): a materialized value, cheaper than recomputing it.
     Temp(String),
+    /// A per-column value the host computed (`col0`, `col1`, ...: slot i of
+    /// [`FusionPlan::col_values`]), read by each element of that column.
+    ColValue(String),
 }
 
 impl Buffer {
@@ -24,7 +28,7 @@ impl Buffer {
         match self {
             Buffer::Param => "param",
             Buffer::Grad => "grad",
-            Buffer::State(n) | Buffer::Temp(n) => n,
+            Buffer::State(n) | Buffer::Temp(n) | Buffer::ColValue(n) => n,
         }
     }
 }
@@ -46,9 +50,21 @@ pub struct BufferUse {
     pub write: bool,
 }
 
+/// How a phase's kernel walks each tensor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Walk {
+    /// Contiguous runs of elements (row by row when the step has per-row values).
+    #[default]
+    Elements,
+    /// Column by column of each matrix (a strided walk), for column means.
+    Columns,
+}
+
 /// One kernel: a single pass over every element of every tensor of every group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Phase {
+    /// How the kernel walks the elements.
+    pub walk: Walk,
     /// The per-element nodes computed in this phase, in topological order.
     pub nodes: Vec<NodeIndex>,
     /// The buffers the phase touches, in kernel-argument order: param, grad, states in
@@ -87,8 +103,11 @@ pub struct FusionPlan {
     /// before phase 0, `[stage_ends[k - 1]..stage_ends[k]]` between phase k - 1 and phase k, and
     /// the last stage (`k = phases.len()`) after the last phase. One entry per phase, plus one.
     pub stage_ends: Vec<usize>,
-    /// Scalar and per-tensor nodes that kernels read, in the order of the kernels' scalar slots.
+    /// Scalar, per-tensor, per-matrix and per-row nodes that kernels read, in the order of the
+    /// kernels' scalar slots.
     pub kernel_scalars: Vec<NodeIndex>,
+    /// Per-column nodes that kernels read, each from its buffer `col<i>` (slot i here).
+    pub col_values: Vec<NodeIndex>,
     /// Scalar-state updates made by the host after the kernels ran.
     pub scalar_outputs: Vec<(Target, NodeIndex)>,
     /// The kernels, run in order.
@@ -122,6 +141,15 @@ impl FusionPlan {
             .iter()
             .map(|p| p.reductions.len())
             .sum()
+    }
+
+    /// Whether any value is per matrix, row or column: records then never cross a row, and
+    /// kernels read rows of scalars per row.
+    pub fn has_rows(&self) -> bool {
+        self.graph
+            .nodes()
+            .into_iter()
+            .any(|n| matches!(self.graph.node(n).class, Class::Matrix | Class::Row | Class::Col))
     }
 
     /// Bytes moved per element over all phases (the static count of loads and stores).

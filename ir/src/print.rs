@@ -130,6 +130,9 @@ impl fmt::Display for FusionPlan {
         };
         stage(f, 0)?;
         writeln!(f, "  kernel scalars [{}]", refs(&self.kernel_scalars))?;
+        if !self.col_values.is_empty() {
+            writeln!(f, "  column values [{}]", refs(&self.col_values))?;
+        }
         for (k, phase) in self.phases.iter().enumerate() {
             let mut access = String::new();
             for (i, b) in phase.buffers.iter().enumerate() {
@@ -143,7 +146,11 @@ impl fmt::Display for FusionPlan {
                 write!(access, "{sep}{} {mode}", b.buffer)?;
             }
             let bytes = phase.bytes_per_elem(g.elem_dtype.size_bytes());
-            writeln!(f, "  phase {k} [{access}] bytes_per_elem={bytes} {{")?;
+            let walk = match phase.walk {
+                crate::Walk::Elements => "",
+                crate::Walk::Columns => " walk=columns",
+            };
+            writeln!(f, "  phase {k} [{access}] bytes_per_elem={bytes}{walk} {{")?;
             for (buffer, value) in &phase.loads {
                 writeln!(f, "    load %{} from {buffer}", num[value])?;
             }

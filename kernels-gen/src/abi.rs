@@ -23,6 +23,10 @@
 /// | [`ChunkAbi::LEN_WORD`] = 0 | `len`: number of elements in this chunk (may be 0) |
 /// | [`ChunkAbi::SCALARS_WORD`] = 1 | `*const f32`: the chunk's scalar row, `kernel.n_scalars` values: its group's, or its tensor's when the step has per-tensor values |
 /// | [`ChunkAbi::BUFFERS_WORD`] + i | `*mut f32`: element 0 of this chunk in buffer `i` (`kernel.buffers` order) |
+/// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` | column walks only ([`Walk::Columns`](optjit_ir::Walk)): the distance in bytes between successive elements of the chunk in every buffer |
+///
+/// Element `i` of a chunk is at byte `4 * i` from its buffer pointers, or `stride * i` in a
+/// column walk ([`Kernel::record_words`](crate::Kernel::record_words) counts the extra word).
 ///
 /// A kernel with reductions ([`Kernel::reductions`](crate::Kernel::reductions), `n` of them)
 /// writes, for every record `r` with `len > 0`, the partial of slot `j` (the fold of that

@@ -15,7 +15,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use optjit_ir::{Binary, Cmp, DType, Unary};
+use optjit_ir::{Binary, Cmp, DType, Unary, Walk};
 use thiserror::Error;
 
 /// The per-element functions that have no vector instruction, called lane by lane with the
@@ -157,7 +157,8 @@ impl Emitter<'_> {
     fn build(&self, b: &mut FunctionBuilder) {
         let kernel = self.kernel;
         let mf = self.flags;
-        let record_bytes = (ChunkAbi::record_words(kernel.buffers.len()) * 8) as i64;
+        let record_bytes = (kernel.record_words() * 8) as i64;
+        let columns = kernel.walk == Walk::Columns;
         let entry = b.create_block();
         let [rec_head, rec_body, rec_setup] = std::array::from_fn(|_| b.create_block());
         let [
@@ -225,9 +226,20 @@ impl Emitter<'_> {
             let word = ChunkAbi::SCALARS_WORD * 8;
             b.ins().load(types::I64, mf, record, word as i32)
         });
-        let wide_bound = b.ins().band_imm_s(len, !((UNROLL * LANES) as i64 - 1));
-        let vec_bound = b.ins().band_imm_s(len, !(LANES as i64 - 1));
         let zero = b.ins().iconst(types::I64, 0);
+        // A column walk's elements are `stride` bytes apart: it runs the scalar loop only.
+        let (wide_bound, vec_bound, stride) = match columns {
+            true => {
+                let word = (ChunkAbi::BUFFERS_WORD + kernel.buffers.len()) * 8;
+                let stride = b.ins().load(types::I64, mf, record, word as i32);
+                (zero, zero, Some(stride))
+            }
+            false => (
+                b.ins().band_imm_s(len, !((UNROLL * LANES) as i64 - 1)),
+                b.ins().band_imm_s(len, !(LANES as i64 - 1)),
+                None,
+            ),
+        };
         let mut start = vec![zero];
         start.extend(accumulators.zeros(b));
         b.ins().jump(wide_head, &args(&start));
@@ -278,7 +290,10 @@ impl Emitter<'_> {
             b.switch_to_block(l.body);
             let params = b.block_params(l.body).to_vec();
             let (i, accs) = (params[0], &params[1..]);
-            let byte_offset = b.ins().ishl_imm_u(i, 2);
+            let byte_offset = match stride {
+                Some(stride) => b.ins().imul(i, stride),
+                None => b.ins().ishl_imm_u(i, 2),
+            };
             let addresses: Vec<Value> = bases
                 .iter()
                 .map(|&base| b.ins().iadd(base, byte_offset))
@@ -612,6 +627,7 @@ mod tests {
     fn every_op() -> Kernel {
         let v = kernel::Value;
         Kernel {
+            walk: Walk::Elements,
             name: "every.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![

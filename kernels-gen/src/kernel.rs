@@ -9,7 +9,8 @@
 //! A kernel may also reduce values over each chunk ([`Inst::Reduce`]) into per-chunk partials
 //! that the host combines in chunk order, so the result never depends on threads or timing.
 
-use optjit_ir::{Binary, BufferUse, Cmp, DType, Unary};
+use crate::abi::ChunkAbi;
+use optjit_ir::{Binary, BufferUse, Cmp, DType, Unary, Walk};
 use std::fmt;
 
 /// A value of a kernel: the result of the instruction at this index of [`Kernel::insts`].
@@ -178,6 +179,8 @@ pub struct Kernel {
     pub name: String,
     /// The element dtype of every buffer (f32 today).
     pub elem_dtype: DType,
+    /// How each chunk's elements lie: contiguous, or a column's, `stride` bytes apart.
+    pub walk: Walk,
     /// The buffers, in kernel-argument order (the phase's order).
     pub buffers: Vec<BufferUse>,
     /// How many floats each scalar row holds (a row per group, or per tensor when the step has
@@ -188,6 +191,11 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// Words per chunk record (see [`ChunkAbi`]): a column walk's records end with the stride.
+    pub fn record_words(&self) -> usize {
+        ChunkAbi::record_words(self.buffers.len()) + usize::from(self.walk == Walk::Columns)
+    }
+
     /// The reductions' ops by partial slot (empty for a kernel without reductions).
     pub fn reductions(&self) -> Vec<ReduceOp> {
         let mut slots: Vec<(usize, ReduceOp)> = self
@@ -328,6 +336,9 @@ impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "kernel {} {{", self.name)?;
         writeln!(f, "  dtype {}", self.elem_dtype)?;
+        if self.walk == Walk::Columns {
+            writeln!(f, "  walk columns")?;
+        }
         let buffers: Vec<String> = self
             .buffers
             .iter()

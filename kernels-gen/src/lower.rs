@@ -137,6 +137,7 @@ pub fn lower(
     Ok(Kernel {
         name: format!("{}.phase{phase}", graph.name),
         elem_dtype: graph.elem_dtype,
+        walk: stage.walk,
         buffers: stage.buffers.clone(),
         n_scalars: plan.kernel_scalars.len(),
         insts: cleanup(&insts),
@@ -150,6 +151,7 @@ pub fn reduce_op(reduction: Reduction) -> ReduceOp {
         Reduction::Norm | Reduction::GlobalNorm => ReduceOp::SumSquares,
         Reduction::Sum | Reduction::Mean => ReduceOp::Sum,
         Reduction::MaxAbs => ReduceOp::MaxAbs,
+        Reduction::RowMean | Reduction::ColMean | Reduction::RowsMean => ReduceOp::Sum,
     }
 }
 
@@ -189,8 +191,9 @@ impl Lowering<'_> {
         let n = self.plan.graph.node(node);
         let value = match (n.class, &n.op) {
             (Class::Scalar, Op::Const(c)) => self.push(Inst::Const(*c as f32)),
-            // A per-tensor value is a slot too: its row is the tensor's (see ChunkAbi).
-            (Class::Scalar | Class::Tensor, _) => {
+            // A per-tensor, per-matrix or per-row value is a slot too: the record's scalar row
+            // is its tensor's or its row's (see ChunkAbi). Per-column values are loaded.
+            (Class::Scalar | Class::Tensor | Class::Matrix | Class::Row, _) => {
                 match self.plan.kernel_scalars.iter().position(|&s| s == node) {
                     Some(slot) => self.push(Inst::Scalar { slot }),
                     None => {
@@ -202,6 +205,9 @@ impl Lowering<'_> {
             }
             (Class::Elem, _) => {
                 return Err(self.error(node, "per-element value not computed in this phase"));
+            }
+            (Class::Col, _) => {
+                return Err(self.error(node, "per-column value not loaded by this phase"));
             }
         };
         if n.dtype == DType::Bool {
@@ -477,7 +483,7 @@ mod tests {
         let input_of = |b: &Buffer| match b {
             Buffer::Param => Input::Param,
             Buffer::Grad => Input::Grad,
-            Buffer::State(s) | Buffer::Temp(s) => Input::State(s.clone()),
+            Buffer::State(s) | Buffer::Temp(s) | Buffer::ColValue(s) => Input::State(s.clone()),
         };
         let buffers = buffers
             .into_iter()
@@ -500,7 +506,9 @@ mod tests {
             scalar_program,
             kernel_scalars,
             scalar_outputs: Vec::new(),
+            col_values: Vec::new(),
             phases: vec![Phase {
+                walk: optjit_ir::Walk::Elements,
                 nodes: phase_nodes,
                 buffers,
                 stores,

@@ -169,6 +169,12 @@ pub fn emit_ptx(kernel: &Kernel, options: &PtxOptions) -> Result<String, EmitErr
     if let Some(reason) = kernel.insts.iter().find_map(unsupported) {
         return Err(fail(reason));
     }
+    if kernel.walk == optjit_ir::Walk::Columns {
+        return Err(fail(
+            "column walks (column means, as Adafactor's col_var needs) have no PTX lowering yet"
+                .to_string(),
+        ));
+    }
     let mut body = Body::new(kernel);
     body.entry();
     Ok(module(kernel, options.arch, &body))
@@ -1043,6 +1049,7 @@ mod tests {
     fn small() -> Kernel {
         let v = Value;
         Kernel {
+            walk: optjit_ir::Walk::Elements,
             name: "sgd.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![
@@ -1074,6 +1081,7 @@ mod tests {
     fn reducing() -> Kernel {
         let v = Value;
         Kernel {
+            walk: optjit_ir::Walk::Elements,
             name: "norms.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![
@@ -1311,6 +1319,7 @@ mod tests {
     fn values_of_constants_and_scalars_are_computed_once() {
         let v = Value;
         let kernel = Kernel {
+            walk: optjit_ir::Walk::Elements,
             name: "hoist.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![buffer(Buffer::Param, true, true)],
@@ -1557,6 +1566,7 @@ mod tests {
     fn a_reduction_of_a_uniform_value_is_folded_per_element() {
         // sum of the constant 1 counts the elements; the reduction is never hoisted.
         let kernel = Kernel {
+            walk: optjit_ir::Walk::Elements,
             name: "count.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![],

@@ -24,6 +24,9 @@ pub(crate) struct ClassAnalysis;
 pub(crate) fn input_class(input: &Input) -> Class {
     match input {
         Input::Param | Input::Grad | Input::State(_) => Class::Elem,
+        Input::RowState(_) => Class::Row,
+        Input::ColState(_) => Class::Col,
+        Input::Rank => Class::Tensor,
         Input::ScalarState(_) | Input::Hyper(_) | Input::Step => Class::Scalar,
     }
 }
@@ -34,19 +37,16 @@ pub(crate) fn node_class(egraph: &OptEGraph, node: &OptLang) -> Class {
     match node {
         OptLang::Num(_) => Class::Scalar,
         OptLang::In(leaf) => input_class(&leaf.0),
-        OptLang::GlobalNorm(_) => Class::Scalar,
-        OptLang::Norm(_) | OptLang::Sum(_) | OptLang::Mean(_) | OptLang::MaxAbs(_) => Class::Tensor,
-        _ => max_child_class(egraph, node),
+        _ => match node.to_op() {
+            optjit_ir::Op::Reduce(r) => r.result_class(),
+            _ => max_child_class(egraph, node),
+        },
     }
 }
 
-/// The largest class among the children (Scalar for a leaf): where the op itself runs.
+/// The join of the children's classes (Scalar for a leaf): where the op itself runs.
 pub(crate) fn max_child_class(egraph: &OptEGraph, node: &OptLang) -> Class {
-    node.children()
-        .iter()
-        .map(|&c| egraph[c].data.class)
-        .max()
-        .unwrap_or(Class::Scalar)
+    Class::join_all(node.children().iter().map(|&c| egraph[c].data.class))
 }
 
 /// Folds `node` in f64, as the host's scalar program would compute it, when every operand is a

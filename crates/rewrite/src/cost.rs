@@ -38,6 +38,8 @@ pub(crate) fn scale(class: Class) -> f64 {
     match class {
         Class::Scalar => 1.0,
         Class::Tensor => 10.0,
+        Class::Matrix => 12.0,
+        Class::Row | Class::Col => 30.0,
         Class::Elem => 100.0,
     }
 }
@@ -89,11 +91,7 @@ pub(crate) fn graph_cost(graph: &Graph) -> f64 {
             continue;
         }
         let operands = graph.operands(n);
-        let class = operands
-            .iter()
-            .map(|&o| graph.node(o).class)
-            .max()
-            .unwrap_or(Class::Scalar);
+        let class = Class::join_all(operands.iter().map(|&o| graph.node(o).class));
         total += op_cost(OpKind::of(&graph.node(n).op), class);
         stack.extend(operands);
     }

@@ -14,13 +14,20 @@
 //! reductions) form the host scalar program; the ones kernels read are the kernel scalars.
 
 use crate::error::RewriteError;
-use optjit_ir::{Buffer, BufferUse, Class, FusionPlan, Graph, Input, NodeIndex, Op, Phase, Target};
+use optjit_ir::{
+    Buffer, BufferUse, Class, FusionPlan, Graph, Input, NodeIndex, Op, Phase, Reduction, Target,
+    Walk,
+};
 
 /// The input that an output to `target` would leave unchanged.
-fn own_input(target: &Target) -> Input {
+fn own_input(graph: &Graph, target: &Target) -> Input {
     match target {
         Target::Param => Input::Param,
-        Target::State(n) => Input::State(n.clone()),
+        Target::State(n) => match graph.state(n).map(|s| s.class) {
+            Some(Class::Row) => Input::RowState(n.clone()),
+            Some(Class::Col) => Input::ColState(n.clone()),
+            _ => Input::State(n.clone()),
+        },
         Target::ScalarState(n) => Input::ScalarState(n.clone()),
     }
 }
@@ -51,11 +58,21 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
             ));
         }
         let value = graph.node(output.value);
-        if value.op == Op::Input(own_input(target)) {
+        if value.op == Op::Input(own_input(graph, target)) {
             continue;
         }
+        let factor_state = match target {
+            Target::State(name) => graph
+                .state(name)
+                .is_some_and(|s| matches!(s.class, Class::Row | Class::Col)),
+            _ => false,
+        };
         match target {
             Target::Param => param_store = Some(output.value),
+            // A per-row or per-column state is the host's, as a scalar state is.
+            Target::State(_) if factor_state => {
+                scalar_outputs.push((target.clone(), output.value));
+            }
             Target::State(name) => {
                 let position = graph
                     .states
@@ -114,6 +131,8 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         let operands = graph.operands(n);
         let deepest = operands.iter().map(|o| level[o.index()]).max().unwrap_or(0);
         level[n.index()] = match &node.op {
+            // The host takes the mean of per-row values itself.
+            Op::Reduce(r) if !r.in_kernel() => deepest,
             Op::Reduce(_) => {
                 if graph.node(operands[0]).class != Class::Elem {
                     return Err(RewriteError::Reduction {
@@ -134,7 +153,7 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
     let reductions: Vec<NodeIndex> = live
         .iter()
         .copied()
-        .filter(|&n| matches!(graph.node(n).op, Op::Reduce(_)))
+        .filter(|&n| matches!(graph.node(n).op, Op::Reduce(r) if r.in_kernel()))
         .collect();
     // Phases: one per level of a reduced value or a stored one, at least one.
     let n_phases = reductions
@@ -153,18 +172,29 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         .filter(|&n| graph.node(n).class != Class::Elem)
         .collect();
     scalar_program.sort_by_key(|&n| (level[n.index()], n));
-    let stage_ends: Vec<usize> = (0..=n_phases)
-        .map(|k| {
-            scalar_program
-                .iter()
-                .take_while(|&&n| level[n.index()] <= k)
-                .count()
-        })
+
+    // Per-column values kernels read: loaded from a buffer the host fills, one per value.
+    let col_values: Vec<NodeIndex> = {
+        let mut values: Vec<NodeIndex> = live
+            .iter()
+            .filter(|&&n| graph.node(n).class == Class::Elem)
+            .flat_map(|&n| graph.operands(n))
+            .chain(stores.iter().map(|&(_, v)| v))
+            .filter(|&o| graph.node(o).class == Class::Col)
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        values
+    };
+    let col_loads: Vec<(Buffer, NodeIndex)> = col_values
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (Buffer::ColValue(format!("col{i}")), n))
         .collect();
 
     // Two layouts, the one that moves fewer bytes wins (recomputing on a tie).
-    let recomputing = late_stores(graph, &reductions, &stores, &level, n_phases);
-    let materializing = early_stores(graph, &reductions, &stores, &level, n_phases);
+    let recomputing = late_stores(graph, &reductions, &stores, &level, n_phases, &col_loads);
+    let materializing = early_stores(graph, &reductions, &stores, &level, n_phases, &col_loads);
     let elem_bytes = graph.elem_dtype.size_bytes();
     let bytes =
         |phases: &[Phase]| -> usize { phases.iter().map(|p| p.bytes_per_elem(elem_bytes)).sum() };
@@ -172,6 +202,18 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         true => materializing,
         false => (recomputing, 0),
     };
+    let (phases, phase_levels) = split_column_walks(graph, phases, temps)?;
+    // Stage p runs before phase p: every host node of the phase's level or below.
+    let stage_ends: Vec<usize> = phase_levels
+        .iter()
+        .map(|&k| {
+            scalar_program
+                .iter()
+                .take_while(|&&n| level[n.index()] <= k)
+                .count()
+        })
+        .chain([scalar_program.len()])
+        .collect();
 
     // Scalars a kernel reads: non-constant Scalar and Tensor operands of per-element nodes, and
     // such values stored into per-element buffers; every one is known before its first phase.
@@ -185,7 +227,7 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         })
         .filter(|&o| {
             let node = graph.node(o);
-            node.class != Class::Elem && !matches!(node.op, Op::Const(_))
+            !matches!(node.class, Class::Elem | Class::Col) && !matches!(node.op, Op::Const(_))
         })
         .collect();
     kernel_scalars.sort_unstable();
@@ -196,6 +238,7 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         scalar_program,
         stage_ends,
         kernel_scalars,
+        col_values,
         scalar_outputs,
         phases,
         temps,
@@ -219,6 +262,7 @@ fn late_stores(
     stores: &[(Buffer, NodeIndex)],
     level: &[usize],
     n_phases: usize,
+    col_loads: &[(Buffer, NodeIndex)],
 ) -> Vec<Phase> {
     (0..n_phases)
         .map(|k| {
@@ -237,7 +281,7 @@ fn late_stores(
                 &roots,
                 phase_stores.to_vec(),
                 phase_reductions,
-                Vec::new(),
+                col_loads.to_vec(),
                 0,
             )
         })
@@ -253,6 +297,7 @@ fn early_stores(
     stores: &[(Buffer, NodeIndex)],
     level: &[usize],
     n_phases: usize,
+    col_loads: &[(Buffer, NodeIndex)],
 ) -> (Vec<Phase>, usize) {
     // The phase each buffer is overwritten in.
     let stored_in: Vec<(Input, usize)> = stores
@@ -293,7 +338,7 @@ fn early_stores(
     // From the last phase back: what a phase needs but cannot compute is materialized by the
     // phase of its level (which may in turn need earlier values).
     let mut temps: Vec<NodeIndex> = Vec::new();
-    let mut loads: Vec<Vec<(Buffer, NodeIndex)>> = vec![Vec::new(); n_phases];
+    let mut loads: Vec<Vec<(Buffer, NodeIndex)>> = vec![col_loads.to_vec(); n_phases];
     for k in (0..n_phases).rev() {
         let mut stack = roots[k].clone();
         let mut seen = std::collections::HashSet::new();
@@ -345,7 +390,8 @@ fn early_stores(
 
 /// One phase: the per-element nodes `roots` depend on (in topological order; a value in
 /// `loads` is loaded, so neither it nor what only it needed is computed), the buffers they load
-/// and the phase stores (`temps` scratch buffers exist), and the reductions it folds.
+/// (the `loads` they need) and the phase stores (`temps` scratch buffers exist), and the
+/// reductions it folds.
 fn phase(
     graph: &Graph,
     roots: &[NodeIndex],
@@ -356,8 +402,17 @@ fn phase(
 ) -> Phase {
     let loaded: Vec<NodeIndex> = loads.iter().map(|&(_, n)| n).collect();
     let nodes = computed_nodes(graph, roots, &loaded);
-    let buffers = buffer_uses(graph, &nodes, &stores, &loads, temps);
+    let needed = |n: NodeIndex| {
+        roots.contains(&n) || nodes.iter().any(|&m| graph.operands(m).contains(&n))
+    };
+    let loads: Vec<(Buffer, NodeIndex)> = loads.into_iter().filter(|&(_, n)| needed(n)).collect();
+    let cols = loads
+        .iter()
+        .filter(|(b, _)| matches!(b, Buffer::ColValue(_)))
+        .count();
+    let buffers = buffer_uses(graph, &nodes, &stores, &loads, temps, cols);
     Phase {
+        walk: optjit_ir::Walk::Elements,
         nodes,
         buffers,
         stores,
@@ -372,7 +427,7 @@ fn buffer_input(buffer: &Buffer) -> Option<Input> {
         Buffer::Param => Some(Input::Param),
         Buffer::Grad => Some(Input::Grad),
         Buffer::State(n) => Some(Input::State(n.clone())),
-        Buffer::Temp(_) => None,
+        Buffer::Temp(_) | Buffer::ColValue(_) => None,
     }
 }
 
@@ -390,13 +445,14 @@ fn computed_nodes(graph: &Graph, roots: &[NodeIndex], loaded: &[NodeIndex]) -> V
 }
 
 /// The buffers a phase touches in kernel-argument order: param, grad, per-element states by
-/// declaration, then scratch buffers `tmp0..tmp<temps>`.
+/// declaration, scratch buffers `tmp0..tmp<temps>`, then the column values it loads.
 fn buffer_uses(
     graph: &Graph,
     nodes: &[NodeIndex],
     stores: &[(Buffer, NodeIndex)],
     loads: &[(Buffer, NodeIndex)],
     temps: usize,
+    cols: usize,
 ) -> Vec<BufferUse> {
     let reads = |buffer: &Buffer| {
         loads.iter().any(|(b, _)| b == buffer)
@@ -415,6 +471,13 @@ fn buffer_uses(
             .map(|s| Buffer::State(s.name.clone())),
     );
     candidates.extend((0..temps).map(|i| Buffer::Temp(format!("tmp{i}"))));
+    candidates.extend(
+        loads
+            .iter()
+            .filter(|(b, _)| matches!(b, Buffer::ColValue(_)))
+            .map(|(b, _)| b.clone())
+            .take(cols),
+    );
     candidates
         .into_iter()
         .map(|buffer| BufferUse {
@@ -424,4 +487,71 @@ fn buffer_uses(
         })
         .filter(|b| b.read || b.write)
         .collect()
+}
+
+/// Moves the column means of each phase into a phase of their own that walks columns, run
+/// just before it (it stores nothing, so it reads what that phase reads). Returns the phases
+/// and the level of each (the stage before a phase holds the host nodes up to its level).
+fn split_column_walks(
+    graph: &Graph,
+    phases: Vec<Phase>,
+    temps: usize,
+) -> Result<(Vec<Phase>, Vec<usize>), RewriteError> {
+    let mut out = Vec::with_capacity(phases.len());
+    let mut levels = Vec::with_capacity(phases.len());
+    let is_col_mean = |n: &NodeIndex| graph.node(*n).op == Op::Reduce(Reduction::ColMean);
+    for (k, mut row_phase) in phases.into_iter().enumerate() {
+        let (col_means, others): (Vec<NodeIndex>, Vec<NodeIndex>) =
+            row_phase.reductions.iter().partition(|n| is_col_mean(n));
+        if !col_means.is_empty() {
+            let roots: Vec<NodeIndex> = col_means.iter().map(|&r| graph.operands(r)[0]).collect();
+            let mut walk = phase(
+                graph,
+                &roots,
+                Vec::new(),
+                col_means.clone(),
+                row_phase.loads.clone(),
+                0,
+            );
+            // Along a column, per-row values change and per-column ones do not: neither fits
+            // the kernel's scalar row or its element-wise loads.
+            let varying = walk.nodes.iter().flat_map(|&n| graph.operands(n)).find(|&o| {
+                matches!(graph.node(o).class, Class::Matrix | Class::Row | Class::Col)
+            });
+            if let Some(o) = varying.or(walk.loads.first().map(|&(_, n)| n)) {
+                return Err(RewriteError::Reduction {
+                    node: optjit_ir::node_text(graph, col_means[0]),
+                    reason: format!(
+                        "a column mean of a value that depends on {} (per matrix, row or column, or loaded back) is not supported",
+                        optjit_ir::node_text(graph, o)
+                    ),
+                });
+            }
+            walk.walk = Walk::Columns;
+            out.push(walk);
+            levels.push(k);
+            row_phase.reductions = others;
+            let still_needed = !row_phase.reductions.is_empty() || !row_phase.stores.is_empty();
+            if !still_needed {
+                continue;
+            }
+            let roots: Vec<NodeIndex> = row_phase
+                .reductions
+                .iter()
+                .map(|&r| graph.operands(r)[0])
+                .chain(row_phase.stores.iter().map(|&(_, v)| v))
+                .collect();
+            row_phase = phase(
+                graph,
+                &roots,
+                row_phase.stores,
+                row_phase.reductions,
+                row_phase.loads,
+                temps,
+            );
+        }
+        out.push(row_phase);
+        levels.push(k);
+    }
+    Ok((out, levels))
 }

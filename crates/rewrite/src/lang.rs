@@ -39,8 +39,8 @@ impl FromStr for Konst {
     }
 }
 
-/// An input of the graph as an e-graph leaf: `param`, `grad`, `step`, `state:NAME`,
-/// `sstate:NAME`, `hyper:NAME`.
+/// An input of the graph as an e-graph leaf: `param`, `grad`, `step`, `rank`, `state:NAME`,
+/// `rstate:NAME`, `cstate:NAME`, `sstate:NAME`, `hyper:NAME`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Leaf(pub(crate) Input);
 
@@ -50,7 +50,10 @@ impl fmt::Display for Leaf {
             Input::Param => f.write_str("param"),
             Input::Grad => f.write_str("grad"),
             Input::Step => f.write_str("step"),
+            Input::Rank => f.write_str("rank"),
             Input::State(n) => write!(f, "state:{n}"),
+            Input::RowState(n) => write!(f, "rstate:{n}"),
+            Input::ColState(n) => write!(f, "cstate:{n}"),
             Input::ScalarState(n) => write!(f, "sstate:{n}"),
             Input::Hyper(n) => write!(f, "hyper:{n}"),
         }
@@ -65,8 +68,11 @@ impl FromStr for Leaf {
             "param" => Input::Param,
             "grad" => Input::Grad,
             "step" => Input::Step,
+            "rank" => Input::Rank,
             _ => match s.split_once(':') {
                 Some(("state", n)) if !n.is_empty() => Input::State(n.to_string()),
+                Some(("rstate", n)) if !n.is_empty() => Input::RowState(n.to_string()),
+                Some(("cstate", n)) if !n.is_empty() => Input::ColState(n.to_string()),
                 Some(("sstate", n)) if !n.is_empty() => Input::ScalarState(n.to_string()),
                 Some(("hyper", n)) if !n.is_empty() => Input::Hyper(n.to_string()),
                 _ => return Err(format!("not an input: {s:?}")),
@@ -114,6 +120,9 @@ define_language! {
         "sum" = Sum(Id),
         "mean" = Mean(Id),
         "max-abs" = MaxAbs(Id),
+        "row-mean" = RowMean(Id),
+        "col-mean" = ColMean(Id),
+        "rows-mean" = RowsMean(Id),
         // Leaves: numbers are tried before inputs, so that "0.5" parses as a number.
         Num(Konst),
         In(Leaf),
@@ -175,6 +184,9 @@ impl OptLang {
                 Reduction::Sum => OptLang::Sum(a(0)),
                 Reduction::Mean => OptLang::Mean(a(0)),
                 Reduction::MaxAbs => OptLang::MaxAbs(a(0)),
+                Reduction::RowMean => OptLang::RowMean(a(0)),
+                Reduction::ColMean => OptLang::ColMean(a(0)),
+                Reduction::RowsMean => OptLang::RowsMean(a(0)),
             },
         }
     }
@@ -218,6 +230,9 @@ impl OptLang {
             L::Sum(_) => Op::Reduce(Reduction::Sum),
             L::Mean(_) => Op::Reduce(Reduction::Mean),
             L::MaxAbs(_) => Op::Reduce(Reduction::MaxAbs),
+            L::RowMean(_) => Op::Reduce(Reduction::RowMean),
+            L::ColMean(_) => Op::Reduce(Reduction::ColMean),
+            L::RowsMean(_) => Op::Reduce(Reduction::RowsMean),
             L::Num(k) => Op::Const(k.value()),
             L::In(leaf) => Op::Input(leaf.0.clone()),
         }

@@ -358,6 +358,7 @@ mod tests {
             ]);
         }
         Kernel {
+            walk: optjit_ir::Walk::Elements,
             name: format!("adamw{}.phase0", if fma { "_fma" } else { "" }),
             elem_dtype: DType::F32,
             buffers: vec![
@@ -449,6 +450,7 @@ mod tests {
             },
         ];
         Kernel {
+            walk: optjit_ir::Walk::Elements,
             name: "every.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![
@@ -890,6 +892,7 @@ mod tests {
         let v = Value;
         // param = |grad| (a store of a load's function), state = 2.5 (a broadcast literal).
         let kernel = Kernel {
+            walk: optjit_ir::Walk::Elements,
             name: "copy.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![
@@ -939,6 +942,7 @@ mod tests {
         let v = Value;
         // Three partials of grad (sum of squares, sum, max |x|) and a store beside them.
         let kernel = Kernel {
+            walk: optjit_ir::Walk::Elements,
             name: "reduce.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![
