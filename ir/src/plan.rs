@@ -143,13 +143,15 @@ impl FusionPlan {
             .sum()
     }
 
-    /// Whether any value is per matrix, row or column: records then never cross a row, and
-    /// kernels read rows of scalars per row.
+    /// Whether the host computes values per matrix, row or column (or reads a tensor's rank):
+    /// it then needs the tensors' shapes, records never cross a row, and kernels read a row of
+    /// scalars per row of each tensor.
     pub fn has_rows(&self) -> bool {
-        self.graph
-            .nodes()
-            .into_iter()
-            .any(|n| matches!(self.graph.node(n).class, Class::Matrix | Class::Row | Class::Col))
+        self.scalar_program.iter().any(|&n| {
+            let node = self.graph.node(n);
+            matches!(node.class, Class::Matrix | Class::Row | Class::Col)
+                || node.op == crate::Op::Input(crate::Input::Rank)
+        })
     }
 
     /// Bytes moved per element over all phases (the static count of loads and stores).

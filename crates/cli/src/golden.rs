@@ -515,7 +515,15 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
                                 "no per-element state '{name}'"
                             )));
                         };
-                        for (i, (&g, w)) in got.iter().zip(numbers(want, name)?).enumerate() {
+                        let want_values = numbers(want, name)?;
+                        if got.len() != want_values.len() {
+                            return Err(BadInput(format!(
+                                "state {name} of tensor {t} holds {} values, the file {}",
+                                got.len(),
+                                want_values.len()
+                            )));
+                        }
+                        for (i, (&g, w)) in got.iter().zip(want_values).enumerate() {
                             cmp.check(g as f64, w, || {
                                 mismatch("state", last, group, format!("{t}.{name}"), i)
                             });

@@ -99,6 +99,11 @@ builder!(
     Rprop, "Rprop" { lr } { maximize } { etas, step_sizes }
 );
 builder!(
+    /// `torch.optim.Adafactor` (`eps` is `(eps1, eps2)`; PyTorch's `eps1 = None` is f32's
+    /// machine epsilon, the default).
+    Adafactor, "Adafactor" { lr, beta2_decay, d, weight_decay } { maximize } { eps }
+);
+builder!(
     /// `torch.optim.ASGD`.
     Asgd, "ASGD" { lr, lambd, alpha, t0, weight_decay } { maximize }
 );

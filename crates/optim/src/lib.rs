@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod adadelta;
+mod adafactor;
 mod adagrad;
 mod adam;
 mod adamax;
@@ -31,7 +32,7 @@ mod spec;
 mod tests;
 
 pub use builders::{
-    Adadelta, Adagrad, Adam, AdamW, Adamax, Asgd, Lamb, Lars, Lion, NAdam, RAdam, RmsProp, Rprop,
+    Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Asgd, Lamb, Lars, Lion, NAdam, RAdam, RmsProp, Rprop,
     Sgd,
 };
 pub use error::OptimError;

@@ -108,7 +108,7 @@ pub fn builtins() -> &'static [Spec] {
     &BUILTINS
 }
 
-static BUILTINS: [Spec; 14] = [
+static BUILTINS: [Spec; 15] = [
     crate::sgd::SGD,
     crate::adam::ADAM,
     crate::adam::ADAMW,
@@ -120,6 +120,7 @@ static BUILTINS: [Spec; 14] = [
     crate::radam::RADAM,
     crate::rprop::RPROP,
     crate::asgd::ASGD,
+    crate::adafactor::ADAFACTOR,
     crate::lion::LION,
     crate::lamb::LAMB,
     crate::lars::LARS,

@@ -4,7 +4,8 @@
 use crate::error::OptimizerError;
 use crate::optimizer::{Group, Setup};
 use crate::reduce::Reduced;
-use crate::scalar_program::{ScalarProgram, StageInputs};
+use crate::scalar_program::{FactorValues, ScalarProgram, StageInputs};
+use crate::view::View;
 use optjit_ir::Class;
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
@@ -24,12 +25,20 @@ pub(crate) struct Binding {
     pub(crate) shapes: Vec<Vec<usize>>,
     /// Element count of every tensor.
     pub(crate) lens: Vec<usize>,
+    /// Every tensor seen as matrices (for per-row and per-column values).
+    pub(crate) views: Vec<View>,
+    /// Per tensor, its per-row and per-column states, indexed like the graph's states (other
+    /// entries empty). The host owns them: it computes them.
+    pub(crate) factor_states: Vec<Vec<Vec<f32>>>,
+    /// Per tensor, the index of its first row of kernel scalars when rows are per row.
+    row_base: Vec<usize>,
     pub(crate) groups: Vec<GroupState>,
     pub(crate) step_count: u64,
 }
 
-/// Scalar-state updates of one step, per group, applied by [`Binding::finish_step`].
-pub(crate) struct PendingStep(Vec<Vec<(usize, f64)>>);
+/// Scalar-state updates of one step, per group, and row- and column-state updates, per
+/// tensor, applied by [`Binding::finish_step`].
+pub(crate) struct PendingStep(Vec<Vec<(usize, f64)>>, Vec<Vec<(usize, Vec<f32>)>>);
 
 impl Binding {
     /// Checks `setup` against `definition` (groups partition the tensors, every hyperparameter
@@ -69,10 +78,41 @@ impl Binding {
                 scalar_states: graph.states.iter().map(|s| s.init).collect(),
             });
         }
+        let lens = tensor_lengths(rule, &setup.shapes)?;
+        let views: Vec<View> = setup
+            .shapes
+            .iter()
+            .zip(&lens)
+            .map(|(shape, &len)| View::of(shape, len))
+            .collect();
+        let factor_states = views
+            .iter()
+            .map(|view| {
+                let states = graph.states.iter();
+                states
+                    .map(|s| match s.class {
+                        Class::Row => vec![s.init as f32; view.total_rows()],
+                        Class::Col => vec![s.init as f32; view.total_cols()],
+                        _ => Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let row_base = views
+            .iter()
+            .scan(0, |next, view| {
+                let base = *next;
+                *next += view.total_rows();
+                Some(base)
+            })
+            .collect();
         Ok(Binding {
             definition: definition.clone(),
             shapes: setup.shapes.clone(),
-            lens: tensor_lengths(rule, &setup.shapes)?,
+            lens,
+            views,
+            factor_states,
+            row_base,
             groups: group_states,
             step_count: 0,
         })
@@ -130,6 +170,14 @@ impl Binding {
         states
             .iter()
             .position(|s| s.name == name && s.class == class)
+    }
+
+    /// The per-row or per-column state `name` of tensor `tensor`.
+    pub(crate) fn factor_state(&self, tensor: usize, name: &str) -> Option<&[f32]> {
+        let index = self
+            .state_index(name, Class::Row)
+            .or_else(|| self.state_index(name, Class::Col))?;
+        self.factor_states.get(tensor).map(|s| s[index].as_slice())
     }
 
     pub(crate) fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
@@ -190,10 +238,12 @@ impl Binding {
         let width = row_width(program);
         let n = program.n_values().max(1);
         let per_tensor = program.rows_per_tensor();
+        let per_row = program.rows_per_row();
         if stage == 0 {
-            let n_rows = match per_tensor {
-                true => self.lens.len(),
-                false => self.groups.len(),
+            let n_rows = match (per_row, per_tensor) {
+                (true, _) => self.views.iter().map(View::total_rows).sum(),
+                (false, true) => self.lens.len(),
+                (false, false) => self.groups.len(),
             };
             scratch.rows.clear();
             scratch.rows.resize(n_rows * width, 0.0);
@@ -201,11 +251,20 @@ impl Binding {
             scratch.group_values.resize(self.groups.len() * n, 0.0);
             scratch.tensor_values.clear();
             scratch.tensor_values.resize(self.lens.len() * n, 0.0);
+            if per_row {
+                let n_tensors = self.lens.len();
+                scratch.factors.resize_with(n_tensors, FactorValues::default);
+                let n_cols = program.n_col_values();
+                scratch.cols.resize_with(n_tensors, Vec::new);
+                scratch.cols.iter_mut().for_each(|c| c.resize(n_cols, Vec::new()));
+            }
         }
         let StageScratch {
             rows,
             group_values,
             tensor_values,
+            factors,
+            cols,
         } = scratch;
         for (g, group) in self.groups.iter().enumerate() {
             let inputs = StageInputs {
@@ -216,6 +275,18 @@ impl Binding {
             };
             let values = &mut group_values[g * n..(g + 1) * n];
             program.run_group(stage, &inputs, values);
+            if per_row {
+                for &t in &group.tensors {
+                    let view = &self.views[t];
+                    let own = &mut tensor_values[t * n..(t + 1) * n];
+                    let states = &self.factor_states[t];
+                    program.run_factors(stage, t, view, &inputs, values, own, states, &mut factors[t]);
+                    let rows = &mut rows[self.row_base[t] * width..];
+                    program.fill_factor_rows(stage, view, values, own, &factors[t], rows, width);
+                    program.fill_cols(stage, &factors[t], &mut cols[t]);
+                }
+                continue;
+            }
             if !per_tensor {
                 program.fill_row(stage, values, None, &mut rows[g * width..(g + 1) * width]);
                 continue;
@@ -229,12 +300,20 @@ impl Binding {
         }
     }
 
-    /// The row of kernel scalars that tensor `tensor` of group `group` reads (rows are per
-    /// group unless kernels read per-tensor values).
-    pub(crate) fn row_of(program: &ScalarProgram, group: usize, tensor: usize) -> usize {
-        match program.rows_per_tensor() {
-            true => tensor,
-            false => group,
+    /// The row of kernel scalars that row `row` (over all matrices) of tensor `tensor` of group
+    /// `group` reads: rows are per group unless kernels read per-tensor values (one per tensor)
+    /// or the step has per-row values (one per row of every tensor).
+    pub(crate) fn row_of(
+        &self,
+        program: &ScalarProgram,
+        group: usize,
+        tensor: usize,
+        row: usize,
+    ) -> usize {
+        match (program.rows_per_row(), program.rows_per_tensor()) {
+            (true, _) => self.row_base[tensor] + row,
+            (false, true) => tensor,
+            (false, false) => group,
         }
     }
 
@@ -245,6 +324,14 @@ impl Binding {
         scratch: &StageScratch,
     ) -> PendingStep {
         let n_values = program.n_values().max(1);
+        let factor_updates = match program.rows_per_row() {
+            true => scratch
+                .factors
+                .iter()
+                .map(|f| program.factor_updates(f))
+                .collect(),
+            false => Vec::new(),
+        };
         PendingStep(
             scratch
                 .group_values
@@ -252,6 +339,7 @@ impl Binding {
                 .take(self.groups.len())
                 .map(|v| program.state_updates(v))
                 .collect(),
+            factor_updates,
         )
     }
 
@@ -310,6 +398,11 @@ impl Binding {
                 group.scalar_states[state] = value;
             }
         }
+        for (states, updates) in self.factor_states.iter_mut().zip(pending.1) {
+            for (state, values) in updates {
+                states[state] = values;
+            }
+        }
         self.step_count += 1;
     }
 }
@@ -323,6 +416,10 @@ pub(crate) struct StageScratch {
     group_values: Vec<f64>,
     /// Per tensor, every instruction's value (only per-tensor ones used).
     tensor_values: Vec<f64>,
+    /// Per tensor, its per-matrix, per-row and per-column values (steps with per-row values).
+    factors: Vec<FactorValues>,
+    /// Per tensor, the column-value buffers kernels read (`col<i>` at index i).
+    pub(crate) cols: Vec<Vec<Vec<f32>>>,
 }
 
 /// Floats per row of kernel scalars (at least one, so that every row has an address).
@@ -418,6 +515,8 @@ pub(crate) enum Source {
     /// Index into a tensor's buffers: the graph's states, then the plan's scratch buffers
     /// (`tmp<i>` at `states.len() + i`).
     State(usize),
+    /// A column-value buffer the host fills (`col<i>`).
+    ColValue(usize),
 }
 
 /// Per phase of `plan`, the source of each kernel buffer.
@@ -434,6 +533,11 @@ pub(crate) fn buffer_sources(
                 .iter()
                 .position(|s| &s.name == name)
                 .expect("declared state"),
+        ),
+        optjit_ir::Buffer::ColValue(name) => Source::ColValue(
+            (0..plan.col_values.len())
+                .position(|i| *name == format!("col{i}"))
+                .expect("a column value of the plan"),
         ),
         optjit_ir::Buffer::Temp(name) => Source::State(
             states.len()

@@ -3,6 +3,7 @@
 
 use crate::jit::KernelFn;
 use crate::pool::Pool;
+use crate::view::View;
 
 /// Elements per chunk: big enough to amortize the per-chunk setup, small enough to balance
 /// threads on a single large tensor.
@@ -19,6 +20,9 @@ pub(crate) struct ChunkTable<'a> {
     pub(crate) lens: &'a mut Vec<usize>,
     /// Per record: the tensor it belongs to.
     pub(crate) owners: &'a mut Vec<usize>,
+    /// Per record: its row (or column, in a column walk) over all its tensor's matrices, for
+    /// records pushed by [`ChunkTable::push_rows`] and [`ChunkTable::push_columns`].
+    pub(crate) entities: &'a mut Vec<usize>,
     pub(crate) n_buffers: usize,
     /// Elements per chunk (the last chunk of a tensor may be shorter).
     pub(crate) chunk_elems: usize,
@@ -40,6 +44,59 @@ impl ChunkTable<'_> {
             self.lens.push(n);
             self.owners.push(tensor);
             start += n;
+        }
+    }
+
+    /// Adds the chunks of tensor `tensor` seen as `view`, cut so that none crosses a row: row
+    /// `r` (over all matrices) reads the scalar row at `row(r)`. `base` as for
+    /// [`ChunkTable::push_tensor`]; a buffer marked in `per_col` holds one value per column of
+    /// every matrix instead of one per element.
+    pub(crate) fn push_rows(
+        &mut self,
+        tensor: usize,
+        view: &View,
+        row: impl Fn(usize) -> u64,
+        base: &[u64],
+        per_col: &[bool],
+    ) {
+        let cols = view.cols;
+        for r in 0..view.total_rows() {
+            let matrix = r / view.rows;
+            let mut start = 0;
+            while start < cols {
+                let n = self.chunk_elems.min(cols - start);
+                self.words.push(n as u64);
+                self.words.push(row(r));
+                let element = ((r * cols + start) * size_of::<f32>()) as u64;
+                let column = ((matrix * cols + start) * size_of::<f32>()) as u64;
+                self.words.extend(base.iter().zip(per_col).map(|(&p, &c)| match c {
+                    true => p + column,
+                    false => p + element,
+                }));
+                self.lens.push(n);
+                self.owners.push(tensor);
+                self.entities.push(r);
+                start += n;
+            }
+        }
+    }
+
+    /// Adds one record per column of every matrix of tensor `tensor` seen as `view`: the
+    /// column's elements, a row apart (a column walk, see `ChunkAbi`). Every record reads the
+    /// scalar row at `row`.
+    pub(crate) fn push_columns(&mut self, tensor: usize, view: &View, row: u64, base: &[u64]) {
+        let stride = (view.cols * size_of::<f32>()) as u64;
+        for m in 0..view.matrices {
+            for c in 0..view.cols {
+                self.words.push(view.rows as u64);
+                self.words.push(row);
+                let first = ((m * view.rows * view.cols + c) * size_of::<f32>()) as u64;
+                self.words.extend(base.iter().map(|&p| p + first));
+                self.words.push(stride);
+                self.lens.push(view.rows);
+                self.owners.push(tensor);
+                self.entities.push(m * view.cols + c);
+            }
         }
     }
 }

@@ -132,4 +132,14 @@ pub enum OptimizerError {
         /// Its shape.
         shape: Vec<usize>,
     },
+    /// The step needs something this target does not run yet.
+    #[error("{rule}: {what} is not supported on {target} yet")]
+    NotOnTarget {
+        /// The update rule.
+        rule: String,
+        /// What the step needs.
+        what: String,
+        /// The target.
+        target: &'static str,
+    },
 }

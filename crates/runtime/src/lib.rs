@@ -17,6 +17,7 @@ mod reduce;
 mod scalar_program;
 mod stage;
 mod target;
+mod view;
 
 pub use buffer::{ALIGN, AlignedBuf};
 pub use cache::{CacheOptions, CacheUse};

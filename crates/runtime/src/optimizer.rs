@@ -7,9 +7,9 @@ use crate::cache::CacheUse;
 use crate::chunks::{self, CHUNK_ELEMS, ChunkTable};
 use crate::error::OptimizerError;
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
-use crate::reduce::{self, Reduced};
+use crate::reduce::{self, Records, Reduced};
 use crate::target::Target;
-use optjit_ir::Class;
+use optjit_ir::{Class, Walk};
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -110,6 +110,7 @@ struct Scratch {
     table: Vec<u64>,
     lens: Vec<usize>,
     owners: Vec<usize>,
+    entities: Vec<usize>,
     partials: Vec<f64>,
     reduced: Reduced,
 }
@@ -219,9 +220,14 @@ impl Optimizer {
         self.binding.set_hyper(group, name, value)
     }
 
-    /// The per-element state `name` of tensor `tensor` (PyTorch's state names).
+    /// The state `name` of tensor `tensor` (PyTorch's state names): per element, or per row
+    /// or column of each matrix (row-major over the matrices).
     pub fn state(&self, tensor: usize, name: &str) -> Option<&[f32]> {
-        let index = self.binding.state_index(name, Class::Elem)?;
+        let rank = self.binding.views.get(tensor)?.rank;
+        let name = self.binding.definition.state_name(name, rank);
+        let Some(index) = self.binding.state_index(name, Class::Elem) else {
+            return self.binding.factor_state(tensor, name);
+        };
         self.states.get(tensor).map(|s| &*s[index])
     }
 
@@ -269,28 +275,48 @@ impl Optimizer {
             scratch.table.clear();
             scratch.lens.clear();
             scratch.owners.clear();
+            scratch.entities.clear();
             let n_buffers = sources.len();
             let mut table = ChunkTable {
                 words: &mut scratch.table,
                 lens: &mut scratch.lens,
                 owners: &mut scratch.owners,
+                entities: &mut scratch.entities,
                 n_buffers,
                 chunk_elems: CHUNK_ELEMS,
             };
+            let walk = plan.phases[phase].walk;
+            let per_col: Vec<bool> = sources
+                .iter()
+                .map(|s| matches!(s, Source::ColValue(_)))
+                .collect();
             let mut base = vec![0u64; n_buffers];
             for (g, group) in self.binding.groups.iter().enumerate() {
                 for &t in &group.tensors {
-                    let row = Binding::row_of(program, g, t);
-                    let row = scratch.stage.rows[row * width..].as_ptr() as u64;
+                    let rows = &scratch.stage.rows;
+                    let row = |r: usize| {
+                        let index = self.binding.row_of(program, g, t, r);
+                        rows[index * width..].as_ptr() as u64
+                    };
                     for (slot, source) in base.iter_mut().zip(sources) {
                         *slot = match *source {
                             Source::Param => params[t].as_mut_ptr() as u64,
                             // Gradients are only read: kernels never store to a `grad` buffer.
                             Source::Grad => grads[t].as_ptr() as u64,
                             Source::State(s) => self.states[t][s].as_mut_ptr() as u64,
+                            Source::ColValue(c) => scratch.stage.cols[t][c].as_ptr() as u64,
                         };
                     }
-                    table.push_tensor(t, self.binding.lens[t], row, &base);
+                    let view = &self.binding.views[t];
+                    match (walk, program.rows_per_row()) {
+                        // A tensor without elements has no rows to read.
+                        _ if self.binding.lens[t] == 0 => {}
+                        (Walk::Columns, _) => table.push_columns(t, view, row(0), &base),
+                        (Walk::Elements, true) => table.push_rows(t, view, row, &base, &per_col),
+                        (Walk::Elements, false) => {
+                            table.push_tensor(t, self.binding.lens[t], row(0), &base)
+                        }
+                    }
                 }
             }
             let n_partials = plan.phases[phase].reductions.len() * scratch.lens.len();
@@ -308,12 +334,17 @@ impl Optimizer {
                     &mut scratch.partials,
                 )
             };
+            let records = Records {
+                owners: &scratch.owners,
+                entities: &scratch.entities,
+            };
             reduce::finish_phase(
                 plan,
                 phase,
                 &scratch.partials,
-                &scratch.owners,
+                &records,
                 &self.binding.lens,
+                &self.binding.views,
                 &mut scratch.reduced,
             );
         }

@@ -1,6 +1,8 @@
 //! The host's half of a reduction: folding a phase's per-chunk partials, in chunk order, into
-//! the values the next stage of the scalar program reads (one per step, or one per tensor).
+//! the values the next stage of the scalar program reads (one per step, one per tensor, or one
+//! per row or column of each tensor).
 
+use crate::view::View;
 use optjit_ir::{FusionPlan, Op, Reduction};
 use optjit_kernels_gen::reduce_op;
 
@@ -12,6 +14,9 @@ pub(crate) struct Reduced {
     global: Vec<f64>,
     /// Tensor-major: reduction `r` of tensor `t` at `t * n + r`.
     per_tensor: Vec<f64>,
+    /// Row and column means, tensor-major like `per_tensor`: one value per row (or column) of
+    /// every matrix of the tensor (empty for other reductions).
+    per_entity: Vec<Vec<f64>>,
 }
 
 impl Reduced {
@@ -22,6 +27,7 @@ impl Reduced {
         self.global.resize(self.n, f64::NAN);
         self.per_tensor.clear();
         self.per_tensor.resize(self.n * n_tensors, f64::NAN);
+        self.per_entity.resize(self.n * n_tensors, Vec::new());
     }
 
     /// Reduction `r` over every tensor.
@@ -33,19 +39,36 @@ impl Reduced {
     pub(crate) fn of_tensor(&self, t: usize, r: usize) -> f64 {
         self.per_tensor[t * self.n + r]
     }
+
+    /// Row or column mean `r` of tensor `t` at row (or column) `e` over all its matrices.
+    pub(crate) fn of_entity(&self, t: usize, r: usize, e: usize) -> f64 {
+        self.per_entity[t * self.n + r][e]
+    }
+}
+
+/// Where each record of a phase's chunk table lies: its tensor and, when records never cross a
+/// row, the row (or, in a column walk, the column) over all the tensor's matrices.
+pub(crate) struct Records<'a> {
+    /// Per record: its tensor.
+    pub(crate) owners: &'a [usize],
+    /// Per record: its row or column (empty when records are not row-aligned).
+    pub(crate) entities: &'a [usize],
 }
 
 /// Finishes the reductions of phase `phase` from `partials` (one row of
 /// `plan.phases[phase].reductions.len()` partials per chunk record, in record order);
-/// `owners[i]` is the tensor of record `i` and `lens[t]` the element count of tensor `t`.
+/// `records` says where each record lies, `lens[t]` is the element count of tensor `t` and
+/// `views[t]` its view (needed for row and column means only).
 pub(crate) fn finish_phase(
     plan: &FusionPlan,
     phase: usize,
     partials: &[f64],
-    owners: &[usize],
+    records: &Records<'_>,
     lens: &[usize],
+    views: &[View],
     reduced: &mut Reduced,
 ) {
+    let owners = records.owners;
     let reductions = &plan.phases[phase].reductions;
     let first = plan.first_reduction(phase);
     for (slot, &node) in reductions.iter().enumerate() {
@@ -58,6 +81,33 @@ pub(crate) fn finish_phase(
         if reduction == Reduction::GlobalNorm {
             let folded = column.fold(op.identity(), |acc, &p| op.combine(acc, p));
             reduced.global[r] = folded.sqrt();
+            continue;
+        }
+        if matches!(reduction, Reduction::RowMean | Reduction::ColMean) {
+            let rows = reduction == Reduction::RowMean;
+            for (t, view) in views.iter().enumerate() {
+                let count = match rows {
+                    true => view.total_rows(),
+                    false => view.total_cols(),
+                };
+                let sums = &mut reduced.per_entity[t * reduced.n + r];
+                sums.clear();
+                sums.resize(count, op.identity());
+            }
+            for ((&owner, &e), &p) in owners.iter().zip(records.entities).zip(column) {
+                let acc = &mut reduced.per_entity[owner * reduced.n + r][e];
+                *acc = op.combine(*acc, p);
+            }
+            for (t, view) in views.iter().enumerate() {
+                let over = match rows {
+                    true => view.cols,
+                    false => view.rows,
+                };
+                // The mean of nothing is NaN (0 / 0), as for `mean`.
+                for acc in &mut reduced.per_entity[t * reduced.n + r] {
+                    *acc /= over as f64;
+                }
+            }
             continue;
         }
         for t in 0..lens.len() {
@@ -74,7 +124,10 @@ pub(crate) fn finish_phase(
                 // The mean of no elements is NaN, as 0 / 0 (the reference interpreter agrees).
                 Reduction::Mean => *acc / len as f64,
                 Reduction::Sum | Reduction::MaxAbs => *acc,
-                Reduction::GlobalNorm => unreachable!("handled above"),
+                Reduction::GlobalNorm | Reduction::RowMean | Reduction::ColMean => {
+                    unreachable!("handled above")
+                }
+                Reduction::RowsMean => unreachable!("the host computes rows_mean"),
             };
         }
     }

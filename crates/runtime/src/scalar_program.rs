@@ -1,18 +1,26 @@
 //! The scalar program: the per-group, per-step f64 arithmetic (bias corrections, schedules,
-//! scalar states) and the per-tensor arithmetic on per-tensor reductions, flattened into an
-//! instruction list that runs without touching the graph, in stages: stage 0 before the first
-//! kernel, stage k after phase k - 1 has reduced.
+//! scalar states), the per-tensor arithmetic on per-tensor reductions and the per-matrix,
+//! per-row and per-column arithmetic of factored values, flattened into an instruction list that
+//! runs without touching the graph, in stages: stage p before phase p, the last after every
+//! phase.
 
 use crate::reduce::Reduced;
-use optjit_ir::{Class, FusionPlan, Input, NodeIndex, Op, Target, eval_op};
+use crate::view::View;
+use optjit_ir::{Class, FusionPlan, Input, NodeIndex, Op, Reduction, Target, eval_op};
 use std::collections::HashMap;
 
 #[derive(Clone, Debug)]
 enum Inst {
     Hyper(usize),
     Step,
+    /// A scalar state, or (in a per-row or per-column instruction) a row or column state, by
+    /// index into the graph's states.
     State(usize),
+    /// The tensor's number of dimensions.
+    Rank,
     Const(f64),
+    /// The mean over each matrix's rows of a per-row value.
+    RowsMean(usize),
     /// The result of the step's reduction of this index (in plan order: phase, then slot):
     /// the global one, or the tensor's for a per-tensor instruction.
     Reduced(usize),
@@ -24,12 +32,18 @@ enum Inst {
 #[derive(Clone, Debug)]
 pub(crate) struct ScalarProgram {
     insts: Vec<Inst>,
-    /// Per instruction: computed once per tensor (Tensor class) rather than once per group.
-    per_tensor: Vec<bool>,
+    /// Per instruction: how often it is computed.
+    class: Vec<Class>,
     /// Instruction whose value fills each kernel scalar slot.
     kernel_slots: Vec<usize>,
+    /// Instruction whose value fills each column-value buffer.
+    col_slots: Vec<usize>,
     /// (index into the graph's states, instruction) for each scalar-state update.
     state_updates: Vec<(usize, usize)>,
+    /// (index into the graph's states, instruction) for each row- or column-state update.
+    factor_updates: Vec<(usize, usize)>,
+    /// Whether kernels read a row of scalars per row of each tensor.
+    rows_per_row: bool,
     /// Each stage's instructions (the plan's scalar nodes, one for one).
     stages: Vec<std::ops::Range<usize>>,
 }
@@ -42,7 +56,14 @@ impl ScalarProgram {
         let mut slot: HashMap<NodeIndex, usize> = HashMap::new();
         let reductions: Vec<NodeIndex> = plan.reductions().collect();
         let mut insts = Vec::with_capacity(plan.scalar_program.len());
-        let mut per_tensor = Vec::with_capacity(plan.scalar_program.len());
+        let mut class = Vec::with_capacity(plan.scalar_program.len());
+        let state = |name: &str| {
+            graph
+                .states
+                .iter()
+                .position(|s| s.name == name)
+                .expect("declared state")
+        };
         for &node in &plan.scalar_program {
             let inst = match &graph.node(node).op {
                 Op::Input(Input::Hyper(name)) => Inst::Hyper(
@@ -52,14 +73,12 @@ impl ScalarProgram {
                         .position(|h| &h.name == name)
                         .expect("declared hyper"),
                 ),
-                Op::Input(Input::ScalarState(name)) => Inst::State(
-                    graph
-                        .states
-                        .iter()
-                        .position(|s| &s.name == name)
-                        .expect("declared state"),
-                ),
+                Op::Input(
+                    Input::ScalarState(name) | Input::RowState(name) | Input::ColState(name),
+                ) => Inst::State(state(name)),
                 Op::Input(Input::Step) => Inst::Step,
+                Op::Input(Input::Rank) => Inst::Rank,
+                Op::Reduce(Reduction::RowsMean) => Inst::RowsMean(slot[&graph.operands(node)[0]]),
                 Op::Const(c) => Inst::Const(*c),
                 Op::Reduce(_) if reductions.contains(&node) => {
                     Inst::Reduced(reductions.iter().position(|&r| r == node).expect("listed"))
@@ -74,31 +93,26 @@ impl ScalarProgram {
             };
             slot.insert(node, insts.len());
             insts.push(inst);
-            per_tensor.push(graph.node(node).class == Class::Tensor);
+            class.push(graph.node(node).class);
         }
         let kernel_slots = plan.kernel_scalars.iter().map(|n| slot[n]).collect();
-        let state_updates = plan
-            .scalar_outputs
-            .iter()
-            .map(|(target, node)| {
-                let Target::ScalarState(name) = target else {
-                    panic!("scalar output to {target:?}")
-                };
-                (
-                    graph
-                        .states
-                        .iter()
-                        .position(|s| &s.name == name)
-                        .expect("declared state"),
-                    slot[node],
-                )
-            })
-            .collect();
+        let col_slots = plan.col_values.iter().map(|n| slot[n]).collect();
+        let (mut state_updates, mut factor_updates) = (Vec::new(), Vec::new());
+        for (target, node) in &plan.scalar_outputs {
+            match target {
+                Target::ScalarState(name) => state_updates.push((state(name), slot[node])),
+                Target::State(name) => factor_updates.push((state(name), slot[node])),
+                Target::Param => panic!("scalar output to param in\n{plan}"),
+            }
+        }
         ScalarProgram {
             insts,
-            per_tensor,
+            class,
             kernel_slots,
+            col_slots,
             state_updates,
+            factor_updates,
+            rows_per_row: plan.has_rows(),
             stages: (0..plan.stage_ends.len())
                 .map(|k| plan.stage_range(k))
                 .collect(),
@@ -117,7 +131,20 @@ impl ScalarProgram {
 
     /// Whether kernels read per-tensor values, so that every tensor needs its own row.
     pub(crate) fn rows_per_tensor(&self) -> bool {
-        self.kernel_slots.iter().any(|&i| self.per_tensor[i])
+        self.kernel_slots
+            .iter()
+            .any(|&i| self.class[i] == Class::Tensor)
+    }
+
+    /// Whether the step has per-matrix, per-row or per-column values: then every row of every
+    /// tensor has its own row of kernel scalars, and records never cross a row.
+    pub(crate) fn rows_per_row(&self) -> bool {
+        self.rows_per_row
+    }
+
+    /// How many column-value buffers kernels read.
+    pub(crate) fn n_col_values(&self) -> usize {
+        self.col_slots.len()
     }
 
     /// The instructions of stage `stage`.
@@ -128,7 +155,7 @@ impl ScalarProgram {
     /// Runs the per-group instructions of stage `stage` for one group: `values` holds the
     /// group's values of the earlier stages and receives this stage's.
     pub(crate) fn run_group(&self, stage: usize, inputs: &StageInputs<'_>, values: &mut [f64]) {
-        for i in self.stage(stage).filter(|&i| !self.per_tensor[i]) {
+        for i in self.stage(stage).filter(|&i| self.class[i] == Class::Scalar) {
             values[i] = self.eval(i, inputs, |a| values[a], |r| inputs.reduced.global(r));
         }
     }
@@ -143,10 +170,10 @@ impl ScalarProgram {
         group: &[f64],
         values: &mut [f64],
     ) {
-        for i in self.stage(stage).filter(|&i| self.per_tensor[i]) {
-            let operand = |a: usize| match self.per_tensor[a] {
-                true => values[a],
-                false => group[a],
+        for i in self.stage(stage).filter(|&i| self.class[i] == Class::Tensor) {
+            let operand = |a: usize| match self.class[a] {
+                Class::Tensor => values[a],
+                _ => group[a],
             };
             let reduced = |r: usize| inputs.reduced.of_tensor(tensor, r);
             values[i] = self.eval(i, inputs, operand, reduced);
@@ -165,6 +192,7 @@ impl ScalarProgram {
             Inst::Hyper(h) => inputs.hypers[*h],
             Inst::Step => inputs.step,
             Inst::State(s) => inputs.states[*s],
+            Inst::Rank | Inst::RowsMean(_) => unreachable!("run by run_factors"),
             Inst::Const(c) => *c,
             Inst::Reduced(r) => reduced(*r),
             Inst::Apply(op, args) => {
@@ -189,10 +217,10 @@ impl ScalarProgram {
         let range = self.stage(stage);
         for (dst, &src) in row.iter_mut().zip(&self.kernel_slots) {
             if range.contains(&src) {
-                let value = match (self.per_tensor[src], tensor) {
-                    (true, Some(tensor)) => tensor[src],
-                    (true, None) => f64::NAN,
-                    (false, _) => group[src],
+                let value = match (self.class[src], tensor) {
+                    (Class::Tensor, Some(tensor)) => tensor[src],
+                    (Class::Tensor, None) => f64::NAN,
+                    _ => group[src],
                 };
                 *dst = value as f32;
             }
@@ -205,6 +233,178 @@ impl ScalarProgram {
             .iter()
             .map(|&(state, src)| (state, values[src]))
             .collect()
+    }
+}
+
+impl ScalarProgram {
+    /// Runs the per-tensor, per-matrix, per-row and per-column instructions of stage `stage`
+    /// for tensor `tensor` (seen as `view`, its row and column states `states`, indexed like the
+    /// graph's states) of a group whose values are `group`: `tensor_values` holds the tensor's
+    /// own values and `factors` its per-matrix, per-row and per-column ones.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_factors(
+        &self,
+        stage: usize,
+        tensor: usize,
+        view: &View,
+        inputs: &StageInputs<'_>,
+        group: &[f64],
+        tensor_values: &mut [f64],
+        states: &[Vec<f32>],
+        factors: &mut FactorValues,
+    ) {
+        factors.size(self.insts.len(), view);
+        for i in self.stage(stage) {
+            let class = self.class[i];
+            if class == Class::Tensor {
+                tensor_values[i] = match self.insts[i] {
+                    Inst::Rank => view.rank as f64,
+                    _ => {
+                        let operand = |a: usize| match self.class[a] {
+                            Class::Tensor => tensor_values[a],
+                            _ => group[a],
+                        };
+                        let reduced = |r: usize| inputs.reduced.of_tensor(tensor, r);
+                        self.eval(i, inputs, operand, reduced)
+                    }
+                };
+                continue;
+            }
+            let count = factors.count(class);
+            for e in 0..count {
+                // The matrix that entity `e` of `class` belongs to.
+                let matrix = match class {
+                    Class::Matrix => e,
+                    Class::Row => e / view.rows.max(1),
+                    _ => e / view.cols.max(1),
+                };
+                let value = match self.insts[i] {
+                    Inst::RowsMean(a) => {
+                        let rows = &factors.rows[a * factors.n_rows..][..factors.n_rows];
+                        let own = &rows[matrix * view.rows..][..view.rows];
+                        own.iter().sum::<f64>() / view.rows as f64
+                    }
+                    Inst::State(s) => f64::from(states[s][e]),
+                    _ => {
+                        let operand = |a: usize| match self.class[a] {
+                            Class::Scalar => group[a],
+                            Class::Tensor => tensor_values[a],
+                            Class::Matrix => factors.mats[a * factors.n_mats + matrix],
+                            Class::Row => factors.rows[a * factors.n_rows + e],
+                            Class::Col => factors.cols[a * factors.n_cols + e],
+                            Class::Elem => unreachable!("the host computes no per-element value"),
+                        };
+                        let reduced = |r: usize| inputs.reduced.of_entity(tensor, r, e);
+                        self.eval(i, inputs, operand, reduced)
+                    }
+                };
+                *factors.at(class, i, e) = value;
+            }
+        }
+    }
+
+    /// Fills the slots of the kernel rows of one tensor's rows (`rows`, `width` floats per row)
+    /// that stage `stage` computes.
+    pub(crate) fn fill_factor_rows(
+        &self,
+        stage: usize,
+        view: &View,
+        group: &[f64],
+        tensor: &[f64],
+        factors: &FactorValues,
+        rows: &mut [f32],
+        width: usize,
+    ) {
+        let range = self.stage(stage);
+        for (r, row) in rows.chunks_mut(width).take(view.total_rows()).enumerate() {
+            for (dst, &src) in row.iter_mut().zip(&self.kernel_slots) {
+                if !range.contains(&src) {
+                    continue;
+                }
+                let value = match self.class[src] {
+                    Class::Scalar => group[src],
+                    Class::Tensor => tensor[src],
+                    Class::Matrix => factors.mats[src * factors.n_mats + r / view.rows.max(1)],
+                    Class::Row => factors.rows[src * factors.n_rows + r],
+                    Class::Col | Class::Elem => unreachable!("not a kernel scalar"),
+                };
+                *dst = value as f32;
+            }
+        }
+    }
+
+    /// Fills the column-value buffers of one tensor that stage `stage` computes.
+    pub(crate) fn fill_cols(&self, stage: usize, factors: &FactorValues, cols: &mut [Vec<f32>]) {
+        let range = self.stage(stage);
+        for (buffer, &src) in cols.iter_mut().zip(&self.col_slots) {
+            if range.contains(&src) {
+                let values = &factors.cols[src * factors.n_cols..][..factors.n_cols];
+                buffer.clear();
+                buffer.extend(values.iter().map(|&v| v as f32));
+            }
+        }
+    }
+
+    /// The new values of one tensor's row and column states after every stage ran, as (state
+    /// index, values).
+    pub(crate) fn factor_updates(&self, factors: &FactorValues) -> Vec<(usize, Vec<f32>)> {
+        self.factor_updates
+            .iter()
+            .map(|&(state, src)| {
+                let n = factors.count(self.class[src]);
+                let values = (0..n).map(|e| factors.get(self.class[src], src, e) as f32);
+                (state, values.collect())
+            })
+            .collect()
+    }
+}
+
+/// One tensor's per-matrix, per-row and per-column values: instruction `i` of a class at
+/// `i * count + entity` of that class's array (rows and columns over every matrix).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FactorValues {
+    n_mats: usize,
+    n_rows: usize,
+    n_cols: usize,
+    mats: Vec<f64>,
+    rows: Vec<f64>,
+    cols: Vec<f64>,
+}
+
+impl FactorValues {
+    /// Room for `n_insts` instructions over `view` (kept when already that size).
+    fn size(&mut self, n_insts: usize, view: &View) {
+        self.n_mats = view.matrices;
+        self.n_rows = view.total_rows();
+        self.n_cols = view.total_cols();
+        self.mats.resize(n_insts * self.n_mats, f64::NAN);
+        self.rows.resize(n_insts * self.n_rows, f64::NAN);
+        self.cols.resize(n_insts * self.n_cols, f64::NAN);
+    }
+
+    fn count(&self, class: Class) -> usize {
+        match class {
+            Class::Matrix => self.n_mats,
+            Class::Row => self.n_rows,
+            Class::Col => self.n_cols,
+            _ => 0,
+        }
+    }
+
+    fn at(&mut self, class: Class, i: usize, e: usize) -> &mut f64 {
+        match class {
+            Class::Matrix => &mut self.mats[i * self.n_mats + e],
+            Class::Row => &mut self.rows[i * self.n_rows + e],
+            _ => &mut self.cols[i * self.n_cols + e],
+        }
+    }
+
+    fn get(&self, class: Class, i: usize, e: usize) -> f64 {
+        match class {
+            Class::Matrix => self.mats[i * self.n_mats + e],
+            Class::Row => self.rows[i * self.n_rows + e],
+            _ => self.cols[i * self.n_cols + e],
+        }
     }
 }
 

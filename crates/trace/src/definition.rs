@@ -106,9 +106,32 @@ pub struct Definition {
     /// ReduceLROnPlateau-style): a scalar-only graph over the step's hyperparameters, the
     /// hyperparameter `metric` and the scalar states, whose outputs are scalar-state updates.
     pub on_metric: Option<Graph>,
+    /// Other names PyTorch gives some states on tensors of few dimensions.
+    pub state_aliases: Vec<StateAlias>,
+}
+
+/// A name PyTorch gives a state on tensors of fewer than `below_rank` dimensions (Adafactor's
+/// `variance` is the column state `col_var` of a tensor seen as one row).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateAlias {
+    /// PyTorch's name on such tensors.
+    pub alias: String,
+    /// The state it names.
+    pub state: String,
+    /// The alias applies to tensors of fewer dimensions than this.
+    pub below_rank: usize,
 }
 
 impl Definition {
+    /// The state that `name` means on a tensor of `rank` dimensions: an alias's state, or
+    /// `name` itself.
+    pub fn state_name<'a>(&'a self, name: &'a str, rank: usize) -> &'a str {
+        self.state_aliases
+            .iter()
+            .find(|a| a.alias == name && rank < a.below_rank)
+            .map_or(name, |a| a.state.as_str())
+    }
+
     /// The domain of hyperparameter `name`.
     pub fn domain(&self, name: &str) -> Domain {
         self.domains

@@ -23,6 +23,7 @@ impl Tracer {
             graph: Graph::new(name),
             errors: Vec::new(),
             domains: BTreeMap::new(),
+            aliases: Vec::new(),
         };
         Tracer {
             state: Rc::new(RefCell::new(state)),
@@ -94,6 +95,48 @@ impl Tracer {
         )
     }
 
+    /// Declares a per-row state: one value per row of each matrix of the tensor, every value
+    /// `init` before the first step. A tensor of shape `(..., R, C)` is seen as `prod(...)`
+    /// matrices of `R` rows and `C` columns; a tensor of fewer than two dimensions as one row
+    /// (as PyTorch's Adafactor factors it).
+    pub fn row_state(&self, name: &str, init: f64) -> Value {
+        self.declare_state(name, init, Class::Row, Input::RowState(name.to_string()))
+    }
+
+    /// Declares a per-column state: one value per column of each matrix (see
+    /// [`Tracer::row_state`]).
+    pub fn col_state(&self, name: &str, init: f64) -> Value {
+        self.declare_state(name, init, Class::Col, Input::ColState(name.to_string()))
+    }
+
+    /// Names `state` `alias` on tensors of fewer than `below_rank` dimensions (PyTorch's name
+    /// for it there).
+    pub fn alias_state(&self, alias: &str, state: &Value, below_rank: usize) {
+        let Some(node) = self.adopt(state) else {
+            return;
+        };
+        let mut s = self.state.borrow_mut();
+        let name = match &s.graph.node(node).op {
+            Op::Input(Input::State(n) | Input::RowState(n) | Input::ColState(n)) => n.clone(),
+            other => {
+                let got = format!("a '{}' value", other.mnemonic());
+                let optimizer = s.graph.name.clone();
+                s.errors.push(TraceError::NotAState { optimizer, got });
+                return;
+            }
+        };
+        s.aliases.push(crate::StateAlias {
+            alias: alias.to_string(),
+            state: name,
+            below_rank,
+        });
+    }
+
+    /// The tensor's number of dimensions (per tensor).
+    pub fn rank(&self) -> Value {
+        self.input(Input::Rank)
+    }
+
     fn declare_state(&self, name: &str, init: f64, class: Class, input: Input) -> Value {
         self.check_name("state", name);
         let node = {
@@ -149,7 +192,9 @@ impl Tracer {
         };
         let mut s = self.state.borrow_mut();
         let target = match &s.graph.node(state_node).op {
-            Op::Input(Input::State(n)) => Target::State(n.clone()),
+            Op::Input(Input::State(n) | Input::RowState(n) | Input::ColState(n)) => {
+                Target::State(n.clone())
+            }
             Op::Input(Input::ScalarState(n)) => Target::ScalarState(n.clone()),
             other => {
                 let got = format!("a '{}' value", other.mnemonic());
@@ -196,6 +241,7 @@ impl Tracer {
             graph,
             domains: s.domains.clone(),
             on_metric: None,
+            state_aliases: s.aliases.clone(),
         })
     }
 }

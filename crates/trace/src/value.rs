@@ -11,6 +11,7 @@ pub(crate) struct TraceState {
     pub(crate) graph: Graph,
     pub(crate) errors: Vec<TraceError>,
     pub(crate) domains: BTreeMap<String, crate::Domain>,
+    pub(crate) aliases: Vec<crate::StateAlias>,
 }
 
 pub(crate) type Shared = Rc<RefCell<TraceState>>;
@@ -211,6 +212,21 @@ impl Value {
     /// Largest absolute value of this tensor.
     pub fn max_abs(&self) -> Value {
         self.reduce(Reduction::MaxAbs)
+    }
+    /// Mean of each row of each matrix (over the last dimension; see [`Tracer::row_state`]).
+    ///
+    /// [`Tracer::row_state`]: crate::Tracer::row_state
+    pub fn row_mean(&self) -> Value {
+        self.reduce(Reduction::RowMean)
+    }
+    /// Mean of each column of each matrix (over dimension -2).
+    pub fn col_mean(&self) -> Value {
+        self.reduce(Reduction::ColMean)
+    }
+    /// Mean of a per-row value over the rows of each matrix (PyTorch's `.mean(dim=-2)` of a
+    /// row factor).
+    pub fn rows_mean(&self) -> Value {
+        self.reduce(Reduction::RowsMean)
     }
 }
 

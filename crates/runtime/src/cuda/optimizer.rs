@@ -7,7 +7,7 @@ use crate::chunks::ChunkTable;
 use crate::error::OptimizerError;
 use crate::optimizer::{Setup, Stats};
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
-use crate::reduce::{self, Reduced};
+use crate::reduce::{self, Records, Reduced};
 use crate::target::Target;
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
@@ -107,6 +107,13 @@ impl CudaOptimizer {
         let started = Instant::now();
         let (compiled, used) = compile_cached(definition, options)?;
         let elapsed = started.elapsed();
+        if compiled.plan.has_rows() {
+            return Err(OptimizerError::NotOnTarget {
+                rule: binding.rule().to_string(),
+                what: "per-row and per-column values (row_mean, col_mean, rank: Adafactor's factored second moment)".to_string(),
+                target: "cuda",
+            });
+        }
         let Some(modules) = compiled.ptx() else {
             return Err(OptimizerError::WrongTarget {
                 rule: binding.rule().to_string(),
@@ -391,7 +398,12 @@ impl CudaOptimizer {
             let n_slots = plan.phases[k].reductions.len();
             let Some(table) = &phase.table else {
                 // No elements: every reduction folds nothing.
-                reduce::finish_phase(plan, k, &[], &[], &self.binding.lens, &mut reduced);
+                let records = Records {
+                    owners: &[],
+                    entities: &[],
+                };
+                let (lens, views) = (&self.binding.lens, &self.binding.views);
+                reduce::finish_phase(plan, k, &[], &records, lens, views, &mut reduced);
                 continue;
             };
             let partials = match n_slots {
@@ -425,12 +437,17 @@ impl CudaOptimizer {
                 .doing(|| format!("launching kernel {}", phase.name))?;
             if let (Some(partials), true) = (&phase.partials, n_slots > 0) {
                 let host = self.device.download(partials)?;
+                let records = Records {
+                    owners: &phase.owners,
+                    entities: &[],
+                };
                 reduce::finish_phase(
                     plan,
                     k,
                     &host,
-                    &phase.owners,
+                    &records,
                     &self.binding.lens,
+                    &self.binding.views,
                     &mut reduced,
                 );
             }
@@ -458,13 +475,14 @@ impl CudaOptimizer {
                 words: &mut words,
                 lens: &mut self.lens_scratch,
                 owners: &mut phase.owners,
+                entities: &mut Vec::new(),
                 n_buffers,
                 chunk_elems: self.chunk_elems,
             };
             let mut base = vec![0u64; n_buffers];
             for (g, group) in self.binding.groups.iter().enumerate() {
                 for &t in &group.tensors {
-                    let row = Binding::row_of(program, g, t);
+                    let row = self.binding.row_of(program, g, t, 0);
                     let row = rows + (row * width * size_of::<f32>()) as u64;
                     for (slot, source) in base.iter_mut().zip(&phase.sources) {
                         *slot = match *source {
@@ -473,6 +491,7 @@ impl CudaOptimizer {
                             Source::State(s) => self.states[t][s]
                                 .as_ref()
                                 .map_or(0, |b| self.device.address(b)),
+                            Source::ColValue(_) => unreachable!("refused at construction"),
                         };
                     }
                     table.push_tensor(t, self.binding.lens[t], row, &base);

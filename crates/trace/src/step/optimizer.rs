@@ -100,5 +100,6 @@ pub(crate) fn build(file: &str, source: &str, item: &Item) -> Result<Definition,
         graph,
         domains: Default::default(),
         on_metric: None,
+        state_aliases: Vec::new(),
     })
 }

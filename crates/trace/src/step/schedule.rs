@@ -271,6 +271,7 @@ impl Schedule {
             graph,
             domains: definition.domains.clone(),
             on_metric,
+            state_aliases: definition.state_aliases.clone(),
         })
     }
 }

@@ -1,0 +1,63 @@
+//! A tensor seen as matrices, as PyTorch's Adafactor factors it: the last two dimensions are
+//! the rows and columns, the leading ones count matrices; fewer than two dimensions make one row.
+
+/// How a tensor of some shape is seen by per-matrix, per-row and per-column values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct View {
+    /// How many matrices (the product of the leading dimensions).
+    pub(crate) matrices: usize,
+    /// Rows of each matrix (dimension -2).
+    pub(crate) rows: usize,
+    /// Columns of each matrix (dimension -1).
+    pub(crate) cols: usize,
+    /// The number of dimensions.
+    pub(crate) rank: usize,
+}
+
+impl View {
+    /// The view of a tensor of `shape` holding `len` elements.
+    pub(crate) fn of(shape: &[usize], len: usize) -> View {
+        match shape {
+            [lead @ .., rows, cols] => View {
+                matrices: lead.iter().product(),
+                rows: *rows,
+                cols: *cols,
+                rank: shape.len(),
+            },
+            _ => View {
+                matrices: 1,
+                rows: 1,
+                cols: len,
+                rank: shape.len(),
+            },
+        }
+    }
+
+    /// Rows over every matrix.
+    pub(crate) fn total_rows(&self) -> usize {
+        self.matrices * self.rows
+    }
+
+    /// Columns over every matrix.
+    pub(crate) fn total_cols(&self) -> usize {
+        self.matrices * self.cols
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::View;
+
+    #[test]
+    fn views_follow_pytorch_factoring() {
+        let v = View::of(&[2, 3, 4], 24);
+        assert_eq!((v.matrices, v.rows, v.cols, v.rank), (2, 3, 4, 3));
+        assert_eq!((v.total_rows(), v.total_cols()), (6, 8));
+        let v = View::of(&[7], 7);
+        assert_eq!((v.matrices, v.rows, v.cols), (1, 1, 7));
+        let v = View::of(&[], 1);
+        assert_eq!((v.matrices, v.rows, v.cols, v.rank), (1, 1, 1, 0));
+        let v = View::of(&[0, 5], 0);
+        assert_eq!((v.total_rows(), v.total_cols()), (0, 5));
+    }
+}
