@@ -143,7 +143,7 @@ fn unknown_optimizer_and_kwarg_names_suggest_the_right_one() {
     let err = find("adamv").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown optimizer 'adamv'; did you mean 'Adam'? (available: SGD, Adam, AdamW, Adagrad, RMSprop, Adadelta, Adamax, NAdam, RAdam, Rprop, ASGD, Lion, LAMB, LARS)"
+        "unknown optimizer 'adamv'; did you mean 'Adam'? (available: SGD, Adam, AdamW, Adagrad, RMSprop, Adadelta, Adamax, NAdam, RAdam, Rprop, ASGD, Adafactor, Lion, LAMB, LARS)"
     );
     let spec = find("SGD").expect("SGD");
     let kwargs = BTreeMap::from([("momentun".to_string(), optjit::optim::Kwarg::Number(0.9))]);

@@ -111,3 +111,27 @@ fn a_perturbed_recording_fails_where_it_was_perturbed() {
     };
     assert_eq!((m.what, m.step), ("hyper", 0));
 }
+
+/// Adafactor's factored states are compared too: a matrix's `col_var`, a 3-d tensor's
+/// `row_var` (rows of both matrices, row-major) and a vector's `variance`.
+#[test]
+fn a_perturbed_adafactor_state_fails_where_it_was_perturbed() {
+    check("adafactor", 1);
+    let text = std::fs::read_to_string(path("adafactor")).expect("read");
+    for (tensor, state, index) in [(1, "col_var", 4), (3, "row_var", 5), (0, "variance", 6)] {
+        let mut case: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let want = case["final_state"][tensor][state][index]
+            .as_f64()
+            .expect("number");
+        case["final_state"][tensor][state][index] = serde_json::json!(want * 1.001);
+        let result = run_case(&case, &cpu(1)).expect("runs");
+        let Outcome::Fail(m) = result.outcome else {
+            panic!("{state} perturbation not detected: {result}")
+        };
+        let name = format!("{tensor}.{state}");
+        assert_eq!(
+            (m.what, m.tensor.as_str(), m.index),
+            ("state", name.as_str(), index)
+        );
+    }
+}

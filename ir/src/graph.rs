@@ -276,7 +276,7 @@ impl Graph {
     }
 
     /// A graph with the same name, dtype and declarations, and no nodes or outputs.
-    fn clone_decls(&self) -> Graph {
+    pub(crate) fn clone_decls(&self) -> Graph {
         Graph {
             name: self.name.clone(),
             elem_dtype: self.elem_dtype,

@@ -100,7 +100,9 @@ pub enum InterpError {
     },
     /// The graph needs the tensors' shapes (per-row, per-column or per-matrix values, or the
     /// rank), which this interpreter does not take.
-    #[error("{node}: the reference interpreter runs on flat tensors, without the shapes that row, column and matrix values need")]
+    #[error(
+        "{node}: the reference interpreter runs on flat tensors, without the shapes that row, column and matrix values need"
+    )]
     NeedsShapes {
         /// The first such node, as printed.
         node: String,

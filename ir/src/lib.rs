@@ -25,6 +25,7 @@ mod op;
 mod parse;
 mod plan;
 mod print;
+mod specialize;
 mod verify;
 
 pub use dtype::{Class, DType};
@@ -35,4 +36,5 @@ pub use parse::{ParseError, parse_graph};
 pub use petgraph::stable_graph::NodeIndex;
 pub use plan::{Buffer, BufferUse, FusionPlan, Phase, Walk};
 pub use print::{format_f64, node_text, numbering};
+pub use specialize::{depends_on_rank, specialize_one_row};
 pub use verify::{VerifyError, VerifyLocation, verify};

@@ -137,9 +137,7 @@ impl Reduction {
     pub fn result_class(self) -> Class {
         match self {
             Reduction::GlobalNorm => Class::Scalar,
-            Reduction::Norm | Reduction::Sum | Reduction::Mean | Reduction::MaxAbs => {
-                Class::Tensor
-            }
+            Reduction::Norm | Reduction::Sum | Reduction::Mean | Reduction::MaxAbs => Class::Tensor,
             Reduction::RowMean => Class::Row,
             Reduction::ColMean => Class::Col,
             Reduction::RowsMean => Class::Matrix,

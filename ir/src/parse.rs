@@ -844,7 +844,10 @@ pub(crate) mod tests {
         }
         let mut total = huge;
         // The shape-free reductions (the interpreter runs this graph on flat tensors).
-        for &r in Reduction::ALL.iter().filter(|r| r.result_class() <= Class::Tensor) {
+        for &r in Reduction::ALL
+            .iter()
+            .filter(|r| r.result_class() <= Class::Tensor)
+        {
             let red = g.add(Op::Reduce(r), &[elem]);
             total = g.add(Op::Binary(Binary::Add), &[total, red]);
         }
@@ -900,7 +903,13 @@ pub(crate) mod tests {
         let classes = [rows, cols, mean, rank, var].map(|n| g.node(n).class);
         assert_eq!(
             classes,
-            [Class::Row, Class::Col, Class::Matrix, Class::Tensor, Class::Elem]
+            [
+                Class::Row,
+                Class::Col,
+                Class::Matrix,
+                Class::Tensor,
+                Class::Elem
+            ]
         );
         g.set_output(Target::Param, new_p);
         g.set_output(Target::State("row_var".into()), new_row);
@@ -910,7 +919,10 @@ pub(crate) mod tests {
         // A column value cannot be stored into a row state.
         g.set_output(Target::State("row_var".into()), new_col);
         let e = crate::verify(&g).expect_err("col value into a row state");
-        assert!(e.to_string().contains("is col (expected a row value"), "{e}");
+        assert!(
+            e.to_string().contains("is col (expected a row value"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum Walk {
 pub struct Phase {
     /// How the kernel walks the elements.
     pub walk: Walk,
+    /// How many reductions its values depend on: phases of one level need only reductions
+    /// finished by phases of lower levels.
+    pub level: usize,
     /// The per-element nodes computed in this phase, in topological order.
     pub nodes: Vec<NodeIndex>,
     /// The buffers the phase touches, in kernel-argument order: param, grad, states in

@@ -301,26 +301,26 @@ impl Verifier<'_> {
                     self.declared("hyper", None),
                 );
             }
-            Op::Input(
-                input @ (Input::State(s) | Input::RowState(s) | Input::ColState(s)),
-            ) => match g.state(s) {
-                Some(decl) if decl.class == node.class => {}
-                Some(decl) => {
-                    return fail(
-                        format!(
-                            "state '{s}' is declared {} but read as `{input}`",
-                            decl.class
-                        ),
-                        format!("`{}`", state_input_text(decl.class, s)),
-                    );
+            Op::Input(input @ (Input::State(s) | Input::RowState(s) | Input::ColState(s))) => {
+                match g.state(s) {
+                    Some(decl) if decl.class == node.class => {}
+                    Some(decl) => {
+                        return fail(
+                            format!(
+                                "state '{s}' is declared {} but read as `{input}`",
+                                decl.class
+                            ),
+                            format!("`{}`", state_input_text(decl.class, s)),
+                        );
+                    }
+                    None => {
+                        return fail(
+                            format!("state '{s}' is not declared"),
+                            self.declared("state", Some(Class::Elem)),
+                        );
+                    }
                 }
-                None => {
-                    return fail(
-                        format!("state '{s}' is not declared"),
-                        self.declared("state", Some(Class::Elem)),
-                    );
-                }
-            },
+            }
             Op::Input(Input::ScalarState(s)) => match g.state(s) {
                 Some(decl) if decl.class == Class::Scalar => {}
                 Some(_) => {
@@ -507,7 +507,9 @@ impl Verifier<'_> {
                 (target, class) => {
                     return fail(
                         format!("the value {value} is {class}"),
-                        &format!("a {target} value (or one that is the same for the whole {target})"),
+                        &format!(
+                            "a {target} value (or one that is the same for the whole {target})"
+                        ),
                     );
                 }
             }

@@ -226,13 +226,13 @@ impl Emitter<'_> {
             let word = ChunkAbi::SCALARS_WORD * 8;
             b.ins().load(types::I64, mf, record, word as i32)
         });
-        let zero = b.ins().iconst(types::I64, 0);
         // A column walk's elements are `stride` bytes apart: it runs the scalar loop only.
         let (wide_bound, vec_bound, stride) = match columns {
             true => {
                 let word = (ChunkAbi::BUFFERS_WORD + kernel.buffers.len()) * 8;
                 let stride = b.ins().load(types::I64, mf, record, word as i32);
-                (zero, zero, Some(stride))
+                let none = b.ins().iconst(types::I64, 0);
+                (none, none, Some(stride))
             }
             false => (
                 b.ins().band_imm_s(len, !((UNROLL * LANES) as i64 - 1)),
@@ -240,6 +240,7 @@ impl Emitter<'_> {
                 None,
             ),
         };
+        let zero = b.ins().iconst(types::I64, 0);
         let mut start = vec![zero];
         start.extend(accumulators.zeros(b));
         b.ins().jump(wide_head, &args(&start));

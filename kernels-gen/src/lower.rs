@@ -509,6 +509,7 @@ mod tests {
             col_values: Vec::new(),
             phases: vec![Phase {
                 walk: optjit_ir::Walk::Elements,
+                level: 0,
                 nodes: phase_nodes,
                 buffers,
                 stores,

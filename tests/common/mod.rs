@@ -10,7 +10,7 @@ use optjit::{Definition, Domain, Tracer};
 use std::path::{Path, PathBuf};
 
 /// The golden cases the built-ins of this version must pass.
-pub const GOLDEN_CASES: [&str; 38] = [
+pub const GOLDEN_CASES: [&str; 39] = [
     "sgd-plain",
     "sgd-momentum-wd",
     "sgd-nesterov",
@@ -49,6 +49,7 @@ pub const GOLDEN_CASES: [&str; 38] = [
     "adamax",
     "rprop",
     "asgd",
+    "adafactor",
 ];
 
 /// The repository's copy of golden case `case`.

@@ -5,6 +5,7 @@ use optjit_ir::FusionPlan;
 use optjit_optim::Kwargs;
 use optjit_rewrite::{SimplifyReport, plan_stats};
 use optjit_runtime::{CompileOptions, Stage, Target};
+use optjit_trace::Definition;
 
 /// Compiles `optimizer` (with `clip_grad_norm_` fused in front when given) for `target` and
 /// returns the text to print.
@@ -22,14 +23,47 @@ pub fn run(
         target,
         ..CompileOptions::default()
     };
-    let compiled =
-        optjit_runtime::compile(&configured.definition, &options).map_err(|e| e.to_string())?;
-    if stats {
-        return Ok(stats_text(
-            &compiled.plan,
-            compiled.simplify_report.as_ref(),
-        ));
+    let kinds = kinds(&configured.definition);
+    let mut out = String::new();
+    for (label, definition) in &kinds {
+        if kinds.len() > 1 {
+            out.push_str(&format!("// ===== step for {label} =====\n"));
+        }
+        let compiled = optjit_runtime::compile(definition, &options).map_err(|e| e.to_string())?;
+        if stats {
+            out.push_str(&stats_text(
+                &compiled.plan,
+                compiled.simplify_report.as_ref(),
+            ));
+            continue;
+        }
+        out.push_str(&stage_texts(&compiled, target, emit)?);
     }
+    Ok(out)
+}
+
+/// The steps a definition compiles to, labelled: one, or for a definition that depends on the
+/// rank (Adafactor) one for tensors of two or more dimensions and one for vectors, as an
+/// optimizer compiles them (a 0-d tensor's step is the vectors' with the rank 0).
+pub fn kinds(definition: &Definition) -> Vec<(&'static str, Definition)> {
+    if !optjit_ir::depends_on_rank(&definition.graph) {
+        return vec![("every tensor", definition.clone())];
+    }
+    let mut one_row = definition.clone();
+    one_row.graph = optjit_ir::specialize_one_row(&definition.graph, 1);
+    vec![
+        ("tensors of 2 or more dimensions", definition.clone()),
+        ("tensors of 1 dimension", one_row),
+    ]
+}
+
+/// The texts of `emit` (every stage the target has when `None`), each under a header when
+/// there are several.
+fn stage_texts(
+    compiled: &optjit_runtime::Compiled,
+    target: Target,
+    emit: Option<&str>,
+) -> Result<String, String> {
     let stages: Vec<Stage> = match emit {
         None => Stage::ALL
             .into_iter()

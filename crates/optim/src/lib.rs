@@ -32,8 +32,8 @@ mod spec;
 mod tests;
 
 pub use builders::{
-    Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Asgd, Lamb, Lars, Lion, NAdam, RAdam, RmsProp, Rprop,
-    Sgd,
+    Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Asgd, Lamb, Lars, Lion, NAdam, RAdam,
+    RmsProp, Rprop, Sgd,
 };
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};

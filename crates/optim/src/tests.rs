@@ -10,8 +10,21 @@ fn every_builtin_builds_with_pytorch_defaults() {
     assert_eq!(
         names,
         [
-            "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "Adamax", "NAdam", "RAdam",
-            "Rprop", "ASGD", "Lion", "LAMB", "LARS"
+            "SGD",
+            "Adam",
+            "AdamW",
+            "Adagrad",
+            "RMSprop",
+            "Adadelta",
+            "Adamax",
+            "NAdam",
+            "RAdam",
+            "Rprop",
+            "ASGD",
+            "Adafactor",
+            "Lion",
+            "LAMB",
+            "LARS"
         ]
     );
     for spec in builtins() {

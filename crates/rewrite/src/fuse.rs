@@ -202,7 +202,10 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         true => materializing,
         false => (recomputing, 0),
     };
-    let (phases, phase_levels) = split_column_walks(graph, phases, temps)?;
+    let (mut phases, phase_levels) = split_column_walks(graph, phases, temps)?;
+    for (phase, &level) in phases.iter_mut().zip(&phase_levels) {
+        phase.level = level;
+    }
     // Stage p runs before phase p: every host node of the phase's level or below.
     let stage_ends: Vec<usize> = phase_levels
         .iter()
@@ -402,9 +405,8 @@ fn phase(
 ) -> Phase {
     let loaded: Vec<NodeIndex> = loads.iter().map(|&(_, n)| n).collect();
     let nodes = computed_nodes(graph, roots, &loaded);
-    let needed = |n: NodeIndex| {
-        roots.contains(&n) || nodes.iter().any(|&m| graph.operands(m).contains(&n))
-    };
+    let needed =
+        |n: NodeIndex| roots.contains(&n) || nodes.iter().any(|&m| graph.operands(m).contains(&n));
     let loads: Vec<(Buffer, NodeIndex)> = loads.into_iter().filter(|&(_, n)| needed(n)).collect();
     let cols = loads
         .iter()
@@ -412,7 +414,8 @@ fn phase(
         .count();
     let buffers = buffer_uses(graph, &nodes, &stores, &loads, temps, cols);
     Phase {
-        walk: optjit_ir::Walk::Elements,
+        walk: Walk::Elements,
+        level: 0,
         nodes,
         buffers,
         stores,
@@ -515,9 +518,11 @@ fn split_column_walks(
             );
             // Along a column, per-row values change and per-column ones do not: neither fits
             // the kernel's scalar row or its element-wise loads.
-            let varying = walk.nodes.iter().flat_map(|&n| graph.operands(n)).find(|&o| {
-                matches!(graph.node(o).class, Class::Matrix | Class::Row | Class::Col)
-            });
+            let varying = walk
+                .nodes
+                .iter()
+                .flat_map(|&n| graph.operands(n))
+                .find(|&o| matches!(graph.node(o).class, Class::Matrix | Class::Row | Class::Col));
             if let Some(o) = varying.or(walk.loads.first().map(|&(_, n)| n)) {
                 return Err(RewriteError::Reduction {
                     node: optjit_ir::node_text(graph, col_means[0]),

@@ -253,10 +253,15 @@ impl Binding {
             scratch.tensor_values.resize(self.lens.len() * n, 0.0);
             if per_row {
                 let n_tensors = self.lens.len();
-                scratch.factors.resize_with(n_tensors, FactorValues::default);
+                scratch
+                    .factors
+                    .resize_with(n_tensors, FactorValues::default);
                 let n_cols = program.n_col_values();
                 scratch.cols.resize_with(n_tensors, Vec::new);
-                scratch.cols.iter_mut().for_each(|c| c.resize(n_cols, Vec::new()));
+                scratch
+                    .cols
+                    .iter_mut()
+                    .for_each(|c| c.resize(n_cols, Vec::new()));
             }
         }
         let StageScratch {
@@ -280,7 +285,16 @@ impl Binding {
                     let view = &self.views[t];
                     let own = &mut tensor_values[t * n..(t + 1) * n];
                     let states = &self.factor_states[t];
-                    program.run_factors(stage, t, view, &inputs, values, own, states, &mut factors[t]);
+                    program.run_factors(
+                        stage,
+                        t,
+                        view,
+                        &inputs,
+                        values,
+                        own,
+                        states,
+                        &mut factors[t],
+                    );
                     let rows = &mut rows[self.row_base[t] * width..];
                     program.fill_factor_rows(stage, view, values, own, &factors[t], rows, width);
                     program.fill_cols(stage, &factors[t], &mut cols[t]);

@@ -69,10 +69,11 @@ impl ChunkTable<'_> {
                 self.words.push(row(r));
                 let element = ((r * cols + start) * size_of::<f32>()) as u64;
                 let column = ((matrix * cols + start) * size_of::<f32>()) as u64;
-                self.words.extend(base.iter().zip(per_col).map(|(&p, &c)| match c {
-                    true => p + column,
-                    false => p + element,
-                }));
+                self.words
+                    .extend(base.iter().zip(per_col).map(|(&p, &c)| match c {
+                        true => p + column,
+                        false => p + element,
+                    }));
                 self.lens.push(n);
                 self.owners.push(tensor);
                 self.entities.push(r);

@@ -11,6 +11,7 @@ mod cuda;
 mod error;
 mod jit;
 mod optimizer;
+mod part;
 mod pipeline;
 mod pool;
 mod reduce;

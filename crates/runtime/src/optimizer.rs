@@ -1,18 +1,14 @@
 //! `Optimizer`: a compiled step bound to tensor shapes and param groups, holding the state, and
 //! stepping every tensor of every group through one kernel call per phase.
 
-use crate::binding::{Binding, Source, StageScratch, buffer_sources, row_width};
-use crate::buffer::AlignedBuf;
+use crate::binding::Binding;
 use crate::cache::CacheUse;
-use crate::chunks::{self, CHUNK_ELEMS, ChunkTable};
 use crate::error::OptimizerError;
+use crate::part::{Part, kinds};
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
-use crate::reduce::{self, Records, Reduced};
 use crate::target::Target;
-use optjit_ir::{Class, Walk};
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// A param group: which tensors it holds and which hyperparameters it overrides.
@@ -70,15 +66,32 @@ impl Stats {
         }
     }
 
-    /// How many times the optimizer obtained a compiled step (compiled or from a cache): 1 for
-    /// its whole life, since nothing a step can change recompiles.
+    /// The counters of an optimizer over several compiled steps (one per kind of tensors),
+    /// each with the number of elements it steps: compiles, hits, kernels and compile time add
+    /// up; bytes per element are those of the step with the most elements.
+    pub(crate) fn combined(parts: &[(Stats, usize)]) -> Stats {
+        let mut total = Stats::default();
+        for (s, _) in parts {
+            total.compiles += s.compiles;
+            total.memory_hits += s.memory_hits;
+            total.disk_hits += s.disk_hits;
+            total.kernels_per_step += s.kernels_per_step;
+            total.compile_ms += s.compile_ms;
+        }
+        total.bytes_per_elem = parts
+            .iter()
+            .max_by_key(|(_, elems)| *elems)
+            .map_or(0, |(s, _)| s.bytes_per_elem);
+        total
+    }
+
+    /// How many times the optimizer obtained a compiled step (compiled or from a cache): one
+    /// per kind of tensors (see [`Optimizer::compiled_kinds`]) for its whole life, since nothing
+    /// a step can change recompiles.
     pub fn builds(&self) -> usize {
         self.compiles + self.memory_hits + self.disk_hits
     }
 }
-
-/// Distance between the 4 KiB offsets of successive state buffers.
-const STATE_STAGGER_BYTES: usize = 1024 + 64;
 
 /// A compiled optimizer step with its state.
 ///
@@ -92,27 +105,19 @@ const STATE_STAGGER_BYTES: usize = 1024 + 64;
 /// assert!(params[0][0] < 1.0 && params[0][1] > 2.0);
 /// assert_eq!(opt.stats().kernels_per_step, 1);
 /// ```
+///
+/// Most definitions compile to one step for every tensor. One that reads per-column values or
+/// the rank (Adafactor) compiles one step per kind of tensor: two or more dimensions, one, none
+/// (see [`Optimizer::compiled_kinds`]); the steps run phase level by phase level together, and a
+/// reduction over every tensor (`clip_grad_norm`'s) adds up all kinds before any uses it.
 pub struct Optimizer {
+    /// The whole setup: groups, hyperparameters, shapes (the parts hold their own copies).
     binding: Binding,
-    compiled: Arc<Compiled>,
-    /// Per phase, the source of each kernel buffer.
-    buffer_sources: Vec<Vec<Source>>,
-    /// `states[tensor][state]`: per-element buffers, indexed like the graph's states.
-    states: Vec<Vec<AlignedBuf>>,
+    parts: Vec<Part>,
+    /// Per tensor: its part and its index there.
+    placement: Vec<(usize, usize)>,
     threads: usize,
     stats: Stats,
-    scratch: Scratch,
-}
-
-#[derive(Default)]
-struct Scratch {
-    stage: StageScratch,
-    table: Vec<u64>,
-    lens: Vec<usize>,
-    owners: Vec<usize>,
-    entities: Vec<usize>,
-    partials: Vec<f64>,
-    reduced: Reduced,
 }
 
 impl Optimizer {
@@ -128,65 +133,73 @@ impl Optimizer {
         options: &CompileOptions,
     ) -> Result<Optimizer, OptimizerError> {
         let binding = Binding::new(definition, &setup)?;
+        let wrong_target = || OptimizerError::WrongTarget {
+            rule: binding.rule().to_string(),
+            target: options.target.to_string(),
+            expected: "cpu",
+        };
         if options.target != Target::Cpu {
-            return Err(OptimizerError::WrongTarget {
+            return Err(wrong_target());
+        }
+        let mut parts = Vec::new();
+        let mut part_stats = Vec::new();
+        for (kind, tensors) in kinds(definition, &setup.shapes) {
+            let started = Instant::now();
+            let (compiled, used) = compile_cached(&kind, options)?;
+            let elapsed = started.elapsed();
+            if compiled.cpu_module().is_none() {
+                return Err(wrong_target());
+            }
+            let elems: usize = tensors.iter().map(|&t| binding.lens[t]).sum();
+            part_stats.push((Stats::of(&compiled, used, elapsed), elems));
+            parts.push(Part::new(&kind, &setup, tensors, compiled)?);
+        }
+        // Every kind must reduce over all tensors at the same levels, to add their sums up.
+        let levels = |part: &Part| -> Vec<usize> {
+            part.globals().iter().map(|&(_, level)| level).collect()
+        };
+        if let Some(other) = parts.iter().find(|p| levels(p) != levels(&parts[0])) {
+            return Err(OptimizerError::NotOnTarget {
                 rule: binding.rule().to_string(),
-                target: options.target.to_string(),
-                expected: "cpu",
+                what: format!(
+                    "reductions over every tensor at different phase levels for tensors of different ranks ({:?} and {:?})",
+                    levels(&parts[0]),
+                    levels(other)
+                ),
+                target: "cpu",
             });
         }
-        let started = Instant::now();
-        let (compiled, used) = compile_cached(definition, options)?;
-        let elapsed = started.elapsed();
-        if compiled.cpu_module().is_none() {
-            return Err(OptimizerError::WrongTarget {
-                rule: binding.rule().to_string(),
-                target: options.target.to_string(),
-                expected: "cpu",
-            });
+        let mut placement = vec![(0, 0); binding.lens.len()];
+        for (p, part) in parts.iter().enumerate() {
+            for (local, &t) in part.tensors.iter().enumerate() {
+                placement[t] = (p, local);
+            }
         }
-        let buffer_sources = buffer_sources(definition, &compiled.plan);
-        let graph = &definition.graph;
-        let states = binding
-            .lens
-            .iter()
-            .map(|&len| {
-                // The states, then the plan's scratch buffers (see `Source::State`).
-                let inits = graph.states.iter().map(|s| match s.class {
-                    Class::Elem => (len, s.init as f32),
-                    _ => (0, 0.0),
-                });
-                let scratch = std::iter::repeat_n((len, 0.0), compiled.plan.temps);
-                inits
-                    .chain(scratch)
-                    .enumerate()
-                    .map(|(i, (len, init))| {
-                        // Each buffer at its own offset modulo 4 KiB (see AlignedBuf::staggered).
-                        let stagger = STATE_STAGGER_BYTES * (i + 1) % 4096;
-                        AlignedBuf::staggered(len, init, stagger)
-                    })
-                    .collect()
-            })
-            .collect();
-        let stats = Stats::of(&compiled, used, elapsed);
         let threads = match setup.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
         Ok(Optimizer {
             binding,
-            compiled,
-            buffer_sources,
-            states,
+            parts,
+            placement,
             threads,
-            stats,
-            scratch: Scratch::default(),
+            stats: Stats::combined(&part_stats),
         })
     }
 
-    /// The compiled step (plan, kernels, stage texts).
+    /// The compiled step (plan, kernels, stage texts) of the first kind of tensors (the only
+    /// one unless the definition depends on the rank).
     pub fn compiled(&self) -> &Compiled {
-        &self.compiled
+        &self.parts[0].compiled
+    }
+
+    /// Every compiled step, one per kind of tensors, with the optimizer's indices of the
+    /// tensors each one steps.
+    pub fn compiled_kinds(&self) -> impl Iterator<Item = (&Compiled, &[usize])> {
+        self.parts
+            .iter()
+            .map(|p| (p.compiled.as_ref(), p.tensors.as_slice()))
     }
 
     /// Counters: compiles, kernels per step, bytes per element, compile time, steps.
@@ -217,35 +230,39 @@ impl Optimizer {
         name: &str,
         value: f64,
     ) -> Result<(), OptimizerError> {
-        self.binding.set_hyper(group, name, value)
+        self.binding.set_hyper(group, name, value)?;
+        for part in &mut self.parts {
+            part.binding.set_hyper(group, name, value)?;
+        }
+        Ok(())
     }
 
     /// The state `name` of tensor `tensor` (PyTorch's state names): per element, or per row
     /// or column of each matrix (row-major over the matrices).
     pub fn state(&self, tensor: usize, name: &str) -> Option<&[f32]> {
-        let rank = self.binding.views.get(tensor)?.rank;
-        let name = self.binding.definition.state_name(name, rank);
-        let Some(index) = self.binding.state_index(name, Class::Elem) else {
-            return self.binding.factor_state(tensor, name);
-        };
-        self.states.get(tensor).map(|s| &*s[index])
+        let &(part, local) = self.placement.get(tensor)?;
+        self.parts[part].state(local, name)
     }
 
     /// Reports the metric of the step just taken to the metric-driven schedule (as PyTorch's
     /// `ReduceLROnPlateau.step(metric)`): what it sets is in force from the next step. Fails
     /// when no schedule of this optimizer reads `metric`.
     pub fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
-        self.binding.report_metric(metric)
+        // Every kind holds the same scalar states: the first one fails (or not) for all.
+        for part in &mut self.parts {
+            part.binding.report_metric(metric)?;
+        }
+        Ok(())
     }
 
     /// The scalar state `name` of param group `group`.
     pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
-        self.binding.scalar_state(group, name)
+        self.parts[0].binding.scalar_state(group, name)
     }
 
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
-        self.binding.step_count
+        self.parts[0].binding.step_count
     }
 
     /// Takes one step: updates every parameter and state in place. `params[i]` and `grads[i]`
@@ -262,98 +279,50 @@ impl Optimizer {
         let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
         let grad_lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
         self.binding.check_lengths(&param_lens, &grad_lens)?;
-        let program = &self.compiled.scalar_program;
-        let plan = &self.compiled.plan;
-        let width = row_width(program);
-        let scratch = &mut self.scratch;
-        scratch.reduced.reset(plan, self.binding.lens.len());
-        let module = self.compiled.cpu_module().expect("checked at construction");
-
-        for (phase, (sources, kernel)) in self.buffer_sources.iter().zip(&module.fns).enumerate() {
-            self.binding
-                .scalar_stage(program, phase, &scratch.reduced, &mut scratch.stage);
-            scratch.table.clear();
-            scratch.lens.clear();
-            scratch.owners.clear();
-            scratch.entities.clear();
-            let n_buffers = sources.len();
-            let mut table = ChunkTable {
-                words: &mut scratch.table,
-                lens: &mut scratch.lens,
-                owners: &mut scratch.owners,
-                entities: &mut scratch.entities,
-                n_buffers,
-                chunk_elems: CHUNK_ELEMS,
-            };
-            let walk = plan.phases[phase].walk;
-            let per_col: Vec<bool> = sources
-                .iter()
-                .map(|s| matches!(s, Source::ColValue(_)))
-                .collect();
-            let mut base = vec![0u64; n_buffers];
-            for (g, group) in self.binding.groups.iter().enumerate() {
-                for &t in &group.tensors {
-                    let rows = &scratch.stage.rows;
-                    let row = |r: usize| {
-                        let index = self.binding.row_of(program, g, t, r);
-                        rows[index * width..].as_ptr() as u64
-                    };
-                    for (slot, source) in base.iter_mut().zip(sources) {
-                        *slot = match *source {
-                            Source::Param => params[t].as_mut_ptr() as u64,
-                            // Gradients are only read: kernels never store to a `grad` buffer.
-                            Source::Grad => grads[t].as_ptr() as u64,
-                            Source::State(s) => self.states[t][s].as_mut_ptr() as u64,
-                            Source::ColValue(c) => scratch.stage.cols[t][c].as_ptr() as u64,
-                        };
-                    }
-                    let view = &self.binding.views[t];
-                    match (walk, program.rows_per_row()) {
-                        // A tensor without elements has no rows to read.
-                        _ if self.binding.lens[t] == 0 => {}
-                        (Walk::Columns, _) => table.push_columns(t, view, row(0), &base),
-                        (Walk::Elements, true) => table.push_rows(t, view, row, &base, &per_col),
-                        (Walk::Elements, false) => {
-                            table.push_tensor(t, self.binding.lens[t], row(0), &base)
-                        }
-                    }
+        // Each part's tensors, in its order (ascending optimizer indices).
+        let mut part_params: Vec<Vec<&mut [f32]>> = self.parts.iter().map(|_| Vec::new()).collect();
+        let mut part_grads: Vec<Vec<&[f32]>> = self.parts.iter().map(|_| Vec::new()).collect();
+        for ((param, grad), &(part, _)) in params.drain(..).zip(grads).zip(&self.placement) {
+            part_params[part].push(param);
+            part_grads[part].push(grad);
+        }
+        self.parts.iter_mut().for_each(Part::begin);
+        let globals: Vec<Vec<(usize, usize)>> = self.parts.iter().map(Part::globals).collect();
+        let top = self.parts.iter().flat_map(Part::levels).max().unwrap_or(0);
+        for level in 0..=top {
+            for (i, part) in self.parts.iter_mut().enumerate() {
+                let phases: Vec<usize> = part
+                    .levels()
+                    .enumerate()
+                    .filter(|&(_, l)| l == level)
+                    .map(|(p, _)| p)
+                    .collect();
+                for p in phases {
+                    part.run_phase(p, &mut part_params[i], &part_grads[i], self.threads);
                 }
             }
-            let n_partials = plan.phases[phase].reductions.len() * scratch.lens.len();
-            scratch.partials.clear();
-            scratch.partials.resize(n_partials, 0.0);
-            // SAFETY: every pointer comes from a live slice of the tensor's length (checked
-            // above); tensors are distinct borrows, so records never overlap; the scalar rows
-            // outlive the call; the partials hold a row per record.
-            unsafe {
-                chunks::run(
-                    *kernel,
-                    &scratch.table,
-                    &scratch.lens,
-                    self.threads,
-                    &mut scratch.partials,
-                )
-            };
-            let records = Records {
-                owners: &scratch.owners,
-                entities: &scratch.entities,
-            };
-            reduce::finish_phase(
-                plan,
-                phase,
-                &scratch.partials,
-                &records,
-                &self.binding.lens,
-                &self.binding.views,
-                &mut scratch.reduced,
-            );
+            if self.parts.len() > 1 {
+                self.merge_globals(&globals, level);
+            }
         }
-        let last = plan.phases.len();
-        self.binding
-            .scalar_stage(program, last, &scratch.reduced, &mut scratch.stage);
-        let pending = self.binding.pending_step(program, &scratch.stage);
-        self.binding.finish_step(pending);
-        self.stats.steps = self.binding.step_count;
+        self.parts.iter_mut().for_each(Part::finish);
+        self.stats.steps = self.steps();
         Ok(())
+    }
+
+    /// Adds up, in part order, the sums of squares of the reductions over every tensor that
+    /// phases of level `level` folded, and gives every part the total.
+    fn merge_globals(&mut self, globals: &[Vec<(usize, usize)>], level: usize) {
+        for k in 0..globals[0].len() {
+            if globals[0][k].1 != level {
+                continue;
+            }
+            let total: f64 = (self.parts.iter_mut().zip(globals))
+                .map(|(part, g)| part.reduced().global_sum(g[k].0))
+                .sum();
+            for (part, g) in self.parts.iter_mut().zip(globals) {
+                part.reduced().merge_global(g[k].0, total);
+            }
+        }
     }
 }

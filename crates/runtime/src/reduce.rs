@@ -12,6 +12,9 @@ use optjit_kernels_gen::reduce_op;
 pub(crate) struct Reduced {
     n: usize,
     global: Vec<f64>,
+    /// Before the final square root: what [`Reduced::merge_global`] adds up across steps of
+    /// several kinds.
+    global_sums: Vec<f64>,
     /// Tensor-major: reduction `r` of tensor `t` at `t * n + r`.
     per_tensor: Vec<f64>,
     /// Row and column means, tensor-major like `per_tensor`: one value per row (or column) of
@@ -25,6 +28,8 @@ impl Reduced {
         self.n = plan.reductions().count();
         self.global.clear();
         self.global.resize(self.n, f64::NAN);
+        self.global_sums.clear();
+        self.global_sums.resize(self.n, f64::NAN);
         self.per_tensor.clear();
         self.per_tensor.resize(self.n * n_tensors, f64::NAN);
         self.per_entity.resize(self.n * n_tensors, Vec::new());
@@ -33,6 +38,18 @@ impl Reduced {
     /// Reduction `r` over every tensor.
     pub(crate) fn global(&self, r: usize) -> f64 {
         self.global[r]
+    }
+
+    /// The sum of squares of global reduction `r` (before its square root).
+    pub(crate) fn global_sum(&self, r: usize) -> f64 {
+        self.global_sums[r]
+    }
+
+    /// Sets global reduction `r` from `sum`, its sum of squares over every tensor (the steps of
+    /// all kinds of tensors together).
+    pub(crate) fn merge_global(&mut self, r: usize, sum: f64) {
+        self.global_sums[r] = sum;
+        self.global[r] = sum.sqrt();
     }
 
     /// Reduction `r` of tensor `t`.
@@ -80,6 +97,7 @@ pub(crate) fn finish_phase(
         let column = partials.iter().skip(slot).step_by(reductions.len());
         if reduction == Reduction::GlobalNorm {
             let folded = column.fold(op.identity(), |acc, &p| op.combine(acc, p));
+            reduced.global_sums[r] = folded;
             reduced.global[r] = folded.sqrt();
             continue;
         }

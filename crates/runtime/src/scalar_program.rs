@@ -155,7 +155,10 @@ impl ScalarProgram {
     /// Runs the per-group instructions of stage `stage` for one group: `values` holds the
     /// group's values of the earlier stages and receives this stage's.
     pub(crate) fn run_group(&self, stage: usize, inputs: &StageInputs<'_>, values: &mut [f64]) {
-        for i in self.stage(stage).filter(|&i| self.class[i] == Class::Scalar) {
+        for i in self
+            .stage(stage)
+            .filter(|&i| self.class[i] == Class::Scalar)
+        {
             values[i] = self.eval(i, inputs, |a| values[a], |r| inputs.reduced.global(r));
         }
     }
@@ -170,7 +173,10 @@ impl ScalarProgram {
         group: &[f64],
         values: &mut [f64],
     ) {
-        for i in self.stage(stage).filter(|&i| self.class[i] == Class::Tensor) {
+        for i in self
+            .stage(stage)
+            .filter(|&i| self.class[i] == Class::Tensor)
+        {
             let operand = |a: usize| match self.class[a] {
                 Class::Tensor => values[a],
                 _ => group[a],

@@ -1,0 +1,123 @@
+//! Specializing a graph to the tensors of fewer than two dimensions: seen as one row, their
+//! per-column values are per-element values, computed in kernels instead of on the host.
+
+use crate::dtype::{Class, DType};
+use crate::graph::{Graph, StateDecl};
+use crate::interp::eval_op;
+use crate::op::{Input, Op, Reduction};
+use petgraph::stable_graph::NodeIndex;
+use std::collections::HashMap;
+
+/// Whether `graph` computes per-column values or reads the rank: then tensors of two or more
+/// dimensions and tensors of fewer need different steps (see [`specialize_one_row`]).
+pub fn depends_on_rank(graph: &Graph) -> bool {
+    graph.nodes().into_iter().any(|n| {
+        let node = graph.node(n);
+        node.class == Class::Col || node.op == Op::Input(Input::Rank)
+    })
+}
+
+/// The step of `graph` for tensors of `rank` dimensions, `rank < 2`: each is one matrix of one
+/// row, so a column is an element. Column states become per-element states, `col_mean x` is
+/// `x` itself (the mean of one value), the rank is the constant `rank`, and a `select` whose
+/// condition compares constants takes its branch. Everything else is unchanged.
+pub fn specialize_one_row(graph: &Graph, rank: usize) -> Graph {
+    let mut out = graph.clone_decls();
+    out.states = graph
+        .states
+        .iter()
+        .map(|s| StateDecl {
+            class: match s.class {
+                Class::Col => Class::Elem,
+                other => other,
+            },
+            ..s.clone()
+        })
+        .collect();
+    let mut map: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    for n in graph.nodes() {
+        let operands: Vec<NodeIndex> = graph.operands(n).iter().map(|o| map[o]).collect();
+        let mapped = match &graph.node(n).op {
+            Op::Input(Input::ColState(name)) => out.input(Input::State(name.clone())),
+            Op::Input(Input::Rank) => out.constant(rank as f64),
+            Op::Reduce(Reduction::ColMean) => operands[0],
+            Op::Select => match constant_condition(&out, operands[0]) {
+                Some(true) => operands[1],
+                Some(false) => operands[2],
+                None => out.add(Op::Select, &operands),
+            },
+            op => out.add(op.clone(), &operands),
+        };
+        map.insert(n, mapped);
+    }
+    for output in &graph.outputs {
+        out.set_output(output.target.clone(), map[&output.value]);
+    }
+    out.prune();
+    out
+}
+
+/// The value of a comparison of two constants, if `cond` is one.
+fn constant_condition(graph: &Graph, cond: NodeIndex) -> Option<bool> {
+    let node = graph.node(cond);
+    if node.dtype != DType::Bool || !matches!(node.op, Op::Cmp(_)) {
+        return None;
+    }
+    let values: Vec<f64> = graph
+        .operands(cond)
+        .iter()
+        .map(|&o| match graph.node(o).op {
+            Op::Const(c) => Some(c),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    Some(eval_op(&node.op, &values) != 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Binary, Cmp, Target, verify};
+
+    #[test]
+    fn one_row_tensors_get_per_element_columns_and_a_constant_rank() {
+        let mut g = Graph::new("factored");
+        g.declare_state("row_var", 0.0, Class::Row);
+        g.declare_state("col_var", 0.0, Class::Col);
+        let p = g.input(Input::Param);
+        let grad = g.input(Input::Grad);
+        let sq = g.add(Op::Binary(Binary::Mul), &[grad, grad]);
+        let rows = g.add(Op::Reduce(Reduction::RowMean), &[sq]);
+        let cols = g.add(Op::Reduce(Reduction::ColMean), &[sq]);
+        let row_var = g.input(Input::RowState("row_var".into()));
+        let col_var = g.input(Input::ColState("col_var".into()));
+        let new_row = g.add(Op::Binary(Binary::Add), &[row_var, rows]);
+        let new_col = g.add(Op::Binary(Binary::Add), &[col_var, cols]);
+        let rank = g.input(Input::Rank);
+        let one = g.constant(1.0);
+        let factored = g.add(Op::Cmp(Cmp::Gt), &[rank, one]);
+        let scale = g.add(Op::Select, &[factored, new_row, one]);
+        let var = g.add(Op::Binary(Binary::Mul), &[scale, new_col]);
+        let new_p = g.add(Op::Binary(Binary::Sub), &[p, var]);
+        g.set_output(Target::Param, new_p);
+        g.set_output(Target::State("row_var".into()), new_row);
+        g.set_output(Target::State("col_var".into()), new_col);
+        verify(&g).expect("factored graph");
+        assert!(depends_on_rank(&g));
+
+        let flat = specialize_one_row(&g, 1);
+        verify(&flat).unwrap_or_else(|e| panic!("{e}\n{flat}"));
+        assert!(!depends_on_rank(&flat), "{flat}");
+        assert_eq!(flat.state("col_var").map(|s| s.class), Some(Class::Elem));
+        let text = flat.to_string();
+        // The column mean is gone, the select took its `1` branch: var = 1 * new_col.
+        assert!(
+            !text.contains("col_mean") && !text.contains("select"),
+            "{text}"
+        );
+        assert!(
+            text.contains("row_mean"),
+            "the row state is still kept: {text}"
+        );
+    }
+}
