@@ -54,6 +54,26 @@ fn every_builtin_variant_moves_its_minimum_bytes() {
     }
 }
 
+/// Adafactor's steps: for matrices a column walk for the column means (grad, 4), one pass for
+/// the row means and the parameter's RMS (param and grad, 8), one for the update's RMS (grad
+/// and the column values, 8) and the update (param rw, grad, column values, 16); for vectors
+/// the update's RMS with the parameter's (param, grad, variance: 12) and the update (param and
+/// variance rw, grad: 20). The column values are one float per column (cached), counted per
+/// element as every load is.
+#[test]
+fn adafactor_steps_move_their_minimum_bytes() {
+    let minimums = [("adafactor", 36, 4), ("adafactor-1d", 32, 2)];
+    for ((name, definition), (want_name, bytes, kernels)) in
+        common::factored_cases().into_iter().zip(minimums)
+    {
+        assert_eq!(name, want_name);
+        let compiled = compile(&definition, &CompileOptions::default()).expect(name);
+        let plan = &compiled.plan;
+        assert_eq!(plan.bytes_per_elem(), bytes, "{name}\n{plan}");
+        assert_eq!(plan.phases.len(), kernels, "{name}\n{plan}");
+    }
+}
+
 /// Gradients of a few tensors, several chunks long, so that threads split the work.
 fn gradients(step: usize) -> Vec<Vec<f32>> {
     [70_000usize, 3, 150_001, 0, 4096]

@@ -9,7 +9,8 @@ use optjit::{Arch, CompileOptions, Stage, Target, compile};
 /// Stage texts of the CPU pipeline, named `<variant>.<index>-<stage>`.
 #[test]
 fn cpu_stages_of_every_builtin() {
-    for (case, definition) in common::snapshot_cases() {
+    let cases = common::snapshot_cases().into_iter();
+    for (case, definition) in cases.chain(common::factored_cases()) {
         let options = CompileOptions {
             keep_texts: true,
             fma: Some(true),

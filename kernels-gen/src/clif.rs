@@ -231,8 +231,7 @@ impl Emitter<'_> {
             true => {
                 let word = (ChunkAbi::BUFFERS_WORD + kernel.buffers.len()) * 8;
                 let stride = b.ins().load(types::I64, mf, record, word as i32);
-                let none = b.ins().iconst(types::I64, 0);
-                (none, none, Some(stride))
+                (len, len, Some(stride))
             }
             false => (
                 b.ins().band_imm_s(len, !((UNROLL * LANES) as i64 - 1)),
@@ -243,7 +242,8 @@ impl Emitter<'_> {
         let zero = b.ins().iconst(types::I64, 0);
         let mut start = vec![zero];
         start.extend(accumulators.zeros(b));
-        b.ins().jump(wide_head, &args(&start));
+        let first = if columns { tail_head } else { wide_head };
+        b.ins().jump(first, &args(&start));
 
         let loops = [
             Loop {
@@ -271,7 +271,8 @@ impl Emitter<'_> {
                 ty: types::F32,
             },
         ];
-        for l in &loops {
+        // A column walk's vector loops are never entered, so never emitted.
+        for l in loops.iter().filter(|l| !columns || l.ty == types::F32) {
             b.switch_to_block(l.head);
             let params = b.block_params(l.head).to_vec();
             let (i, accs) = (params[0], &params[1..]);

@@ -204,6 +204,18 @@ pub fn adabelief_naive() -> Definition {
 
 /// Every case whose stages are snapshotted and whose PTX is assembled: the built-in variants,
 /// then definitions traced in the tests (naive forms, per-tensor reductions).
+/// Adafactor's two compiled steps: for matrices (`adafactor`, with a column walk; no PTX yet)
+/// and for vectors (`adafactor-1d`, specialized to one row as an optimizer compiles it).
+pub fn factored_cases() -> Vec<(&'static str, Definition)> {
+    let configured = optjit::optim::Adafactor::new().build().expect("Adafactor");
+    let mut one_row = configured.definition.clone();
+    one_row.graph = optjit::ir::specialize_one_row(&configured.definition.graph, 1);
+    vec![
+        ("adafactor", configured.definition),
+        ("adafactor-1d", one_row),
+    ]
+}
+
 pub fn snapshot_cases() -> Vec<(&'static str, Definition)> {
     let mut cases: Vec<(&'static str, Definition)> = builtin_variants()
         .into_iter()

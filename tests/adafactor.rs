@@ -1,0 +1,247 @@
+//! Adafactor beyond the golden file's small shapes: rows longer than a chunk, several matrices
+//! per tensor, vectors and a 0-d tensor beside matrices, an f64 reference of PyTorch's update,
+//! clipping over every kind of tensor, determinism across threads, and the CUDA refusal.
+
+use optjit::optim::Adafactor;
+use optjit::{Arch, CompileOptions, GRAD_NORM, Optimizer, Setup, Target, compile};
+
+/// Matrices with rows longer than a chunk (65536), three 2-d matrices in one tensor, a vector
+/// and a 0-d tensor.
+const SHAPES: [&[usize]; 5] = [&[3, 70_000], &[3, 40, 50], &[1000], &[], &[7, 1]];
+
+fn len(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+fn values(shape: &[usize], seed: usize, scale: f32) -> Vec<f32> {
+    (0..len(shape))
+        .map(|i| ((((i * 7919 + seed * 104_729) % 2003) as f32) - 1001.0) * scale / 1001.0)
+        .collect()
+}
+
+fn grads(step: usize) -> Vec<Vec<f32>> {
+    SHAPES
+        .iter()
+        .enumerate()
+        .map(|(t, s)| values(s, 31 * step + t + 1, 0.5))
+        .collect()
+}
+
+fn params() -> Vec<Vec<f32>> {
+    SHAPES.iter().map(|s| values(s, 0, 1.0)).collect()
+}
+
+fn optimizer(clip: Option<f64>, threads: usize) -> Optimizer {
+    let configured = Adafactor::new()
+        .lr(0.02)
+        .weight_decay(0.01)
+        .build()
+        .expect("Adafactor");
+    let configured = match clip {
+        Some(max_norm) => configured.with_clip_grad_norm(max_norm).expect("clip"),
+        None => configured,
+    };
+    let setup = Setup {
+        shapes: SHAPES.iter().map(|s| s.to_vec()).collect(),
+        hypers: configured.hypers.clone(),
+        threads,
+        ..Setup::default()
+    };
+    Optimizer::new(&configured.definition, setup).expect("optimizer")
+}
+
+/// PyTorch's `_single_tensor_adafactor` in f64 for one tensor (eps1 = f32's epsilon, eps2 =
+/// 1e-3, d = 1, beta2_decay = -0.8).
+struct Reference {
+    shape: Vec<usize>,
+    row_var: Vec<f64>,
+    col_var: Vec<f64>,
+    variance: Vec<f64>,
+}
+
+impl Reference {
+    fn new(shape: &[usize]) -> Reference {
+        let (m, r, c) = view(shape);
+        Reference {
+            shape: shape.to_vec(),
+            row_var: vec![0.0; m * r],
+            col_var: vec![0.0; m * c],
+            variance: vec![0.0; len(shape)],
+        }
+    }
+
+    fn step(&mut self, p: &mut [f64], g: &[f64], step: f64, lr: f64, wd: f64) {
+        let (eps1, eps2) = (f32::EPSILON as f64, 1e-3f64);
+        let n = p.len() as f64;
+        let w = step.powf(-0.8);
+        let rho = lr.min(1.0 / step.sqrt());
+        let rms = (p.iter().map(|x| x * x).sum::<f64>() / n).sqrt();
+        let alpha = eps2.max(rms) * rho;
+        p.iter_mut().for_each(|x| *x *= 1.0 - lr * wd);
+        let var: Vec<f64> = if self.shape.len() >= 2 {
+            let (mats, rows, cols) = view(&self.shape);
+            for mr in 0..mats * rows {
+                let mean = (0..cols).map(|j| g[mr * cols + j].powi(2)).sum::<f64>() / cols as f64;
+                self.row_var[mr] += w * (mean - self.row_var[mr]);
+            }
+            for m in 0..mats {
+                for j in 0..cols {
+                    let at = |i: usize| g[(m * rows + i) * cols + j].powi(2);
+                    let mean = (0..rows).map(at).sum::<f64>() / rows as f64;
+                    self.col_var[m * cols + j] += w * (mean - self.col_var[m * cols + j]);
+                }
+            }
+            (0..p.len())
+                .map(|e| {
+                    let (mr, j) = (e / cols, e % cols);
+                    let m = mr / rows;
+                    let rows_mean =
+                        self.row_var[m * rows..(m + 1) * rows].iter().sum::<f64>() / rows as f64;
+                    self.row_var[mr] * self.col_var[m * cols + j] / rows_mean.max(eps1)
+                })
+                .collect()
+        } else {
+            for (v, x) in self.variance.iter_mut().zip(g) {
+                *v += w * (x * x - *v);
+            }
+            self.variance.clone()
+        };
+        let update: Vec<f64> = g
+            .iter()
+            .zip(&var)
+            .map(|(x, v)| x / v.max(eps1 * eps1).sqrt())
+            .collect();
+        let rms_u = (update.iter().map(|u| u * u).sum::<f64>() / n).sqrt();
+        let denom = rms_u.max(1.0);
+        for (x, u) in p.iter_mut().zip(&update) {
+            *x -= alpha / denom * u;
+        }
+    }
+}
+
+/// (matrices, rows, columns) as PyTorch factors a shape.
+fn view(shape: &[usize]) -> (usize, usize, usize) {
+    match shape {
+        [lead @ .., r, c] => (lead.iter().product(), *r, *c),
+        _ => (1, 1, len(shape)),
+    }
+}
+
+fn close(got: f32, want: f64, what: &str) {
+    let err = (got as f64 - want).abs();
+    assert!(
+        err <= 1e-6 + 1e-4 * want.abs(),
+        "{what}: got {got}, want {want}"
+    );
+}
+
+#[test]
+fn matches_an_f64_reference_of_pytorch_on_every_kind_of_tensor() {
+    let mut opt = optimizer(None, 2);
+    assert_eq!(opt.compiled_kinds().count(), 3, "matrices, vectors, 0-d");
+    let mut params = params();
+    let mut reference: Vec<Reference> = SHAPES.iter().map(|s| Reference::new(s)).collect();
+    let mut want: Vec<Vec<f64>> = params
+        .iter()
+        .map(|p| p.iter().map(|&x| x as f64).collect())
+        .collect();
+    for step in 1..=8 {
+        let g = grads(step);
+        opt.step(&mut params, &g).expect("step");
+        for ((r, p), g) in reference.iter_mut().zip(&mut want).zip(&g) {
+            let g: Vec<f64> = g.iter().map(|&x| x as f64).collect();
+            r.step(p, &g, step as f64, 0.02, 0.01);
+        }
+    }
+    for (t, (got, want)) in params.iter().zip(&want).enumerate() {
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            close(g, w, &format!("param {t}[{i}]"));
+        }
+    }
+    for (t, r) in reference.iter().enumerate() {
+        let factored = SHAPES[t].len() >= 2;
+        let states: &[(&str, &[f64])] = match factored {
+            true => &[("row_var", &r.row_var), ("col_var", &r.col_var)],
+            false => &[("variance", &r.variance)],
+        };
+        for (name, want) in states {
+            let got = opt.state(t, name).unwrap_or_else(|| panic!("{t}.{name}"));
+            assert_eq!(got.len(), want.len(), "{t}.{name}");
+            for (i, (&g, &w)) in got.iter().zip(want.iter()).enumerate() {
+                close(g, w, &format!("state {t}.{name}[{i}]"));
+            }
+        }
+    }
+}
+
+#[test]
+fn clipping_adds_the_norm_up_over_every_kind_of_tensor() {
+    let max_norm = 0.5;
+    let mut clipped = optimizer(Some(max_norm), 2);
+    let mut plain = optimizer(None, 2);
+    let (mut p_clipped, mut p_plain) = (params(), params());
+    for step in 1..=5 {
+        let g = grads(step);
+        let norm = g
+            .iter()
+            .flatten()
+            .map(|&x| (x as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let coef = (max_norm / (norm + 1e-6)).min(1.0);
+        assert!(coef < 1.0, "the clip must bite");
+        let scaled: Vec<Vec<f32>> = g
+            .iter()
+            .map(|t| t.iter().map(|&x| (x as f64 * coef) as f32).collect())
+            .collect();
+        clipped.step(&mut p_clipped, &g).expect("clipped step");
+        plain.step(&mut p_plain, &scaled).expect("plain step");
+        let got = clipped.scalar_state(0, GRAD_NORM).expect("grad_norm");
+        // Squares are rounded to f32 before the f64 sum: agreement to 1e-6, not to the bit.
+        assert!((got - norm).abs() <= 1e-6 * norm, "norm {got} vs {norm}");
+    }
+    for (a, b) in p_clipped.iter().flatten().zip(p_plain.iter().flatten()) {
+        close(*a, *b as f64, "clipped vs pre-clipped");
+    }
+}
+
+#[test]
+fn threads_do_not_change_a_bit() {
+    let run = |threads| {
+        let mut opt = optimizer(Some(1.0), threads);
+        let mut p = params();
+        for step in 1..=3 {
+            opt.step(&mut p, &grads(step)).expect("step");
+        }
+        let cols = opt.state(0, "col_var").expect("col_var").to_vec();
+        (p, cols, opt.scalar_state(0, GRAD_NORM))
+    };
+    let (one, two) = (run(1), run(2));
+    assert!(
+        one.0
+            .iter()
+            .flatten()
+            .zip(two.0.iter().flatten())
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
+    assert!(
+        one.1
+            .iter()
+            .zip(&two.1)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
+    assert_eq!(one.2, two.2);
+}
+
+#[test]
+fn cuda_refuses_column_means_with_a_clear_error() {
+    let configured = Adafactor::new().build().expect("Adafactor");
+    let options = CompileOptions {
+        target: Target::Cuda { arch: Arch::Sm90 },
+        ..CompileOptions::default()
+    };
+    let Err(err) = compile(&configured.definition, &options) else {
+        panic!("compiled column walks to PTX")
+    };
+    assert!(err.to_string().contains("column walks"), "{err}");
+}
