@@ -43,9 +43,9 @@ impl Backend {
 /// A compiled optimizer on one of the backends, stepping host tensors.
 pub enum Stepper {
     /// On the CPU.
-    Cpu(Optimizer),
+    Cpu(Box<Optimizer>),
     /// On a CUDA device (host tensors are copied there and back each step).
-    Cuda(CudaOptimizer),
+    Cuda(Box<CudaOptimizer>),
 }
 
 impl Stepper {
@@ -58,11 +58,13 @@ impl Stepper {
         Ok(match backend {
             Backend::Cpu { threads } => {
                 setup.threads = *threads;
-                Stepper::Cpu(Optimizer::new(definition, setup)?)
+                Stepper::Cpu(Box::new(Optimizer::new(definition, setup)?))
             }
-            Backend::Cuda(device) => {
-                Stepper::Cuda(CudaOptimizer::new(definition, setup, device.clone())?)
-            }
+            Backend::Cuda(device) => Stepper::Cuda(Box::new(CudaOptimizer::new(
+                definition,
+                setup,
+                device.clone(),
+            )?)),
         })
     }
 

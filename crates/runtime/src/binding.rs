@@ -296,7 +296,8 @@ impl Binding {
                         &mut factors[t],
                     );
                     let rows = &mut rows[self.row_base[t] * width..];
-                    program.fill_factor_rows(stage, view, values, own, &factors[t], rows, width);
+                    let computed = (&*values, &*own);
+                    program.fill_factor_rows(stage, view, computed, &factors[t], rows);
                     program.fill_cols(stage, &factors[t], &mut cols[t]);
                 }
                 continue;

@@ -290,7 +290,7 @@ impl ScalarProgram {
                         let own = &rows[matrix * view.rows..][..view.rows];
                         own.iter().sum::<f64>() / view.rows as f64
                     }
-                    Inst::State(s) => f64::from(states[s][e]),
+                    Inst::State(s) => states[s].get(e).map_or(f64::NAN, |&v| f64::from(v)),
                     _ => {
                         let operand = |a: usize| match self.class[a] {
                             Class::Scalar => group[a],
@@ -309,19 +309,18 @@ impl ScalarProgram {
         }
     }
 
-    /// Fills the slots of the kernel rows of one tensor's rows (`rows`, `width` floats per row)
-    /// that stage `stage` computes.
+    /// Fills the slots of the kernel rows of one tensor's rows (`rows`, a row of
+    /// `n_kernel_scalars().max(1)` floats per row of the tensor) that stage `stage` computes.
     pub(crate) fn fill_factor_rows(
         &self,
         stage: usize,
         view: &View,
-        group: &[f64],
-        tensor: &[f64],
+        (group, tensor): (&[f64], &[f64]),
         factors: &FactorValues,
         rows: &mut [f32],
-        width: usize,
     ) {
         let range = self.stage(stage);
+        let width = self.n_kernel_scalars().max(1);
         for (r, row) in rows.chunks_mut(width).take(view.total_rows()).enumerate() {
             for (dst, &src) in row.iter_mut().zip(&self.kernel_slots) {
                 if !range.contains(&src) {
