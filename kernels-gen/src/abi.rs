@@ -23,10 +23,14 @@
 /// | [`ChunkAbi::LEN_WORD`] = 0 | `len`: number of elements in this chunk (may be 0) |
 /// | [`ChunkAbi::SCALARS_WORD`] = 1 | `*const f32`: the chunk's scalar row, `kernel.n_scalars` values: its group's, or its tensor's when the step has per-tensor values |
 /// | [`ChunkAbi::BUFFERS_WORD`] + i | `*mut f32`: element 0 of this chunk in buffer `i` (`kernel.buffers` order) |
-/// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` | column walks only ([`Walk::Columns`](optjit_ir::Walk)): the distance in bytes between successive elements of the chunk in every buffer |
+/// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` | column walks only ([`Walk::Columns`](optjit_ir::Walk)): `stride`, the distance in bytes between two rows |
+/// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` + 1 | column walks only: `width`, the record's adjacent columns, 1 to [`ChunkAbi::COLUMN_BLOCK`] |
 ///
-/// Element `i` of a chunk is at byte `4 * i` from its buffer pointers, or `stride * i` in a
-/// column walk ([`Kernel::record_words`](crate::Kernel::record_words) counts the extra word).
+/// Element `i` of a chunk is at byte `4 * i` from its buffer pointers. In a column walk a record
+/// is `width` adjacent columns of `len` rows: element (row `i`, column `c`) is at byte
+/// `stride * i + 4 * c`, and the record writes one partial per column: reduction `j`'s partial of
+/// column `c` to `partials[(r * n + j) * COLUMN_BLOCK + c]` ([`Kernel::record_words`](crate::Kernel::record_words)
+/// counts the two extra words).
 ///
 /// A kernel with reductions ([`Kernel::reductions`](crate::Kernel::reductions), `n` of them)
 /// writes, for every record `r` with `len > 0`, the partial of slot `j` (the fold of that
@@ -59,6 +63,8 @@ impl ChunkAbi {
     pub const SCALARS_WORD: usize = 1;
     /// Word holding the pointer of buffer 0; buffer i follows at `BUFFERS_WORD + i`.
     pub const BUFFERS_WORD: usize = 2;
+    /// The most adjacent columns one record of a column walk holds (one 64-byte line of f32).
+    pub const COLUMN_BLOCK: usize = 16;
 
     /// Words per record for a kernel with `n_buffers` buffers.
     pub const fn record_words(n_buffers: usize) -> usize {

@@ -157,8 +157,10 @@ impl Emitter<'_> {
     fn build(&self, b: &mut FunctionBuilder) {
         let kernel = self.kernel;
         let mf = self.flags;
+        if kernel.walk == Walk::Columns {
+            return self.build_columns(b);
+        }
         let record_bytes = (kernel.record_words() * 8) as i64;
-        let columns = kernel.walk == Walk::Columns;
         let entry = b.create_block();
         let [rec_head, rec_body, rec_setup] = std::array::from_fn(|_| b.create_block());
         let [
@@ -226,24 +228,12 @@ impl Emitter<'_> {
             let word = ChunkAbi::SCALARS_WORD * 8;
             b.ins().load(types::I64, mf, record, word as i32)
         });
-        // A column walk's elements are `stride` bytes apart: it runs the scalar loop only.
-        let (wide_bound, vec_bound, stride) = match columns {
-            true => {
-                let word = (ChunkAbi::BUFFERS_WORD + kernel.buffers.len()) * 8;
-                let stride = b.ins().load(types::I64, mf, record, word as i32);
-                (len, len, Some(stride))
-            }
-            false => (
-                b.ins().band_imm_s(len, !((UNROLL * LANES) as i64 - 1)),
-                b.ins().band_imm_s(len, !(LANES as i64 - 1)),
-                None,
-            ),
-        };
+        let wide_bound = b.ins().band_imm_s(len, !((UNROLL * LANES) as i64 - 1));
+        let vec_bound = b.ins().band_imm_s(len, !(LANES as i64 - 1));
         let zero = b.ins().iconst(types::I64, 0);
         let mut start = vec![zero];
         start.extend(accumulators.zeros(b));
-        let first = if columns { tail_head } else { wide_head };
-        b.ins().jump(first, &args(&start));
+        b.ins().jump(wide_head, &args(&start));
 
         let loops = [
             Loop {
@@ -271,8 +261,7 @@ impl Emitter<'_> {
                 ty: types::F32,
             },
         ];
-        // A column walk's vector loops are never entered, so never emitted.
-        for l in loops.iter().filter(|l| !columns || l.ty == types::F32) {
+        for l in &loops {
             b.switch_to_block(l.head);
             let params = b.block_params(l.head).to_vec();
             let (i, accs) = (params[0], &params[1..]);
@@ -292,10 +281,7 @@ impl Emitter<'_> {
             b.switch_to_block(l.body);
             let params = b.block_params(l.body).to_vec();
             let (i, accs) = (params[0], &params[1..]);
-            let byte_offset = match stride {
-                Some(stride) => b.ins().imul(i, stride),
-                None => b.ins().ishl_imm_u(i, 2),
-            };
+            let byte_offset = b.ins().ishl_imm_u(i, 2);
             let addresses: Vec<Value> = bases
                 .iter()
                 .map(|&base| b.ins().iadd(base, byte_offset))
@@ -321,6 +307,183 @@ impl Emitter<'_> {
             }
             b.ins().jump(rec_head, &[next_record.into()]);
         }
+
+        b.switch_to_block(exit);
+        b.ins().return_(&[]);
+    }
+
+    /// Emits the body of a column walk (see [`ChunkAbi`]): a record is up to
+    /// [`ChunkAbi::COLUMN_BLOCK`] adjacent columns of `len` rows, `stride` bytes apart. A full
+    /// block runs row by row as four f32x4 vectors (one 64-byte line per row, each lane its own
+    /// column's accumulator); a narrower one column by column with scalars. Each column's
+    /// partial goes to lane `c` of the record's block of partials.
+    fn build_columns(&self, b: &mut FunctionBuilder) {
+        let kernel = self.kernel;
+        let mf = self.flags;
+        let record_bytes = (kernel.record_words() * 8) as i64;
+        let reductions = kernel.reductions();
+        let accumulators = Accumulators::new(reductions.len());
+        let block = ChunkAbi::COLUMN_BLOCK as i64;
+        let [entry, rec_head, rec_body, setup, exit] = std::array::from_fn(|_| b.create_block());
+        let [v_head, v_body, v_done, c_head, s_head, s_body, s_done] =
+            std::array::from_fn(|_| b.create_block());
+        b.append_block_params_for_function_params(entry);
+        for block in [rec_head, rec_body, setup] {
+            b.append_block_param(block, types::I64);
+        }
+        // v_head/v_body(i, accs), v_done(accs), c_head(c), s_head/s_body(c, i, accs), s_done(c, accs)
+        for block in [v_head, v_body, c_head, s_head, s_body, s_done] {
+            b.append_block_param(block, types::I64);
+        }
+        for block in [s_head, s_body] {
+            b.append_block_param(block, types::I64);
+        }
+        for block in [v_head, v_body, v_done, s_head, s_body, s_done] {
+            accumulators.append_params(b, block);
+        }
+
+        b.switch_to_block(entry);
+        let params = b.block_params(entry).to_vec();
+        let (table, begin, end, partials) = (params[0], params[1], params[2], params[3]);
+        b.ins().jump(rec_head, &[begin.into()]);
+
+        b.switch_to_block(rec_head);
+        let r = b.block_params(rec_head)[0];
+        let more = b.ins().icmp(IntCC::UnsignedLessThan, r, end);
+        b.ins().brif(more, rec_body, &[r.into()], exit, &[]);
+
+        // rec_body(r): the record's row count; empty records are skipped.
+        b.switch_to_block(rec_body);
+        let r = b.block_params(rec_body)[0];
+        let offset = b.ins().imul_imm_u(r, record_bytes);
+        let record = b.ins().iadd(table, offset);
+        let len = b.ins().load(types::I64, mf, record, 0);
+        let next_record = b.ins().iadd_imm_u(r, 1);
+        b.ins()
+            .brif(len, setup, &[r.into()], rec_head, &[next_record.into()]);
+
+        // setup(r): pointers, stride, width; a full block takes the vector path.
+        b.switch_to_block(setup);
+        let word = |i: usize| (i * 8) as i32;
+        let n_buffers = kernel.buffers.len();
+        let bases: Vec<Value> = (0..n_buffers)
+            .map(|i| {
+                b.ins()
+                    .load(types::I64, mf, record, word(ChunkAbi::BUFFERS_WORD + i))
+            })
+            .collect();
+        let uses_row = kernel
+            .insts
+            .iter()
+            .any(|inst| matches!(inst, Inst::Scalar { .. }));
+        let row = uses_row.then(|| {
+            b.ins()
+                .load(types::I64, mf, record, word(ChunkAbi::SCALARS_WORD))
+        });
+        let stride = b.ins().load(
+            types::I64,
+            mf,
+            record,
+            word(ChunkAbi::BUFFERS_WORD + n_buffers),
+        );
+        let width = b.ins().load(
+            types::I64,
+            mf,
+            record,
+            word(ChunkAbi::BUFFERS_WORD + n_buffers + 1),
+        );
+        // The record's block of partials: `COLUMN_BLOCK` lanes per reduction.
+        let out_offset = b.ins().imul_imm_u(r, 8 * block * reductions.len() as i64);
+        let out = b.ins().iadd(partials, out_offset);
+        let full = b.ins().icmp_imm_s(IntCC::Equal, width, block);
+        let zero = b.ins().iconst(types::I64, 0);
+        let mut start = vec![zero];
+        start.extend(accumulators.zeros(b));
+        b.ins()
+            .brif(full, v_head, &args(&start), c_head, &[zero.into()]);
+
+        // The vector path: row i of the block is 4 f32x4 at base + i * stride.
+        let wide = Loop {
+            head: v_head,
+            body: v_body,
+            exit: v_done,
+            bound: len,
+            copies: UNROLL,
+            ty: types::F32X4,
+        };
+        b.switch_to_block(v_head);
+        let params = b.block_params(v_head).to_vec();
+        let more = b.ins().icmp(IntCC::UnsignedLessThan, params[0], len);
+        b.ins()
+            .brif(more, v_body, &args(&params), v_done, &args(&params[1..]));
+        b.switch_to_block(v_body);
+        let params = b.block_params(v_body).to_vec();
+        let row_offset = b.ins().imul(params[0], stride);
+        let addresses: Vec<Value> = bases.iter().map(|&p| b.ins().iadd(p, row_offset)).collect();
+        let mut next = vec![b.ins().iadd_imm_u(params[0], 1)];
+        next.extend(self.body(b, &wide, &addresses, row, &params[1..]));
+        b.ins().jump(v_head, &args(&next));
+        b.switch_to_block(v_done);
+        let accs = b.block_params(v_done).to_vec();
+        for slot in 0..reductions.len() {
+            for copy in 0..UNROLL {
+                let vector = accs[slot * UNROLL + copy];
+                for lane in 0..LANES {
+                    let x = b.ins().extractlane(vector, lane as u8);
+                    let x = b.ins().fpromote(types::F64, x);
+                    let at = (slot * ChunkAbi::COLUMN_BLOCK + copy * LANES + lane) * 8;
+                    b.ins().store(mf, x, out, at as i32);
+                }
+            }
+        }
+        b.ins().jump(rec_head, &[next_record.into()]);
+
+        // The scalar path: column c of the record, row by row.
+        b.switch_to_block(c_head);
+        let c = b.block_params(c_head)[0];
+        let more = b.ins().icmp(IntCC::UnsignedLessThan, c, width);
+        let mut start = vec![c, zero];
+        start.extend(accumulators.zeros(b));
+        b.ins()
+            .brif(more, s_head, &args(&start), rec_head, &[next_record.into()]);
+        let tail = Loop {
+            head: s_head,
+            body: s_body,
+            exit: s_done,
+            bound: len,
+            copies: 1,
+            ty: types::F32,
+        };
+        b.switch_to_block(s_head);
+        let params = b.block_params(s_head).to_vec();
+        let more = b.ins().icmp(IntCC::UnsignedLessThan, params[1], len);
+        let mut done = vec![params[0]];
+        done.extend(&params[2..]);
+        b.ins()
+            .brif(more, s_body, &args(&params), s_done, &args(&done));
+        b.switch_to_block(s_body);
+        let params = b.block_params(s_body).to_vec();
+        let (c, i) = (params[0], params[1]);
+        let column = b.ins().ishl_imm_u(c, 2);
+        let row_offset = b.ins().imul(i, stride);
+        let offset = b.ins().iadd(column, row_offset);
+        let addresses: Vec<Value> = bases.iter().map(|&p| b.ins().iadd(p, offset)).collect();
+        let mut next = vec![c, b.ins().iadd_imm_u(i, 1)];
+        next.extend(self.body(b, &tail, &addresses, row, &params[2..]));
+        b.ins().jump(s_head, &args(&next));
+        b.switch_to_block(s_done);
+        let params = b.block_params(s_done).to_vec();
+        let (c, accs) = (params[0], &params[1..]);
+        let lane_offset = b.ins().ishl_imm_u(c, 3);
+        let lane_out = b.ins().iadd(out, lane_offset);
+        for slot in 0..reductions.len() {
+            let x = accs[accumulators.index(slot, 0, types::F32)];
+            let x = b.ins().fpromote(types::F64, x);
+            let at = slot * ChunkAbi::COLUMN_BLOCK * 8;
+            b.ins().store(mf, x, lane_out, at as i32);
+        }
+        let next_column = b.ins().iadd_imm_u(c, 1);
+        b.ins().jump(c_head, &[next_column.into()]);
 
         b.switch_to_block(exit);
         b.ins().return_(&[]);

@@ -191,9 +191,10 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Words per chunk record (see [`ChunkAbi`]): a column walk's records end with the stride.
+    /// Words per chunk record (see [`ChunkAbi`]): a column walk's records end with the stride
+    /// and the width.
     pub fn record_words(&self) -> usize {
-        ChunkAbi::record_words(self.buffers.len()) + usize::from(self.walk == Walk::Columns)
+        ChunkAbi::record_words(self.buffers.len()) + 2 * usize::from(self.walk == Walk::Columns)
     }
 
     /// The reductions' ops by partial slot (empty for a kernel without reductions).

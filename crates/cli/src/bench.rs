@@ -47,7 +47,7 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
         )?;
         return Ok(cuda_line(args, &configured.name, &sizes, &times));
     }
-    let shapes: Vec<Vec<usize>> = sizes.iter().map(|&n| vec![n]).collect();
+    let shapes = workload::shapes(&args.workload).expect("a known workload");
     let (mut params, grads) = workload::data(&sizes);
     let setup = Setup {
         shapes,

@@ -4,6 +4,7 @@
 use crate::jit::KernelFn;
 use crate::pool::Pool;
 use crate::view::View;
+use optjit_kernels_gen::ChunkAbi;
 
 /// Elements per chunk: big enough to amortize the per-chunk setup, small enough to balance
 /// threads on a single large tensor.
@@ -82,19 +83,21 @@ impl ChunkTable<'_> {
         }
     }
 
-    /// Adds one record per column of every matrix of tensor `tensor` seen as `view`: the
-    /// column's elements, a row apart (a column walk, see `ChunkAbi`). Every record reads the
-    /// scalar row at `row`.
+    /// Adds the records of a column walk (see `ChunkAbi`) over tensor `tensor` seen as `view`:
+    /// each holds up to `COLUMN_BLOCK` adjacent columns of one matrix, every row, and reads
+    /// the scalar row at `row`. Its entity is its first column over all matrices, and its `lens`
+    /// entry its element count (for balancing threads).
     pub(crate) fn push_columns(&mut self, tensor: usize, view: &View, row: u64, base: &[u64]) {
         let stride = (view.cols * size_of::<f32>()) as u64;
         for m in 0..view.matrices {
-            for c in 0..view.cols {
+            for c in (0..view.cols).step_by(ChunkAbi::COLUMN_BLOCK) {
+                let width = ChunkAbi::COLUMN_BLOCK.min(view.cols - c);
                 self.words.push(view.rows as u64);
                 self.words.push(row);
                 let first = ((m * view.rows * view.cols + c) * size_of::<f32>()) as u64;
                 self.words.extend(base.iter().map(|&p| p + first));
-                self.words.push(stride);
-                self.lens.push(view.rows);
+                self.words.extend([stride, width as u64]);
+                self.lens.push(view.rows * width);
                 self.owners.push(tensor);
                 self.entities.push(m * view.cols + c);
             }

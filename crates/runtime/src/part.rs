@@ -245,7 +245,12 @@ impl Part {
                 }
             }
         }
-        let n_partials = plan.phases[phase].reductions.len() * scratch.lens.len();
+        // A column walk writes a block of partials, one per column, per reduction.
+        let per_record = match walk {
+            Walk::Elements => 1,
+            Walk::Columns => optjit_kernels_gen::ChunkAbi::COLUMN_BLOCK,
+        };
+        let n_partials = plan.phases[phase].reductions.len() * scratch.lens.len() * per_record;
         scratch.partials.clear();
         scratch.partials.resize(n_partials, 0.0);
         // SAFETY: every pointer comes from a live slice of the tensor's length (checked by the

@@ -3,7 +3,8 @@
 //! per row or column of each tensor).
 
 use crate::view::View;
-use optjit_ir::{FusionPlan, Op, Reduction};
+use optjit_ir::{FusionPlan, Op, Reduction, Walk};
+use optjit_kernels_gen::ChunkAbi;
 use optjit_kernels_gen::reduce_op;
 
 /// The finished reductions of a step so far, by reduction index (the plan's phases in order,
@@ -73,7 +74,8 @@ pub(crate) struct Records<'a> {
 }
 
 /// Finishes the reductions of phase `phase` from `partials` (one row of
-/// `plan.phases[phase].reductions.len()` partials per chunk record, in record order);
+/// `plan.phases[phase].reductions.len()` partials per chunk record, in record order, or in a
+/// column walk one block of `ChunkAbi::COLUMN_BLOCK` partials, a column each, per reduction);
 /// `records` says where each record lies, `lens[t]` is the element count of tensor `t` and
 /// `views[t]` its view (needed for row and column means only).
 pub(crate) fn finish_phase(
@@ -112,9 +114,26 @@ pub(crate) fn finish_phase(
                 sums.clear();
                 sums.resize(count, op.identity());
             }
-            for ((&owner, &e), &p) in owners.iter().zip(records.entities).zip(column) {
-                let acc = &mut reduced.per_entity[owner * reduced.n + r][e];
-                *acc = op.combine(*acc, p);
+            match plan.phases[phase].walk {
+                Walk::Elements => {
+                    for ((&owner, &e), &p) in owners.iter().zip(records.entities).zip(column) {
+                        let acc = &mut reduced.per_entity[owner * reduced.n + r][e];
+                        *acc = op.combine(*acc, p);
+                    }
+                }
+                Walk::Columns => {
+                    let block = ChunkAbi::COLUMN_BLOCK;
+                    let blocks = partials.chunks(block).skip(slot).step_by(reductions.len());
+                    for ((&owner, &first), lanes) in owners.iter().zip(records.entities).zip(blocks)
+                    {
+                        let cols = views[owner].cols;
+                        let width = block.min(cols - first % cols);
+                        let sums = &mut reduced.per_entity[owner * reduced.n + r];
+                        for (acc, &p) in sums[first..first + width].iter_mut().zip(lanes) {
+                            *acc = op.combine(*acc, p);
+                        }
+                    }
+                }
             }
             for (t, view) in views.iter().enumerate() {
                 let over = match rows {

@@ -85,6 +85,10 @@ impl fmt::Display for Domain {
                 let op = if self.min_inclusive { ">=" } else { ">" };
                 write!(f, "a finite number {op} {}", bound(self.min))
             }
+            (true, false) => {
+                let op = if self.max_inclusive { "<=" } else { "<" };
+                write!(f, "a finite number {op} {}", bound(self.max))
+            }
             _ => write!(
                 f,
                 "a number in {open}{}, {}{close}",
