@@ -54,7 +54,8 @@ fn every_builtin_variant_moves_its_minimum_bytes() {
     }
 }
 
-/// Adafactor's steps: for matrices a column walk for the column means (grad, 4), one pass for
+/// Adafactor's steps (the matrices' is 4 bytes above the true minimum, docs/fusion.md says
+/// why): for matrices a column walk for the column means (grad, 4), one pass for
 /// the row means and the parameter's RMS (param and grad, 8), one for the update's RMS (grad
 /// and the column values, 8) and the update (param rw, grad, column values, 16); for vectors
 /// the update's RMS with the parameter's (param, grad, variance: 12) and the update (param and
