@@ -5,9 +5,17 @@
 use optjit::optim::Adafactor;
 use optjit::{Arch, CompileOptions, GRAD_NORM, Optimizer, Setup, Target, compile};
 
-/// Matrices with rows longer than a chunk (65536), three 2-d matrices in one tensor, a vector
-/// and a 0-d tensor.
-const SHAPES: [&[usize]; 5] = [&[3, 70_000], &[3, 40, 50], &[1000], &[], &[7, 1]];
+/// Matrices with rows longer than a chunk (65536) and with more rows than a column-walk record
+/// holds (4096), widths that are and are not multiples of 16, three 2-d matrices in one tensor,
+/// a vector and a 0-d tensor.
+const SHAPES: [&[usize]; 6] = [
+    &[3, 70_000],
+    &[3, 40, 50],
+    &[1000],
+    &[],
+    &[7, 1],
+    &[5000, 20],
+];
 
 fn len(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -91,13 +99,16 @@ impl Reference {
                     self.col_var[m * cols + j] += w * (mean - self.col_var[m * cols + j]);
                 }
             }
+            let rows_means: Vec<f64> = self
+                .row_var
+                .chunks(rows)
+                .map(|r| r.iter().sum::<f64>() / rows as f64)
+                .collect();
             (0..p.len())
                 .map(|e| {
                     let (mr, j) = (e / cols, e % cols);
                     let m = mr / rows;
-                    let rows_mean =
-                        self.row_var[m * rows..(m + 1) * rows].iter().sum::<f64>() / rows as f64;
-                    self.row_var[mr] * self.col_var[m * cols + j] / rows_mean.max(eps1)
+                    self.row_var[mr] * self.col_var[m * cols + j] / rows_means[m].max(eps1)
                 })
                 .collect()
         } else {

@@ -161,6 +161,7 @@ fn every_instruction() -> Kernel {
     });
     Kernel {
         walk: optjit_ir::Walk::Elements,
+        scopes: Vec::new(),
         name: "every.phase0".into(),
         elem_dtype: DType::F32,
         buffers: vec![
@@ -178,6 +179,7 @@ fn no_scalars() -> Kernel {
     let v = Value;
     Kernel {
         walk: optjit_ir::Walk::Elements,
+        scopes: Vec::new(),
         name: "sgd_const.phase0".into(),
         elem_dtype: DType::F32,
         buffers: vec![
@@ -204,6 +206,7 @@ fn adamw() -> Kernel {
     let v = Value;
     Kernel {
         walk: optjit_ir::Walk::Elements,
+        scopes: Vec::new(),
         name: "adamw.phase0".into(),
         elem_dtype: DType::F32,
         buffers: vec![
@@ -261,6 +264,7 @@ fn reductions() -> Kernel {
     let v = Value;
     Kernel {
         walk: optjit_ir::Walk::Elements,
+        scopes: Vec::new(),
         name: "norms.phase0".into(),
         elem_dtype: DType::F32,
         buffers: vec![

@@ -25,15 +25,20 @@
 /// | [`ChunkAbi::BUFFERS_WORD`] + i | `*mut f32`: element 0 of this chunk in buffer `i` (`kernel.buffers` order) |
 /// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` | column walks only ([`Walk::Columns`](optjit_ir::Walk)): `stride`, the distance in bytes between two rows |
 /// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` + 1 | column walks only: `width`, the record's adjacent columns, 1 to [`ChunkAbi::COLUMN_BLOCK`] |
+/// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` + 2 | column walks only: `first`, the index in `partials` of the record's first partial |
 ///
-/// Element `i` of a chunk is at byte `4 * i` from its buffer pointers. In a column walk a record
+/// Element `i` of a chunk is at byte `4 * i` from its buffer pointers. In a column walk
+/// ([`Kernel::record_words`](crate::Kernel::record_words) counts the three extra words) a record
 /// is `width` adjacent columns of `len` rows: element (row `i`, column `c`) is at byte
-/// `stride * i + 4 * c`, and the record writes one partial per column: reduction `j`'s partial of
-/// column `c` to `partials[(r * n + j) * COLUMN_BLOCK + c]` ([`Kernel::record_words`](crate::Kernel::record_words)
-/// counts the two extra words).
+/// `stride * i + 4 * c`. Its partials start at `partials[first]`, slot after slot, each as its
+/// [`ReduceScope`](crate::ReduceScope) says: one for the record, one per row (`len`), or
+/// [`ChunkAbi::COLUMN_BLOCK`] (one per column; lanes past `width` are left alone)
+/// ([`Kernel::column_walk_partials`](crate::Kernel::column_walk_partials)). Partials per row
+/// or for the record of a block narrower than `COLUMN_BLOCK` are added to, not written: the
+/// caller zero-fills them.
 ///
 /// A kernel with reductions ([`Kernel::reductions`](crate::Kernel::reductions), `n` of them)
-/// writes, for every record `r` with `len > 0`, the partial of slot `j` (the fold of that
+/// that walks elements writes, for every record `r` with `len > 0`, the partial of slot `j` (the fold of that
 /// record's values, see [`ReduceOp`](crate::ReduceOp)) to `partials[r * n + j]`, an f64; it never
 /// reads `partials`, and writes nothing for an empty record, so the caller fills the array with
 /// each op's identity before the call and folds the partials in record order after it. The
@@ -65,6 +70,9 @@ impl ChunkAbi {
     pub const BUFFERS_WORD: usize = 2;
     /// The most adjacent columns one record of a column walk holds (one 64-byte line of f32).
     pub const COLUMN_BLOCK: usize = 16;
+    /// The most rows one record of a column walk holds, so that no f32 lane accumulates more
+    /// values than an element walk's chunk gives it.
+    pub const ROW_BLOCK: usize = 4096;
 
     /// Words per record for a kernel with `n_buffers` buffers.
     pub const fn record_words(n_buffers: usize) -> usize {

@@ -6,7 +6,7 @@
 //! overhead, which is what a memory-bound step needs from a 4-lane machine.
 
 use crate::abi::ChunkAbi;
-use crate::kernel::{self, Inst, Kernel, ReduceOp};
+use crate::kernel::{self, Inst, Kernel, ReduceOp, ReduceScope};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
 use cranelift_codegen::ir::{
@@ -315,8 +315,10 @@ impl Emitter<'_> {
     /// Emits the body of a column walk (see [`ChunkAbi`]): a record is up to
     /// [`ChunkAbi::COLUMN_BLOCK`] adjacent columns of `len` rows, `stride` bytes apart. A full
     /// block runs row by row as four f32x4 vectors (one 64-byte line per row, each lane its own
-    /// column's accumulator); a narrower one column by column with scalars. Each column's
-    /// partial goes to lane `c` of the record's block of partials.
+    /// column's accumulator); a narrower one column by column with scalars. Per-column partials
+    /// are the lanes (or the column's scalar); per-row partials the row's lanes folded in f64
+    /// (or, column by column, added to the zero-filled partial); the record's partial its lanes
+    /// folded at the end (or added to, element by element).
     fn build_columns(&self, b: &mut FunctionBuilder) {
         let kernel = self.kernel;
         let mf = self.flags;
@@ -362,10 +364,12 @@ impl Emitter<'_> {
         b.ins()
             .brif(len, setup, &[r.into()], rec_head, &[next_record.into()]);
 
-        // setup(r): pointers, stride, width; a full block takes the vector path.
+        // setup(r): pointers, stride, width, each slot's partials; a full block takes the
+        // vector path.
         b.switch_to_block(setup);
         let word = |i: usize| (i * 8) as i32;
         let n_buffers = kernel.buffers.len();
+        let extra = ChunkAbi::BUFFERS_WORD + n_buffers;
         let bases: Vec<Value> = (0..n_buffers)
             .map(|i| {
                 b.ins()
@@ -380,25 +384,25 @@ impl Emitter<'_> {
             b.ins()
                 .load(types::I64, mf, record, word(ChunkAbi::SCALARS_WORD))
         });
-        let stride = b.ins().load(
-            types::I64,
-            mf,
-            record,
-            word(ChunkAbi::BUFFERS_WORD + n_buffers),
-        );
-        let width = b.ins().load(
-            types::I64,
-            mf,
-            record,
-            word(ChunkAbi::BUFFERS_WORD + n_buffers + 1),
-        );
-        // The record's block of partials: `COLUMN_BLOCK` lanes per reduction.
-        let out_offset = b.ins().imul_imm_u(r, 8 * block * reductions.len() as i64);
-        let out = b.ins().iadd(partials, out_offset);
+        let stride = b.ins().load(types::I64, mf, record, word(extra));
+        let width = b.ins().load(types::I64, mf, record, word(extra + 1));
+        let first = b.ins().load(types::I64, mf, record, word(extra + 2));
+        let mut at = b.ins().ishl_imm_u(first, 3);
+        let mut outs = Vec::with_capacity(reductions.len());
+        for slot in 0..reductions.len() {
+            outs.push(b.ins().iadd(partials, at));
+            let size = match kernel.scope(slot) {
+                ReduceScope::Record => b.ins().iconst(types::I64, 8),
+                ReduceScope::Row => b.ins().ishl_imm_u(len, 3),
+                ReduceScope::Column => b.ins().iconst(types::I64, 8 * block),
+            };
+            at = b.ins().iadd(at, size);
+        }
         let full = b.ins().icmp_imm_s(IntCC::Equal, width, block);
         let zero = b.ins().iconst(types::I64, 0);
+        let zeros = accumulators.zeros(b);
         let mut start = vec![zero];
-        start.extend(accumulators.zeros(b));
+        start.extend(&zeros);
         b.ins()
             .brif(full, v_head, &args(&start), c_head, &[zero.into()]);
 
@@ -418,21 +422,46 @@ impl Emitter<'_> {
             .brif(more, v_body, &args(&params), v_done, &args(&params[1..]));
         b.switch_to_block(v_body);
         let params = b.block_params(v_body).to_vec();
-        let row_offset = b.ins().imul(params[0], stride);
+        let i = params[0];
+        let row_offset = b.ins().imul(i, stride);
         let addresses: Vec<Value> = bases.iter().map(|&p| b.ins().iadd(p, row_offset)).collect();
-        let mut next = vec![b.ins().iadd_imm_u(params[0], 1)];
-        next.extend(self.body(b, &wide, &addresses, row, &params[1..]));
+        let mut accs = self.body(b, &wide, &addresses, row, &params[1..]);
+        for (slot, &op) in reductions.iter().enumerate() {
+            if kernel.scope(slot) != ReduceScope::Row {
+                continue;
+            }
+            // This row's values only: fold its lanes, store, start the next row from zero.
+            let partial = accumulators.combine(b, op, slot, &accs);
+            let row_at = b.ins().ishl_imm_u(i, 3);
+            let out = b.ins().iadd(outs[slot], row_at);
+            b.ins().store(mf, partial, out, 0);
+            for copy in 0..UNROLL {
+                let index = accumulators.index(slot, copy, types::F32X4);
+                accs[index] = zeros[index];
+            }
+        }
+        let mut next = vec![b.ins().iadd_imm_u(i, 1)];
+        next.extend(accs);
         b.ins().jump(v_head, &args(&next));
         b.switch_to_block(v_done);
         let accs = b.block_params(v_done).to_vec();
-        for slot in 0..reductions.len() {
-            for copy in 0..UNROLL {
-                let vector = accs[slot * UNROLL + copy];
-                for lane in 0..LANES {
-                    let x = b.ins().extractlane(vector, lane as u8);
-                    let x = b.ins().fpromote(types::F64, x);
-                    let at = (slot * ChunkAbi::COLUMN_BLOCK + copy * LANES + lane) * 8;
-                    b.ins().store(mf, x, out, at as i32);
+        for (slot, &op) in reductions.iter().enumerate() {
+            match kernel.scope(slot) {
+                ReduceScope::Row => {}
+                ReduceScope::Record => {
+                    let partial = accumulators.combine(b, op, slot, &accs);
+                    b.ins().store(mf, partial, outs[slot], 0);
+                }
+                ReduceScope::Column => {
+                    for copy in 0..UNROLL {
+                        let vector = accs[accumulators.index(slot, copy, types::F32X4)];
+                        for lane in 0..LANES {
+                            let x = b.ins().extractlane(vector, lane as u8);
+                            let x = b.ins().fpromote(types::F64, x);
+                            let at = (copy * LANES + lane) * 8;
+                            b.ins().store(mf, x, outs[slot], at as i32);
+                        }
+                    }
                 }
             }
         }
@@ -443,7 +472,7 @@ impl Emitter<'_> {
         let c = b.block_params(c_head)[0];
         let more = b.ins().icmp(IntCC::UnsignedLessThan, c, width);
         let mut start = vec![c, zero];
-        start.extend(accumulators.zeros(b));
+        start.extend(&zeros);
         b.ins()
             .brif(more, s_head, &args(&start), rec_head, &[next_record.into()]);
         let tail = Loop {
@@ -468,19 +497,42 @@ impl Emitter<'_> {
         let row_offset = b.ins().imul(i, stride);
         let offset = b.ins().iadd(column, row_offset);
         let addresses: Vec<Value> = bases.iter().map(|&p| b.ins().iadd(p, offset)).collect();
+        let mut accs = self.body(b, &tail, &addresses, row, &params[2..]);
+        for (slot, &op) in reductions.iter().enumerate() {
+            let out = match kernel.scope(slot) {
+                ReduceScope::Column => continue,
+                ReduceScope::Record => outs[slot],
+                ReduceScope::Row => {
+                    let row_at = b.ins().ishl_imm_u(i, 3);
+                    b.ins().iadd(outs[slot], row_at)
+                }
+            };
+            // Add this element's fold to its zero-filled partial, and start again from zero.
+            let index = accumulators.index(slot, 0, types::F32);
+            let x = b.ins().fpromote(types::F64, accs[index]);
+            let old = b.ins().load(types::F64, mf, out, 0);
+            let new = match op {
+                ReduceOp::SumSquares | ReduceOp::Sum => b.ins().fadd(old, x),
+                ReduceOp::MaxAbs => b.ins().fmax(old, x),
+            };
+            b.ins().store(mf, new, out, 0);
+            accs[index] = zeros[index];
+        }
         let mut next = vec![c, b.ins().iadd_imm_u(i, 1)];
-        next.extend(self.body(b, &tail, &addresses, row, &params[2..]));
+        next.extend(accs);
         b.ins().jump(s_head, &args(&next));
         b.switch_to_block(s_done);
         let params = b.block_params(s_done).to_vec();
         let (c, accs) = (params[0], &params[1..]);
         let lane_offset = b.ins().ishl_imm_u(c, 3);
-        let lane_out = b.ins().iadd(out, lane_offset);
         for slot in 0..reductions.len() {
+            if kernel.scope(slot) != ReduceScope::Column {
+                continue;
+            }
             let x = accs[accumulators.index(slot, 0, types::F32)];
             let x = b.ins().fpromote(types::F64, x);
-            let at = slot * ChunkAbi::COLUMN_BLOCK * 8;
-            b.ins().store(mf, x, lane_out, at as i32);
+            let out = b.ins().iadd(outs[slot], lane_offset);
+            b.ins().store(mf, x, out, 0);
         }
         let next_column = b.ins().iadd_imm_u(c, 1);
         b.ins().jump(c_head, &[next_column.into()]);
@@ -793,6 +845,7 @@ mod tests {
         let v = kernel::Value;
         Kernel {
             walk: Walk::Elements,
+            scopes: Vec::new(),
             name: "every.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![

@@ -75,6 +75,28 @@ impl ReduceOp {
     }
 }
 
+/// What one partial of a column walk covers (see [`ChunkAbi`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceScope {
+    /// The whole record: one partial.
+    Record,
+    /// Each row of the record: one partial per row.
+    Row,
+    /// Each column of the record: [`ChunkAbi::COLUMN_BLOCK`] partials.
+    Column,
+}
+
+impl ReduceScope {
+    /// The text form's suffix (nothing for a whole record).
+    fn suffix(self) -> &'static str {
+        match self {
+            ReduceScope::Record => "",
+            ReduceScope::Row => " per row",
+            ReduceScope::Column => " per column",
+        }
+    }
+}
+
 /// One instruction of a kernel.
 ///
 /// Arithmetic is IEEE in the element dtype with one rounding per instruction (`Fma` rounds
@@ -179,8 +201,12 @@ pub struct Kernel {
     pub name: String,
     /// The element dtype of every buffer (f32 today).
     pub elem_dtype: DType,
-    /// How each chunk's elements lie: contiguous, or a column's, `stride` bytes apart.
+    /// How each chunk's elements lie: contiguous, or a block of columns, rows `stride` bytes
+    /// apart.
     pub walk: Walk,
+    /// In a column walk, what each partial slot covers (by slot); empty in an element walk,
+    /// where every partial covers its record.
+    pub scopes: Vec<ReduceScope>,
     /// The buffers, in kernel-argument order (the phase's order).
     pub buffers: Vec<BufferUse>,
     /// How many floats each scalar row holds (a row per group, or per tensor when the step has
@@ -191,10 +217,22 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Words per chunk record (see [`ChunkAbi`]): a column walk's records end with the stride
-    /// and the width.
+    /// Words per chunk record (see [`ChunkAbi`]): a column walk's records end with the stride,
+    /// the width and where their partials start.
     pub fn record_words(&self) -> usize {
-        ChunkAbi::record_words(self.buffers.len()) + 2 * usize::from(self.walk == Walk::Columns)
+        ChunkAbi::record_words(self.buffers.len()) + 3 * usize::from(self.walk == Walk::Columns)
+    }
+
+    /// How many partials a column-walk record of `rows` rows writes: per slot, one for the
+    /// record, one per row, or one per column of the block.
+    pub fn column_walk_partials(&self, rows: usize) -> usize {
+        (0..self.reductions().len())
+            .map(|slot| match self.scope(slot) {
+                ReduceScope::Record => 1,
+                ReduceScope::Row => rows,
+                ReduceScope::Column => ChunkAbi::COLUMN_BLOCK,
+            })
+            .sum()
     }
 
     /// The reductions' ops by partial slot (empty for a kernel without reductions).
@@ -209,6 +247,14 @@ impl Kernel {
             .collect();
         slots.sort_unstable_by_key(|&(slot, _)| slot);
         slots.into_iter().map(|(_, op)| op).collect()
+    }
+
+    /// What partial slot `slot` covers.
+    pub fn scope(&self, slot: usize) -> ReduceScope {
+        self.scopes
+            .get(slot)
+            .copied()
+            .unwrap_or(ReduceScope::Record)
     }
 
     /// The kind of `value`, if it names a value-defining instruction.
@@ -289,6 +335,13 @@ impl Kernel {
                 "partial slots {partial_slots:?} are not 0..n once each"
             ));
         }
+        let scoped = self.scopes.iter().any(|&s| s != ReduceScope::Record);
+        if scoped && (self.walk != Walk::Columns || self.scopes.len() != partial_slots.len()) {
+            return Err(format!(
+                "scopes {:?} need a column walk with a scope per partial slot",
+                self.scopes
+            ));
+        }
         Ok(())
     }
 }
@@ -317,7 +370,8 @@ impl fmt::Display for InstText<'_> {
             Inst::Select(c, a, b) => write!(f, "select {c}, {a}, {b}"),
             Inst::Store { buffer: b, value } => write!(f, "store {}, {value}", buffer(b)),
             Inst::Reduce { op, slot, value } => {
-                write!(f, "reduce {} partial {slot}, {value}", op.mnemonic())
+                let scope = kernel.scope(slot).suffix();
+                write!(f, "reduce {} partial {slot}{scope}, {value}", op.mnemonic())
             }
         }
     }

@@ -18,8 +18,8 @@ mod ptx;
 
 pub use abi::ChunkAbi;
 pub use clif::{EmitError, LIBCALLS, UNROLL, emit_clif};
-pub use kernel::{Inst, Kernel, Kind, ReduceOp, Value};
-pub use lower::{LowerError, LowerOptions, lower, reduce_op};
+pub use kernel::{Inst, Kernel, Kind, ReduceOp, ReduceScope, Value};
+pub use lower::{LowerError, LowerOptions, column_walk_scope, lower, reduce_op};
 pub use ptx::{Arch, PTX_BLOCK_THREADS, PtxOptions, emit_ptx, ptx_entry_name};
 
 /// The source text of this crate: what the compile cache hashes into its version, so that

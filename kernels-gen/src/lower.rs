@@ -6,9 +6,9 @@
 //! position in [`FusionPlan::kernel_scalars`]), and each store of the phase becomes a store (a
 //! scalar value stored per element is broadcast).
 
-use crate::kernel::{Inst, Kernel, Kind, ReduceOp, Value};
+use crate::kernel::{Inst, Kernel, Kind, ReduceOp, ReduceScope, Value};
 use optjit_ir::{
-    Binary, Buffer, Class, Cmp, DType, FusionPlan, Input, NodeIndex, Op, Reduction, Unary,
+    Binary, Buffer, Class, Cmp, DType, FusionPlan, Input, NodeIndex, Op, Reduction, Unary, Walk,
 };
 use std::collections::HashMap;
 use thiserror::Error;
@@ -138,10 +138,31 @@ pub fn lower(
         name: format!("{}.phase{phase}", graph.name),
         elem_dtype: graph.elem_dtype,
         walk: stage.walk,
+        scopes: match stage.walk {
+            Walk::Elements => Vec::new(),
+            Walk::Columns => stage
+                .reductions
+                .iter()
+                .map(|&r| match graph.node(r).op {
+                    Op::Reduce(reduction) => column_walk_scope(reduction),
+                    _ => ReduceScope::Record,
+                })
+                .collect(),
+        },
         buffers: stage.buffers.clone(),
         n_scalars: plan.kernel_scalars.len(),
         insts: cleanup(&insts),
     })
+}
+
+/// What a column walk's partial of `reduction` covers: a row mean's one row, a column mean's
+/// one column, anything else the whole record.
+pub fn column_walk_scope(reduction: Reduction) -> ReduceScope {
+    match reduction {
+        Reduction::RowMean => ReduceScope::Row,
+        Reduction::ColMean => ReduceScope::Column,
+        _ => ReduceScope::Record,
+    }
 }
 
 /// The per-chunk fold of `reduction` (norms are square roots of sums of squares, means are sums

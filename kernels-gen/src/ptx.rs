@@ -1050,6 +1050,7 @@ mod tests {
         let v = Value;
         Kernel {
             walk: optjit_ir::Walk::Elements,
+            scopes: Vec::new(),
             name: "sgd.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![
@@ -1082,6 +1083,7 @@ mod tests {
         let v = Value;
         Kernel {
             walk: optjit_ir::Walk::Elements,
+            scopes: Vec::new(),
             name: "norms.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![
@@ -1320,6 +1322,7 @@ mod tests {
         let v = Value;
         let kernel = Kernel {
             walk: optjit_ir::Walk::Elements,
+            scopes: Vec::new(),
             name: "hoist.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![buffer(Buffer::Param, true, true)],
@@ -1567,6 +1570,7 @@ mod tests {
         // sum of the constant 1 counts the elements; the reduction is never hoisted.
         let kernel = Kernel {
             walk: optjit_ir::Walk::Elements,
+            scopes: Vec::new(),
             name: "count.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![],

@@ -27,6 +27,8 @@ pub(crate) struct ChunkTable<'a> {
     pub(crate) n_buffers: usize,
     /// Elements per chunk (the last chunk of a tensor may be shorter).
     pub(crate) chunk_elems: usize,
+    /// Partials the column-walk records pushed so far write (see `ChunkTable::push_columns`).
+    pub(crate) partials: usize,
 }
 
 impl ChunkTable<'_> {
@@ -84,22 +86,36 @@ impl ChunkTable<'_> {
     }
 
     /// Adds the records of a column walk (see `ChunkAbi`) over tensor `tensor` seen as `view`:
-    /// each holds up to `COLUMN_BLOCK` adjacent columns of one matrix, every row, and reads
-    /// the scalar row at `row`. Its entity is its first column over all matrices, and its `lens`
-    /// entry its element count (for balancing threads).
-    pub(crate) fn push_columns(&mut self, tensor: usize, view: &View, row: u64, base: &[u64]) {
+    /// each holds up to `COLUMN_BLOCK` adjacent columns and `ROW_BLOCK` rows of one matrix, and
+    /// reads the scalar row at `row`. Its entity is the index of its first element in the
+    /// tensor, its `lens` entry its element count (for balancing threads); `partials(rows)`
+    /// says how many partials a record of `rows` rows writes, counted in `self.partials`.
+    pub(crate) fn push_columns(
+        &mut self,
+        tensor: usize,
+        view: &View,
+        row: u64,
+        base: &[u64],
+        partials: impl Fn(usize) -> usize,
+    ) {
         let stride = (view.cols * size_of::<f32>()) as u64;
         for m in 0..view.matrices {
-            for c in (0..view.cols).step_by(ChunkAbi::COLUMN_BLOCK) {
-                let width = ChunkAbi::COLUMN_BLOCK.min(view.cols - c);
-                self.words.push(view.rows as u64);
-                self.words.push(row);
-                let first = ((m * view.rows * view.cols + c) * size_of::<f32>()) as u64;
-                self.words.extend(base.iter().map(|&p| p + first));
-                self.words.extend([stride, width as u64]);
-                self.lens.push(view.rows * width);
-                self.owners.push(tensor);
-                self.entities.push(m * view.cols + c);
+            for r0 in (0..view.rows).step_by(ChunkAbi::ROW_BLOCK) {
+                let rows = ChunkAbi::ROW_BLOCK.min(view.rows - r0);
+                for c0 in (0..view.cols).step_by(ChunkAbi::COLUMN_BLOCK) {
+                    let width = ChunkAbi::COLUMN_BLOCK.min(view.cols - c0);
+                    let first = (m * view.rows + r0) * view.cols + c0;
+                    let offset = (first * size_of::<f32>()) as u64;
+                    self.words.push(rows as u64);
+                    self.words.push(row);
+                    self.words.extend(base.iter().map(|&p| p + offset));
+                    self.words
+                        .extend([stride, width as u64, self.partials as u64]);
+                    self.partials += partials(rows);
+                    self.lens.push(rows * width);
+                    self.owners.push(tensor);
+                    self.entities.push(first);
+                }
             }
         }
     }

@@ -359,6 +359,7 @@ mod tests {
         }
         Kernel {
             walk: optjit_ir::Walk::Elements,
+            scopes: Vec::new(),
             name: format!("adamw{}.phase0", if fma { "_fma" } else { "" }),
             elem_dtype: DType::F32,
             buffers: vec![
@@ -451,6 +452,7 @@ mod tests {
         ];
         Kernel {
             walk: optjit_ir::Walk::Elements,
+            scopes: Vec::new(),
             name: "every.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![
@@ -893,6 +895,7 @@ mod tests {
         // param = |grad| (a store of a load's function), state = 2.5 (a broadcast literal).
         let kernel = Kernel {
             walk: optjit_ir::Walk::Elements,
+            scopes: Vec::new(),
             name: "copy.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![
@@ -943,6 +946,7 @@ mod tests {
         // Three partials of grad (sum of squares, sum, max |x|) and a store beside them.
         let kernel = Kernel {
             walk: optjit_ir::Walk::Elements,
+            scopes: Vec::new(),
             name: "reduce.phase0".into(),
             elem_dtype: DType::F32,
             buffers: vec![

@@ -210,7 +210,9 @@ impl Part {
             entities: &mut scratch.entities,
             n_buffers,
             chunk_elems: CHUNK_ELEMS,
+            partials: 0,
         };
+        let kernel_ir = &self.compiled.kernels[phase];
         let walk = plan.phases[phase].walk;
         let per_col: Vec<bool> = sources
             .iter()
@@ -237,7 +239,10 @@ impl Part {
                 match (walk, program.rows_per_row()) {
                     // A tensor without elements has no rows to read.
                     _ if self.binding.lens[t] == 0 => {}
-                    (Walk::Columns, _) => table.push_columns(t, view, row(0), &base),
+                    (Walk::Columns, _) => {
+                        let partials = |rows| kernel_ir.column_walk_partials(rows);
+                        table.push_columns(t, view, row(0), &base, partials)
+                    }
                     (Walk::Elements, true) => table.push_rows(t, view, row, &base, &per_col),
                     (Walk::Elements, false) => {
                         table.push_tensor(t, self.binding.lens[t], row(0), &base)
@@ -245,12 +250,11 @@ impl Part {
                 }
             }
         }
-        // A column walk writes a block of partials, one per column, per reduction.
-        let per_record = match walk {
-            Walk::Elements => 1,
-            Walk::Columns => optjit_kernels_gen::ChunkAbi::COLUMN_BLOCK,
+        // A column walk's records say where their partials go (see `ChunkTable::push_columns`).
+        let n_partials = match walk {
+            Walk::Elements => plan.phases[phase].reductions.len() * scratch.lens.len(),
+            Walk::Columns => table.partials,
         };
-        let n_partials = plan.phases[phase].reductions.len() * scratch.lens.len() * per_record;
         scratch.partials.clear();
         scratch.partials.resize(n_partials, 0.0);
         // SAFETY: every pointer comes from a live slice of the tensor's length (checked by the

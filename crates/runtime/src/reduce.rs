@@ -4,8 +4,8 @@
 
 use crate::view::View;
 use optjit_ir::{FusionPlan, Op, Reduction, Walk};
-use optjit_kernels_gen::ChunkAbi;
 use optjit_kernels_gen::reduce_op;
+use optjit_kernels_gen::{ChunkAbi, ReduceScope, column_walk_scope};
 
 /// The finished reductions of a step so far, by reduction index (the plan's phases in order,
 /// then partial slots): `global_norm` once, per-tensor reductions once per tensor.
@@ -88,6 +88,7 @@ pub(crate) fn finish_phase(
     reduced: &mut Reduced,
 ) {
     let owners = records.owners;
+    let walk = plan.phases[phase].walk;
     let reductions = &plan.phases[phase].reductions;
     let first = plan.first_reduction(phase);
     for (slot, &node) in reductions.iter().enumerate() {
@@ -98,7 +99,14 @@ pub(crate) fn finish_phase(
         let r = first + slot;
         let column = partials.iter().skip(slot).step_by(reductions.len());
         if reduction == Reduction::GlobalNorm {
-            let folded = column.fold(op.identity(), |acc, &p| op.combine(acc, p));
+            let folded = match walk {
+                Walk::Elements => column.fold(op.identity(), |acc, &p| op.combine(acc, p)),
+                Walk::Columns => {
+                    reduced.global_sums[r] = op.identity();
+                    fold_column_walk(plan, phase, slot, partials, records, views, reduced);
+                    reduced.global_sums[r]
+                }
+            };
             reduced.global_sums[r] = folded;
             reduced.global[r] = folded.sqrt();
             continue;
@@ -114,26 +122,13 @@ pub(crate) fn finish_phase(
                 sums.clear();
                 sums.resize(count, op.identity());
             }
-            match plan.phases[phase].walk {
-                Walk::Elements => {
-                    for ((&owner, &e), &p) in owners.iter().zip(records.entities).zip(column) {
-                        let acc = &mut reduced.per_entity[owner * reduced.n + r][e];
-                        *acc = op.combine(*acc, p);
-                    }
+            if walk == Walk::Elements {
+                for ((&owner, &e), &p) in owners.iter().zip(records.entities).zip(column) {
+                    let acc = &mut reduced.per_entity[owner * reduced.n + r][e];
+                    *acc = op.combine(*acc, p);
                 }
-                Walk::Columns => {
-                    let block = ChunkAbi::COLUMN_BLOCK;
-                    let blocks = partials.chunks(block).skip(slot).step_by(reductions.len());
-                    for ((&owner, &first), lanes) in owners.iter().zip(records.entities).zip(blocks)
-                    {
-                        let cols = views[owner].cols;
-                        let width = block.min(cols - first % cols);
-                        let sums = &mut reduced.per_entity[owner * reduced.n + r];
-                        for (acc, &p) in sums[first..first + width].iter_mut().zip(lanes) {
-                            *acc = op.combine(*acc, p);
-                        }
-                    }
-                }
+            } else {
+                fold_column_walk(plan, phase, slot, partials, records, views, reduced);
             }
             for (t, view) in views.iter().enumerate() {
                 let over = match rows {
@@ -150,9 +145,13 @@ pub(crate) fn finish_phase(
         for t in 0..lens.len() {
             reduced.per_tensor[t * reduced.n + r] = op.identity();
         }
-        for (&owner, &p) in owners.iter().zip(column) {
-            let acc = &mut reduced.per_tensor[owner * reduced.n + r];
-            *acc = op.combine(*acc, p);
+        if walk == Walk::Elements {
+            for (&owner, &p) in owners.iter().zip(column) {
+                let acc = &mut reduced.per_tensor[owner * reduced.n + r];
+                *acc = op.combine(*acc, p);
+            }
+        } else {
+            fold_column_walk(plan, phase, slot, partials, records, views, reduced);
         }
         for (t, &len) in lens.iter().enumerate() {
             let acc = &mut reduced.per_tensor[t * reduced.n + r];
@@ -166,6 +165,74 @@ pub(crate) fn finish_phase(
                 }
                 Reduction::RowsMean => unreachable!("the host computes rows_mean"),
             };
+        }
+    }
+}
+
+/// Folds reduction slot `slot` of a column walk's partials (see `ChunkAbi`: each record's
+/// partials start where `ChunkTable::push_columns` counted them, slot after slot) into
+/// `reduced`, in record order: a row mean's rows and a column mean's columns into the tensor's
+/// per-row or per-column sums (set up by the caller), anything else into the tensor's value or
+/// the global sum of squares.
+fn fold_column_walk(
+    plan: &FusionPlan,
+    phase: usize,
+    slot: usize,
+    partials: &[f64],
+    records: &Records<'_>,
+    views: &[View],
+    reduced: &mut Reduced,
+) {
+    let reductions = &plan.phases[phase].reductions;
+    let kind = |node| match plan.graph.node(node).op {
+        Op::Reduce(reduction) => reduction,
+        _ => unreachable!("a phase reduces only Reduce nodes"),
+    };
+    let r = plan.first_reduction(phase) + slot;
+    let op = reduce_op(kind(reductions[slot]));
+    let mut at = 0;
+    for (&owner, &first) in records.owners.iter().zip(records.entities) {
+        let view = &views[owner];
+        let (row, c0) = (first / view.cols, first % view.cols);
+        let rows = ChunkAbi::ROW_BLOCK.min(view.rows - row % view.rows);
+        let width = ChunkAbi::COLUMN_BLOCK.min(view.cols - c0);
+        let size = |s: usize| match column_walk_scope(kind(reductions[s])) {
+            ReduceScope::Record => 1,
+            ReduceScope::Row => rows,
+            ReduceScope::Column => ChunkAbi::COLUMN_BLOCK,
+        };
+        let own = at + (0..slot).map(size).sum::<usize>();
+        at += (0..reductions.len()).map(size).sum::<usize>();
+        let combine = |acc: &mut f64, p: f64| *acc = op.combine(*acc, p);
+        match (
+            column_walk_scope(kind(reductions[slot])),
+            kind(reductions[slot]),
+        ) {
+            (ReduceScope::Row, _) => {
+                let sums = &mut reduced.per_entity[owner * reduced.n + r];
+                for (acc, &p) in sums[row..row + rows].iter_mut().zip(&partials[own..]) {
+                    combine(acc, p);
+                }
+            }
+            (ReduceScope::Column, _) => {
+                let column = (row / view.rows) * view.cols + c0;
+                let sums = &mut reduced.per_entity[owner * reduced.n + r];
+                for (acc, &p) in sums[column..column + width]
+                    .iter_mut()
+                    .zip(&partials[own..])
+                {
+                    combine(acc, p);
+                }
+            }
+            (ReduceScope::Record, Reduction::GlobalNorm) => {
+                combine(&mut reduced.global_sums[r], partials[own]);
+            }
+            (ReduceScope::Record, _) => {
+                combine(
+                    &mut reduced.per_tensor[owner * reduced.n + r],
+                    partials[own],
+                );
+            }
         }
     }
 }

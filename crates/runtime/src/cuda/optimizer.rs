@@ -478,6 +478,7 @@ impl CudaOptimizer {
                 entities: &mut Vec::new(),
                 n_buffers,
                 chunk_elems: self.chunk_elems,
+                partials: 0,
             };
             let mut base = vec![0u64; n_buffers];
             for (g, group) in self.binding.groups.iter().enumerate() {
