@@ -431,7 +431,7 @@ impl Emitter<'_> {
                 continue;
             }
             // This row's values only: fold its lanes, store, start the next row from zero.
-            let partial = accumulators.combine(b, op, slot, &accs);
+            let partial = accumulators.combine_row(b, op, slot, &accs);
             let row_at = b.ins().ishl_imm_u(i, 3);
             let out = b.ins().iadd(outs[slot], row_at);
             b.ins().store(mf, partial, out, 0);
@@ -728,6 +728,35 @@ impl Accumulators {
     /// Every accumulator's starting value (0, the identity of every [`ReduceOp`]).
     fn zeros(&self, b: &mut FunctionBuilder) -> Vec<Value> {
         self.types().map(|ty| constant(b, ty, 0.0)).collect()
+    }
+
+    /// One row's partial of reduction `slot` in a column walk's vector path: the four vectors
+    /// folded lane-wise in f32 (16 values), then the four lanes in f64.
+    fn combine_row(
+        &self,
+        b: &mut FunctionBuilder,
+        op: ReduceOp,
+        slot: usize,
+        accs: &[Value],
+    ) -> Value {
+        let merge = |b: &mut FunctionBuilder, x: Value, y: Value| match op {
+            ReduceOp::SumSquares | ReduceOp::Sum => b.ins().fadd(x, y),
+            ReduceOp::MaxAbs => b.ins().fmax(x, y),
+        };
+        let vector = |copy: usize| accs[slot * UNROLL + copy];
+        let low = merge(b, vector(0), vector(1));
+        let high = merge(b, vector(2), vector(3));
+        let lanes = merge(b, low, high);
+        let mut total = None;
+        for lane in 0..LANES as u8 {
+            let x = b.ins().extractlane(lanes, lane);
+            let x = b.ins().fpromote(types::F64, x);
+            total = Some(match total {
+                None => x,
+                Some(t) => merge(b, t, x),
+            });
+        }
+        total.expect("four lanes")
     }
 
     /// The record's partial of reduction `slot`, as an f64.

@@ -492,9 +492,12 @@ fn buffer_uses(
         .collect()
 }
 
-/// Moves the column means of each phase into a phase of their own that walks columns, run
-/// just before it (it stores nothing, so it reads what that phase reads). Returns the phases
-/// and the level of each (the stage before a phase holds the host nodes up to its level).
+/// Makes each phase with column means walk columns: the whole phase when it stores nothing and
+/// none of its values changes along a column (a column walk folds row means, column means and
+/// whole-tensor reductions alike, see `ChunkAbi`); otherwise its column means move into a
+/// column walk of their own, run just before it (it stores nothing, so it reads what that
+/// phase reads). Returns the phases and the level of each (the stage before a phase holds the
+/// host nodes up to its level).
 fn split_column_walks(
     graph: &Graph,
     phases: Vec<Phase>,
@@ -506,6 +509,15 @@ fn split_column_walks(
     for (k, mut row_phase) in phases.into_iter().enumerate() {
         let (col_means, others): (Vec<NodeIndex>, Vec<NodeIndex>) =
             row_phase.reductions.iter().partition(|n| is_col_mean(n));
+        if !col_means.is_empty()
+            && row_phase.stores.is_empty()
+            && varying_along_columns(graph, &row_phase).is_none()
+        {
+            row_phase.walk = Walk::Columns;
+            out.push(row_phase);
+            levels.push(k);
+            continue;
+        }
         if !col_means.is_empty() {
             let roots: Vec<NodeIndex> = col_means.iter().map(|&r| graph.operands(r)[0]).collect();
             let mut walk = phase(
@@ -516,14 +528,7 @@ fn split_column_walks(
                 row_phase.loads.clone(),
                 0,
             );
-            // Along a column, per-row values change and per-column ones do not: neither fits
-            // the kernel's scalar row or its element-wise loads.
-            let varying = walk
-                .nodes
-                .iter()
-                .flat_map(|&n| graph.operands(n))
-                .find(|&o| matches!(graph.node(o).class, Class::Matrix | Class::Row | Class::Col));
-            if let Some(o) = varying.or(walk.loads.first().map(|&(_, n)| n)) {
+            if let Some(o) = varying_along_columns(graph, &walk) {
                 return Err(RewriteError::Reduction {
                     node: optjit_ir::node_text(graph, col_means[0]),
                     reason: format!(
@@ -559,4 +564,16 @@ fn split_column_walks(
         levels.push(k);
     }
     Ok((out, levels))
+}
+
+/// A value `phase` reads that a column walk cannot give it, if any: along a column, per-row
+/// values change and per-column ones do not, so neither fits the kernel's scalar row or its
+/// element-wise loads (and a loaded-back value lies by elements).
+fn varying_along_columns(graph: &Graph, phase: &Phase) -> Option<NodeIndex> {
+    let varying = phase
+        .nodes
+        .iter()
+        .flat_map(|&n| graph.operands(n))
+        .find(|&o| matches!(graph.node(o).class, Class::Matrix | Class::Row | Class::Col));
+    varying.or(phase.loads.first().map(|&(_, n)| n))
 }
