@@ -1,6 +1,8 @@
-//! Adafactor beyond the golden file's small shapes: rows longer than a chunk, several matrices
-//! per tensor, vectors and a 0-d tensor beside matrices, an f64 reference of PyTorch's update,
-//! clipping over every kind of tensor, determinism across threads, and the CUDA refusal.
+//! Adafactor and factored values beyond the golden file's small shapes: rows longer than a
+//! chunk, more rows than a column-walk record, several matrices per tensor, vectors and a 0-d
+//! tensor beside matrices, an f64 reference of PyTorch's update, clipping over every kind of
+//! tensor, a column walk folding every kind of reduction, determinism across threads, and the
+//! CUDA refusal.
 
 use optjit::optim::Adafactor;
 use optjit::{Arch, CompileOptions, GRAD_NORM, Optimizer, Setup, Target, compile};
@@ -255,4 +257,58 @@ fn cuda_refuses_column_means_with_a_clear_error() {
         panic!("compiled column walks to PTX")
     };
     assert!(err.to_string().contains("column walks"), "{err}");
+}
+
+/// A column walk that also folds a global norm, a per-tensor maximum and row means (a traced
+/// rule, not Adafactor): `p -= lr * col_mean(g*g) * row_mean(|g|) * g / (global_norm(g) *
+/// max_abs(g))`, against the same in f64.
+#[test]
+fn a_column_walk_folds_every_kind_of_reduction() {
+    let t = optjit::Tracer::new("walk");
+    let lr = t.hyper("lr", 0.1);
+    let (p, g) = (t.param(), t.grad());
+    let scale = (&g * &g).col_mean() * g.abs().row_mean() / (g.global_norm() * g.max_abs());
+    t.set_param(&p - &lr * scale * &g);
+    let definition = t.finish().expect("traced");
+    let shapes: Vec<Vec<usize>> = vec![vec![5000, 20], vec![3, 40, 50]];
+    let setup = Setup {
+        shapes: shapes.clone(),
+        threads: 2,
+        ..Setup::default()
+    };
+    let mut opt = Optimizer::new(&definition, setup).expect("optimizer");
+    let plan = &opt.compiled().plan;
+    assert_eq!(plan.phases.len(), 2, "{plan}");
+    assert_eq!(plan.phases[0].walk, optjit::ir::Walk::Columns, "{plan}");
+    let shape_refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+    let mut params: Vec<Vec<f32>> = shape_refs.iter().map(|s| values(s, 3, 1.0)).collect();
+    let g: Vec<Vec<f32>> = shape_refs.iter().map(|s| values(s, 9, 0.5)).collect();
+    let before = params.clone();
+    opt.step(&mut params, &g).expect("step");
+    let norm = g
+        .iter()
+        .flatten()
+        .map(|&x| (x as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    for (t, shape) in shape_refs.iter().enumerate() {
+        let (mats, rows, cols) = view(shape);
+        let g: Vec<f64> = g[t].iter().map(|&x| x as f64).collect();
+        let max_abs = g.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        for e in 0..g.len() {
+            let (mr, j) = (e / cols, e % cols);
+            let m = mr / rows;
+            let col = (0..rows)
+                .map(|i| g[(m * rows + i) * cols + j].powi(2))
+                .sum::<f64>()
+                / rows as f64;
+            let row = (0..cols).map(|k| g[mr * cols + k].abs()).sum::<f64>() / cols as f64;
+            let want = before[t][e] as f64 - 0.1 * col * row * g[e] / (norm * max_abs);
+            close(
+                params[t][e],
+                want,
+                &format!("param {t}[{e}] of {mats} matrices"),
+            );
+        }
+    }
 }
