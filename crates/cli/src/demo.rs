@@ -1,5 +1,5 @@
 //! `optjit demo`: the README's main job. Compiles AdamW (plain and with gradient clipping fused
-//! in) and a custom Lion traced in a few lines, trains a logistic-regression model on synthetic
+//! in), Adafactor (a matrix and a vector) and a custom Lion traced in a few lines, trains a logistic-regression model on synthetic
 //! data on the CPU, and prints the loss going down, the compile time and the step time.
 
 use optjit_runtime::{Group, Optimizer, Setup};
@@ -28,6 +28,7 @@ pub fn run() -> Result<(), String> {
         &adamw.definition,
         adamw.hypers.clone(),
         &data,
+        &[FEATURES],
     )?;
 
     let clipped = adamw
@@ -39,11 +40,25 @@ pub fn run() -> Result<(), String> {
         &clipped.definition,
         clipped.hypers.clone(),
         &data,
+        &[FEATURES],
+    )?;
+
+    let adafactor = optjit_optim::Adafactor::new()
+        .lr(0.5)
+        .build()
+        .map_err(|e| e.to_string())?;
+    train(
+        "Adafactor (built-in; weights as an 8x8 matrix: factored second moment, the bias unfactored)",
+        &adafactor.definition,
+        adafactor.hypers.clone(),
+        &data,
+        &[8, FEATURES / 8],
     )?;
 
     let lion = lion().map_err(|e| e.to_string())?;
     let hypers = BTreeMap::from([("lr".to_string(), 0.005)]);
-    train("Lion (custom, traced in 10 lines)", &lion, hypers, &data)?;
+    let title = "Lion (custom, traced in 10 lines)";
+    train(title, &lion, hypers, &data, &[FEATURES])?;
 
     throughput(&adamw.definition, adamw.hypers)
 }
@@ -66,6 +81,7 @@ fn train(
     definition: &Definition,
     hypers: BTreeMap<String, f64>,
     data: &Data,
+    weight_shape: &[usize],
 ) -> Result<(), String> {
     // Two param groups, as in real training: weights decay, the bias does not.
     let groups = vec![
@@ -79,7 +95,7 @@ fn train(
         },
     ];
     let setup = Setup {
-        shapes: vec![vec![FEATURES], vec![1]],
+        shapes: vec![weight_shape.to_vec(), vec![1]],
         groups,
         hypers,
         threads: 1,
@@ -91,6 +107,16 @@ fn train(
         "compiled in {:.2} ms: kernels_per_step={} bytes_per_elem={} compiles={}",
         stats.compile_ms, stats.kernels_per_step, stats.bytes_per_elem, stats.compiles
     );
+    if opt.compiled_kinds().count() > 1 {
+        for (compiled, tensors) in opt.compiled_kinds() {
+            let plan = &compiled.plan;
+            println!(
+                "  tensors {tensors:?}: {} kernels, {} bytes per element",
+                plan.phases.len(),
+                plan.bytes_per_elem()
+            );
+        }
+    }
     let mut params = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
     let mut step_times = Vec::with_capacity(STEPS);
     for step in 0..=STEPS {
