@@ -383,3 +383,41 @@ fn a_schedule_cannot_set_what_a_structural_choice_left_out() {
         .apply(&with_momentum.definition)
         .expect("momentum > 0");
 }
+
+/// `examples/adafactor.step` against the built-in Adafactor on matrices, a 3-d tensor, a vector
+/// and a 0-d tensor: the same compiled steps, so the same bits.
+#[test]
+fn adafactor_step_file_matches_the_built_in() {
+    let file = example("adafactor.step").optimizer.expect("an optimizer block");
+    let built_in = optjit::optim::Adafactor::new().build().expect("Adafactor");
+    let shapes: Vec<Vec<usize>> = vec![vec![20, 30], vec![30], vec![2, 3, 4], vec![]];
+    let run = |definition: &Definition| {
+        let setup = Setup {
+            shapes: shapes.clone(),
+            hypers: built_in.hypers.clone(),
+            ..Setup::default()
+        };
+        let mut opt = Optimizer::new(definition, setup).expect("compiles");
+        assert_eq!(opt.compiled_kinds().count(), 3, "matrices, vectors, 0-d");
+        let lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+        let mut params: Vec<Vec<f32>> = lens
+            .iter()
+            .enumerate()
+            .map(|(t, &n)| values(77 + t as u64, n))
+            .collect();
+        for step in 0..STEPS {
+            let grads: Vec<Vec<f32>> = lens
+                .iter()
+                .enumerate()
+                .map(|(t, &n)| values(1000 * step as u64 + t as u64 + 1, n))
+                .collect();
+            opt.step(&mut params, &grads).expect("step");
+        }
+        let cols = opt.state(0, "col_var").expect("col_var").to_vec();
+        (params, cols)
+    };
+    let (from_file, from_built_in) = (run(&file), run(&built_in.definition));
+    let bits = |v: &[Vec<f32>]| -> Vec<u32> { v.iter().flatten().map(|x| x.to_bits()).collect() };
+    assert_eq!(bits(&from_file.0), bits(&from_built_in.0));
+    assert_eq!(from_file.1, from_built_in.1);
+}

@@ -62,12 +62,14 @@ pub enum Stmt {
         /// The default.
         value: Expr,
     },
-    /// `state NAME = EXPR` (per element) or `state NAME: scalar = EXPR` (one per group).
+    /// `state NAME = EXPR` (per element), `state NAME: scalar = EXPR` (one per group),
+    /// `state NAME: row = EXPR` or `state NAME: col = EXPR` (one per row or column of each
+    /// matrix).
     State {
         /// The state.
         name: Ident,
-        /// Whether it is `: scalar`.
-        scalar: bool,
+        /// `Elem`, `Scalar`, `Row` or `Col`.
+        class: optjit_ir::Class,
         /// The value before the first step (a constant expression).
         init: Expr,
     },

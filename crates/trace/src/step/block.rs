@@ -8,7 +8,7 @@ use optjit_ir::{Class, Graph, Input, NodeIndex};
 use std::collections::HashMap;
 
 /// Names no declaration may take.
-const RESERVED: &[&str] = &["param", "grad", "step", "t", "pi", "metric"];
+const RESERVED: &[&str] = &["param", "grad", "step", "rank", "t", "pi", "metric"];
 
 /// What a block assigned, in order of first assignment, with each name's final value.
 pub(crate) struct Assigned {
@@ -61,9 +61,9 @@ pub(crate) fn run(
                 scope.graph.declare_hyper(&name.name, default);
                 scope.bind_input(&name.name, Input::Hyper(name.name.clone()));
             }
-            Stmt::State { name, scalar, init } => {
+            Stmt::State { name, class, init } => {
                 declare(&scope, &mut declared, name)?;
-                if kind == BlockKind::Schedule && !scalar {
+                if kind == BlockKind::Schedule && *class != Class::Scalar {
                     return Err(scope.error(
                         name.span,
                         format!(
@@ -73,11 +73,14 @@ pub(crate) fn run(
                     ));
                 }
                 let init = scope.constant(init)?;
-                let (class, input) = match scalar {
-                    true => (Class::Scalar, Input::ScalarState(name.name.clone())),
-                    false => (Class::Elem, Input::State(name.name.clone())),
+                let state = name.name.clone();
+                let input = match class {
+                    Class::Scalar => Input::ScalarState(state),
+                    Class::Row => Input::RowState(state),
+                    Class::Col => Input::ColState(state),
+                    _ => Input::State(state),
                 };
-                scope.graph.declare_state(&name.name, init, class);
+                scope.graph.declare_state(&name.name, init, *class);
                 scope.bind_input(&name.name, input);
             }
             Stmt::Let { name, value } => {

@@ -57,6 +57,7 @@ pub(crate) fn build(file: &str, source: &str, item: &Item) -> Result<Definition,
         ("param", Input::Param),
         ("grad", Input::Grad),
         ("step", Input::Step),
+        ("rank", Input::Rank),
     ] {
         names.insert(name.to_string(), graph.input(input));
     }

@@ -3,6 +3,7 @@
 use super::ast::{BinOp, CmpOp, Expr, ExprKind, Ident, Item, ItemKind, Program, Span, Stmt};
 use super::error::StepError;
 use super::lexer::{Keyword, Lexer, Token, TokenKind};
+use optjit_ir::Class;
 
 /// How deeply expressions may nest (parentheses, calls, unary minus, and operator chains, which
 /// build trees as tall as they are long); deeper ones are refused rather than overflow the stack.
@@ -203,7 +204,7 @@ impl<'s> Parser<'s> {
         })
     }
 
-    /// stmt := "hyper" IDENT "=" expr | "state" IDENT [":" "scalar"] "=" expr
+    /// stmt := "hyper" IDENT "=" expr | "state" IDENT [":" ("scalar" | "row" | "col")] "=" expr
     ///       | "let" IDENT "=" expr | IDENT "=" expr
     fn stmt(&mut self) -> Fallible<Stmt> {
         match self.current.kind {
@@ -217,16 +218,23 @@ impl<'s> Parser<'s> {
             TokenKind::Keyword(Keyword::State) => {
                 self.advance()?;
                 let name = self.name_after("state")?;
-                let scalar = self.current.kind == TokenKind::Colon;
-                if scalar {
+                let mut class = Class::Elem;
+                if self.current.kind == TokenKind::Colon {
                     self.advance()?;
-                    self.expect(TokenKind::Keyword(Keyword::Scalar), "`scalar` after `:`")?;
-                    self.expect(TokenKind::Equals, "`=` after `scalar`")?;
+                    let what = "`scalar`, `row` or `col` after `:`";
+                    class = match self.current.kind {
+                        TokenKind::Keyword(Keyword::Scalar) => Class::Scalar,
+                        TokenKind::Ident if self.text(self.current.span) == "row" => Class::Row,
+                        TokenKind::Ident if self.text(self.current.span) == "col" => Class::Col,
+                        _ => return Err(self.expected(what)),
+                    };
+                    self.advance()?;
+                    self.expect(TokenKind::Equals, "`=` after the state's class")?;
                 } else {
                     self.expect(TokenKind::Equals, "`=` or `: scalar` after the state name")?;
                 }
                 let init = self.expr()?;
-                Ok(Stmt::State { name, scalar, init })
+                Ok(Stmt::State { name, class, init })
             }
             TokenKind::Keyword(Keyword::Let) => {
                 self.advance()?;
@@ -507,12 +515,12 @@ mod tests {
         assert_eq!((lr.span.line, lr.span.col), (2, 9));
         assert_eq!((value.span.line, value.span.col), (2, 14));
 
-        let Stmt::State { name, scalar, init } = &lion.body[4] else {
+        let Stmt::State { name, class, init } = &lion.body[4] else {
             panic!("{:?}", lion.body[4])
         };
         assert_eq!(
-            (name.name.as_str(), *scalar, &init.kind),
-            ("exp_avg", false, &num(0.0))
+            (name.name.as_str(), *class, &init.kind),
+            ("exp_avg", Class::Elem, &num(0.0))
         );
 
         let Stmt::Let { name, value } = &lion.body[5] else {
@@ -655,8 +663,10 @@ mod tests {
         let program = parse("t.step", source).unwrap();
         let body = &program.items[0].body;
         assert_eq!(body.len(), 4);
-        assert!(matches!(&body[0], Stmt::State { name, scalar: true, .. } if name.name == "n"));
-        assert!(matches!(&body[1], Stmt::State { scalar: false, .. }));
+        assert!(
+            matches!(&body[0], Stmt::State { name, class: Class::Scalar, .. } if name.name == "n")
+        );
+        assert!(matches!(&body[1], Stmt::State { class: Class::Elem, .. }));
         assert!(matches!(&body[3], Stmt::Assign { name, .. } if name.name == "y"));
         assert_eq!(
             (program.items[0].span.line, program.items[0].span.col),
@@ -741,11 +751,11 @@ mod tests {
             ),
             (
                 "state m: vector = 1",
-                "expected `scalar` after `:`, found `vector`",
+                "expected `scalar`, `row` or `col` after `:`, found `vector`",
             ),
             (
                 "state m: scalar 1",
-                "expected `=` after `scalar`, found `1`",
+                "expected `=` after the state's class, found `1`",
             ),
             ("let = 1", "expected a name after `let`, found `=`"),
             ("let c := 1", "expected `=` after the `let` name, found `:`"),

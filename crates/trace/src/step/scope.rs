@@ -33,6 +33,9 @@ const REDUCTIONS: &[(&str, Reduction)] = &[
     ("sum", Reduction::Sum),
     ("mean", Reduction::Mean),
     ("max_abs", Reduction::MaxAbs),
+    ("row_mean", Reduction::RowMean),
+    ("col_mean", Reduction::ColMean),
+    ("rows_mean", Reduction::RowsMean),
 ];
 
 /// Every function name, for suggestions and reserved-name checks.
@@ -250,11 +253,15 @@ impl Scope<'_> {
                 return Err(self.error(func.span, "reductions are not available in a schedule"));
             }
             let x = self.numbers(args)?[0];
-            if self.graph.node(x).class != Class::Elem {
-                return Err(self.error(
-                    args[0].span,
-                    format!("{name} reduces a per-element value; this one is not per element"),
-                ));
+            if self.graph.node(x).class != r.operand_class() {
+                let message = match r.operand_class() {
+                    Class::Row => format!(
+                        "{name} reduces a per-row value (a `: row` state or a row_mean); this one is {}",
+                        self.graph.node(x).class
+                    ),
+                    _ => format!("{name} reduces a per-element value; this one is not per element"),
+                };
+                return Err(self.error(args[0].span, message));
             }
             return Ok(self.add(Op::Reduce(r), &[x]));
         }
