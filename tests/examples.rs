@@ -388,7 +388,9 @@ fn a_schedule_cannot_set_what_a_structural_choice_left_out() {
 /// and a 0-d tensor: the same compiled steps, so the same bits.
 #[test]
 fn adafactor_step_file_matches_the_built_in() {
-    let file = example("adafactor.step").optimizer.expect("an optimizer block");
+    let file = example("adafactor.step")
+        .optimizer
+        .expect("an optimizer block");
     let built_in = optjit::optim::Adafactor::new().build().expect("Adafactor");
     let shapes: Vec<Vec<usize>> = vec![vec![20, 30], vec![30], vec![2, 3, 4], vec![]];
     let run = |definition: &Definition| {

@@ -28,7 +28,8 @@ pub(crate) struct Binding {
     /// Every tensor seen as matrices (for per-row and per-column values).
     pub(crate) views: Vec<View>,
     /// Per tensor, its per-row and per-column states, indexed like the graph's states (other
-    /// entries empty). The host owns them: it computes them.
+    /// entries empty; none before [`Binding::allocate_factor_states`]). The host owns them: it
+    /// computes them.
     pub(crate) factor_states: Vec<Vec<Vec<f32>>>,
     /// Per tensor, the index of its first row of kernel scalars when rows are per row.
     row_base: Vec<usize>,
@@ -85,19 +86,6 @@ impl Binding {
             .zip(&lens)
             .map(|(shape, &len)| View::of(shape, len))
             .collect();
-        let factor_states = views
-            .iter()
-            .map(|view| {
-                let states = graph.states.iter();
-                states
-                    .map(|s| match s.class {
-                        Class::Row => vec![s.init as f32; view.total_rows()],
-                        Class::Col => vec![s.init as f32; view.total_cols()],
-                        _ => Vec::new(),
-                    })
-                    .collect()
-            })
-            .collect();
         let row_base = views
             .iter()
             .scan(0, |next, view| {
@@ -111,7 +99,7 @@ impl Binding {
             shapes: setup.shapes.clone(),
             lens,
             views,
-            factor_states,
+            factor_states: Vec::new(),
             row_base,
             groups: group_states,
             step_count: 0,
@@ -170,6 +158,26 @@ impl Binding {
         states
             .iter()
             .position(|s| s.name == name && s.class == class)
+    }
+
+    /// Allocates every tensor's per-row and per-column states at their initial values (a
+    /// binding that steps needs them; one that only checks a setup does not).
+    pub(crate) fn allocate_factor_states(&mut self) {
+        let states = &self.definition.graph.states;
+        self.factor_states = self
+            .views
+            .iter()
+            .map(|view| {
+                states
+                    .iter()
+                    .map(|s| match s.class {
+                        Class::Row => vec![s.init as f32; view.total_rows()],
+                        Class::Col => vec![s.init as f32; view.total_cols()],
+                        _ => Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect();
     }
 
     /// The per-row or per-column state `name` of tensor `tensor`.

@@ -105,7 +105,8 @@ impl Part {
         tensors: Vec<usize>,
         compiled: Arc<Compiled>,
     ) -> Result<Part, OptimizerError> {
-        let binding = Binding::new(definition, &part_setup(setup, &tensors))?;
+        let mut binding = Binding::new(definition, &part_setup(setup, &tensors))?;
+        binding.allocate_factor_states();
         let buffer_sources = buffer_sources(definition, &compiled.plan);
         let graph = &definition.graph;
         let states = binding

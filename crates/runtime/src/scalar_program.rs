@@ -259,7 +259,7 @@ impl ScalarProgram {
         states: &[Vec<f32>],
         factors: &mut FactorValues,
     ) {
-        factors.size(self.insts.len(), view);
+        factors.size(&self.class, view);
         for i in self.stage(stage) {
             let class = self.class[i];
             if class == Class::Tensor {
@@ -276,8 +276,7 @@ impl ScalarProgram {
                 };
                 continue;
             }
-            let count = factors.count(class);
-            for e in 0..count {
+            for e in 0..factors.count(i) {
                 // The matrix that entity `e` of `class` belongs to.
                 let matrix = match class {
                     Class::Matrix => e,
@@ -286,8 +285,7 @@ impl ScalarProgram {
                 };
                 let value = match self.insts[i] {
                     Inst::RowsMean(a) => {
-                        let rows = &factors.rows[a * factors.n_rows..][..factors.n_rows];
-                        let own = &rows[matrix * view.rows..][..view.rows];
+                        let own = &factors.values(a)[matrix * view.rows..][..view.rows];
                         own.iter().sum::<f64>() / view.rows as f64
                     }
                     Inst::State(s) => states[s].get(e).map_or(f64::NAN, |&v| f64::from(v)),
@@ -295,16 +293,15 @@ impl ScalarProgram {
                         let operand = |a: usize| match self.class[a] {
                             Class::Scalar => group[a],
                             Class::Tensor => tensor_values[a],
-                            Class::Matrix => factors.mats[a * factors.n_mats + matrix],
-                            Class::Row => factors.rows[a * factors.n_rows + e],
-                            Class::Col => factors.cols[a * factors.n_cols + e],
+                            Class::Matrix => factors.values(a)[matrix],
+                            Class::Row | Class::Col => factors.values(a)[e],
                             Class::Elem => unreachable!("the host computes no per-element value"),
                         };
                         let reduced = |r: usize| inputs.reduced.of_entity(tensor, r, e);
                         self.eval(i, inputs, operand, reduced)
                     }
                 };
-                *factors.at(class, i, e) = value;
+                factors.values_mut(i)[e] = value;
             }
         }
     }
@@ -329,8 +326,8 @@ impl ScalarProgram {
                 let value = match self.class[src] {
                     Class::Scalar => group[src],
                     Class::Tensor => tensor[src],
-                    Class::Matrix => factors.mats[src * factors.n_mats + r / view.rows.max(1)],
-                    Class::Row => factors.rows[src * factors.n_rows + r],
+                    Class::Matrix => factors.values(src)[r / view.rows.max(1)],
+                    Class::Row => factors.values(src)[r],
                     Class::Col | Class::Elem => unreachable!("not a kernel scalar"),
                 };
                 *dst = value as f32;
@@ -343,7 +340,7 @@ impl ScalarProgram {
         let range = self.stage(stage);
         for (buffer, &src) in cols.iter_mut().zip(&self.col_slots) {
             if range.contains(&src) {
-                let values = &factors.cols[src * factors.n_cols..][..factors.n_cols];
+                let values = factors.values(src);
                 buffer.clear();
                 buffer.extend(values.iter().map(|&v| v as f32));
             }
@@ -356,60 +353,55 @@ impl ScalarProgram {
         self.factor_updates
             .iter()
             .map(|&(state, src)| {
-                let n = factors.count(self.class[src]);
-                let values = (0..n).map(|e| factors.get(self.class[src], src, e) as f32);
+                let values = factors.values(src).iter().map(|&v| v as f32);
                 (state, values.collect())
             })
             .collect()
     }
 }
 
-/// One tensor's per-matrix, per-row and per-column values: instruction `i` of a class at
-/// `i * count + entity` of that class's array (rows and columns over every matrix).
+/// One tensor's per-matrix, per-row and per-column values: each such instruction's values
+/// (one per matrix, row or column over every matrix) in one array, one after the other.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FactorValues {
-    n_mats: usize,
-    n_rows: usize,
-    n_cols: usize,
-    mats: Vec<f64>,
-    rows: Vec<f64>,
-    cols: Vec<f64>,
+    /// Per instruction: where its values start and how many there are (0 for other classes).
+    spans: Vec<(usize, usize)>,
+    values: Vec<f64>,
 }
 
 impl FactorValues {
-    /// Room for `n_insts` instructions over `view` (kept when already that size).
-    fn size(&mut self, n_insts: usize, view: &View) {
-        self.n_mats = view.matrices;
-        self.n_rows = view.total_rows();
-        self.n_cols = view.total_cols();
-        self.mats.resize(n_insts * self.n_mats, f64::NAN);
-        self.rows.resize(n_insts * self.n_rows, f64::NAN);
-        self.cols.resize(n_insts * self.n_cols, f64::NAN);
+    /// Room for the per-matrix, per-row and per-column instructions among `classes` over
+    /// `view` (kept when already that size).
+    fn size(&mut self, classes: &[Class], view: &View) {
+        self.spans.clear();
+        let mut next = 0;
+        for class in classes {
+            let count = match class {
+                Class::Matrix => view.matrices,
+                Class::Row => view.total_rows(),
+                Class::Col => view.total_cols(),
+                _ => 0,
+            };
+            self.spans.push((next, count));
+            next += count;
+        }
+        self.values.resize(next, f64::NAN);
     }
 
-    fn count(&self, class: Class) -> usize {
-        match class {
-            Class::Matrix => self.n_mats,
-            Class::Row => self.n_rows,
-            Class::Col => self.n_cols,
-            _ => 0,
-        }
+    /// How many values instruction `i` has for this tensor.
+    fn count(&self, i: usize) -> usize {
+        self.spans[i].1
     }
 
-    fn at(&mut self, class: Class, i: usize, e: usize) -> &mut f64 {
-        match class {
-            Class::Matrix => &mut self.mats[i * self.n_mats + e],
-            Class::Row => &mut self.rows[i * self.n_rows + e],
-            _ => &mut self.cols[i * self.n_cols + e],
-        }
+    /// Instruction `i`'s values.
+    fn values(&self, i: usize) -> &[f64] {
+        let (start, count) = self.spans[i];
+        &self.values[start..start + count]
     }
 
-    fn get(&self, class: Class, i: usize, e: usize) -> f64 {
-        match class {
-            Class::Matrix => self.mats[i * self.n_mats + e],
-            Class::Row => self.rows[i * self.n_rows + e],
-            _ => self.cols[i * self.n_cols + e],
-        }
+    fn values_mut(&mut self, i: usize) -> &mut [f64] {
+        let (start, count) = self.spans[i];
+        &mut self.values[start..start + count]
     }
 }
 

@@ -666,7 +666,13 @@ mod tests {
         assert!(
             matches!(&body[0], Stmt::State { name, class: Class::Scalar, .. } if name.name == "n")
         );
-        assert!(matches!(&body[1], Stmt::State { class: Class::Elem, .. }));
+        assert!(matches!(
+            &body[1],
+            Stmt::State {
+                class: Class::Elem,
+                ..
+            }
+        ));
         assert!(matches!(&body[3], Stmt::Assign { name, .. } if name.name == "y"));
         assert_eq!(
             (program.items[0].span.line, program.items[0].span.col),
