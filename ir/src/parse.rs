@@ -879,9 +879,9 @@ pub(crate) mod tests {
         roundtrip(&g);
     }
 
-    /// Adafactor's factored second moment: row and column states, row/column means, the rank.
-    #[test]
-    fn factored_graph_verifies_and_roundtrips() {
+    /// A factored second moment, Adafactor-like: row and column states, row and column means,
+    /// their mean over rows, and the rank choosing between factored and not.
+    pub(crate) fn factored() -> Graph {
         let mut g = Graph::new("factored");
         g.declare_state("row_var", 0.0, Class::Row);
         g.declare_state("col_var", 0.0, Class::Col);
@@ -895,28 +895,48 @@ pub(crate) mod tests {
         let new_row = g.add(Op::Binary(Binary::Add), &[row_var, rows]);
         let new_col = g.add(Op::Binary(Binary::Add), &[col_var, cols]);
         let mean = g.add(Op::Reduce(Reduction::RowsMean), &[new_row]);
-        let scale = g.add(Op::Binary(Binary::Div), &[new_row, mean]);
+        let normalized = g.add(Op::Binary(Binary::Div), &[new_row, mean]);
         let rank = g.input(Input::Rank);
-        let scaled = g.add(Op::Binary(Binary::Mul), &[scale, rank]);
-        let var = g.add(Op::Binary(Binary::Mul), &[scaled, new_col]);
+        let one = g.constant(1.0);
+        let factored = g.add(Op::Cmp(Cmp::Gt), &[rank, one]);
+        let scale = g.add(Op::Select, &[factored, normalized, one]);
+        let var = g.add(Op::Binary(Binary::Mul), &[scale, new_col]);
         let new_p = g.add(Op::Binary(Binary::Sub), &[p, var]);
-        let classes = [rows, cols, mean, rank, var].map(|n| g.node(n).class);
-        assert_eq!(
-            classes,
-            [
-                Class::Row,
-                Class::Col,
-                Class::Matrix,
-                Class::Tensor,
-                Class::Elem
-            ]
-        );
         g.set_output(Target::Param, new_p);
         g.set_output(Target::State("row_var".into()), new_row);
         g.set_output(Target::State("col_var".into()), new_col);
+        g
+    }
+
+    #[test]
+    fn factored_graph_verifies_and_roundtrips() {
+        let mut g = factored();
         crate::verify(&g).unwrap_or_else(|e| panic!("{e}\n{g}"));
+        let class_of = |op: Op| {
+            let n = g.nodes().into_iter().find(|&n| g.node(n).op == op);
+            n.map(|n| g.node(n).class)
+        };
+        let ops = [
+            Op::Reduce(Reduction::RowMean),
+            Op::Reduce(Reduction::ColMean),
+            Op::Reduce(Reduction::RowsMean),
+            Op::Input(Input::Rank),
+            Op::Select,
+        ];
+        let classes = [
+            Class::Row,
+            Class::Col,
+            Class::Matrix,
+            Class::Tensor,
+            Class::Row,
+        ];
+        for (op, class) in ops.into_iter().zip(classes) {
+            assert_eq!(class_of(op.clone()), Some(class), "{op:?}");
+        }
+        assert_eq!(class_of(Op::Binary(Binary::Sub)), Some(Class::Elem));
         roundtrip(&g);
         // A column value cannot be stored into a row state.
+        let new_col = g.output(&Target::State("col_var".into())).expect("col_var");
         g.set_output(Target::State("row_var".into()), new_col);
         let e = crate::verify(&g).expect_err("col value into a row state");
         assert!(

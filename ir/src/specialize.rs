@@ -110,31 +110,11 @@ fn constant_condition(graph: &Graph, cond: NodeIndex) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Binary, Cmp, Target, verify};
+    use crate::verify;
 
     #[test]
     fn one_row_tensors_get_per_element_columns_and_a_constant_rank() {
-        let mut g = Graph::new("factored");
-        g.declare_state("row_var", 0.0, Class::Row);
-        g.declare_state("col_var", 0.0, Class::Col);
-        let p = g.input(Input::Param);
-        let grad = g.input(Input::Grad);
-        let sq = g.add(Op::Binary(Binary::Mul), &[grad, grad]);
-        let rows = g.add(Op::Reduce(Reduction::RowMean), &[sq]);
-        let cols = g.add(Op::Reduce(Reduction::ColMean), &[sq]);
-        let row_var = g.input(Input::RowState("row_var".into()));
-        let col_var = g.input(Input::ColState("col_var".into()));
-        let new_row = g.add(Op::Binary(Binary::Add), &[row_var, rows]);
-        let new_col = g.add(Op::Binary(Binary::Add), &[col_var, cols]);
-        let rank = g.input(Input::Rank);
-        let one = g.constant(1.0);
-        let factored = g.add(Op::Cmp(Cmp::Gt), &[rank, one]);
-        let scale = g.add(Op::Select, &[factored, new_row, one]);
-        let var = g.add(Op::Binary(Binary::Mul), &[scale, new_col]);
-        let new_p = g.add(Op::Binary(Binary::Sub), &[p, var]);
-        g.set_output(Target::Param, new_p);
-        g.set_output(Target::State("row_var".into()), new_row);
-        g.set_output(Target::State("col_var".into()), new_col);
+        let g = crate::parse::tests::factored();
         verify(&g).expect("factored graph");
         assert!(depends_on_rank(&g));
 

@@ -138,6 +138,24 @@ struct Emitter<'a> {
     flags: MemFlagsData,
 }
 
+/// What [`Emitter::record_loop`] leaves the walk's setup block with.
+struct RecordStart {
+    /// The record's index.
+    r: Value,
+    /// The record's address in the table.
+    record: Value,
+    /// Its element count (rows in a column walk).
+    len: Value,
+    /// `r + 1`.
+    next_record: Value,
+    /// The partials argument.
+    partials: Value,
+    /// Each buffer's pointer.
+    bases: Vec<Value>,
+    /// The scalar row, when the kernel reads scalars.
+    row: Option<Value>,
+}
+
 /// One element loop: its blocks, bound and shape.
 struct Loop {
     head: cranelift_codegen::ir::Block,
@@ -160,7 +178,6 @@ impl Emitter<'_> {
         if kernel.walk == Walk::Columns {
             return self.build_columns(b);
         }
-        let record_bytes = (kernel.record_words() * 8) as i64;
         let entry = b.create_block();
         let [rec_head, rec_body, rec_setup] = std::array::from_fn(|_| b.create_block());
         let [
@@ -190,44 +207,16 @@ impl Emitter<'_> {
             accumulators.append_params(b, rec_done);
         }
 
-        // entry(table, begin, end, partials): for r in begin..end.
-        b.switch_to_block(entry);
-        let params = b.block_params(entry).to_vec();
-        let (table, begin, end, partials) = (params[0], params[1], params[2], params[3]);
-        b.ins().jump(rec_head, &[begin.into()]);
-
-        b.switch_to_block(rec_head);
-        let r = b.block_params(rec_head)[0];
-        let more = b.ins().icmp(IntCC::UnsignedLessThan, r, end);
-        b.ins().brif(more, rec_body, &[r.into()], exit, &[]);
-
-        // rec_body(r): the record's length; empty chunks are skipped before anything else is read.
-        b.switch_to_block(rec_body);
-        let r = b.block_params(rec_body)[0];
-        let offset = b.ins().imul_imm_u(r, record_bytes);
-        let record = b.ins().iadd(table, offset);
-        let len = b.ins().load(types::I64, mf, record, 0);
-        let next_record = b.ins().iadd_imm_u(r, 1);
-        b.ins()
-            .brif(len, rec_setup, &[r.into()], rec_head, &[next_record.into()]);
-
-        // rec_setup(r): buffer pointers, the scalar row and the loop bounds.
-        b.switch_to_block(rec_setup);
-        let bases: Vec<Value> = (0..kernel.buffers.len())
-            .map(|i| {
-                let word = (ChunkAbi::BUFFERS_WORD + i) * 8;
-                b.ins().load(types::I64, mf, record, word as i32)
-            })
-            .collect();
-        // The scalar row is read inside the loops (see `body`).
-        let uses_row = kernel
-            .insts
-            .iter()
-            .any(|inst| matches!(inst, Inst::Scalar { .. }));
-        let row = uses_row.then(|| {
-            let word = ChunkAbi::SCALARS_WORD * 8;
-            b.ins().load(types::I64, mf, record, word as i32)
-        });
+        let RecordStart {
+            r,
+            record: _,
+            len,
+            next_record,
+            partials,
+            bases,
+            row,
+        } = self.record_loop(b, [entry, rec_head, rec_body, rec_setup, exit]);
+        // rec_setup(r), continued: the loop bounds.
         let wide_bound = b.ins().band_imm_s(len, !((UNROLL * LANES) as i64 - 1));
         let vec_bound = b.ins().band_imm_s(len, !(LANES as i64 - 1));
         let zero = b.ins().iconst(types::I64, 0);
@@ -312,6 +301,66 @@ impl Emitter<'_> {
         b.ins().return_(&[]);
     }
 
+    /// Emits the walk over records shared by both kinds of walk: `entry(table, begin, end,
+    /// partials)` jumps to `rec_head(r)` for `r` in `begin..end`; `rec_body(r)` reads the
+    /// record's length and skips an empty record before anything else is read; `setup(r)`,
+    /// left current, loads the buffer pointers and (when the kernel reads scalars) the scalar
+    /// row. `exit` is where the walk ends (left empty).
+    fn record_loop(
+        &self,
+        b: &mut FunctionBuilder,
+        blocks: [cranelift_codegen::ir::Block; 5],
+    ) -> RecordStart {
+        let kernel = self.kernel;
+        let mf = self.flags;
+        let [entry, rec_head, rec_body, setup, exit] = blocks;
+        let record_bytes = (kernel.record_words() * 8) as i64;
+        b.switch_to_block(entry);
+        let params = b.block_params(entry).to_vec();
+        let (table, begin, end, partials) = (params[0], params[1], params[2], params[3]);
+        b.ins().jump(rec_head, &[begin.into()]);
+
+        b.switch_to_block(rec_head);
+        let r = b.block_params(rec_head)[0];
+        let more = b.ins().icmp(IntCC::UnsignedLessThan, r, end);
+        b.ins().brif(more, rec_body, &[r.into()], exit, &[]);
+
+        b.switch_to_block(rec_body);
+        let r = b.block_params(rec_body)[0];
+        let offset = b.ins().imul_imm_u(r, record_bytes);
+        let record = b.ins().iadd(table, offset);
+        let len = b.ins().load(types::I64, mf, record, 0);
+        let next_record = b.ins().iadd_imm_u(r, 1);
+        b.ins()
+            .brif(len, setup, &[r.into()], rec_head, &[next_record.into()]);
+
+        b.switch_to_block(setup);
+        let bases: Vec<Value> = (0..kernel.buffers.len())
+            .map(|i| {
+                let word = (ChunkAbi::BUFFERS_WORD + i) * 8;
+                b.ins().load(types::I64, mf, record, word as i32)
+            })
+            .collect();
+        // The scalar row is read inside the loops (see `body`).
+        let uses_row = kernel
+            .insts
+            .iter()
+            .any(|inst| matches!(inst, Inst::Scalar { .. }));
+        let row = uses_row.then(|| {
+            let word = ChunkAbi::SCALARS_WORD * 8;
+            b.ins().load(types::I64, mf, record, word as i32)
+        });
+        RecordStart {
+            r,
+            record,
+            len,
+            next_record,
+            partials,
+            bases,
+            row,
+        }
+    }
+
     /// Emits the body of a column walk (see [`ChunkAbi`]): a record is up to
     /// [`ChunkAbi::COLUMN_BLOCK`] adjacent columns of `len` rows, `stride` bytes apart. A full
     /// block runs row by row as four f32x4 vectors (one 64-byte line per row, each lane its own
@@ -322,7 +371,6 @@ impl Emitter<'_> {
     fn build_columns(&self, b: &mut FunctionBuilder) {
         let kernel = self.kernel;
         let mf = self.flags;
-        let record_bytes = (kernel.record_words() * 8) as i64;
         let reductions = kernel.reductions();
         let accumulators = Accumulators::new(reductions.len());
         let block = ChunkAbi::COLUMN_BLOCK as i64;
@@ -344,46 +392,20 @@ impl Emitter<'_> {
             accumulators.append_params(b, block);
         }
 
-        b.switch_to_block(entry);
-        let params = b.block_params(entry).to_vec();
-        let (table, begin, end, partials) = (params[0], params[1], params[2], params[3]);
-        b.ins().jump(rec_head, &[begin.into()]);
-
-        b.switch_to_block(rec_head);
-        let r = b.block_params(rec_head)[0];
-        let more = b.ins().icmp(IntCC::UnsignedLessThan, r, end);
-        b.ins().brif(more, rec_body, &[r.into()], exit, &[]);
-
-        // rec_body(r): the record's row count; empty records are skipped.
-        b.switch_to_block(rec_body);
-        let r = b.block_params(rec_body)[0];
-        let offset = b.ins().imul_imm_u(r, record_bytes);
-        let record = b.ins().iadd(table, offset);
-        let len = b.ins().load(types::I64, mf, record, 0);
-        let next_record = b.ins().iadd_imm_u(r, 1);
-        b.ins()
-            .brif(len, setup, &[r.into()], rec_head, &[next_record.into()]);
-
-        // setup(r): pointers, stride, width, each slot's partials; a full block takes the
+        // The rows of a record (its `len`) are `stride` bytes apart; empty records are skipped.
+        let RecordStart {
+            r: _,
+            record,
+            len,
+            next_record,
+            partials,
+            bases,
+            row,
+        } = self.record_loop(b, [entry, rec_head, rec_body, setup, exit]);
+        // setup(r), continued: stride, width, each slot's partials; a full block takes the
         // vector path.
-        b.switch_to_block(setup);
         let word = |i: usize| (i * 8) as i32;
-        let n_buffers = kernel.buffers.len();
-        let extra = ChunkAbi::BUFFERS_WORD + n_buffers;
-        let bases: Vec<Value> = (0..n_buffers)
-            .map(|i| {
-                b.ins()
-                    .load(types::I64, mf, record, word(ChunkAbi::BUFFERS_WORD + i))
-            })
-            .collect();
-        let uses_row = kernel
-            .insts
-            .iter()
-            .any(|inst| matches!(inst, Inst::Scalar { .. }));
-        let row = uses_row.then(|| {
-            b.ins()
-                .load(types::I64, mf, record, word(ChunkAbi::SCALARS_WORD))
-        });
+        let extra = ChunkAbi::BUFFERS_WORD + kernel.buffers.len();
         let stride = b.ins().load(types::I64, mf, record, word(extra));
         let width = b.ins().load(types::I64, mf, record, word(extra + 1));
         let first = b.ins().load(types::I64, mf, record, word(extra + 2));
