@@ -14,6 +14,8 @@ pub struct BenchArgs {
     pub kwargs: Kwargs,
     /// `clip_grad_norm_` max_norm, fused into the step.
     pub clip_grad_norm: Option<f64>,
+    /// A PyTorch LR scheduler as JSON (`{"name": "StepLR", "kwargs": {...}}`), put in force.
+    pub schedule: Option<String>,
     /// Workload name.
     pub workload: String,
     /// Timed steps (after 2 warm-up steps on the CPU, 3 on a GPU).
@@ -33,7 +35,10 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
             workload::NAMES.join(", ")
         )
     })?;
-    let configured = crate::rule::choose(&args.optimizer, &args.kwargs, args.clip_grad_norm)?;
+    let mut configured = crate::rule::choose(&args.optimizer, &args.kwargs, args.clip_grad_norm)?;
+    if let Some(schedule) = &args.schedule {
+        configured = crate::rule::with_schedule(configured, schedule)?;
+    }
     if let Backend::Cuda(device) = &args.backend {
         let reference =
             configured.name == "AdamW" && args.kwargs.is_empty() && args.clip_grad_norm.is_none();

@@ -293,7 +293,7 @@ impl Rule {
 
 /// A built-in scheduler's configuration from its JSON form (`SequentialLR` and
 /// `ChainedScheduler` list their children as `[name, kwargs]` pairs).
-fn scheduler_config(name: &str, kwargs: Option<&Value>) -> Result<SchedulerConfig, BadInput> {
+pub fn scheduler_config(name: &str, kwargs: Option<&Value>) -> Result<SchedulerConfig, BadInput> {
     let mut out = BTreeMap::new();
     for (key, value) in kwargs.and_then(Value::as_object).into_iter().flatten() {
         let arg = match value {

@@ -65,6 +65,9 @@ enum Command {
         /// Fuse `clip_grad_norm_(params, MAX)` in front of the step.
         #[arg(long, value_name = "MAX", allow_negative_numbers = true)]
         clip_grad_norm: Option<f64>,
+        /// A PyTorch LR scheduler in force, as JSON: '{"name": "StepLR", "kwargs": {"step_size": 3}}'.
+        #[arg(long, value_name = "JSON")]
+        schedule: Option<String>,
     },
     /// Compile a built-in or a .step file and print a stage's text (all stages by default).
     Compile {
@@ -93,7 +96,7 @@ enum Command {
     },
     /// List the built-in optimizers and their hyperparameters.
     List,
-    /// Train a small model with compiled AdamW and a custom Lion; print what happened.
+    /// Train a small model with compiled AdamW, Adafactor and a custom Lion; print what happened.
     Demo,
 }
 
@@ -159,12 +162,14 @@ fn run(command: Command) -> Result<ExitCode, String> {
             threads,
             kwargs,
             clip_grad_norm,
+            schedule,
         } => {
             let kwargs = parse_kwargs(kwargs.as_deref())?;
             let args = bench::BenchArgs {
                 optimizer,
                 kwargs,
                 clip_grad_norm,
+                schedule,
                 workload,
                 steps,
                 threads,

@@ -58,6 +58,27 @@ pub fn choose(
     Ok(chosen)
 }
 
+/// `chosen` with the PyTorch scheduler `json` in force: `{"name": "StepLR", "kwargs": {...}}`,
+/// as golden files write it (scheduled values are computed in the step; a metric-driven
+/// `ReduceLROnPlateau` changes nothing unless metrics are reported).
+pub fn with_schedule(mut chosen: Chosen, json: &str) -> Result<Chosen, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("--schedule: not JSON: {e}"))?;
+    let name = value
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("--schedule: expected {\"name\": \"StepLR\", \"kwargs\": {...}}")?;
+    let config = crate::golden::scheduler_config(name, value.get("kwargs"))
+        .map_err(|e| format!("--schedule: {}", e.0))?;
+    chosen.definition = config
+        .apply(&chosen.definition)
+        .map_err(|e| format!("--schedule: {e}"))?;
+    for h in &chosen.definition.graph.hypers {
+        chosen.hypers.entry(h.name.clone()).or_insert(h.default);
+    }
+    Ok(chosen)
+}
+
 /// The optimizer of the `.step` file at `path`, its schedules applied in file order, and
 /// `kwargs` setting hyperparameters by name.
 fn from_step_file(path: &Path, kwargs: &Kwargs) -> Result<Chosen, String> {

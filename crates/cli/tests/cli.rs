@@ -297,6 +297,34 @@ fn bench_prints_the_documented_fields() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A PyTorch scheduler put in force by `--schedule` adds no kernel and no byte; a bad one is a
+/// located error.
+#[test]
+fn bench_runs_with_a_schedule_in_force() {
+    let bench = |schedule: &str| {
+        optjit(&[
+            "bench",
+            "--optimizer",
+            "AdamW",
+            "--workload",
+            "small-1000x4K",
+            "--steps",
+            "2",
+            "--schedule",
+            schedule,
+        ])
+    };
+    let out = bench(r#"{"name": "StepLR", "kwargs": {"step_size": 3, "gamma": 0.5}}"#);
+    let text = stdout(&out);
+    let line = text.lines().next().expect("a line");
+    assert_eq!(field(line, "kernels_per_step"), Some("1"), "{line}");
+    assert_eq!(field(line, "bytes_per_elem"), Some("28"), "{line}");
+    let out = bench(r#"{"name": "StepLR"}"#);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--schedule: StepLR: step_size"), "{stderr}");
+}
+
 #[test]
 fn list_names_every_builtin_with_defaults() {
     let text = stdout(&optjit(&["list"]));
