@@ -1,5 +1,6 @@
 //! `Optimizer`: a compiled step bound to tensor shapes and param groups, holding the state, and
-//! stepping every tensor of every group through one kernel call per phase.
+//! stepping every tensor of every group through one kernel call per phase (per kind of tensor,
+//! for a step that depends on the rank: see `part.rs`).
 
 use crate::binding::Binding;
 use crate::cache::CacheUse;
