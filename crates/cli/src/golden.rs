@@ -625,6 +625,10 @@ pub fn kwargs(v: Option<&Value>, what: &str) -> Result<Kwargs, BadInput> {
         let parsed = match value {
             Value::Bool(b) => Kwarg::Bool(*b),
             Value::Number(n) => Kwarg::Number(n.as_f64().unwrap_or(f64::NAN)),
+            // Python's None first (Adafactor's `eps=(None, 1e-3)`).
+            Value::Array(pair) if pair.len() == 2 && pair[0].is_null() => {
+                Kwarg::NoneFirst(number(&pair[1], key)?)
+            }
             Value::Array(pair) if pair.len() == 2 => {
                 Kwarg::Pair(number(&pair[0], key)?, number(&pair[1], key)?)
             }

@@ -12,7 +12,9 @@ pub fn run() -> String {
             .iter()
             .map(|k| {
                 let note = match k.kind {
-                    KwargKind::Hyper(d) | KwargKind::Pair(_, d) => format!(" ({d})"),
+                    KwargKind::Hyper(d)
+                    | KwargKind::Pair(_, d)
+                    | KwargKind::PairNoneFirst(_, d, _) => format!(" ({d})"),
                     KwargKind::Flag => " (compile-time)".to_string(),
                     KwargKind::Ignored => String::new(),
                 };

@@ -29,8 +29,8 @@ pub(crate) const ADAFACTOR: Spec = Spec {
         // PyTorch's default `(None, 1e-3)`: None is f32's machine epsilon, 2^-23.
         KwargSpec {
             name: "eps",
-            kind: KwargKind::Pair(["eps1", "eps2"], Domain::non_negative()),
-            default: Kwarg::Pair(F32_EPS, 1e-3),
+            kind: KwargKind::PairNoneFirst(["eps1", "eps2"], Domain::non_negative(), F32_EPS),
+            default: Kwarg::NoneFirst(1e-3),
         },
         KwargSpec::hyper("d", AT_LEAST_ONE, 1.0),
         KwargSpec::non_negative("weight_decay", 0.0),

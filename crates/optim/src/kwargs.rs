@@ -12,6 +12,8 @@ pub enum Kwarg {
     Bool(bool),
     /// A pair (`betas=(0.9, 0.999)`).
     Pair(f64, f64),
+    /// A pair whose first value is Python's `None` (Adafactor's `eps=(None, 1e-3)`).
+    NoneFirst(f64),
 }
 
 impl fmt::Display for Kwarg {
@@ -20,6 +22,7 @@ impl fmt::Display for Kwarg {
             Kwarg::Number(x) => write!(f, "{x:?}"),
             Kwarg::Bool(b) => write!(f, "{}", if *b { "True" } else { "False" }),
             Kwarg::Pair(a, b) => write!(f, "({a:?}, {b:?})"),
+            Kwarg::NoneFirst(b) => write!(f, "(None, {b:?})"),
         }
     }
 }

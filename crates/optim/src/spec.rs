@@ -13,6 +13,9 @@ pub enum KwargKind {
     Hyper(Domain),
     /// A pair stored as two hyperparameters (`betas` → `beta1`, `beta2`).
     Pair([&'static str; 2], Domain),
+    /// A pair whose first value may be `None`, standing for the number given
+    /// (Adafactor's `eps=(None, 1e-3)`: None is f32's machine epsilon).
+    PairNoneFirst([&'static str; 2], Domain, f64),
     /// A compile-time option that changes the update's structure.
     Flag,
     /// Accepted for compatibility with PyTorch and ignored (`foreach`, `fused`, ...): it
@@ -190,6 +193,18 @@ impl Spec {
             }
             (KwargKind::Pair(..), Kwarg::Pair(..)) => Ok(()),
             (KwargKind::Pair(..), _) => Err(bad("a pair of numbers".into())),
+            (KwargKind::PairNoneFirst(_, d, _), Kwarg::Pair(a, b))
+                if !(d.contains(a) && d.contains(b)) =>
+            {
+                Err(bad(format!("a pair of numbers, each {d}")))
+            }
+            (KwargKind::PairNoneFirst(_, d, _), Kwarg::NoneFirst(b)) if !d.contains(b) => Err(bad(
+                format!("a pair of numbers (the first may be None), each {d}"),
+            )),
+            (KwargKind::PairNoneFirst(..), Kwarg::Pair(..) | Kwarg::NoneFirst(_)) => Ok(()),
+            (KwargKind::PairNoneFirst(..), _) => {
+                Err(bad("a pair of numbers (the first may be None)".into()))
+            }
             (KwargKind::Flag | KwargKind::Ignored, Kwarg::Bool(_)) => Ok(()),
             (KwargKind::Flag | KwargKind::Ignored, _) => Err(bad("True or False".into())),
         }
@@ -234,7 +249,11 @@ fn hyper_values(spec: &KwargSpec, value: Kwarg, out: &mut BTreeMap<String, f64>)
         (KwargKind::Hyper(_), Kwarg::Number(x)) => {
             out.insert(spec.name.to_string(), x);
         }
-        (KwargKind::Pair([a, b], _), Kwarg::Pair(x, y)) => {
+        (KwargKind::PairNoneFirst([a, b], _, none), Kwarg::NoneFirst(y)) => {
+            out.insert(a.to_string(), none);
+            out.insert(b.to_string(), y);
+        }
+        (KwargKind::Pair([a, b], _) | KwargKind::PairNoneFirst([a, b], ..), Kwarg::Pair(x, y)) => {
             out.insert(a.to_string(), x);
             out.insert(b.to_string(), y);
         }
@@ -331,7 +350,9 @@ impl Configured {
         let kwarg = self.spec().all_kwargs().find(|k| k.name == name)?;
         match kwarg.kind {
             KwargKind::Hyper(_) => Some(vec![hyper(kwarg.name)?]),
-            KwargKind::Pair([a, b], _) => Some(vec![hyper(a)?, hyper(b)?]),
+            KwargKind::Pair([a, b], _) | KwargKind::PairNoneFirst([a, b], ..) => {
+                Some(vec![hyper(a)?, hyper(b)?])
+            }
             KwargKind::Flag | KwargKind::Ignored => None,
         }
     }

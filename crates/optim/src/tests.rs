@@ -97,3 +97,26 @@ fn group_overrides_respect_structure_and_traced_domains() {
     kwargs.insert("etas".into(), Kwarg::Pair(0.3, 1.5));
     assert_eq!(rprop.group_hypers(1, &kwargs).unwrap()["etaplus"], 1.5);
 }
+
+/// Adafactor's `eps=(None, x)`: None is f32's machine epsilon, as in PyTorch; other pairs
+/// refuse None.
+#[test]
+fn adafactor_eps1_none_is_f32_epsilon() {
+    let spec = find("Adafactor").unwrap();
+    let defaults = spec.configure(&Kwargs::new()).unwrap();
+    assert_eq!(defaults.hypers["eps1"], f32::EPSILON as f64);
+    assert_eq!(defaults.kwargs["eps"].to_string(), "(None, 0.001)");
+    let mut kwargs = Kwargs::new();
+    kwargs.insert("eps".into(), Kwarg::NoneFirst(0.01));
+    let c = spec.configure(&kwargs).unwrap();
+    assert_eq!(
+        (c.hypers["eps1"], c.hypers["eps2"]),
+        (f32::EPSILON as f64, 0.01)
+    );
+    kwargs.insert("eps".into(), Kwarg::Pair(1e-30, 0.01));
+    assert_eq!(spec.configure(&kwargs).unwrap().hypers["eps1"], 1e-30);
+    let mut betas = Kwargs::new();
+    betas.insert("betas".into(), Kwarg::NoneFirst(0.9));
+    let err = find("AdamW").unwrap().configure(&betas).unwrap_err();
+    assert!(err.to_string().contains("a pair of numbers"), "{err}");
+}
