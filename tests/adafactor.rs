@@ -8,15 +8,17 @@ use optjit::optim::Adafactor;
 use optjit::{Arch, CompileOptions, GRAD_NORM, Optimizer, Setup, Target, compile};
 
 /// Matrices with rows longer than a chunk (65536) and with more rows than a column-walk record
-/// holds (4096), widths that are and are not multiples of 16, three 2-d matrices in one tensor,
-/// a vector and a 0-d tensor.
-const SHAPES: [&[usize]; 6] = [
+/// holds (4096), widths that are and are not multiples of 16, matrices of one row or one
+/// column, three 2-d matrices in one tensor, a vector and a 0-d tensor.
+const SHAPES: [&[usize]; 8] = [
     &[3, 70_000],
     &[3, 40, 50],
     &[1000],
     &[],
     &[7, 1],
     &[5000, 20],
+    &[1, 33],
+    &[2, 1, 5],
 ];
 
 fn len(shape: &[usize]) -> usize {
