@@ -11,7 +11,11 @@
 //! inputs were overwritten from a scratch buffer `tmp<i>` written by the phase that computed it).
 //!
 //! Scalar-class nodes (once per group) and Tensor-class nodes (once per tensor, from per-tensor
-//! reductions) form the host scalar program; the ones kernels read are the kernel scalars.
+//! reductions) form the host scalar program; the ones kernels read are the kernel scalars. So
+//! do per-matrix, per-row and per-column nodes (Adafactor's factors): kernels read per-row and
+//! per-matrix values as kernel scalars (a row of scalars per row) and per-column values from
+//! host-filled buffers `col<i>`, and a phase with column means walks columns
+//! (`split_column_walks`).
 
 use crate::error::RewriteError;
 use optjit_ir::{
@@ -408,11 +412,7 @@ fn phase(
     let needed =
         |n: NodeIndex| roots.contains(&n) || nodes.iter().any(|&m| graph.operands(m).contains(&n));
     let loads: Vec<(Buffer, NodeIndex)> = loads.into_iter().filter(|&(_, n)| needed(n)).collect();
-    let cols = loads
-        .iter()
-        .filter(|(b, _)| matches!(b, Buffer::ColValue(_)))
-        .count();
-    let buffers = buffer_uses(graph, &nodes, &stores, &loads, temps, cols);
+    let buffers = buffer_uses(graph, &nodes, &stores, &loads, temps);
     Phase {
         walk: Walk::Elements,
         level: 0,
@@ -455,7 +455,6 @@ fn buffer_uses(
     stores: &[(Buffer, NodeIndex)],
     loads: &[(Buffer, NodeIndex)],
     temps: usize,
-    cols: usize,
 ) -> Vec<BufferUse> {
     let reads = |buffer: &Buffer| {
         loads.iter().any(|(b, _)| b == buffer)
@@ -478,8 +477,7 @@ fn buffer_uses(
         loads
             .iter()
             .filter(|(b, _)| matches!(b, Buffer::ColValue(_)))
-            .map(|(b, _)| b.clone())
-            .take(cols),
+            .map(|(b, _)| b.clone()),
     );
     candidates
         .into_iter()
