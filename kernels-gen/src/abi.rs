@@ -24,18 +24,17 @@
 /// | [`ChunkAbi::SCALARS_WORD`] = 1 | `*const f32`: the chunk's scalar row, `kernel.n_scalars` values: its group's, or its tensor's when the step has per-tensor values |
 /// | [`ChunkAbi::BUFFERS_WORD`] + i | `*mut f32`: element 0 of this chunk in buffer `i` (`kernel.buffers` order) |
 /// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` | column walks only ([`Walk::Columns`](optjit_ir::Walk)): `stride`, the distance in bytes between two rows |
-/// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` + 1 | column walks only: `width`, the record's adjacent columns, 1 to [`ChunkAbi::COLUMN_BLOCK`] |
+/// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` + 1 | column walks only: `width`, the columns of each row |
 /// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` + 2 | column walks only: `first`, the index in `partials` of the record's first partial |
 ///
 /// Element `i` of a chunk is at byte `4 * i` from its buffer pointers. In a column walk
 /// ([`Kernel::record_words`](crate::Kernel::record_words) counts the three extra words) a record
-/// is `width` adjacent columns of `len` rows: element (row `i`, column `c`) is at byte
+/// is `len` whole rows of `width` columns: element (row `i`, column `c`) is at byte
 /// `stride * i + 4 * c`. Its partials start at `partials[first]`, slot after slot, each as its
-/// [`ReduceScope`](crate::ReduceScope) says: one for the record, one per row (`len`), or
-/// [`ChunkAbi::COLUMN_BLOCK`] (one per column; lanes past `width` are left alone)
-/// ([`Kernel::column_walk_partials`](crate::Kernel::column_walk_partials)). Partials per row
-/// or for the record of a block narrower than `COLUMN_BLOCK` are added to, not written: the
-/// caller zero-fills them.
+/// [`ReduceScope`](crate::ReduceScope) says: one for the record, one per row (`len`), or one per
+/// column (`width`) ([`Kernel::column_walk_partials`](crate::Kernel::column_walk_partials)).
+/// Column partials are summed as f32 in the first half of their slots and widened in place at
+/// the end of the record, so the caller zero-fills them.
 ///
 /// A kernel with reductions ([`Kernel::reductions`](crate::Kernel::reductions), `n` of them)
 /// that walks elements writes, for every record `r` with `len > 0`, the partial of slot `j` (the fold of that
@@ -68,11 +67,19 @@ impl ChunkAbi {
     pub const SCALARS_WORD: usize = 1;
     /// Word holding the pointer of buffer 0; buffer i follows at `BUFFERS_WORD + i`.
     pub const BUFFERS_WORD: usize = 2;
-    /// The most adjacent columns one record of a column walk holds (one 64-byte line of f32).
-    pub const COLUMN_BLOCK: usize = 16;
-    /// The most rows one record of a column walk holds, so that no f32 lane accumulates more
-    /// values than an element walk's chunk gives it.
-    pub const ROW_BLOCK: usize = 4096;
+    /// How many whole rows of `cols` columns one record of a column walk holds: about a
+    /// chunk's worth of elements, at least one row, and at most 4096 so that no f32 column sum
+    /// adds more values than an element walk's lane does.
+    pub const fn tile_rows(cols: usize) -> usize {
+        let rows = (1 << 16) / if cols == 0 { 1 } else { cols };
+        if rows == 0 {
+            1
+        } else if rows > 4096 {
+            4096
+        } else {
+            rows
+        }
+    }
 
     /// Words per record for a kernel with `n_buffers` buffers.
     pub const fn record_words(n_buffers: usize) -> usize {

@@ -361,38 +361,46 @@ impl Emitter<'_> {
         }
     }
 
-    /// Emits the body of a column walk (see [`ChunkAbi`]): a record is up to
-    /// [`ChunkAbi::COLUMN_BLOCK`] adjacent columns of `len` rows, `stride` bytes apart. A full
-    /// block runs row by row as four f32x4 vectors (one 64-byte line per row, each lane its own
-    /// column's accumulator); a narrower one column by column with scalars. Per-column partials
-    /// are the lanes (or the column's scalar); per-row partials the row's lanes folded in f64
-    /// (or, column by column, added to the zero-filled partial); the record's partial its lanes
-    /// folded at the end (or added to, element by element).
+    /// Emits the body of a column walk (see [`ChunkAbi`]): a record is `len` whole rows of one
+    /// matrix, `stride` bytes apart, `width` columns each, walked row by row like an element
+    /// walk (16 columns per iteration as four f32x4, then a scalar tail). Per-column values are
+    /// added into the record's column partials as f32 (in the first half of their f64 slots,
+    /// zero-filled by the caller) and widened to f64 in place at the end of the record;
+    /// per-row partials fold each row's lanes in f64; the record's partial folds every lane at
+    /// the end.
     fn build_columns(&self, b: &mut FunctionBuilder) {
         let kernel = self.kernel;
         let mf = self.flags;
         let reductions = kernel.reductions();
         let accumulators = Accumulators::new(reductions.len());
-        let block = ChunkAbi::COLUMN_BLOCK as i64;
         let [entry, rec_head, rec_body, setup, exit] = std::array::from_fn(|_| b.create_block());
-        let [v_head, v_body, v_done, c_head, s_head, s_body, s_done] =
-            std::array::from_fn(|_| b.create_block());
+        let [
+            row_head,
+            col_head,
+            col_body,
+            tail_head,
+            tail_body,
+            row_done,
+            rec_done,
+        ] = std::array::from_fn(|_| b.create_block());
+        let [widen_head, widen_body] = std::array::from_fn(|_| b.create_block());
         b.append_block_params_for_function_params(entry);
-        for block in [rec_head, rec_body, setup] {
+        for block in [rec_head, rec_body, setup, widen_head, widen_body] {
             b.append_block_param(block, types::I64);
         }
-        // v_head/v_body(i, accs), v_done(accs), c_head(c), s_head/s_body(c, i, accs), s_done(c, accs)
-        for block in [v_head, v_body, c_head, s_head, s_body, s_done] {
+        // row_head/row_done(i, accs); col_*/tail_*(i, c, accs); rec_done(accs).
+        for block in [row_head, col_head, col_body, tail_head, tail_body, row_done] {
             b.append_block_param(block, types::I64);
         }
-        for block in [s_head, s_body] {
+        for block in [col_head, col_body, tail_head, tail_body] {
             b.append_block_param(block, types::I64);
         }
-        for block in [v_head, v_body, v_done, s_head, s_body, s_done] {
+        for block in [
+            row_head, col_head, col_body, tail_head, tail_body, row_done, rec_done,
+        ] {
             accumulators.append_params(b, block);
         }
 
-        // The rows of a record (its `len`) are `stride` bytes apart; empty records are skipped.
         let RecordStart {
             r: _,
             record,
@@ -402,8 +410,7 @@ impl Emitter<'_> {
             bases,
             row,
         } = self.record_loop(b, [entry, rec_head, rec_body, setup, exit]);
-        // setup(r), continued: stride, width, each slot's partials; a full block takes the
-        // vector path.
+        // setup(r), continued: stride, width, each slot's partials.
         let word = |i: usize| (i * 8) as i32;
         let extra = ChunkAbi::BUFFERS_WORD + kernel.buffers.len();
         let stride = b.ins().load(types::I64, mf, record, word(extra));
@@ -416,44 +423,119 @@ impl Emitter<'_> {
             let size = match kernel.scope(slot) {
                 ReduceScope::Record => b.ins().iconst(types::I64, 8),
                 ReduceScope::Row => b.ins().ishl_imm_u(len, 3),
-                ReduceScope::Column => b.ins().iconst(types::I64, 8 * block),
+                ReduceScope::Column => b.ins().ishl_imm_u(width, 3),
             };
             at = b.ins().iadd(at, size);
         }
-        let full = b.ins().icmp_imm_s(IntCC::Equal, width, block);
+        let vec_bound = b.ins().band_imm_s(width, !((UNROLL * LANES) as i64 - 1));
         let zero = b.ins().iconst(types::I64, 0);
         let zeros = accumulators.zeros(b);
         let mut start = vec![zero];
         start.extend(&zeros);
-        b.ins()
-            .brif(full, v_head, &args(&start), c_head, &[zero.into()]);
+        b.ins().jump(row_head, &args(&start));
 
-        // The vector path: row i of the block is 4 f32x4 at base + i * stride.
-        let wide = Loop {
-            head: v_head,
-            body: v_body,
-            exit: v_done,
-            bound: len,
-            copies: UNROLL,
-            ty: types::F32X4,
-        };
-        b.switch_to_block(v_head);
-        let params = b.block_params(v_head).to_vec();
+        // row_head(i, accs): the next row, or the end of the record.
+        b.switch_to_block(row_head);
+        let params = b.block_params(row_head).to_vec();
         let more = b.ins().icmp(IntCC::UnsignedLessThan, params[0], len);
-        b.ins()
-            .brif(more, v_body, &args(&params), v_done, &args(&params[1..]));
-        b.switch_to_block(v_body);
-        let params = b.block_params(v_body).to_vec();
-        let i = params[0];
-        let row_offset = b.ins().imul(i, stride);
-        let addresses: Vec<Value> = bases.iter().map(|&p| b.ins().iadd(p, row_offset)).collect();
-        let mut accs = self.body(b, &wide, &addresses, row, &params[1..]);
+        let mut inside = vec![params[0], zero];
+        inside.extend(&params[1..]);
+        b.ins().brif(
+            more,
+            col_head,
+            &args(&inside),
+            rec_done,
+            &args(&params[1..]),
+        );
+
+        let is_column = |slot: usize| kernel.scope(slot) == ReduceScope::Column;
+        // The loops over a row's columns: 16 at a time, then one at a time.
+        let loops = [
+            (
+                col_head,
+                col_body,
+                tail_head,
+                vec_bound,
+                Loop {
+                    head: col_head,
+                    body: col_body,
+                    exit: tail_head,
+                    bound: vec_bound,
+                    copies: UNROLL,
+                    ty: types::F32X4,
+                },
+            ),
+            (
+                tail_head,
+                tail_body,
+                row_done,
+                width,
+                Loop {
+                    head: tail_head,
+                    body: tail_body,
+                    exit: row_done,
+                    bound: width,
+                    copies: 1,
+                    ty: types::F32,
+                },
+            ),
+        ];
+        for (head, body, exit, bound, l) in &loops {
+            b.switch_to_block(*head);
+            let params = b.block_params(*head).to_vec();
+            let more = b.ins().icmp(IntCC::UnsignedLessThan, params[1], *bound);
+            let outside = match *exit == row_done {
+                true => {
+                    let mut v = vec![params[0]];
+                    v.extend(&params[2..]);
+                    v
+                }
+                false => params.clone(),
+            };
+            b.ins()
+                .brif(more, *body, &args(&params), *exit, &args(&outside));
+
+            b.switch_to_block(*body);
+            let params = b.block_params(*body).to_vec();
+            let (i, c) = (params[0], params[1]);
+            let row_offset = b.ins().imul(i, stride);
+            let column = b.ins().ishl_imm_u(c, 2);
+            let offset = b.ins().iadd(row_offset, column);
+            let addresses: Vec<Value> = bases.iter().map(|&p| b.ins().iadd(p, offset)).collect();
+            let mut accs = self.body(b, l, &addresses, row, &params[2..]);
+            for (slot, &op) in reductions.iter().enumerate() {
+                if !is_column(slot) {
+                    continue;
+                }
+                // Add this row's values into the record's f32 column sums; start again at 0.
+                let out = b.ins().iadd(outs[slot], column);
+                for copy in 0..l.copies {
+                    let index = accumulators.index(slot, copy, l.ty);
+                    let at = (copy * LANES * 4) as i32;
+                    let old = b.ins().load(l.ty, mf, out, at);
+                    let new = match op {
+                        ReduceOp::SumSquares | ReduceOp::Sum => b.ins().fadd(old, accs[index]),
+                        ReduceOp::MaxAbs => b.ins().fmax(old, accs[index]),
+                    };
+                    b.ins().store(mf, new, out, at);
+                    accs[index] = zeros[index];
+                }
+            }
+            let step = (l.copies * if l.ty == types::F32 { 1 } else { LANES }) as i64;
+            let mut next = vec![i, b.ins().iadd_imm_u(c, step)];
+            next.extend(accs);
+            b.ins().jump(*head, &args(&next));
+        }
+
+        // row_done(i, accs): the row's partials, then the next row.
+        b.switch_to_block(row_done);
+        let params = b.block_params(row_done).to_vec();
+        let (i, mut accs) = (params[0], params[1..].to_vec());
         for (slot, &op) in reductions.iter().enumerate() {
             if kernel.scope(slot) != ReduceScope::Row {
                 continue;
             }
-            // This row's values only: fold its lanes, store, start the next row from zero.
-            let partial = accumulators.combine_row(b, op, slot, &accs);
+            let partial = accumulators.combine(b, op, slot, &accs);
             let row_at = b.ins().ishl_imm_u(i, 3);
             let out = b.ins().iadd(outs[slot], row_at);
             b.ins().store(mf, partial, out, 0);
@@ -461,103 +543,42 @@ impl Emitter<'_> {
                 let index = accumulators.index(slot, copy, types::F32X4);
                 accs[index] = zeros[index];
             }
+            let index = accumulators.index(slot, 0, types::F32);
+            accs[index] = zeros[index];
         }
         let mut next = vec![b.ins().iadd_imm_u(i, 1)];
         next.extend(accs);
-        b.ins().jump(v_head, &args(&next));
-        b.switch_to_block(v_done);
-        let accs = b.block_params(v_done).to_vec();
-        for (slot, &op) in reductions.iter().enumerate() {
-            match kernel.scope(slot) {
-                ReduceScope::Row => {}
-                ReduceScope::Record => {
-                    let partial = accumulators.combine(b, op, slot, &accs);
-                    b.ins().store(mf, partial, outs[slot], 0);
-                }
-                ReduceScope::Column => {
-                    for copy in 0..UNROLL {
-                        let vector = accs[accumulators.index(slot, copy, types::F32X4)];
-                        for lane in 0..LANES {
-                            let x = b.ins().extractlane(vector, lane as u8);
-                            let x = b.ins().fpromote(types::F64, x);
-                            let at = (copy * LANES + lane) * 8;
-                            b.ins().store(mf, x, outs[slot], at as i32);
-                        }
-                    }
-                }
-            }
-        }
-        b.ins().jump(rec_head, &[next_record.into()]);
+        b.ins().jump(row_head, &args(&next));
 
-        // The scalar path: column c of the record, row by row.
-        b.switch_to_block(c_head);
-        let c = b.block_params(c_head)[0];
-        let more = b.ins().icmp(IntCC::UnsignedLessThan, c, width);
-        let mut start = vec![c, zero];
-        start.extend(&zeros);
-        b.ins()
-            .brif(more, s_head, &args(&start), rec_head, &[next_record.into()]);
-        let tail = Loop {
-            head: s_head,
-            body: s_body,
-            exit: s_done,
-            bound: len,
-            copies: 1,
-            ty: types::F32,
-        };
-        b.switch_to_block(s_head);
-        let params = b.block_params(s_head).to_vec();
-        let more = b.ins().icmp(IntCC::UnsignedLessThan, params[1], len);
-        let mut done = vec![params[0]];
-        done.extend(&params[2..]);
-        b.ins()
-            .brif(more, s_body, &args(&params), s_done, &args(&done));
-        b.switch_to_block(s_body);
-        let params = b.block_params(s_body).to_vec();
-        let (c, i) = (params[0], params[1]);
-        let column = b.ins().ishl_imm_u(c, 2);
-        let row_offset = b.ins().imul(i, stride);
-        let offset = b.ins().iadd(column, row_offset);
-        let addresses: Vec<Value> = bases.iter().map(|&p| b.ins().iadd(p, offset)).collect();
-        let mut accs = self.body(b, &tail, &addresses, row, &params[2..]);
+        // rec_done(accs): the record's partials, then its column sums widened to f64.
+        b.switch_to_block(rec_done);
+        let accs = b.block_params(rec_done).to_vec();
         for (slot, &op) in reductions.iter().enumerate() {
-            let out = match kernel.scope(slot) {
-                ReduceScope::Column => continue,
-                ReduceScope::Record => outs[slot],
-                ReduceScope::Row => {
-                    let row_at = b.ins().ishl_imm_u(i, 3);
-                    b.ins().iadd(outs[slot], row_at)
-                }
-            };
-            // Add this element's fold to its zero-filled partial, and start again from zero.
-            let index = accumulators.index(slot, 0, types::F32);
-            let x = b.ins().fpromote(types::F64, accs[index]);
-            let old = b.ins().load(types::F64, mf, out, 0);
-            let new = match op {
-                ReduceOp::SumSquares | ReduceOp::Sum => b.ins().fadd(old, x),
-                ReduceOp::MaxAbs => b.ins().fmax(old, x),
-            };
-            b.ins().store(mf, new, out, 0);
-            accs[index] = zeros[index];
-        }
-        let mut next = vec![c, b.ins().iadd_imm_u(i, 1)];
-        next.extend(accs);
-        b.ins().jump(s_head, &args(&next));
-        b.switch_to_block(s_done);
-        let params = b.block_params(s_done).to_vec();
-        let (c, accs) = (params[0], &params[1..]);
-        let lane_offset = b.ins().ishl_imm_u(c, 3);
-        for slot in 0..reductions.len() {
-            if kernel.scope(slot) != ReduceScope::Column {
-                continue;
+            if kernel.scope(slot) == ReduceScope::Record {
+                let partial = accumulators.combine(b, op, slot, &accs);
+                b.ins().store(mf, partial, outs[slot], 0);
             }
-            let x = accs[accumulators.index(slot, 0, types::F32)];
-            let x = b.ins().fpromote(types::F64, x);
-            let out = b.ins().iadd(outs[slot], lane_offset);
-            b.ins().store(mf, x, out, 0);
         }
-        let next_column = b.ins().iadd_imm_u(c, 1);
-        b.ins().jump(c_head, &[next_column.into()]);
+        b.ins().jump(widen_head, &[width.into()]);
+        // widen_head(c): columns c-1 down to 0, f32 at 4c to f64 at 8c (descending, so that no
+        // f32 is overwritten before it is read).
+        b.switch_to_block(widen_head);
+        let c = b.block_params(widen_head)[0];
+        b.ins()
+            .brif(c, widen_body, &[c.into()], rec_head, &[next_record.into()]);
+        b.switch_to_block(widen_body);
+        let c = b.block_params(widen_body)[0];
+        let below = b.ins().iadd_imm_s(c, -1);
+        let narrow = b.ins().ishl_imm_u(below, 2);
+        let wide = b.ins().ishl_imm_u(below, 3);
+        for slot in (0..reductions.len()).filter(|&s| is_column(s)) {
+            let from = b.ins().iadd(outs[slot], narrow);
+            let x = b.ins().load(types::F32, mf, from, 0);
+            let x = b.ins().fpromote(types::F64, x);
+            let to = b.ins().iadd(outs[slot], wide);
+            b.ins().store(mf, x, to, 0);
+        }
+        b.ins().jump(widen_head, &[below.into()]);
 
         b.switch_to_block(exit);
         b.ins().return_(&[]);
@@ -750,35 +771,6 @@ impl Accumulators {
     /// Every accumulator's starting value (0, the identity of every [`ReduceOp`]).
     fn zeros(&self, b: &mut FunctionBuilder) -> Vec<Value> {
         self.types().map(|ty| constant(b, ty, 0.0)).collect()
-    }
-
-    /// One row's partial of reduction `slot` in a column walk's vector path: the four vectors
-    /// folded lane-wise in f32 (16 values), then the four lanes in f64.
-    fn combine_row(
-        &self,
-        b: &mut FunctionBuilder,
-        op: ReduceOp,
-        slot: usize,
-        accs: &[Value],
-    ) -> Value {
-        let merge = |b: &mut FunctionBuilder, x: Value, y: Value| match op {
-            ReduceOp::SumSquares | ReduceOp::Sum => b.ins().fadd(x, y),
-            ReduceOp::MaxAbs => b.ins().fmax(x, y),
-        };
-        let vector = |copy: usize| accs[slot * UNROLL + copy];
-        let low = merge(b, vector(0), vector(1));
-        let high = merge(b, vector(2), vector(3));
-        let lanes = merge(b, low, high);
-        let mut total = None;
-        for lane in 0..LANES as u8 {
-            let x = b.ins().extractlane(lanes, lane);
-            let x = b.ins().fpromote(types::F64, x);
-            total = Some(match total {
-                None => x,
-                Some(t) => merge(b, t, x),
-            });
-        }
-        total.expect("four lanes")
     }
 
     /// The record's partial of reduction `slot`, as an f64.

@@ -82,7 +82,7 @@ pub enum ReduceScope {
     Record,
     /// Each row of the record: one partial per row.
     Row,
-    /// Each column of the record: [`ChunkAbi::COLUMN_BLOCK`] partials.
+    /// Each column of the record: one partial per column.
     Column,
 }
 
@@ -223,14 +223,14 @@ impl Kernel {
         ChunkAbi::record_words(self.buffers.len()) + 3 * usize::from(self.walk == Walk::Columns)
     }
 
-    /// How many partials a column-walk record of `rows` rows writes: per slot, one for the
-    /// record, one per row, or one per column of the block.
-    pub fn column_walk_partials(&self, rows: usize) -> usize {
+    /// How many partials a column-walk record of `rows` rows of `cols` columns writes: per
+    /// slot, one for the record, one per row, or one per column.
+    pub fn column_walk_partials(&self, rows: usize, cols: usize) -> usize {
         (0..self.reductions().len())
             .map(|slot| match self.scope(slot) {
                 ReduceScope::Record => 1,
                 ReduceScope::Row => rows,
-                ReduceScope::Column => ChunkAbi::COLUMN_BLOCK,
+                ReduceScope::Column => cols,
             })
             .sum()
     }

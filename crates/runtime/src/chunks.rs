@@ -86,36 +86,34 @@ impl ChunkTable<'_> {
     }
 
     /// Adds the records of a column walk (see `ChunkAbi`) over tensor `tensor` seen as `view`:
-    /// each holds up to `COLUMN_BLOCK` adjacent columns and `ROW_BLOCK` rows of one matrix, and
-    /// reads the scalar row at `row`. Its entity is the index of its first element in the
-    /// tensor, its `lens` entry its element count (for balancing threads); `partials(rows)`
-    /// says how many partials a record of `rows` rows writes, counted in `self.partials`.
+    /// each holds `ChunkAbi::tile_rows` whole rows of one matrix (fewer at its end) and reads
+    /// the scalar row at `row`. Its entity is the index of its first element in the tensor, its
+    /// `lens` entry its element count (for balancing threads); `partials(rows, cols)` says how
+    /// many partials a record writes, counted in `self.partials`.
     pub(crate) fn push_columns(
         &mut self,
         tensor: usize,
         view: &View,
         row: u64,
         base: &[u64],
-        partials: impl Fn(usize) -> usize,
+        partials: impl Fn(usize, usize) -> usize,
     ) {
         let stride = (view.cols * size_of::<f32>()) as u64;
+        let tile = ChunkAbi::tile_rows(view.cols);
         for m in 0..view.matrices {
-            for r0 in (0..view.rows).step_by(ChunkAbi::ROW_BLOCK) {
-                let rows = ChunkAbi::ROW_BLOCK.min(view.rows - r0);
-                for c0 in (0..view.cols).step_by(ChunkAbi::COLUMN_BLOCK) {
-                    let width = ChunkAbi::COLUMN_BLOCK.min(view.cols - c0);
-                    let first = (m * view.rows + r0) * view.cols + c0;
-                    let offset = (first * size_of::<f32>()) as u64;
-                    self.words.push(rows as u64);
-                    self.words.push(row);
-                    self.words.extend(base.iter().map(|&p| p + offset));
-                    self.words
-                        .extend([stride, width as u64, self.partials as u64]);
-                    self.partials += partials(rows);
-                    self.lens.push(rows * width);
-                    self.owners.push(tensor);
-                    self.entities.push(first);
-                }
+            for r0 in (0..view.rows).step_by(tile) {
+                let rows = tile.min(view.rows - r0);
+                let first = (m * view.rows + r0) * view.cols;
+                let offset = (first * size_of::<f32>()) as u64;
+                self.words.push(rows as u64);
+                self.words.push(row);
+                self.words.extend(base.iter().map(|&p| p + offset));
+                self.words
+                    .extend([stride, view.cols as u64, self.partials as u64]);
+                self.partials += partials(rows, view.cols);
+                self.lens.push(rows * view.cols);
+                self.owners.push(tensor);
+                self.entities.push(first);
             }
         }
     }

@@ -241,7 +241,7 @@ impl Part {
                     // A tensor without elements has no rows to read.
                     _ if self.binding.lens[t] == 0 => {}
                     (Walk::Columns, _) => {
-                        let partials = |rows| kernel_ir.column_walk_partials(rows);
+                        let partials = |rows, cols| kernel_ir.column_walk_partials(rows, cols);
                         table.push_columns(t, view, row(0), &base, partials)
                     }
                     (Walk::Elements, true) => table.push_rows(t, view, row, &base, &per_col),

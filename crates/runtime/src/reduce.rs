@@ -75,7 +75,7 @@ pub(crate) struct Records<'a> {
 
 /// Finishes the reductions of phase `phase` from `partials` (one row of
 /// `plan.phases[phase].reductions.len()` partials per chunk record, in record order, or in a
-/// column walk one block of `ChunkAbi::COLUMN_BLOCK` partials, a column each, per reduction);
+/// column walk the record's partials per record, row or column, see `ChunkAbi`);
 /// `records` says where each record lies, `lens[t]` is the element count of tensor `t` and
 /// `views[t]` its view (needed for row and column means only).
 pub(crate) fn finish_phase(
@@ -193,13 +193,13 @@ fn fold_column_walk(
     let mut at = 0;
     for (&owner, &first) in records.owners.iter().zip(records.entities) {
         let view = &views[owner];
-        let (row, c0) = (first / view.cols, first % view.cols);
-        let rows = ChunkAbi::ROW_BLOCK.min(view.rows - row % view.rows);
-        let width = ChunkAbi::COLUMN_BLOCK.min(view.cols - c0);
+        let row = first / view.cols;
+        let rows = ChunkAbi::tile_rows(view.cols).min(view.rows - row % view.rows);
+        let width = view.cols;
         let size = |s: usize| match column_walk_scope(kind(reductions[s])) {
             ReduceScope::Record => 1,
             ReduceScope::Row => rows,
-            ReduceScope::Column => ChunkAbi::COLUMN_BLOCK,
+            ReduceScope::Column => width,
         };
         let own = at + (0..slot).map(size).sum::<usize>();
         at += (0..reductions.len()).map(size).sum::<usize>();
@@ -215,7 +215,7 @@ fn fold_column_walk(
                 }
             }
             (ReduceScope::Column, _) => {
-                let column = (row / view.rows) * view.cols + c0;
+                let column = (row / view.rows) * view.cols;
                 let sums = &mut reduced.per_entity[owner * reduced.n + r];
                 for (acc, &p) in sums[column..column + width]
                     .iter_mut()
