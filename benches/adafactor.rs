@@ -3,6 +3,7 @@
 //! vectors; the others vectors). `cargo bench --bench adafactor [-- WORKLOAD... --threads N]`.
 
 mod adafactor_reference;
+mod bench_args;
 
 use optjit::{Optimizer, Setup};
 use optjit_cli::workload;
@@ -11,30 +12,8 @@ use std::time::Instant;
 const ROUNDS: usize = 5;
 const STEPS: usize = 5;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let threads = args
-        .iter()
-        .position(|a| a == "--threads")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(2);
-    let mut names: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| workload::sizes(a).is_some())
-        .collect();
-    if names.is_empty() {
-        names = workload::NAMES.to_vec();
-    }
+    let (names, threads) = bench_args::parse();
     let lr = 0.01;
     let adafactor = optjit::optim::Adafactor::new()
         .lr(lr)
@@ -77,7 +56,7 @@ fn main() {
             .zip(&p_ref)
             .flat_map(|(a, b)| a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()))
             .fold(0.0f32, f32::max);
-        let (j, r) = (median(t_jit), median(t_ref));
+        let (j, r) = (bench_args::median(t_jit), bench_args::median(t_ref));
         println!(
             "{name:<14} optjit {j:>8.3} ms  hand-fused-rust {r:>8.3} ms  ratio {:.2}  (max |diff| {max_diff:.1e})",
             j / r
