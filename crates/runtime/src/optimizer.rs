@@ -156,9 +156,8 @@ impl Optimizer {
             parts.push(Part::new(&kind, &setup, tensors, compiled)?);
         }
         // Every kind must reduce over all tensors at the same levels, to add their sums up.
-        let levels = |part: &Part| -> Vec<usize> {
-            part.globals().iter().map(|&(_, level)| level).collect()
-        };
+        let levels =
+            |part: &Part| -> Vec<usize> { part.globals.iter().map(|&(_, level)| level).collect() };
         if let Some(other) = parts.iter().find(|p| levels(p) != levels(&parts[0])) {
             return Err(OptimizerError::NotOnTarget {
                 rule: binding.rule().to_string(),
@@ -288,23 +287,25 @@ impl Optimizer {
             part_grads[part].push(grad);
         }
         self.parts.iter_mut().for_each(Part::begin);
-        let globals: Vec<Vec<(usize, usize)>> = self.parts.iter().map(Part::globals).collect();
-        let top = self.parts.iter().flat_map(Part::levels).max().unwrap_or(0);
-        for level in 0..=top {
+        // Level by level, each part's phases of that level (they come in level order).
+        let mut next = vec![0; self.parts.len()];
+        let mut level = 0;
+        while self
+            .parts
+            .iter()
+            .zip(&next)
+            .any(|(p, &n)| p.level(n).is_some())
+        {
             for (i, part) in self.parts.iter_mut().enumerate() {
-                let phases: Vec<usize> = part
-                    .levels()
-                    .enumerate()
-                    .filter(|&(_, l)| l == level)
-                    .map(|(p, _)| p)
-                    .collect();
-                for p in phases {
-                    part.run_phase(p, &mut part_params[i], &part_grads[i], self.threads);
+                while part.level(next[i]) == Some(level) {
+                    part.run_phase(next[i], &mut part_params[i], &part_grads[i], self.threads);
+                    next[i] += 1;
                 }
             }
             if self.parts.len() > 1 {
-                self.merge_globals(&globals, level);
+                self.merge_globals(level);
             }
+            level += 1;
         }
         self.parts.iter_mut().for_each(Part::finish);
         self.stats.steps = self.steps();
@@ -313,16 +314,20 @@ impl Optimizer {
 
     /// Adds up, in part order, the sums of squares of the reductions over every tensor that
     /// phases of level `level` folded, and gives every part the total.
-    fn merge_globals(&mut self, globals: &[Vec<(usize, usize)>], level: usize) {
-        for k in 0..globals[0].len() {
-            if globals[0][k].1 != level {
+    fn merge_globals(&mut self, level: usize) {
+        for k in 0..self.parts[0].globals.len() {
+            if self.parts[0].globals[k].1 != level {
                 continue;
             }
-            let total: f64 = (self.parts.iter_mut().zip(globals))
-                .map(|(part, g)| part.reduced().global_sum(g[k].0))
+            let total: f64 = (self.parts.iter_mut())
+                .map(|part| {
+                    let r = part.globals[k].0;
+                    part.reduced().global_sum(r)
+                })
                 .sum();
-            for (part, g) in self.parts.iter_mut().zip(globals) {
-                part.reduced().merge_global(g[k].0, total);
+            for part in &mut self.parts {
+                let r = part.globals[k].0;
+                part.reduced().merge_global(r, total);
             }
         }
     }

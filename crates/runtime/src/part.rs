@@ -48,7 +48,10 @@ pub(crate) fn kinds(
 /// The part of `setup` that holds `tensors` (renumbered `0..`): their shapes, and every group
 /// with its tensors among them (a group may be left empty).
 pub(crate) fn part_setup(setup: &Setup, tensors: &[usize]) -> Setup {
-    let local = |t: usize| tensors.iter().position(|&u| u == t);
+    let mut local = vec![None; setup.shapes.len()];
+    for (i, &t) in tensors.iter().enumerate() {
+        local[t] = Some(i);
+    }
     let groups = match setup.groups.is_empty() {
         true => vec![Group {
             tensors: (0..tensors.len()).collect(),
@@ -58,7 +61,7 @@ pub(crate) fn part_setup(setup: &Setup, tensors: &[usize]) -> Setup {
             .groups
             .iter()
             .map(|g| Group {
-                tensors: g.tensors.iter().filter_map(|&t| local(t)).collect(),
+                tensors: g.tensors.iter().filter_map(|&t| local[t]).collect(),
                 hypers: g.hypers.clone(),
             })
             .collect(),
@@ -79,6 +82,11 @@ pub(crate) struct Part {
     pub(crate) compiled: Arc<Compiled>,
     /// Per phase, the source of each kernel buffer.
     buffer_sources: Vec<Vec<Source>>,
+    /// Per phase, which kernel buffers hold one value per column (see `ChunkTable::push_rows`).
+    per_col: Vec<Vec<bool>>,
+    /// For each reduction over every tensor (`global_norm`), in order: its reduction index and
+    /// the level of the phase that folds it.
+    pub(crate) globals: Vec<(usize, usize)>,
     /// `states[tensor][state]`: per-element buffers, indexed like the graph's states, then the
     /// plan's scratch buffers.
     states: Vec<Vec<AlignedBuf>>,
@@ -130,11 +138,29 @@ impl Part {
                     .collect()
             })
             .collect();
+        let per_col = buffer_sources
+            .iter()
+            .map(|sources| {
+                let column = |s: &Source| matches!(s, Source::ColValue(_));
+                sources.iter().map(column).collect()
+            })
+            .collect();
+        let plan = &compiled.plan;
+        let mut globals = Vec::new();
+        for (p, phase) in plan.phases.iter().enumerate() {
+            for (slot, &node) in phase.reductions.iter().enumerate() {
+                if plan.graph.node(node).op == Op::Reduce(Reduction::GlobalNorm) {
+                    globals.push((plan.first_reduction(p) + slot, phase.level));
+                }
+            }
+        }
         Ok(Part {
             tensors,
             binding,
             compiled,
             buffer_sources,
+            per_col,
+            globals,
             states,
             scratch: Scratch::default(),
         })
@@ -150,24 +176,10 @@ impl Part {
         self.states.get(tensor).map(|s| &*s[index])
     }
 
-    /// The level of each phase (see [`optjit_ir::Phase::level`]).
-    pub(crate) fn levels(&self) -> impl Iterator<Item = usize> + '_ {
-        self.compiled.plan.phases.iter().map(|p| p.level)
-    }
-
-    /// For each reduction over every tensor (`global_norm`), in order: its reduction index and
-    /// the level of the phase that folds it.
-    pub(crate) fn globals(&self) -> Vec<(usize, usize)> {
-        let plan = &self.compiled.plan;
-        let mut out = Vec::new();
-        for (p, phase) in plan.phases.iter().enumerate() {
-            for (slot, &node) in phase.reductions.iter().enumerate() {
-                if plan.graph.node(node).op == Op::Reduce(Reduction::GlobalNorm) {
-                    out.push((plan.first_reduction(p) + slot, phase.level));
-                }
-            }
-        }
-        out
+    /// The level of phase `phase` (see [`optjit_ir::Phase::level`]); phases come in level
+    /// order.
+    pub(crate) fn level(&self, phase: usize) -> Option<usize> {
+        self.compiled.plan.phases.get(phase).map(|p| p.level)
     }
 
     /// The step's reductions so far.
@@ -215,10 +227,7 @@ impl Part {
         };
         let kernel_ir = &self.compiled.kernels[phase];
         let walk = plan.phases[phase].walk;
-        let per_col: Vec<bool> = sources
-            .iter()
-            .map(|s| matches!(s, Source::ColValue(_)))
-            .collect();
+        let per_col = &self.per_col[phase];
         let mut base = vec![0u64; n_buffers];
         for (g, group) in self.binding.groups.iter().enumerate() {
             for &t in &group.tensors {
@@ -244,7 +253,7 @@ impl Part {
                         let partials = |rows, cols| kernel_ir.column_walk_partials(rows, cols);
                         table.push_columns(t, view, row(0), &base, partials)
                     }
-                    (Walk::Elements, true) => table.push_rows(t, view, row, &base, &per_col),
+                    (Walk::Elements, true) => table.push_rows(t, view, row, &base, per_col),
                     (Walk::Elements, false) => {
                         table.push_tensor(t, self.binding.lens[t], row(0), &base)
                     }
