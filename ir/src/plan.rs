@@ -14,28 +14,30 @@ pub enum Buffer {
     Grad,
     /// A per-element state, by name.
     State(String),
-    /// A per-element scratch buffer the plan writes in one phase and reads in a later one
-    /// (`tmp0`, `tmp1`, ...): a materialized value, cheaper than recomputing it.
-    Temp(String),
-    /// A per-column value the host computed (`col0`, `col1`, ...: slot i of
-    /// [`FusionPlan::col_values`]), read by each element of that column.
-    ColValue(String),
+    /// Per-element scratch buffer `i` of the plan (printed `tmp<i>`), written in one phase and
+    /// read in a later one: a materialized value, cheaper than recomputing it.
+    Temp(usize),
+    /// The per-column values of [`FusionPlan::col_values`]`[i]` (printed `col<i>`), computed
+    /// by the host and read by each element of their column.
+    ColValue(usize),
 }
 
 impl Buffer {
-    /// The name as printed (`param`, `grad`, `exp_avg`).
-    pub fn name(&self) -> &str {
+    /// The name as printed (`param`, `grad`, `exp_avg`, `tmp0`, `col0`).
+    pub fn name(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Buffer::Param => "param",
-            Buffer::Grad => "grad",
-            Buffer::State(n) | Buffer::Temp(n) | Buffer::ColValue(n) => n,
+            Buffer::Param => "param".into(),
+            Buffer::Grad => "grad".into(),
+            Buffer::State(n) => n.as_str().into(),
+            Buffer::Temp(i) => format!("tmp{i}").into(),
+            Buffer::ColValue(i) => format!("col{i}").into(),
         }
     }
 }
 
 impl fmt::Display for Buffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 

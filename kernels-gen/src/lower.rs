@@ -504,7 +504,10 @@ mod tests {
         let input_of = |b: &Buffer| match b {
             Buffer::Param => Input::Param,
             Buffer::Grad => Input::Grad,
-            Buffer::State(s) | Buffer::Temp(s) | Buffer::ColValue(s) => Input::State(s.clone()),
+            Buffer::State(s) => Input::State(s.clone()),
+            Buffer::Temp(_) | Buffer::ColValue(_) => {
+                unreachable!("no scratch or column buffers here")
+            }
         };
         let buffers = buffers
             .into_iter()

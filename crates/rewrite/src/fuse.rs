@@ -193,7 +193,7 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
     let col_loads: Vec<(Buffer, NodeIndex)> = col_values
         .iter()
         .enumerate()
-        .map(|(i, &n)| (Buffer::ColValue(format!("col{i}")), n))
+        .map(|(i, &n)| (Buffer::ColValue(i), n))
         .collect();
 
     // Two layouts, the one that moves fewer bytes wins (recomputing on a tie).
@@ -368,13 +368,13 @@ fn early_stores(
                     Some(slot) => slot,
                     None => {
                         temps.push(n);
-                        let buffer = Buffer::Temp(format!("tmp{}", temps.len() - 1));
+                        let buffer = Buffer::Temp(temps.len() - 1);
                         roots[at].push(n);
                         phase_stores[at].push((buffer, n));
                         temps.len() - 1
                     }
                 };
-                loads[k].push((Buffer::Temp(format!("tmp{slot}")), n));
+                loads[k].push((Buffer::Temp(slot), n));
                 continue;
             }
             stack.extend(graph.operands(n));
@@ -472,7 +472,7 @@ fn buffer_uses(
             .filter(|s| s.class == Class::Elem)
             .map(|s| Buffer::State(s.name.clone())),
     );
-    candidates.extend((0..temps).map(|i| Buffer::Temp(format!("tmp{i}"))));
+    candidates.extend((0..temps).map(Buffer::Temp));
     candidates.extend(
         loads
             .iter()

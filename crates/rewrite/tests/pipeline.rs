@@ -71,16 +71,16 @@ fn sgd_and_momentum_bytes() {
 
     let (_, _, plan) = pipeline(&sgd_momentum());
     assert_eq!(plan.bytes_per_elem(), 20, "{plan}");
-    let buffers: Vec<&str> = plan.phases[0]
+    let buffers: Vec<String> = plan.phases[0]
         .buffers
         .iter()
-        .map(|b| b.buffer.name())
+        .map(|b| b.buffer.to_string())
         .collect();
     assert_eq!(buffers, ["param", "grad", "momentum_buffer"]);
-    let stores: Vec<&str> = plan.phases[0]
+    let stores: Vec<String> = plan.phases[0]
         .stores
         .iter()
-        .map(|(b, _)| b.name())
+        .map(|(b, _)| b.to_string())
         .collect();
     assert_eq!(stores, ["param", "momentum_buffer"]);
 }

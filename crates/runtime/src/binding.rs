@@ -557,17 +557,8 @@ pub(crate) fn buffer_sources(
                 .position(|s| &s.name == name)
                 .expect("declared state"),
         ),
-        optjit_ir::Buffer::ColValue(name) => Source::ColValue(
-            (0..plan.col_values.len())
-                .position(|i| *name == format!("col{i}"))
-                .expect("a column value of the plan"),
-        ),
-        optjit_ir::Buffer::Temp(name) => Source::State(
-            states.len()
-                + (0..plan.temps)
-                    .position(|i| *name == format!("tmp{i}"))
-                    .expect("a scratch buffer of the plan"),
-        ),
+        optjit_ir::Buffer::ColValue(i) => Source::ColValue(*i),
+        optjit_ir::Buffer::Temp(i) => Source::State(states.len() + i),
     };
     plan.phases
         .iter()
