@@ -43,12 +43,6 @@ pub fn choose(
         }
     };
     if let Some(max_norm) = clip_grad_norm {
-        let domain = optjit_trace::Domain::non_negative();
-        if !domain.contains(max_norm) {
-            return Err(format!(
-                "--clip-grad-norm {max_norm}: max_norm must be {domain}, got {max_norm}"
-            ));
-        }
         chosen.definition = optjit_trace::clip_grad_norm(&chosen.definition, max_norm)
             .map_err(|e| format!("--clip-grad-norm {max_norm}: {e}"))?;
         chosen

@@ -318,22 +318,20 @@ impl Configured {
     /// the step, `max_norm` becomes a hyperparameter and the total norm of each step is the
     /// scalar state [`optjit_trace::GRAD_NORM`].
     pub fn with_clip_grad_norm(mut self, max_norm: f64) -> Result<Configured, OptimError> {
-        let domain = optjit_trace::Domain::non_negative();
-        if !domain.contains(max_norm) {
-            return Err(OptimError::BadValue {
-                optimizer: self.name.to_string(),
-                name: "clip_grad_norm max_norm".to_string(),
-                expected: domain.to_string(),
-                got: max_norm.to_string(),
-                place: String::new(),
-            });
-        }
+        let optimizer = self.name.to_string();
         self.definition =
-            optjit_trace::clip_grad_norm(&self.definition, max_norm).map_err(|e| {
-                OptimError::Trace {
-                    optimizer: self.name.to_string(),
-                    message: e.to_string(),
-                }
+            optjit_trace::clip_grad_norm(&self.definition, max_norm).map_err(|e| match e {
+                optjit_trace::TraceError::BadMaxNorm { value, expected } => OptimError::BadValue {
+                    optimizer,
+                    name: "clip_grad_norm max_norm".to_string(),
+                    expected,
+                    got: value.to_string(),
+                    place: String::new(),
+                },
+                other => OptimError::Trace {
+                    optimizer,
+                    message: other.to_string(),
+                },
             })?;
         self.hypers
             .insert(optjit_trace::MAX_NORM.to_string(), max_norm);

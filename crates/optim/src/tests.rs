@@ -120,3 +120,14 @@ fn adafactor_eps1_none_is_f32_epsilon() {
     let err = find("AdamW").unwrap().configure(&betas).unwrap_err();
     assert!(err.to_string().contains("a pair of numbers"), "{err}");
 }
+
+/// A `max_norm` outside `[0, inf)` is the user's error, named as such (the check lives in
+/// `optjit_trace::clip_grad_norm`).
+#[test]
+fn clip_grad_norm_refuses_a_negative_max_norm() {
+    let adamw = find("AdamW").unwrap().configure(&Kwargs::new()).unwrap();
+    let err = adamw.clone().with_clip_grad_norm(-1.0).unwrap_err();
+    assert!(matches!(err, OptimError::BadValue { .. }), "{err:?}");
+    assert!(err.to_string().contains("clip_grad_norm max_norm"), "{err}");
+    assert!(adamw.with_clip_grad_norm(0.5).is_ok());
+}

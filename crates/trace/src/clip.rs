@@ -38,9 +38,7 @@ pub fn clip_grad_norm(definition: &Definition, max_norm: f64) -> Result<Definiti
     }
     let domain = Domain::non_negative();
     if !domain.contains(max_norm) {
-        return Err(TraceError::BadDefault {
-            name: MAX_NORM.to_string(),
-            optimizer: rule,
+        return Err(TraceError::BadMaxNorm {
             value: max_norm,
             expected: domain.to_string(),
         });

@@ -45,6 +45,14 @@ pub enum TraceError {
         /// The domain, in words.
         expected: String,
     },
+    /// `clip_grad_norm` got a `max_norm` outside its domain.
+    #[error("clip_grad_norm: max_norm must be {expected}, got {value}")]
+    BadMaxNorm {
+        /// The value given.
+        value: f64,
+        /// The domain, in words.
+        expected: String,
+    },
     /// Handles from two different tracers were combined.
     #[error("a value of optimizer '{other}' was used while tracing optimizer '{optimizer}'")]
     ForeignValue {
