@@ -1,13 +1,13 @@
 //! Generated PTX assembles with NVIDIA's ptxas (found through `OPTJIT_PTXAS`, then PATH): every
 //! built-in's kernels and hand-built kernels that use every instruction kind and every reduction
-//! op (the block reduction's shuffles, shared memory and barriers), sm_80 PTX for sm_80
-//! and sm_90, sm_90 PTX for sm_90, with spills and local memory as errors. Without ptxas the
-//! tests say so and pass, except under CI (`CI` set), where they fail.
+//! op (the block reduction's shuffles, shared memory and barriers) in element and column walks,
+//! sm_80 PTX for sm_80 and sm_90, sm_90 PTX for sm_90, with spills and local memory as errors.
+//! Without ptxas the tests say so and pass, except under CI (`CI` set), where they fail.
 
 mod common;
 
 use optjit::ir::{Binary, Buffer, BufferUse, Cmp, DType, Unary};
-use optjit::kernels_gen::{Inst, Kernel, PtxOptions, ReduceOp, Value, emit_ptx};
+use optjit::kernels_gen::{Inst, Kernel, PtxOptions, ReduceOp, ReduceScope, Value, emit_ptx};
 use optjit::{Arch, CompileOptions, Stage, Target, compile};
 use std::path::PathBuf;
 use std::process::Command;
@@ -76,7 +76,8 @@ const ARCHES: [(Arch, &[Arch]); 2] = [
 #[test]
 fn every_builtin_assembles_for_sm80_and_sm90() {
     let Some(ptxas) = ptxas() else { return };
-    for (case, definition) in common::snapshot_cases() {
+    let cases = common::snapshot_cases().into_iter();
+    for (case, definition) in cases.chain(common::factored_cases()) {
         for (arch, gpus) in ARCHES {
             let options = CompileOptions {
                 target: Target::Cuda { arch },
@@ -321,4 +322,40 @@ fn adamw_assembles() {
 #[test]
 fn reductions_assemble() {
     check(&reductions(), "reductions");
+}
+
+/// A column walk folding a scaled gradient with every op into partials of every scope (slot
+/// `3 * op + scope`), as Adafactor's row and column means and a clip's norm do.
+fn column_walk() -> Kernel {
+    let v = Value;
+    let ops = [ReduceOp::SumSquares, ReduceOp::Sum, ReduceOp::MaxAbs];
+    let scopes = [ReduceScope::Record, ReduceScope::Row, ReduceScope::Column];
+    let mut insts = vec![
+        Inst::Load { buffer: 0 },              // v0 grad
+        Inst::Scalar { slot: 0 },              // v1 scale
+        Inst::Binary(Binary::Mul, v(0), v(1)), // v2 scaled
+    ];
+    for (o, &op) in ops.iter().enumerate() {
+        for s in 0..scopes.len() {
+            insts.push(Inst::Reduce {
+                op,
+                slot: 3 * o + s,
+                value: v(2),
+            });
+        }
+    }
+    Kernel {
+        walk: optjit::ir::Walk::Columns,
+        scopes: ops.iter().flat_map(|_| scopes).collect(),
+        name: "means.phase0".into(),
+        elem_dtype: DType::F32,
+        buffers: vec![buffer(Buffer::Grad, true, false)],
+        n_scalars: 1,
+        insts,
+    }
+}
+
+#[test]
+fn column_walks_assemble() {
+    check(&column_walk(), "column-walk");
 }

@@ -30,7 +30,8 @@ fn cpu_stages_of_every_builtin() {
 /// The PTX of every built-in for each arch, named `<variant>.ptx-<arch>`.
 #[test]
 fn ptx_of_every_builtin() {
-    for (case, definition) in common::snapshot_cases() {
+    let cases = common::snapshot_cases().into_iter();
+    for (case, definition) in cases.chain(common::factored_cases()) {
         for arch in [Arch::Sm80, Arch::Sm90] {
             let options = CompileOptions {
                 keep_texts: true,

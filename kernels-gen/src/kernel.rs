@@ -257,6 +257,15 @@ impl Kernel {
             .unwrap_or(ReduceScope::Record)
     }
 
+    /// Instruction `i` in the text form (`v3 = mul v1, v2`, `store param, v9`).
+    pub fn describe(&self, i: usize) -> String {
+        let inst = &self.insts[i];
+        match inst.is_sink() {
+            true => InstText(self, inst).to_string(),
+            false => format!("v{i} = {}", InstText(self, inst)),
+        }
+    }
+
     /// The kind of `value`, if it names a value-defining instruction.
     pub fn kind(&self, value: Value) -> Option<Kind> {
         self.insts.get(value.index()).and_then(Inst::kind)
@@ -413,11 +422,8 @@ impl fmt::Display for Kernel {
             writeln!(f, "  buffers {}", buffers.join(", "))?;
         }
         writeln!(f, "  scalars {}", self.n_scalars)?;
-        for (i, inst) in self.insts.iter().enumerate() {
-            match inst.is_sink() {
-                true => writeln!(f, "  {}", InstText(self, inst))?,
-                false => writeln!(f, "  v{i} = {}", InstText(self, inst))?,
-            }
+        for i in 0..self.insts.len() {
+            writeln!(f, "  {}", self.describe(i))?;
         }
         writeln!(f, "}}")
     }

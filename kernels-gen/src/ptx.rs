@@ -9,15 +9,16 @@
 //!
 //! A kernel with reductions also keeps one f32 accumulator per partial in every thread and, at
 //! the end of each record, combines the block's accumulators in a fixed tree (warp shuffles,
-//! then the warps in order through shared memory) into the record's f64 partials.
+//! then the warps in order through shared memory) into the record's f64 partials. A column
+//! walk runs each record row by row with the whole block (see [`emit_ptx`]).
 //!
 //! Arithmetic matches the Cranelift emitter bit for bit except where noted on [`emit_ptx`]:
 //! every add, sub and mul carries `.rn`, which forbids ptxas to contract them into an fma.
 
 use crate::abi::ChunkAbi;
 use crate::clif::EmitError;
-use crate::kernel::{Inst, Kernel, ReduceOp, Value};
-use optjit_ir::{Binary, Cmp, DType, Unary};
+use crate::kernel::{Inst, Kernel, ReduceOp, ReduceScope, Value};
+use optjit_ir::{Binary, Cmp, DType, Unary, Walk};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 use std::str::FromStr;
@@ -142,6 +143,13 @@ pub fn ptx_entry_name(kernel: &Kernel) -> String {
 /// combines in f32 and converts (exact either way). The same inputs thus always give the same
 /// partials, but not the CPU's: the fold order differs and a thread accumulates in f32.
 ///
+/// A column walk ([`Walk::Columns`]) takes each record row by row with the whole block, thread
+/// `t` taking columns `t, t + ntid, ...` (element by element, no vector path). Row partials
+/// combine over the block as above at the end of each row, record partials at the end of the
+/// record. A column partial is owned by its column's thread, which adds each value (squared,
+/// or its absolute value, in f32 as above) to it in f64 in global memory, so column sums are
+/// more precise than the CPU's f32 ones.
+///
 /// Results equal the CPU's bit for bit (IEEE, one rounding per instruction, subnormals kept)
 /// except:
 /// - `exp` is `ex2.approx.f32(x * log2(e))` and `log` is `lg2.approx.f32(x) * ln(2)`, not the
@@ -168,12 +176,6 @@ pub fn emit_ptx(kernel: &Kernel, options: &PtxOptions) -> Result<String, EmitErr
     }
     if let Some(reason) = kernel.insts.iter().find_map(unsupported) {
         return Err(fail(reason));
-    }
-    if kernel.walk == optjit_ir::Walk::Columns {
-        return Err(fail(
-            "column walks (column means, as Adafactor's col_var needs) have no PTX lowering yet"
-                .to_string(),
-        ));
     }
     let mut body = Body::new(kernel);
     body.entry();
@@ -344,6 +346,11 @@ const VECTOR_DONE: &str = "$L_vector_done";
 const TAIL: &str = "$L_tail";
 const REDUCE: &str = "$L_reduce";
 const COMBINED: &str = "$L_combined";
+const ROW: &str = "$L_row";
+const COLUMN: &str = "$L_column";
+const ROW_DONE: &str = "$L_row_done";
+const ROW_COMBINED: &str = "$L_row_combined";
+const RECORD_COMBINED: &str = "$L_record_combined";
 const NEXT: &str = "$L_next";
 const DONE: &str = "$L_done";
 
@@ -354,6 +361,9 @@ const WARP_PARTIALS: &str = "warp_partials";
 /// What a record's element loops share: its length, buffer pointers and the values that are
 /// the same for every element (constants and scalars).
 struct Record {
+    /// Global address of the record's first word.
+    address: Reg,
+    /// Elements, or rows in a column walk.
     len: Reg,
     /// Global address of element 0 per buffer, `None` for a buffer the kernel never touches.
     bases: Vec<Option<Reg>>,
@@ -393,6 +403,9 @@ struct Body<'a> {
     read_only: Vec<bool>,
     /// Set up by the entry for a kernel with reductions.
     reductions: Option<Reductions>,
+    /// In a column walk, per partial slot: the address of the current column's partial, for
+    /// the slots that cover a column.
+    column_partials: Vec<Option<Reg>>,
 }
 
 impl<'a> Body<'a> {
@@ -413,6 +426,7 @@ impl<'a> Body<'a> {
             text: String::new(),
             read_only,
             reductions: None,
+            column_partials: Vec::new(),
         }
     }
 
@@ -459,13 +473,18 @@ impl<'a> Body<'a> {
         self.label(RECORD);
         let record = self.record(&table, &r, constants);
         self.zero_accumulators();
-        let n4 = self.vector_loop(&record, &threads);
-        let end = match self.reductions {
-            Some(_) => REDUCE,
-            None => NEXT,
-        };
-        self.tail_loop(&record, &n4, &threads, end);
-        self.block_reduction(&r);
+        match self.kernel.walk {
+            Walk::Elements => {
+                let n4 = self.vector_loop(&record, &threads);
+                let end = match self.reductions {
+                    Some(_) => REDUCE,
+                    None => NEXT,
+                };
+                self.tail_loop(&record, &n4, &threads, end);
+                self.record_partials(&r);
+            }
+            Walk::Columns => self.column_walk(&record, &threads),
+        }
         self.label(NEXT);
         self.ins(format_args!("add.u64 {r}, {r}, {grid}"));
         let more = self.reg(Class::Pred);
@@ -490,7 +509,7 @@ impl<'a> Body<'a> {
         let mut regs = vec![None; kernel.insts.len()];
         for (i, inst) in kernel.insts.iter().enumerate() {
             if let Inst::Const(c) = *inst {
-                self.comment(&describe(kernel, i));
+                self.comment(&kernel.describe(i));
                 let reg = self.reg(Class::F32);
                 self.ins(format_args!("mov.f32 {reg}, {}", hex(c)));
                 regs[i] = Some(reg);
@@ -503,7 +522,7 @@ impl<'a> Body<'a> {
     /// pointers and the scalars the kernel uses. `uniform` comes with the constants set.
     fn record(&mut self, table: &str, r: &str, mut uniform: Vec<Option<Reg>>) -> Record {
         let kernel = self.kernel;
-        let stride = ChunkAbi::record_words(kernel.buffers.len()) * 8;
+        let stride = kernel.record_words() * 8;
         let word = |w: usize| 8 * w;
         self.comment(&format!(
             "record r at table + {stride} * r: len, scalar row, {} buffer pointer(s)",
@@ -561,7 +580,7 @@ impl<'a> Body<'a> {
             self.ins(format_args!("cvta.to.global.u64 {row}, {generic}"));
             for (slot, values) in slots {
                 for &i in &values {
-                    self.comment(&describe(kernel, i));
+                    self.comment(&kernel.describe(i));
                 }
                 let reg = self.reg(Class::F32);
                 let src = at(&row, 4 * slot);
@@ -573,6 +592,7 @@ impl<'a> Body<'a> {
         }
         self.uniform_ops(&mut uniform);
         Record {
+            address,
             len,
             bases,
             uniform,
@@ -706,11 +726,49 @@ impl<'a> Body<'a> {
         let Some(reductions) = &self.reductions else {
             return;
         };
-        let accumulators = reductions.accumulators.clone();
+        let slots: Vec<usize> = (0..reductions.ops.len()).collect();
+        self.zero_accumulators_of(&slots);
+    }
+
+    /// Zeroes the accumulators of partial slots `slots`.
+    fn zero_accumulators_of(&mut self, slots: &[usize]) {
+        let reductions = self.reductions.as_ref().expect("a kernel with reductions");
+        let accumulators: Vec<Reg> = (slots.iter())
+            .map(|&j| reductions.accumulators[j].clone())
+            .collect();
         self.comment("accumulators = 0");
         for accumulator in accumulators {
             self.ins(format_args!("mov.f32 {accumulator}, {}", hex(0.0)));
         }
+    }
+
+    /// Adds one element `x` of a column walk to partial `slot` of its column (in global
+    /// memory, in f64: see [`Body::column_walk`]).
+    fn fold_column(&mut self, op: ReduceOp, slot: usize, x: &str) {
+        let out = self.column_partials[slot]
+            .clone()
+            .expect("the column loop sets the column partials");
+        let term = match op {
+            ReduceOp::SumSquares => self.op(Class::F32, "mul.rn.f32", &[x, x]),
+            ReduceOp::Sum => x.to_string(),
+            ReduceOp::MaxAbs => self.op(Class::F32, "abs.f32", &[x]),
+        };
+        let wide = self.op(Class::F64, "cvt.f64.f32", &[&term]);
+        let old = self.reg(Class::F64);
+        self.ins(format_args!("ld.global.f64 {old}, [{out}]"));
+        let new = match op {
+            ReduceOp::SumSquares | ReduceOp::Sum => {
+                self.op(Class::F64, "add.rn.f64", &[&old, &wide])
+            }
+            // max.f64 drops a NaN: put it back.
+            ReduceOp::MaxAbs => {
+                let larger = self.op(Class::F64, "max.f64", &[&old, &wide]);
+                let nan = self.op(Class::Pred, "setp.nan.f64", &[&old, &wide]);
+                let quiet = "0d7FF8000000000000";
+                self.op(Class::F64, "selp.f64", &[quiet, &larger, &nan])
+            }
+        };
+        self.ins(format_args!("st.global.f64 [{out}], {new}"));
     }
 
     /// Folds one element `x` into the thread's accumulator of partial `slot`, in place.
@@ -728,31 +786,47 @@ impl<'a> Body<'a> {
         ));
     }
 
-    /// The end of a non-empty record `r`, for a kernel with reductions: each partial's
-    /// accumulators combined over the block in a fixed order and stored to
-    /// `partials[r * n + j]`. Every thread of the block gets here (the record's loops exit to
-    /// `$L_reduce`; only an empty record skips it, and `len` is the same for the whole block),
-    /// so every thread reaches both barriers.
-    fn block_reduction(&mut self, r: &str) {
-        let Some(reductions) = self.reductions.take() else {
+    /// The end of a non-empty record `r` of an element walk, for a kernel with reductions:
+    /// every partial combined over the block and stored to `partials[r * n + j]`. Every thread
+    /// of the block gets here (the record's loops exit to `$L_reduce`; only an empty record
+    /// skips it, and `len` is the same for the whole block), as [`Body::block_combine`] needs.
+    fn record_partials(&mut self, r: &str) {
+        let Some(reductions) = &self.reductions else {
             return;
         };
+        let (n, partials) = (reductions.ops.len(), reductions.partials.clone());
+        self.label(REDUCE);
+        self.comment(&format!("the record's partials at partials[r * {n} + j]"));
+        let row = self.reg(Class::B64);
+        self.ins(format_args!("mad.lo.u64 {row}, {r}, {}, {partials}", 8 * n));
+        let destinations: Vec<String> = (0..n).map(|j| at(&row, 8 * j)).collect();
+        let slots: Vec<usize> = (0..n).collect();
+        self.block_combine(&slots, &destinations, COMBINED);
+    }
+
+    /// Combines the block's accumulators of each partial slot in `slots` in a fixed tree and
+    /// stores the result as an f64 at the matching address of `destinations`: within each warp
+    /// with `shfl.sync.down`, then thread 0 combines the warps in order through shared memory.
+    /// Every thread of the block must get here together (both barriers wait for all), and
+    /// `combined` is a label used once.
+    fn block_combine(&mut self, slots: &[usize], destinations: &[String], combined: &str) {
+        let reductions = self.reductions.take().expect("a kernel with reductions");
         let Reductions {
             ops,
             accumulators,
-            partials,
             lane0,
             first,
             warp_slot,
+            ..
         } = &reductions;
-        self.label(REDUCE);
-        for (j, (&op, accumulator)) in ops.iter().zip(accumulators).enumerate() {
+        for &j in slots {
+            let op = ops[j];
             let combine = combine_op(op);
             self.comment(&format!(
                 "partial {j} ({}): within the warp, shfl.sync.down by 16, 8, 4, 2, 1",
                 op.mnemonic()
             ));
-            let mut value = accumulator.clone();
+            let mut value = accumulators[j].clone();
             let mut offset = WARP / 2;
             while offset > 0 {
                 let other = self.reg(Class::F32);
@@ -769,15 +843,10 @@ impl<'a> Body<'a> {
         }
         self.comment("wait until every warp has stored its values");
         self.ins(format_args!("bar.sync 0"));
-        self.comment(&format!(
-            "thread 0: the {WARPS} warps in order, partials[r * {n} + j] as f64",
-            n = ops.len()
-        ));
-        self.ins(format_args!("@!{first} bra {COMBINED}"));
-        let row = self.reg(Class::B64);
-        let stride = 8 * ops.len();
-        self.ins(format_args!("mad.lo.u64 {row}, {r}, {stride}, {partials}"));
-        for (j, &op) in ops.iter().enumerate() {
+        self.comment(&format!("thread 0: the {WARPS} warps in order, as f64"));
+        self.ins(format_args!("@!{first} bra {combined}"));
+        for (&j, destination) in slots.iter().zip(destinations) {
+            let op = ops[j];
             self.comment(&format!("partial {j} ({})", op.mnemonic()));
             let warps = self.warp_values(j);
             let total = match op {
@@ -804,13 +873,131 @@ impl<'a> Body<'a> {
                     total
                 }
             };
-            let destination = at(&row, 8 * j);
             self.ins(format_args!("st.global.f64 {destination}, {total}"));
         }
-        self.label(COMBINED);
-        self.comment("the next record may overwrite shared memory once thread 0 has read it");
+        self.label(combined);
+        self.comment("the block may overwrite shared memory once thread 0 has read it");
         self.ins(format_args!("bar.sync 0"));
         self.reductions = Some(reductions);
+    }
+
+    /// A column-walk record (see [`ChunkAbi`]): `len` rows of `width` floats, `stride` bytes
+    /// apart, walked row by row by the whole block, thread `t` taking columns `t, t + ntid,
+    /// ...` of each row (a warp reads consecutive floats). At the end of each row the block
+    /// combines the row partials ([`Body::block_combine`]), at the end of the record the
+    /// record partials. A column partial belongs to the thread of its column, which adds each
+    /// of the column's values to it in f64, in global memory: the caller zero-fills it, and no
+    /// other thread touches it, so the order is fixed without atomics.
+    fn column_walk(&mut self, record: &Record, threads: &Threads) {
+        let kernel = self.kernel;
+        let Threads { tid, ntid } = threads;
+        let extra = ChunkAbi::BUFFERS_WORD + kernel.buffers.len();
+        self.comment("column walk: the row stride in bytes, the width, the first partial");
+        let [stride, width, first] = [0, 1, 2].map(|k| {
+            let reg = self.reg(Class::B64);
+            let src = at(&record.address, 8 * (extra + k));
+            self.ins(format_args!("ld.global.nc.u64 {reg}, {src}"));
+            reg
+        });
+        let outs = self.slot_outputs(&first, &record.len, &width);
+        let scoped = |scope: ReduceScope| -> Vec<usize> {
+            (0..outs.len())
+                .filter(|&slot| kernel.scope(slot) == scope)
+                .collect()
+        };
+        let (row_slots, column_slots, record_slots) = (
+            scoped(ReduceScope::Row),
+            scoped(ReduceScope::Column),
+            scoped(ReduceScope::Record),
+        );
+
+        self.comment("for i = 0; i < len; i += 1 (the whole block, row by row)");
+        let i = self.reg(Class::B64);
+        self.ins(format_args!("mov.u64 {i}, 0"));
+        self.label(ROW);
+        let row_offset = self.reg(Class::B64);
+        self.ins(format_args!("mul.lo.u64 {row_offset}, {i}, {stride}"));
+        self.comment("for c = tid.x; c < width; c += ntid.x");
+        let c = self.reg(Class::B64);
+        self.ins(format_args!("mov.u64 {c}, {tid}"));
+        let skip = self.reg(Class::Pred);
+        self.ins(format_args!("setp.ge.u64 {skip}, {c}, {width}"));
+        self.ins(format_args!("@{skip} bra {ROW_DONE}"));
+        self.label(COLUMN);
+        let column = self.op(Class::B64, "shl.b64", &[&c, "2"]);
+        let offset = self.op(Class::B64, "add.u64", &[&row_offset, &column]);
+        let addresses = self.addresses(record, &offset);
+        if !column_slots.is_empty() {
+            self.comment("this column's partials: 8 * c bytes into each column slot");
+            let at_column = self.op(Class::B64, "shl.b64", &[&c, "3"]);
+            self.column_partials = vec![None; outs.len()];
+            for &slot in &column_slots {
+                let address = self.op(Class::B64, "add.u64", &[&outs[slot], &at_column]);
+                self.column_partials[slot] = Some(address);
+            }
+        }
+        self.elements(1, &addresses, &record.uniform);
+        self.ins(format_args!("add.u64 {c}, {c}, {ntid}"));
+        let more = self.reg(Class::Pred);
+        self.ins(format_args!("setp.lt.u64 {more}, {c}, {width}"));
+        self.ins(format_args!("@{more} bra {COLUMN}"));
+        self.label(ROW_DONE);
+        if !row_slots.is_empty() {
+            self.comment("the row's partials at 8 * i bytes into each row slot");
+            let at_row = self.op(Class::B64, "shl.b64", &[&i, "3"]);
+            let destinations: Vec<String> = (row_slots.iter())
+                .map(|&slot| {
+                    let address = self.op(Class::B64, "add.u64", &[&outs[slot], &at_row]);
+                    at(&address, 0)
+                })
+                .collect();
+            self.block_combine(&row_slots, &destinations, ROW_COMBINED);
+            self.zero_accumulators_of(&row_slots);
+        }
+        self.ins(format_args!("add.u64 {i}, {i}, 1"));
+        let more = self.reg(Class::Pred);
+        self.ins(format_args!("setp.lt.u64 {more}, {i}, {}", record.len));
+        self.ins(format_args!("@{more} bra.uni {ROW}"));
+        if !record_slots.is_empty() {
+            self.comment("the record's partials");
+            let destinations: Vec<String> = record_slots
+                .iter()
+                .map(|&slot| at(&outs[slot], 0))
+                .collect();
+            self.block_combine(&record_slots, &destinations, RECORD_COMBINED);
+        }
+    }
+
+    /// Where each partial slot of a column-walk record starts: `partials[first]` for slot 0,
+    /// then each slot after the previous one's partials (1 for the record, `len` for its
+    /// rows, `width` for its columns). Empty for a kernel without reductions.
+    fn slot_outputs(&mut self, first: &str, len: &str, width: &str) -> Vec<Reg> {
+        let kernel = self.kernel;
+        let Some(reductions) = &self.reductions else {
+            return Vec::new();
+        };
+        let (n, partials) = (reductions.ops.len(), reductions.partials.clone());
+        self.comment("slot j's partials follow slot j - 1's: 1 per record, len or width");
+        let mut at = self.reg(Class::B64);
+        self.ins(format_args!("mad.lo.u64 {at}, {first}, 8, {partials}"));
+        let mut outs = Vec::with_capacity(n);
+        for slot in 0..n {
+            outs.push(at.clone());
+            if slot + 1 == n {
+                break;
+            }
+            at = match kernel.scope(slot) {
+                ReduceScope::Record => self.op(Class::B64, "add.u64", &[&at, "8"]),
+                ReduceScope::Row | ReduceScope::Column => {
+                    let count = match kernel.scope(slot) {
+                        ReduceScope::Row => len,
+                        _ => width,
+                    };
+                    self.op(Class::B64, "mad.lo.u64", &[count, "8", &at])
+                }
+            };
+        }
+        outs
     }
 
     /// The block's warps' values of partial `j`, read from shared memory 4 at a time.
@@ -854,7 +1041,7 @@ impl<'a> Body<'a> {
             if matches!(inst, Inst::Scalar { .. } | Inst::Const(_)) {
                 unreachable!("constants and scalars are uniform");
             }
-            self.comment(&describe(kernel, i));
+            self.comment(&kernel.describe(i));
             let result: Vec<Reg> = match *inst {
                 Inst::Load { buffer } => self.load(lanes, buffer, address(addresses, buffer)),
                 Inst::Store { buffer, value } => {
@@ -864,7 +1051,10 @@ impl<'a> Body<'a> {
                 }
                 Inst::Reduce { op, slot, value } => {
                     for lane in &values[value.index()] {
-                        self.fold(op, slot, lane);
+                        match kernel.scope(slot) {
+                            ReduceScope::Column => self.fold_column(op, slot, lane),
+                            ReduceScope::Record | ReduceScope::Row => self.fold(op, slot, lane),
+                        }
                     }
                     Vec::new()
                 }
@@ -891,7 +1081,7 @@ impl<'a> Body<'a> {
             if uniform[i].is_some() || !computes || !ready {
                 continue;
             }
-            self.comment(&describe(kernel, i));
+            self.comment(&kernel.describe(i));
             let reg = self.compute(inst, |v| uniform[v.index()].as_deref().expect("ready"));
             uniform[i] = Some(reg);
         }
@@ -1010,26 +1200,6 @@ fn address(addresses: &[Option<Reg>], buffer: usize) -> &str {
     addresses[buffer]
         .as_deref()
         .expect("every buffer a load or store uses has a pointer")
-}
-
-/// Instruction `i` in the kernel IR's text form (`v3 = mul v1, v2`, `store param, v9`).
-fn describe(kernel: &Kernel, i: usize) -> String {
-    let buffer = |b: usize| kernel.buffers[b].buffer.name();
-    let rhs = match kernel.insts[i] {
-        Inst::Load { buffer: b } => format!("load {}", buffer(b)),
-        Inst::Scalar { slot } => format!("scalar {slot}"),
-        Inst::Const(c) => format!("const {c:?}"),
-        Inst::Unary(u, a) => format!("{} {a}", u.mnemonic()),
-        Inst::Binary(op, a, b) => format!("{} {a}, {b}", op.mnemonic()),
-        Inst::Fma(a, b, c) => format!("fma {a}, {b}, {c}"),
-        Inst::Cmp(c, a, b) => format!("{} {a}, {b}", c.mnemonic()),
-        Inst::Select(c, a, b) => format!("select {c}, {a}, {b}"),
-        Inst::Store { buffer: b, value } => return format!("store {}, {value}", buffer(b)),
-        Inst::Reduce { op, slot, value } => {
-            return format!("reduce {} partial {slot}, {value}", op.mnemonic());
-        }
-    };
-    format!("v{i} = {rhs}")
 }
 
 #[cfg(test)]
@@ -1551,10 +1721,7 @@ mod tests {
             "{combine}"
         );
         // partials[r * 2 + j]: the record's row of two f64s.
-        assert!(
-            combine.contains("mad.lo.u64 %rd28, %rd3, 16, %rd8;"),
-            "{combine}"
-        );
+        assert!(text.contains("mad.lo.u64 %rd28, %rd3, 16, %rd8;"), "{text}");
         assert!(
             combine.contains("st.global.f64 [%rd28], %fd14;"),
             "{combine}"
@@ -1591,6 +1758,82 @@ mod tests {
             elements.matches("add.rn.f32 %f0, %f0, %f1;").count(),
             4 + 1,
             "{text}"
+        );
+    }
+
+    /// A column walk of `grad`: its sum per row (slot 0), its largest absolute value per
+    /// column (slot 1) and its sum of squares over the record (slot 2).
+    fn column_walk() -> Kernel {
+        let reduce = |op, slot| Inst::Reduce {
+            op,
+            slot,
+            value: Value(0),
+        };
+        Kernel {
+            walk: optjit_ir::Walk::Columns,
+            scopes: vec![ReduceScope::Row, ReduceScope::Column, ReduceScope::Record],
+            name: "means.phase0".into(),
+            elem_dtype: DType::F32,
+            buffers: vec![buffer(Buffer::Grad, true, false)],
+            n_scalars: 0,
+            insts: vec![
+                Inst::Load { buffer: 0 },
+                reduce(ReduceOp::Sum, 0),
+                reduce(ReduceOp::MaxAbs, 1),
+                reduce(ReduceOp::SumSquares, 2),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_column_walk_reads_its_extra_words_and_places_each_scope() {
+        let kernel = column_walk();
+        let text = emit(&kernel);
+        assert_registers_declared_exactly(&text);
+        // 2 + 1 buffer words, then stride, width and first.
+        assert_eq!(kernel.record_words(), 6);
+        assert!(text.contains("mad.lo.u64 %rd9, %rd3, 48, %rd1;"), "{text}");
+        for (word, reg) in [(24, "stride"), (32, "width"), (40, "first")] {
+            let load = format!("[%rd9+{word}];");
+            assert!(text.contains(&load), "{reg} at word {}\n{text}", word / 8);
+        }
+        let (_, walk) = text.split_once("$L_row:").expect("a row loop");
+        let (row, rest) = walk.split_once("$L_row_done:").expect("a row end");
+        let (row_end, record_end) = rest.split_once("bra.uni $L_row;").expect("a back edge");
+        // In the column loop: element by element, the column's max in f64 in global memory
+        // (NaN put back), the row sum in the thread's accumulator, nothing shuffled.
+        let row = instructions(row);
+        let loads = row
+            .iter()
+            .filter(|l| l.starts_with("ld.global.nc.f32 %f3, ["));
+        assert_eq!(loads.count(), 1, "{row:?}");
+        for op in ["ld.global.f64", "max.f64", "setp.nan.f64", "st.global.f64"] {
+            assert_eq!(row.iter().filter(|l| l.starts_with(op)).count(), 1, "{op}");
+        }
+        assert!(row.contains(&"add.rn.f32 %f0, %f0, %f3;"), "{row:?}");
+        assert!(
+            !row.iter()
+                .any(|l| l.contains("shfl") || l.contains("bar.sync"))
+        );
+        // At each row's end: slot 0 only, through the block, stored at 8 * i.
+        assert_eq!(
+            row_end.matches("shfl.sync.down.b32").count(),
+            5,
+            "{row_end}"
+        );
+        assert_eq!(row_end.matches("bar.sync 0;").count(), 2, "{row_end}");
+        assert!(
+            row_end.contains("[%r8], "),
+            "slot 0's shared memory\n{row_end}"
+        );
+        assert!(row_end.contains("mov.f32 %f0, 0f00000000;"), "{row_end}");
+        // At the record's end: slot 2 only (shared memory at 4 * 8 * 2 bytes).
+        assert_eq!(record_end.matches("shfl.sync.down.b32").count(), 5);
+        assert!(record_end.contains("[%r8+64], "), "{record_end}");
+        assert!(record_end.contains("$L_record_combined:"));
+        assert!(
+            !text.contains("$L_vector"),
+            "no vector path in a column walk"
         );
     }
 }

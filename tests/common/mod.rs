@@ -202,10 +202,8 @@ pub fn adabelief_naive() -> Definition {
     t.finish().expect("traces")
 }
 
-/// Every case whose stages are snapshotted and whose PTX is assembled: the built-in variants,
-/// then definitions traced in the tests (naive forms, per-tensor reductions).
-/// Adafactor's two compiled steps: for matrices (`adafactor`, with a column walk; no PTX yet)
-/// and for vectors (`adafactor-1d`, specialized to one row as an optimizer compiles it).
+/// Adafactor's two compiled steps: for matrices (`adafactor`, with a column walk) and for
+/// vectors (`adafactor-1d`, specialized to one row as an optimizer compiles it).
 pub fn factored_cases() -> Vec<(&'static str, Definition)> {
     let configured = optjit::optim::Adafactor::new().build().expect("Adafactor");
     let mut one_row = configured.definition.clone();
@@ -216,6 +214,9 @@ pub fn factored_cases() -> Vec<(&'static str, Definition)> {
     ]
 }
 
+/// Every case whose stages are snapshotted and whose PTX is assembled (with
+/// [`factored_cases`]): the built-in variants, then definitions traced in the tests (naive
+/// forms, per-tensor reductions).
 pub fn snapshot_cases() -> Vec<(&'static str, Definition)> {
     let mut cases: Vec<(&'static str, Definition)> = builtin_variants()
         .into_iter()
