@@ -10,6 +10,7 @@ mod chunks;
 mod cuda;
 mod error;
 mod jit;
+mod kind_step;
 mod optimizer;
 mod part;
 mod pipeline;

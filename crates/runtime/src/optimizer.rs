@@ -5,6 +5,7 @@
 use crate::binding::Binding;
 use crate::cache::CacheUse;
 use crate::error::OptimizerError;
+use crate::kind_step::{KindStep, check_global_levels, step_in_lockstep};
 use crate::part::{Part, kinds};
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
 use crate::target::Target;
@@ -156,22 +157,11 @@ impl Optimizer {
             parts.push(Part::new(&kind, &setup, tensors, compiled)?);
         }
         // Every kind must reduce over all tensors at the same levels, to add their sums up.
-        let levels =
-            |part: &Part| -> Vec<usize> { part.globals.iter().map(|&(_, level)| level).collect() };
-        if let Some(other) = parts.iter().find(|p| levels(p) != levels(&parts[0])) {
-            return Err(OptimizerError::NotOnTarget {
-                rule: binding.rule().to_string(),
-                what: format!(
-                    "reductions over every tensor at different phase levels for tensors of different ranks ({:?} and {:?})",
-                    levels(&parts[0]),
-                    levels(other)
-                ),
-                target: "cpu",
-            });
-        }
+        let kinds: Vec<&KindStep> = parts.iter().map(|p| &p.kind).collect();
+        check_global_levels(&kinds, binding.rule(), "cpu")?;
         let mut placement = vec![(0, 0); binding.lens.len()];
         for (p, part) in parts.iter().enumerate() {
-            for (local, &t) in part.tensors.iter().enumerate() {
+            for (local, &t) in part.kind.tensors.iter().enumerate() {
                 placement[t] = (p, local);
             }
         }
@@ -191,7 +181,7 @@ impl Optimizer {
     /// The compiled step (plan, kernels, stage texts) of the first kind of tensors (the only
     /// one unless the definition depends on the rank).
     pub fn compiled(&self) -> &Compiled {
-        &self.parts[0].compiled
+        &self.parts[0].kind.compiled
     }
 
     /// Every compiled step, one per kind of tensors, with the optimizer's indices of the
@@ -199,7 +189,7 @@ impl Optimizer {
     pub fn compiled_kinds(&self) -> impl Iterator<Item = (&Compiled, &[usize])> {
         self.parts
             .iter()
-            .map(|p| (p.compiled.as_ref(), p.tensors.as_slice()))
+            .map(|p| (p.kind.compiled.as_ref(), p.kind.tensors.as_slice()))
     }
 
     /// Counters: compiles, kernels per step, bytes per element, compile time, steps.
@@ -232,7 +222,7 @@ impl Optimizer {
     ) -> Result<(), OptimizerError> {
         self.binding.set_hyper(group, name, value)?;
         for part in &mut self.parts {
-            part.binding.set_hyper(group, name, value)?;
+            part.kind.binding.set_hyper(group, name, value)?;
         }
         Ok(())
     }
@@ -250,19 +240,19 @@ impl Optimizer {
     pub fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
         // Every kind holds the same scalar states: the first one fails (or not) for all.
         for part in &mut self.parts {
-            part.binding.report_metric(metric)?;
+            part.kind.binding.report_metric(metric)?;
         }
         Ok(())
     }
 
     /// The scalar state `name` of param group `group`.
     pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
-        self.parts[0].binding.scalar_state(group, name)
+        self.parts[0].kind.binding.scalar_state(group, name)
     }
 
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
-        self.parts[0].binding.step_count
+        self.parts[0].kind.binding.step_count
     }
 
     /// Takes one step: updates every parameter and state in place. `params[i]` and `grads[i]`
@@ -286,49 +276,13 @@ impl Optimizer {
             part_params[part].push(param);
             part_grads[part].push(grad);
         }
-        self.parts.iter_mut().for_each(Part::begin);
-        // Level by level, each part's phases of that level (they come in level order).
-        let mut next = vec![0; self.parts.len()];
-        let mut level = 0;
-        while self
-            .parts
-            .iter()
-            .zip(&next)
-            .any(|(p, &n)| p.level(n).is_some())
-        {
-            for (i, part) in self.parts.iter_mut().enumerate() {
-                while part.level(next[i]) == Some(level) {
-                    part.run_phase(next[i], &mut part_params[i], &part_grads[i], self.threads);
-                    next[i] += 1;
-                }
-            }
-            if self.parts.len() > 1 {
-                self.merge_globals(level);
-            }
-            level += 1;
-        }
-        self.parts.iter_mut().for_each(Part::finish);
+        let threads = self.threads;
+        let run = |i: usize, part: &mut Part, phase: usize| {
+            part.run_phase(phase, &mut part_params[i], &part_grads[i], threads);
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let Ok(()) = step_in_lockstep(&mut self.parts, run);
         self.stats.steps = self.steps();
         Ok(())
-    }
-
-    /// Adds up, in part order, the sums of squares of the reductions over every tensor that
-    /// phases of level `level` folded, and gives every part the total.
-    fn merge_globals(&mut self, level: usize) {
-        for k in 0..self.parts[0].globals.len() {
-            if self.parts[0].globals[k].1 != level {
-                continue;
-            }
-            let total: f64 = (self.parts.iter_mut())
-                .map(|part| {
-                    let r = part.globals[k].0;
-                    part.reduced().global_sum(r)
-                })
-                .sum();
-            for part in &mut self.parts {
-                let r = part.globals[k].0;
-                part.reduced().merge_global(r, total);
-            }
-        }
     }
 }

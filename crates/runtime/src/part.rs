@@ -1,14 +1,15 @@
 //! One compiled step over the tensors of one kind, stepped phase by phase so that an optimizer
 //! can run the steps of several kinds in lockstep (see [`kinds`]).
 
-use crate::binding::{Binding, Source, StageScratch, buffer_sources, row_width};
+use crate::binding::{Source, row_width};
 use crate::buffer::AlignedBuf;
 use crate::chunks::{self, CHUNK_ELEMS, ChunkTable};
 use crate::error::OptimizerError;
+use crate::kind_step::KindStep;
 use crate::optimizer::{Group, Setup};
 use crate::pipeline::Compiled;
-use crate::reduce::{self, Records, Reduced};
-use optjit_ir::{Class, Op, Reduction, Walk};
+use crate::reduce::Records;
+use optjit_ir::Class;
 use optjit_trace::Definition;
 use std::sync::Arc;
 
@@ -74,34 +75,29 @@ pub(crate) fn part_setup(setup: &Setup, tensors: &[usize]) -> Setup {
     }
 }
 
-/// The compiled step of one kind of tensors, its binding and its state.
+/// The compiled step of one kind of tensors on the CPU: its [`KindStep`] and its state.
 pub(crate) struct Part {
-    /// The optimizer's index of each of this part's tensors.
-    pub(crate) tensors: Vec<usize>,
-    pub(crate) binding: Binding,
-    pub(crate) compiled: Arc<Compiled>,
-    /// Per phase, the source of each kernel buffer.
-    buffer_sources: Vec<Vec<Source>>,
-    /// Per phase, which kernel buffers hold one value per column (see `ChunkTable::push_rows`).
-    per_col: Vec<Vec<bool>>,
-    /// For each reduction over every tensor (`global_norm`), in order: its reduction index and
-    /// the level of the phase that folds it.
-    pub(crate) globals: Vec<(usize, usize)>,
+    pub(crate) kind: KindStep,
     /// `states[tensor][state]`: per-element buffers, indexed like the graph's states, then the
     /// plan's scratch buffers.
     states: Vec<Vec<AlignedBuf>>,
     scratch: Scratch,
 }
 
+impl AsMut<KindStep> for Part {
+    fn as_mut(&mut self) -> &mut KindStep {
+        &mut self.kind
+    }
+}
+
+/// A phase's chunk table and partials, reused from phase to phase.
 #[derive(Default)]
 struct Scratch {
-    stage: StageScratch,
     table: Vec<u64>,
     lens: Vec<usize>,
     owners: Vec<usize>,
     entities: Vec<usize>,
     partials: Vec<f64>,
-    reduced: Reduced,
 }
 
 impl Part {
@@ -113,11 +109,11 @@ impl Part {
         tensors: Vec<usize>,
         compiled: Arc<Compiled>,
     ) -> Result<Part, OptimizerError> {
-        let mut binding = Binding::new(definition, &part_setup(setup, &tensors))?;
-        binding.allocate_factor_states();
-        let buffer_sources = buffer_sources(definition, &compiled.plan);
+        let kind = KindStep::new(definition, setup, tensors, compiled)?;
         let graph = &definition.graph;
-        let states = binding
+        let temps = kind.compiled.plan.temps;
+        let states = kind
+            .binding
             .lens
             .iter()
             .map(|&len| {
@@ -126,7 +122,7 @@ impl Part {
                     Class::Elem => (len, s.init as f32),
                     _ => (0, 0.0),
                 });
-                let scratch = std::iter::repeat_n((len, 0.0), compiled.plan.temps);
+                let scratch = std::iter::repeat_n((len, 0.0), temps);
                 inits
                     .chain(scratch)
                     .enumerate()
@@ -138,29 +134,8 @@ impl Part {
                     .collect()
             })
             .collect();
-        let per_col = buffer_sources
-            .iter()
-            .map(|sources| {
-                let column = |s: &Source| matches!(s, Source::ColValue(_));
-                sources.iter().map(column).collect()
-            })
-            .collect();
-        let plan = &compiled.plan;
-        let mut globals = Vec::new();
-        for (p, phase) in plan.phases.iter().enumerate() {
-            for (slot, &node) in phase.reductions.iter().enumerate() {
-                if plan.graph.node(node).op == Op::Reduce(Reduction::GlobalNorm) {
-                    globals.push((plan.first_reduction(p) + slot, phase.level));
-                }
-            }
-        }
         Ok(Part {
-            tensors,
-            binding,
-            compiled,
-            buffer_sources,
-            per_col,
-            globals,
+            kind,
             states,
             scratch: Scratch::default(),
         })
@@ -168,29 +143,13 @@ impl Part {
 
     /// The state `name` of this part's tensor `tensor`.
     pub(crate) fn state(&self, tensor: usize, name: &str) -> Option<&[f32]> {
-        let rank = self.binding.views.get(tensor)?.rank;
-        let name = self.binding.definition.state_name(name, rank);
-        let Some(index) = self.binding.state_index(name, Class::Elem) else {
-            return self.binding.factor_state(tensor, name);
+        let binding = &self.kind.binding;
+        let rank = binding.views.get(tensor)?.rank;
+        let name = binding.definition.state_name(name, rank);
+        let Some(index) = binding.state_index(name, Class::Elem) else {
+            return binding.factor_state(tensor, name);
         };
         self.states.get(tensor).map(|s| &*s[index])
-    }
-
-    /// The level of phase `phase` (see [`optjit_ir::Phase::level`]); phases come in level
-    /// order.
-    pub(crate) fn level(&self, phase: usize) -> Option<usize> {
-        self.compiled.plan.phases.get(phase).map(|p| p.level)
-    }
-
-    /// The step's reductions so far.
-    pub(crate) fn reduced(&mut self) -> &mut Reduced {
-        &mut self.scratch.reduced
-    }
-
-    /// Starts a step: no reduction is known yet.
-    pub(crate) fn begin(&mut self) {
-        let plan = &self.compiled.plan;
-        self.scratch.reduced.reset(plan, self.binding.lens.len());
     }
 
     /// Runs stage `phase` of the scalar program, then phase `phase` over this part's tensors
@@ -203,76 +162,45 @@ impl Part {
         grads: &[&[f32]],
         threads: usize,
     ) {
-        let program = &self.compiled.scalar_program;
-        let plan = &self.compiled.plan;
-        let width = row_width(program);
+        self.kind.scalar_stage(phase);
+        let kind = &self.kind;
+        let width = row_width(&kind.compiled.scalar_program);
+        let module = kind.compiled.cpu_module().expect("checked at construction");
         let scratch = &mut self.scratch;
-        let module = self.compiled.cpu_module().expect("checked at construction");
-        let (sources, kernel) = (&self.buffer_sources[phase], module.fns[phase]);
-        self.binding
-            .scalar_stage(program, phase, &scratch.reduced, &mut scratch.stage);
         scratch.table.clear();
         scratch.lens.clear();
         scratch.owners.clear();
         scratch.entities.clear();
-        let n_buffers = sources.len();
         let mut table = ChunkTable {
             words: &mut scratch.table,
             lens: &mut scratch.lens,
             owners: &mut scratch.owners,
             entities: &mut scratch.entities,
-            n_buffers,
+            n_buffers: kind.buffer_sources[phase].len(),
             chunk_elems: CHUNK_ELEMS,
             partials: 0,
         };
-        let kernel_ir = &self.compiled.kernels[phase];
-        let walk = plan.phases[phase].walk;
-        let per_col = &self.per_col[phase];
-        let mut base = vec![0u64; n_buffers];
-        for (g, group) in self.binding.groups.iter().enumerate() {
-            for &t in &group.tensors {
-                let rows = &scratch.stage.rows;
-                let row = |r: usize| {
-                    let index = self.binding.row_of(program, g, t, r);
-                    rows[index * width..].as_ptr() as u64
-                };
-                for (slot, source) in base.iter_mut().zip(sources) {
-                    *slot = match *source {
-                        Source::Param => params[t].as_mut_ptr() as u64,
-                        // Gradients are only read: kernels never store to a `grad` buffer.
-                        Source::Grad => grads[t].as_ptr() as u64,
-                        Source::State(s) => self.states[t][s].as_mut_ptr() as u64,
-                        Source::ColValue(c) => scratch.stage.cols[t][c].as_ptr() as u64,
-                    };
-                }
-                let view = &self.binding.views[t];
-                match (walk, program.rows_per_row()) {
-                    // A tensor without elements has no rows to read.
-                    _ if self.binding.lens[t] == 0 => {}
-                    (Walk::Columns, _) => {
-                        let partials = |rows, cols| kernel_ir.column_walk_partials(rows, cols);
-                        table.push_columns(t, view, row(0), &base, partials)
-                    }
-                    (Walk::Elements, true) => table.push_rows(t, view, row, &base, per_col),
-                    (Walk::Elements, false) => {
-                        table.push_tensor(t, self.binding.lens[t], row(0), &base)
-                    }
-                }
-            }
-        }
-        // A column walk's records say where their partials go (see `ChunkTable::push_columns`).
-        let n_partials = match walk {
-            Walk::Elements => plan.phases[phase].reductions.len() * scratch.lens.len(),
-            Walk::Columns => table.partials,
+        let (rows, cols) = (&kind.stage.rows, &kind.stage.cols);
+        let states = &mut self.states;
+        let address = |t: usize, source: Source| match source {
+            Source::Param => params[t].as_mut_ptr() as u64,
+            // Gradients are only read: kernels never store to a `grad` buffer.
+            Source::Grad => grads[t].as_ptr() as u64,
+            Source::State(s) => states[t][s].as_mut_ptr() as u64,
+            Source::ColValue(c) => cols[t][c].as_ptr() as u64,
         };
+        let row = |index: usize| rows[index * width..].as_ptr() as u64;
+        kind.push_records(phase, &mut table, address, row);
+        let n_partials = kind.n_partials(phase, &table);
         scratch.partials.clear();
         scratch.partials.resize(n_partials, 0.0);
         // SAFETY: every pointer comes from a live slice of the tensor's length (checked by the
-        // caller); tensors are distinct borrows, so records never overlap; the scalar rows and
-        // column values outlive the call; the partials hold a row per record.
+        // caller; params and states are exclusively borrowed through `self` and `params`, so
+        // the kernel may write them); tensors are distinct, so records never overlap; the
+        // scalar rows and column values outlive the call; the partials are sized for the table.
         unsafe {
             chunks::run(
-                kernel,
+                module.fns[phase],
                 &scratch.table,
                 &scratch.lens,
                 threads,
@@ -283,25 +211,6 @@ impl Part {
             owners: &scratch.owners,
             entities: &scratch.entities,
         };
-        reduce::finish_phase(
-            plan,
-            phase,
-            &scratch.partials,
-            &records,
-            &self.binding.lens,
-            &self.binding.views,
-            &mut scratch.reduced,
-        );
-    }
-
-    /// Runs the last stage of the scalar program and commits the step.
-    pub(crate) fn finish(&mut self) {
-        let program = &self.compiled.scalar_program;
-        let last = self.compiled.plan.phases.len();
-        let scratch = &mut self.scratch;
-        self.binding
-            .scalar_stage(program, last, &scratch.reduced, &mut scratch.stage);
-        let pending = self.binding.pending_step(program, &scratch.stage);
-        self.binding.finish_step(pending);
+        self.kind.finish_phase(phase, &scratch.partials, &records);
     }
 }
