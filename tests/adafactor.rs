@@ -1,8 +1,8 @@
 //! Adafactor and factored values beyond the golden file's small shapes: rows longer than a
 //! chunk, more rows than a column-walk record, several matrices per tensor, vectors and a 0-d
 //! tensor beside matrices, an f64 reference of PyTorch's update, clipping over every kind of
-//! tensor, a column walk folding every kind of reduction, determinism across threads, and the
-//! CUDA refusal.
+//! tensor, a column walk folding every kind of reduction, and determinism across threads (the
+//! GPU's agreement with the CPU is in `tests/cuda.rs`).
 
 use optjit::optim::Adafactor;
 use optjit::{GRAD_NORM, Optimizer, Setup};

@@ -39,6 +39,7 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
     if let Some(schedule) = &args.schedule {
         configured = crate::rule::with_schedule(configured, schedule)?;
     }
+    let shapes = workload::shapes(&args.workload).expect("a known workload");
     if let Backend::Cuda(device) = &args.backend {
         let reference =
             configured.name == "AdamW" && args.kwargs.is_empty() && args.clip_grad_norm.is_none();
@@ -46,13 +47,12 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
             device,
             &configured.definition,
             &configured.hypers,
-            &sizes,
+            &shapes,
             args.steps,
             reference,
         )?;
         return Ok(cuda_line(args, &configured.name, &sizes, &times));
     }
-    let shapes = workload::shapes(&args.workload).expect("a known workload");
     let (mut params, grads) = workload::data(&sizes);
     let setup = Setup {
         shapes,

@@ -48,16 +48,17 @@ pub(crate) fn median(mut times: Vec<f64>) -> f64 {
     times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Times `steps` steps (after 3 warm-ups) of `definition` on `sizes` on `device`.
+/// Times `steps` steps (after 3 warm-ups) of `definition` on tensors of `shapes` on `device`.
 pub fn run(
     device: &Arc<CudaDevice>,
     definition: &Definition,
     hypers: &BTreeMap<String, f64>,
-    sizes: &[usize],
+    shapes: &[Vec<usize>],
     steps: usize,
     reference: bool,
 ) -> Result<CudaTimes, String> {
-    let (params, grads) = workload::data(sizes);
+    let sizes: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+    let (params, grads) = workload::data(&sizes);
     let mut params: Vec<CudaSlice<f32>> = params
         .iter()
         .map(|p| device.upload(p))
@@ -69,7 +70,7 @@ pub fn run(
         .collect::<Result<_, _>>()
         .map_err(cuda)?;
     let setup = Setup {
-        shapes: sizes.iter().map(|&n| vec![n]).collect(),
+        shapes: shapes.to_vec(),
         hypers: hypers.clone(),
         ..Setup::default()
     };

@@ -248,13 +248,8 @@ impl Binding {
         let per_tensor = program.rows_per_tensor();
         let per_row = program.rows_per_row();
         if stage == 0 {
-            let n_rows = match (per_row, per_tensor) {
-                (true, _) => self.views.iter().map(View::total_rows).sum(),
-                (false, true) => self.lens.len(),
-                (false, false) => self.groups.len(),
-            };
             scratch.rows.clear();
-            scratch.rows.resize(n_rows * width, 0.0);
+            scratch.rows.resize(self.n_rows(program) * width, 0.0);
             scratch.group_values.clear();
             scratch.group_values.resize(self.groups.len() * n, 0.0);
             scratch.tensor_values.clear();
@@ -320,6 +315,15 @@ impl Binding {
                 let row = &mut rows[t * width..(t + 1) * width];
                 program.fill_row(stage, values, Some(own), row);
             }
+        }
+    }
+
+    /// How many rows of kernel scalars a step fills (see [`Binding::row_of`]).
+    pub(crate) fn n_rows(&self, program: &ScalarProgram) -> usize {
+        match (program.rows_per_row(), program.rows_per_tensor()) {
+            (true, _) => self.views.iter().map(View::total_rows).sum(),
+            (false, true) => self.lens.len(),
+            (false, false) => self.groups.len(),
         }
     }
 

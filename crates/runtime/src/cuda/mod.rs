@@ -3,6 +3,7 @@
 
 mod device;
 mod optimizer;
+mod part;
 
 pub use device::{CudaDevice, CudaError};
 pub use optimizer::{CUDA_CHUNK_ELEMS, CudaOptimizer};

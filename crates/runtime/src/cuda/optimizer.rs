@@ -1,18 +1,17 @@
 //! `CudaOptimizer`: a step compiled to PTX, its state on the device, and one launch per phase
-//! over a device chunk table that covers every tensor of every group.
+//! over a device chunk table that covers every tensor of every group (per kind of tensor, for
+//! a step that depends on the rank: see `part.rs`).
 
-use super::device::{CudaDevice, CudaError, Doing};
-use crate::binding::{Binding, Source, StageScratch, buffer_sources, row_width};
-use crate::chunks::ChunkTable;
+use super::device::{CudaDevice, CudaError};
+use super::part::CudaPart;
+use crate::binding::Binding;
 use crate::error::OptimizerError;
+use crate::kind_step::{KindStep, check_global_levels, step_in_lockstep};
 use crate::optimizer::{Setup, Stats};
+use crate::part::kinds;
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
-use crate::reduce::{self, Records, Reduced};
 use crate::target::Target;
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
-use cudarc::nvrtc::Ptx;
-use optjit_ir::Class;
-use optjit_kernels_gen::{PTX_BLOCK_THREADS, ptx_entry_name};
+use cudarc::driver::CudaSlice;
 use optjit_trace::Definition;
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,24 +38,6 @@ fn chunk_elems() -> usize {
     }
 }
 
-/// Most blocks one launch starts; blocks walk the records with a grid stride beyond that.
-const MAX_GRID_BLOCKS: usize = 1 << 16;
-
-/// One phase's loaded kernel and its device chunk table.
-struct Phase {
-    /// The kernel's name (for errors).
-    name: String,
-    function: CudaFunction,
-    sources: Vec<Source>,
-    /// The chunk table on the device (`None` when the step has no elements).
-    table: Option<CudaSlice<u64>>,
-    n_records: usize,
-    /// The tensor of each record of the table.
-    owners: Vec<usize>,
-    /// Device partials of the phase's reductions (`n_records` rows), when it reduces.
-    partials: Option<CudaSlice<f64>>,
-}
-
 /// A compiled optimizer step on a CUDA device, holding its state there.
 ///
 /// Parameters and gradients are device buffers on the device's stream ([`CudaDevice::upload`]);
@@ -64,21 +45,15 @@ struct Phase {
 /// [`CudaDevice::stream`] and does not wait for the kernels. Hyperparameters and the scalar program's results reach the kernels through a small
 /// device buffer written before the launches, so changing them never recompiles.
 pub struct CudaOptimizer {
+    /// The whole setup: groups, hyperparameters, shapes (the parts hold their own copies).
     binding: Binding,
-    compiled: Arc<Compiled>,
     device: Arc<CudaDevice>,
-    phases: Vec<Phase>,
-    /// `states[tensor][state]`: per-element buffers (`None` for scalar states).
-    states: Vec<Vec<Option<CudaSlice<f32>>>>,
-    /// Every group's row of kernel scalars.
-    rows: CudaSlice<f32>,
-    /// The param and grad addresses the phases' tables were built for.
-    table_tensors: Vec<u64>,
+    parts: Vec<CudaPart>,
+    /// Per tensor: its part and its index there.
+    placement: Vec<(usize, usize)>,
     /// Elements per chunk record.
     chunk_elems: usize,
     stats: Stats,
-    stage: StageScratch,
-    lens_scratch: Vec<usize>,
 }
 
 impl CudaOptimizer {
@@ -104,95 +79,47 @@ impl CudaOptimizer {
         options: &CompileOptions,
     ) -> Result<CudaOptimizer, OptimizerError> {
         let binding = Binding::new(definition, &setup)?;
-        let started = Instant::now();
-        let (compiled, used) = compile_cached(definition, options)?;
-        let elapsed = started.elapsed();
-        if compiled.plan.has_rows() {
-            return Err(OptimizerError::NotOnTarget {
-                rule: binding.rule().to_string(),
-                what: "per-row and per-column values (row_mean, col_mean, rank: Adafactor's factored second moment)".to_string(),
-                target: "cuda",
-            });
-        }
-        let Some(modules) = compiled.ptx() else {
-            return Err(OptimizerError::WrongTarget {
-                rule: binding.rule().to_string(),
-                target: options.target.to_string(),
-                expected: "cuda",
-            });
+        let wrong_target = || OptimizerError::WrongTarget {
+            rule: binding.rule().to_string(),
+            target: options.target.to_string(),
+            expected: "cuda",
         };
-        let started = Instant::now();
-        let mut phases = Vec::with_capacity(modules.len());
-        for ((ptx, kernel), sources) in modules
-            .iter()
-            .zip(&compiled.kernels)
-            .zip(buffer_sources(definition, &compiled.plan))
-        {
-            let entry = ptx_entry_name(kernel);
-            let module = device
-                .context()
-                .load_module(Ptx::from_src(ptx.clone()))
-                .doing(|| {
-                    format!(
-                        "loading the PTX of kernel {} (check it with ptxas)",
-                        kernel.name
-                    )
-                })?;
-            let function = module
-                .load_function(&entry)
-                .doing(|| format!("finding entry {entry}"))?;
-            phases.push(Phase {
-                name: kernel.name.clone(),
-                function,
-                sources,
-                table: None,
-                n_records: 0,
-                owners: Vec::new(),
-                partials: None,
-            });
+        if !matches!(options.target, Target::Cuda { .. }) {
+            return Err(wrong_target());
         }
-        let load_ms = started.elapsed().as_secs_f64() * 1e3;
-
-        let graph = &definition.graph;
-        let mut states = Vec::with_capacity(binding.lens.len());
-        for &len in &binding.lens {
-            let mut tensor_states = Vec::with_capacity(graph.states.len());
-            for state in &graph.states {
-                let buffer = match state.class {
-                    Class::Elem if len > 0 => Some(device.upload(&vec![state.init as f32; len])?),
-                    _ => None,
-                };
-                tensor_states.push(buffer);
+        let mut parts = Vec::new();
+        let mut part_stats = Vec::new();
+        for (kind, tensors) in kinds(definition, &setup.shapes) {
+            let started = Instant::now();
+            let (compiled, used) = compile_cached(&kind, options)?;
+            let elapsed = started.elapsed();
+            if compiled.ptx().is_none() {
+                return Err(wrong_target());
             }
-            // The plan's scratch buffers follow the states (see `Source::State`).
-            for _ in 0..compiled.plan.temps {
-                tensor_states.push(match len {
-                    0 => None,
-                    _ => Some(device.upload(&vec![0f32; len])?),
-                });
-            }
-            states.push(tensor_states);
+            let elems: usize = tensors.iter().map(|&t| binding.lens[t]).sum();
+            let started = Instant::now();
+            let part = CudaPart::new(&kind, &setup, tensors, compiled.clone(), &device)?;
+            let mut stats = Stats::of(&compiled, used, elapsed);
+            stats.compile_ms += started.elapsed().as_secs_f64() * 1e3;
+            part_stats.push((stats, elems));
+            parts.push(part);
         }
-        let width = row_width(&compiled.scalar_program);
-        let n_rows = match compiled.scalar_program.rows_per_tensor() {
-            true => width * binding.lens.len(),
-            false => width * binding.groups.len(),
-        };
-        let rows = device.upload(&vec![0f32; n_rows])?;
-        let mut stats = Stats::of(&compiled, used, elapsed);
-        stats.compile_ms += load_ms;
+        // Every kind must reduce over all tensors at the same levels, to add their sums up.
+        let kinds: Vec<&KindStep> = parts.iter().map(|p| &p.kind).collect();
+        check_global_levels(&kinds, binding.rule(), "cuda")?;
+        let mut placement = vec![(0, 0); binding.lens.len()];
+        for (p, part) in parts.iter().enumerate() {
+            for (local, &t) in part.kind.tensors.iter().enumerate() {
+                placement[t] = (p, local);
+            }
+        }
         Ok(CudaOptimizer {
             binding,
-            compiled,
             device,
-            phases,
-            states,
-            rows,
-            table_tensors: Vec::new(),
+            parts,
+            placement,
             chunk_elems: chunk_elems(),
-            stats,
-            stage: StageScratch::default(),
-            lens_scratch: Vec::new(),
+            stats: Stats::combined(&part_stats),
         })
     }
 
@@ -201,9 +128,18 @@ impl CudaOptimizer {
         &self.device
     }
 
-    /// The compiled step (plan, kernels, PTX, stage texts).
+    /// The compiled step (plan, kernels, PTX, stage texts) of the first kind of tensors (the
+    /// only one unless the definition depends on the rank).
     pub fn compiled(&self) -> &Compiled {
-        &self.compiled
+        &self.parts[0].kind.compiled
+    }
+
+    /// Every compiled step, one per kind of tensors, with the optimizer's indices of the
+    /// tensors each one steps.
+    pub fn compiled_kinds(&self) -> impl Iterator<Item = (&Compiled, &[usize])> {
+        self.parts
+            .iter()
+            .map(|p| (p.kind.compiled.as_ref(), p.kind.tensors.as_slice()))
     }
 
     /// Counters: compiles, kernels per step, bytes per element, compile (and load) time, steps.
@@ -234,37 +170,42 @@ impl CudaOptimizer {
         name: &str,
         value: f64,
     ) -> Result<(), OptimizerError> {
-        self.binding.set_hyper(group, name, value)
+        self.binding.set_hyper(group, name, value)?;
+        for part in &mut self.parts {
+            part.kind.binding.set_hyper(group, name, value)?;
+        }
+        Ok(())
     }
 
-    /// The per-element state `name` of tensor `tensor`, copied to the host (waits for the
-    /// stream). `None` if there is no such state or tensor.
+    /// The state `name` of tensor `tensor` (PyTorch's state names), copied to the host (waits
+    /// for the stream): per element, or per row or column of each matrix (row-major over the
+    /// matrices). `None` if there is no such state or tensor.
     pub fn state(&self, tensor: usize, name: &str) -> Result<Option<Vec<f32>>, OptimizerError> {
-        let Some(index) = self.binding.state_index(name, Class::Elem) else {
+        let Some(&(part, local)) = self.placement.get(tensor) else {
             return Ok(None);
         };
-        match self.states.get(tensor).map(|s| &s[index]) {
-            None => Ok(None),
-            Some(None) => Ok(Some(Vec::new())),
-            Some(Some(buffer)) => Ok(Some(self.device.download(buffer)?)),
-        }
+        self.parts[part].state(&self.device, local, name)
     }
 
     /// Reports the metric of the step just taken to the metric-driven schedule (as PyTorch's
     /// `ReduceLROnPlateau.step(metric)`): what it sets is in force from the next step. Fails
     /// when no schedule of this optimizer reads `metric`.
     pub fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
-        self.binding.report_metric(metric)
+        // Every kind holds the same scalar states: the first one fails (or not) for all.
+        for part in &mut self.parts {
+            part.kind.binding.report_metric(metric)?;
+        }
+        Ok(())
     }
 
     /// The scalar state `name` of param group `group`.
     pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
-        self.binding.scalar_state(group, name)
+        self.parts[0].kind.binding.scalar_state(group, name)
     }
 
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
-        self.binding.step_count
+        self.parts[0].kind.binding.step_count
     }
 
     /// Enqueues one step on the device's stream: updates every parameter and state in place.
@@ -370,144 +311,28 @@ impl CudaOptimizer {
         Ok(())
     }
 
-    /// The step over tensors at these device addresses (lengths already checked).
-    ///
-    /// Before each phase the host runs that stage of the scalar program and copies the rows to
-    /// the device. After a phase that reduces, it waits for the partials, folds them in record
-    /// order (so the result is the same run to run) and goes on with the next stage.
+    /// The step over tensors at these device addresses (lengths already checked): each part's
+    /// tables are rebuilt if its tensors moved, then the parts run in lockstep, phase level by
+    /// phase level (see `CudaPart::run_phase`).
     fn step_addresses(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
-        let tensors: Vec<u64> = params.iter().chain(grads).copied().collect();
-        if tensors != self.table_tensors {
-            // Forget the old tables first: a rebuild that fails half-way is redone next step.
-            self.table_tensors.clear();
-            self.build_tables(params, grads)?;
-            self.table_tensors = tensors;
+        let mut part_params = vec![Vec::new(); self.parts.len()];
+        let mut part_grads = vec![Vec::new(); self.parts.len()];
+        for ((&param, &grad), &(part, _)) in params.iter().zip(grads).zip(&self.placement) {
+            part_params[part].push(param);
+            part_grads[part].push(grad);
         }
-        let program = &self.compiled.scalar_program;
-        let plan = &self.compiled.plan;
-        let mut reduced = Reduced::default();
-        reduced.reset(plan, self.binding.lens.len());
-        for (k, phase) in self.phases.iter_mut().enumerate() {
-            self.binding
-                .scalar_stage(program, k, &reduced, &mut self.stage);
-            // A copy from pageable memory: the driver takes the data before returning, so
-            // the rows can be rewritten next, and the stream orders the copy after the
-            // previous launches (page-locked rows with an event gained nothing on an H200,
-            // docs/perf.md).
-            self.device.write(&self.stage.rows, &mut self.rows)?;
-            let n_slots = plan.phases[k].reductions.len();
-            let Some(table) = &phase.table else {
-                // No elements: every reduction folds nothing.
-                let records = Records {
-                    owners: &[],
-                    entities: &[],
-                };
-                let (lens, views) = (&self.binding.lens, &self.binding.views);
-                reduce::finish_phase(plan, k, &[], &records, lens, views, &mut reduced);
-                continue;
-            };
-            let partials = match n_slots {
-                0 => 0,
-                _ => {
-                    // Every record of the table is non-empty, so the kernel writes every
-                    // partial: the buffer is only (re)allocated, never cleared.
-                    let len = phase.n_records * n_slots;
-                    if phase.partials.as_ref().map(|p| p.len()) != Some(len) {
-                        phase.partials = Some(self.device.upload(&vec![0.0f64; len])?);
-                    }
-                    self.device
-                        .address(phase.partials.as_ref().expect("set above"))
-                }
-            };
-            let table_address = self.device.address(table);
-            let n_records = phase.n_records as u64;
-            let config = LaunchConfig {
-                grid_dim: (phase.n_records.min(MAX_GRID_BLOCKS) as u32, 1, 1),
-                block_dim: (PTX_BLOCK_THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut launch = self.device.stream().launch_builder(&phase.function);
-            launch.arg(&table_address).arg(&n_records).arg(&partials);
-            // SAFETY: the kernel takes (table: u64, n_records: u64, partials: u64) (ChunkAbi);
-            // every address in the table is a live device buffer of the tensor's length on this
-            // context, the records of distinct tensors never overlap, the partials hold a row
-            // per record, and the table, rows and partials stay alive (owned by self) until the
-            // stream has run the launch.
-            unsafe { launch.launch(config) }
-                .doing(|| format!("launching kernel {}", phase.name))?;
-            if let (Some(partials), true) = (&phase.partials, n_slots > 0) {
-                let host = self.device.download(partials)?;
-                let records = Records {
-                    owners: &phase.owners,
-                    entities: &[],
-                };
-                reduce::finish_phase(
-                    plan,
-                    k,
-                    &host,
-                    &records,
-                    &self.binding.lens,
-                    &self.binding.views,
-                    &mut reduced,
-                );
-            }
+        for (part, (params, grads)) in self
+            .parts
+            .iter_mut()
+            .zip(part_params.iter().zip(&part_grads))
+        {
+            part.prepare_tables(&self.device, params, grads, self.chunk_elems)?;
         }
-        let last = self.phases.len();
-        self.binding
-            .scalar_stage(program, last, &reduced, &mut self.stage);
-        let pending = self.binding.pending_step(program, &self.stage);
-        self.binding.finish_step(pending);
-        self.stats.steps = self.binding.step_count;
-        Ok(())
-    }
-
-    /// Builds and uploads every phase's chunk table for tensors at these addresses.
-    fn build_tables(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
-        let program = &self.compiled.scalar_program;
-        let width = row_width(program);
-        let rows = self.device.address(&self.rows);
-        for phase in &mut self.phases {
-            let n_buffers = phase.sources.len();
-            let mut words = Vec::new();
-            self.lens_scratch.clear();
-            phase.owners.clear();
-            let mut table = ChunkTable {
-                words: &mut words,
-                lens: &mut self.lens_scratch,
-                owners: &mut phase.owners,
-                entities: &mut Vec::new(),
-                n_buffers,
-                chunk_elems: self.chunk_elems,
-                partials: 0,
-            };
-            let mut base = vec![0u64; n_buffers];
-            for (g, group) in self.binding.groups.iter().enumerate() {
-                for &t in &group.tensors {
-                    let row = self.binding.row_of(program, g, t, 0);
-                    let row = rows + (row * width * size_of::<f32>()) as u64;
-                    for (slot, source) in base.iter_mut().zip(&phase.sources) {
-                        *slot = match *source {
-                            Source::Param => params[t],
-                            Source::Grad => grads[t],
-                            Source::State(s) => self.states[t][s]
-                                .as_ref()
-                                .map_or(0, |b| self.device.address(b)),
-                            Source::ColValue(_) => unreachable!("refused at construction"),
-                        };
-                    }
-                    table.push_tensor(t, self.binding.lens[t], row, &base);
-                }
-            }
-            phase.n_records = self.lens_scratch.len();
-            phase.table = match (phase.table.take(), phase.n_records) {
-                (_, 0) => None,
-                (Some(mut table), _) if table.len() == words.len() => {
-                    self.device.write(&words, &mut table)?;
-                    Some(table)
-                }
-                _ => Some(self.device.upload(&words)?),
-            };
-        }
+        let device = &self.device;
+        step_in_lockstep(&mut self.parts, |_, part, phase| {
+            part.run_phase(device, phase)
+        })?;
+        self.stats.steps = self.steps();
         Ok(())
     }
 }

@@ -1,0 +1,311 @@
+//! `CudaPart`: one kind's compiled step on a CUDA device (see `part::kinds`): its PTX loaded,
+//! its state, scalar rows and column values on the device, and one launch per phase over a
+//! device chunk table.
+
+use super::device::{CudaDevice, Doing};
+use crate::binding::{Source, row_width};
+use crate::chunks::ChunkTable;
+use crate::error::OptimizerError;
+use crate::kind_step::KindStep;
+use crate::optimizer::Setup;
+use crate::pipeline::Compiled;
+use crate::reduce::Records;
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use optjit_ir::{Class, Walk};
+use optjit_kernels_gen::{PTX_BLOCK_THREADS, ptx_entry_name};
+use optjit_trace::Definition;
+use std::sync::Arc;
+
+/// Most blocks one launch starts; blocks walk the records with a grid stride beyond that.
+const MAX_GRID_BLOCKS: usize = 1 << 16;
+
+/// One phase's loaded kernel and its device chunk table.
+struct Phase {
+    /// The kernel's name (for errors).
+    name: String,
+    function: CudaFunction,
+    /// The chunk table on the device (`None` when the step has no elements).
+    table: Option<CudaSlice<u64>>,
+    n_records: usize,
+    /// The tensor of each record of the table.
+    owners: Vec<usize>,
+    /// The row (or first element, in a column walk) of each record, when records are
+    /// row-aligned.
+    entities: Vec<usize>,
+    /// How many partials the phase writes over the table (0 when it reduces nothing).
+    n_partials: usize,
+    /// The device partials, when it reduces.
+    partials: Option<CudaSlice<f64>>,
+    /// The phase reads column values (uploaded before it runs).
+    reads_cols: bool,
+}
+
+/// One kind's compiled step on a device, with its state there.
+pub(super) struct CudaPart {
+    pub(super) kind: KindStep,
+    phases: Vec<Phase>,
+    /// `states[tensor][state]`: per-element buffers (`None` for other states and tensors
+    /// without elements), then the plan's scratch buffers.
+    states: Vec<Vec<Option<CudaSlice<f32>>>>,
+    /// Every row of kernel scalars (see `Binding::row_of`).
+    rows: CudaSlice<f32>,
+    /// Every tensor's column values, one buffer after another (`col_offsets[t][c]` floats in),
+    /// when the step has any.
+    cols: Option<CudaSlice<f32>>,
+    col_offsets: Vec<Vec<usize>>,
+    /// The column values gathered on the host before an upload.
+    col_staging: Vec<f32>,
+    /// The param and grad addresses the tables were built for.
+    table_tensors: Vec<u64>,
+}
+
+impl AsMut<KindStep> for CudaPart {
+    fn as_mut(&mut self) -> &mut KindStep {
+        &mut self.kind
+    }
+}
+
+impl CudaPart {
+    /// Loads `compiled` (PTX) on `device` for `setup`'s `tensors` (the optimizer's indices) and
+    /// allocates their state there.
+    pub(super) fn new(
+        definition: &Definition,
+        setup: &Setup,
+        tensors: Vec<usize>,
+        compiled: Arc<Compiled>,
+        device: &CudaDevice,
+    ) -> Result<CudaPart, OptimizerError> {
+        let kind = KindStep::new(definition, setup, tensors, compiled)?;
+        let compiled = &kind.compiled;
+        let modules = compiled.ptx().expect("the caller checked the target");
+        let mut phases = Vec::with_capacity(modules.len());
+        for ((ptx, kernel), sources) in
+            (modules.iter().zip(&compiled.kernels)).zip(&kind.buffer_sources)
+        {
+            let entry = ptx_entry_name(kernel);
+            let module = device
+                .context()
+                .load_module(Ptx::from_src(ptx.clone()))
+                .doing(|| {
+                    format!(
+                        "loading the PTX of kernel {} (check it with ptxas)",
+                        kernel.name
+                    )
+                })?;
+            let function = module
+                .load_function(&entry)
+                .doing(|| format!("finding entry {entry}"))?;
+            phases.push(Phase {
+                name: kernel.name.clone(),
+                function,
+                table: None,
+                n_records: 0,
+                owners: Vec::new(),
+                entities: Vec::new(),
+                n_partials: 0,
+                partials: None,
+                reads_cols: sources.iter().any(|s| matches!(s, Source::ColValue(_))),
+            });
+        }
+
+        let binding = &kind.binding;
+        let graph = &definition.graph;
+        let mut states = Vec::with_capacity(binding.lens.len());
+        for &len in &binding.lens {
+            let mut tensor_states = Vec::with_capacity(graph.states.len());
+            for state in &graph.states {
+                let buffer = match state.class {
+                    Class::Elem if len > 0 => Some(device.upload(&vec![state.init as f32; len])?),
+                    _ => None,
+                };
+                tensor_states.push(buffer);
+            }
+            // The plan's scratch buffers follow the states (see `Source::State`).
+            for _ in 0..compiled.plan.temps {
+                tensor_states.push(match len {
+                    0 => None,
+                    _ => Some(device.upload(&vec![0f32; len])?),
+                });
+            }
+            states.push(tensor_states);
+        }
+        let program = &compiled.scalar_program;
+        let rows = device.upload(&vec![0f32; binding.n_rows(program) * row_width(program)])?;
+        let mut col_offsets = Vec::with_capacity(binding.lens.len());
+        let mut n_cols = 0;
+        for view in &binding.views {
+            let offsets = (0..program.n_col_values()).map(|c| n_cols + c * view.total_cols());
+            col_offsets.push(offsets.collect());
+            n_cols += program.n_col_values() * view.total_cols();
+        }
+        let cols = match n_cols {
+            0 => None,
+            n => Some(device.upload(&vec![0f32; n])?),
+        };
+        Ok(CudaPart {
+            kind,
+            phases,
+            states,
+            rows,
+            cols,
+            col_offsets,
+            col_staging: vec![0.0; n_cols],
+            table_tensors: Vec::new(),
+        })
+    }
+
+    /// The per-element state `name` of this part's tensor `tensor`, copied to the host (waits
+    /// for the stream), or its row or column state. `None` if there is no such state.
+    pub(super) fn state(
+        &self,
+        device: &CudaDevice,
+        tensor: usize,
+        name: &str,
+    ) -> Result<Option<Vec<f32>>, OptimizerError> {
+        let binding = &self.kind.binding;
+        let Some(rank) = binding.views.get(tensor).map(|v| v.rank) else {
+            return Ok(None);
+        };
+        let name = binding.definition.state_name(name, rank);
+        let Some(index) = binding.state_index(name, Class::Elem) else {
+            return Ok(binding.factor_state(tensor, name).map(<[f32]>::to_vec));
+        };
+        match &self.states[tensor][index] {
+            None => Ok(Some(Vec::new())),
+            Some(buffer) => Ok(Some(device.download(buffer)?)),
+        }
+    }
+
+    /// Builds the phases' chunk tables for this part's tensors at these device addresses
+    /// (`params[i]`, `grads[i]`: its tensor i), unless they are those of the last build.
+    pub(super) fn prepare_tables(
+        &mut self,
+        device: &CudaDevice,
+        params: &[u64],
+        grads: &[u64],
+        chunk_elems: usize,
+    ) -> Result<(), OptimizerError> {
+        let tensors: Vec<u64> = params.iter().chain(grads).copied().collect();
+        if tensors == self.table_tensors {
+            return Ok(());
+        }
+        // Forget the old tables first: a rebuild that fails half-way is redone next step.
+        self.table_tensors.clear();
+        let program = &self.kind.compiled.scalar_program;
+        let width = row_width(program);
+        let rows = device.address(&self.rows);
+        let cols = self.cols.as_ref().map_or(0, |c| device.address(c));
+        let (states, col_offsets) = (&self.states, &self.col_offsets);
+        for (k, phase) in self.phases.iter_mut().enumerate() {
+            let mut words = Vec::new();
+            let mut lens = Vec::new();
+            phase.owners.clear();
+            phase.entities.clear();
+            let mut table = ChunkTable {
+                words: &mut words,
+                lens: &mut lens,
+                owners: &mut phase.owners,
+                entities: &mut phase.entities,
+                n_buffers: self.kind.buffer_sources[k].len(),
+                chunk_elems,
+                partials: 0,
+            };
+            let address = |t: usize, source: Source| match source {
+                Source::Param => params[t],
+                Source::Grad => grads[t],
+                Source::State(s) => states[t][s].as_ref().map_or(0, |b| device.address(b)),
+                Source::ColValue(c) => cols + (col_offsets[t][c] * size_of::<f32>()) as u64,
+            };
+            let row = |index: usize| rows + (index * width * size_of::<f32>()) as u64;
+            self.kind.push_records(k, &mut table, address, row);
+            phase.n_partials = self.kind.n_partials(k, &table);
+            phase.n_records = lens.len();
+            phase.table = match (phase.table.take(), phase.n_records) {
+                (_, 0) => None,
+                (Some(mut table), _) if table.len() == words.len() => {
+                    device.write(&words, &mut table)?;
+                    Some(table)
+                }
+                _ => Some(device.upload(&words)?),
+            };
+            phase.partials = match (phase.partials.take(), phase.n_partials) {
+                (_, 0) => None,
+                (Some(partials), n) if partials.len() == n => Some(partials),
+                (_, n) => Some(device.upload(&vec![0.0f64; n])?),
+            };
+        }
+        self.table_tensors = tensors;
+        Ok(())
+    }
+
+    /// Runs stage `k` of the scalar program and copies its rows (and column values, if phase
+    /// `k` reads any) to the device, launches phase `k` and, if it reduces, waits for its
+    /// partials and folds them in record order (so the result is the same run to run).
+    pub(super) fn run_phase(
+        &mut self,
+        device: &CudaDevice,
+        k: usize,
+    ) -> Result<(), OptimizerError> {
+        self.kind.scalar_stage(k);
+        // A copy from pageable memory: the driver takes the data before returning, so the rows
+        // can be rewritten next, and the stream orders the copy after the previous launches
+        // (page-locked rows with an event gained nothing on an H200, docs/perf.md).
+        device.write(&self.kind.stage.rows, &mut self.rows)?;
+        let phase = &mut self.phases[k];
+        if let (true, Some(cols)) = (phase.reads_cols, &mut self.cols) {
+            for (t, offsets) in self.col_offsets.iter().enumerate() {
+                for (values, &offset) in self.kind.stage.cols[t].iter().zip(offsets) {
+                    self.col_staging[offset..offset + values.len()].copy_from_slice(values);
+                }
+            }
+            device.write(&self.col_staging, cols)?;
+        }
+        let Some(table) = &phase.table else {
+            // No elements: every reduction folds nothing.
+            let records = Records {
+                owners: &[],
+                entities: &[],
+            };
+            self.kind.finish_phase(k, &[], &records);
+            return Ok(());
+        };
+        let partials = match &mut phase.partials {
+            None => 0,
+            Some(partials) => {
+                // An element walk writes every partial (its records are never empty); a column
+                // walk adds into its column partials, which start at 0.
+                if self.kind.compiled.plan.phases[k].walk == Walk::Columns {
+                    (device.stream().memset_zeros(partials))
+                        .doing(|| format!("clearing the partials of kernel {}", phase.name))?;
+                }
+                device.address(partials)
+            }
+        };
+        let table_address = device.address(table);
+        let n_records = phase.n_records as u64;
+        let config = LaunchConfig {
+            grid_dim: (phase.n_records.min(MAX_GRID_BLOCKS) as u32, 1, 1),
+            block_dim: (PTX_BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = device.stream().launch_builder(&phase.function);
+        launch.arg(&table_address).arg(&n_records).arg(&partials);
+        // SAFETY: the kernel takes (table: u64, n_records: u64, partials: u64) (ChunkAbi); every
+        // address in the table is a live device buffer of the tensor's length (or, for rows
+        // and column values, of the part's buffers) on this context, the records of distinct
+        // tensors never overlap, the partials are sized for the table, and the table, rows,
+        // column values and partials stay alive (owned by self) until the stream has run the
+        // launch.
+        unsafe { launch.launch(config) }.doing(|| format!("launching kernel {}", phase.name))?;
+        if let Some(partials) = &phase.partials {
+            let host = device.download(partials)?;
+            let records = Records {
+                owners: &phase.owners,
+                entities: &phase.entities,
+            };
+            self.kind.finish_phase(k, &host, &records);
+        }
+        Ok(())
+    }
+}
