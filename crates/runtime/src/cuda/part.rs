@@ -132,12 +132,17 @@ impl CudaPart {
         }
         let program = &compiled.scalar_program;
         let rows = device.upload(&vec![0f32; binding.n_rows(program) * row_width(program)])?;
+        // Each buffer 16-byte aligned, so that row records of matrices whose width is a
+        // multiple of 4 keep the vector path.
         let mut col_offsets = Vec::with_capacity(binding.lens.len());
         let mut n_cols = 0;
         for view in &binding.views {
-            let offsets = (0..program.n_col_values()).map(|c| n_cols + c * view.total_cols());
-            col_offsets.push(offsets.collect());
-            n_cols += program.n_col_values() * view.total_cols();
+            let mut offsets = Vec::with_capacity(program.n_col_values());
+            for _ in 0..program.n_col_values() {
+                offsets.push(n_cols);
+                n_cols += view.total_cols().next_multiple_of(4);
+            }
+            col_offsets.push(offsets);
         }
         let cols = match n_cols {
             0 => None,
