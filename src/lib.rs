@@ -22,8 +22,8 @@
 
 pub use optjit_runtime::{
     AlignedBuf, Arch, CacheOptions, CacheUse, CompileError, CompileOptions, Compiled, CudaDevice,
-    CudaError, CudaOptimizer, Dump, Group, Optimizer, OptimizerError, Setup, Stage, Stats, Target,
-    compile, compile_cached,
+    CudaError, CudaOptimizer, DeviceFloat, Dump, Group, Optimizer, OptimizerError, Setup, Stage,
+    Stats, Target, compile, compile_cached,
 };
 pub use optjit_trace::{
     Definition, Domain, GRAD_NORM, MAX_NORM, TraceError, Tracer, Value, clip_grad_norm, select,
@@ -39,5 +39,7 @@ pub use optjit_optim as optim;
 pub use optjit_rewrite as rewrite;
 /// The CUDA driver bindings the GPU backend uses (device buffers are `cudarc` slices).
 pub use optjit_runtime::cudarc;
+/// The f16 and bf16 types of half-precision device buffers ([`Setup::dtype`]).
+pub use optjit_runtime::half;
 /// The tracing API and the `.step` language (`trace::step`).
 pub use optjit_trace as trace;

@@ -72,6 +72,7 @@ fn data_never_recompiles() {
         groups,
         hypers,
         threads: 1,
+        ..Setup::default()
     };
     let second = Optimizer::with_options(&adamw.definition, many, &options).expect("second");
     let stats = second.stats();

@@ -231,3 +231,25 @@ fn shapes_too_large_to_hold_are_rejected() {
         "{err}"
     );
 }
+
+#[test]
+fn half_precision_tensors_are_refused_on_the_cpu() {
+    let c = AdamW::new().build().expect("AdamW");
+    for dtype in [optjit::ir::DType::BF16, optjit::ir::DType::F16] {
+        let setup = Setup {
+            shapes: vec![vec![4]],
+            hypers: c.hypers.clone(),
+            dtype,
+            ..Setup::default()
+        };
+        let err = Optimizer::new(&c.definition, setup)
+            .err()
+            .expect("half precision on the CPU");
+        assert!(
+            matches!(&err, OptimizerError::NotOnTarget { target: "cpu", .. }),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&format!("{dtype} tensors")), "{text}");
+    }
+}

@@ -1,5 +1,5 @@
 //! Generated PTX assembles with NVIDIA's ptxas (found through `OPTJIT_PTXAS`, then PATH): every
-//! built-in's kernels and hand-built kernels that use every instruction kind and every reduction
+//! built-in's kernels (f32, bf16 and f16 storage) and hand-built kernels that use every instruction kind and every reduction
 //! op (the block reduction's shuffles, shared memory and barriers) in element and column walks,
 //! sm_80 PTX for sm_80 and sm_90, sm_90 PTX for sm_90, with spills and local memory as errors.
 //! Without ptxas the tests say so and pass, except under CI (`CI` set), where they fail.
@@ -78,22 +78,26 @@ fn every_builtin_assembles_for_sm80_and_sm90() {
     let Some(ptxas) = ptxas() else { return };
     let cases = common::snapshot_cases().into_iter();
     for (case, definition) in cases.chain(common::factored_cases()) {
-        for (arch, gpus) in ARCHES {
-            let options = CompileOptions {
-                target: Target::Cuda { arch },
-                ..CompileOptions::default()
-            };
-            let compiled = compile(&definition, &options).expect(case);
-            let modules = compiled.ptx().expect("cuda target gives ptx");
-            assert_eq!(modules.len(), compiled.kernels.len());
-            assert!(compiled.text(Stage::Clif).is_none());
-            for (module, kernel) in modules.iter().zip(&compiled.kernels) {
-                assert!(module.contains(&format!(".target {arch}")), "{module}");
-                for &gpu in gpus {
-                    let tag = format!("{case}-{}-{arch}", kernel.name.replace('.', "_"));
-                    let report = assemble(&ptxas, module, gpu, &tag);
-                    let usage = report.lines().find(|l| l.contains("registers"));
-                    println!("{tag} on {gpu}: {}", usage.unwrap_or("").trim());
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            for (arch, gpus) in ARCHES {
+                let options = CompileOptions {
+                    target: Target::Cuda { arch },
+                    storage: dtype,
+                    ..CompileOptions::default()
+                };
+                let compiled = compile(&definition, &options).expect(case);
+                let modules = compiled.ptx().expect("cuda target gives ptx");
+                assert_eq!(modules.len(), compiled.kernels.len());
+                assert!(compiled.text(Stage::Clif).is_none());
+                for (module, kernel) in modules.iter().zip(&compiled.kernels) {
+                    assert!(module.contains(&format!(".target {arch}")), "{module}");
+                    for &gpu in gpus {
+                        let name = kernel.name.replace('.', "_");
+                        let tag = format!("{case}-{dtype}-{name}-{arch}");
+                        let report = assemble(&ptxas, module, gpu, &tag);
+                        let usage = report.lines().find(|l| l.contains("registers"));
+                        println!("{tag} on {gpu}: {}", usage.unwrap_or("").trim());
+                    }
                 }
             }
         }
@@ -358,4 +362,19 @@ fn column_walk() -> Kernel {
 #[test]
 fn column_walks_assemble() {
     check(&column_walk(), "column-walk");
+}
+
+/// The same kernels with f16 and bf16 storage (16-bit loads and stores, f32 arithmetic).
+#[test]
+fn half_precision_kernels_assemble() {
+    for dtype in [DType::F16, DType::BF16] {
+        for (mut kernel, name) in [
+            (every_instruction(), "every-instruction"),
+            (reductions(), "reductions"),
+            (column_walk(), "column-walk"),
+        ] {
+            kernel.elem_dtype = dtype;
+            check(&kernel, &format!("{name}-{dtype}"));
+        }
+    }
 }

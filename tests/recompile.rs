@@ -26,6 +26,7 @@ fn changing_lr_between_steps_never_recompiles_and_takes_effect() {
         groups: two_groups(),
         hypers: c.hypers.clone(),
         threads: 1,
+        ..Setup::default()
     };
     let mut opt = Optimizer::new(&c.definition, setup.clone()).expect("compile");
     let mut params = vec![vec![1.0f32; 5], vec![-1.0f32; 7]];

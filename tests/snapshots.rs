@@ -44,3 +44,21 @@ fn ptx_of_every_builtin() {
         }
     }
 }
+
+/// The PTX of AdamW with its tensors and states stored as bf16 and as f16 (f32 arithmetic),
+/// named `adamw.ptx-<arch>-<dtype>`.
+#[test]
+fn ptx_of_half_precision_storage() {
+    let adamw = optjit::optim::AdamW::new().build().expect("AdamW");
+    for storage in [optjit::ir::DType::BF16, optjit::ir::DType::F16] {
+        let options = CompileOptions {
+            keep_texts: true,
+            target: Target::Cuda { arch: Arch::Sm80 },
+            storage,
+            ..CompileOptions::default()
+        };
+        let compiled = compile(&adamw.definition, &options).expect("compile");
+        let ptx = compiled.text(Stage::Ptx).expect("ptx text");
+        insta::assert_snapshot!(format!("adamw.ptx-sm_80-{storage}"), ptx);
+    }
+}

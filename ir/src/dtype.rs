@@ -4,12 +4,14 @@ use std::fmt;
 
 /// The storage type of a value.
 ///
-/// Per-element values carry the tensor's dtype (f32 today); scalar values are computed on the host
-/// in f64; comparisons produce `Bool`. F16 and BF16 are representable so that graphs for
-/// mixed-precision parameters can be written down, though no backend executes them yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Per-element values are f32 (the arithmetic of every backend; how kernels *store* tensors —
+/// f32, f16 or bf16 — is a compile option, not a graph type); scalar values are computed on the
+/// host in f64; comparisons produce `Bool`. F64, F16 and BF16 graphs can be written down and
+/// verified, but no backend lowers them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
     /// 32-bit IEEE float.
+    #[default]
     F32,
     /// 64-bit IEEE float.
     F64,

@@ -27,10 +27,12 @@
 /// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` + 1 | column walks only: `width`, the columns of each row |
 /// | [`ChunkAbi::BUFFERS_WORD`] + `kernel.buffers.len()` + 2 | column walks only: `first`, the index in `partials` of the record's first partial |
 ///
-/// Element `i` of a chunk is at byte `4 * i` from its buffer pointers. In a column walk
+/// Element `i` of a chunk is at byte `size * i` from its buffer pointers, `size` the bytes of
+/// one stored element: 4 for f32 and for column values, 2 for f16 and bf16
+/// ([`Kernel::elem_dtype`](crate::Kernel::elem_dtype)). In a column walk
 /// ([`Kernel::record_words`](crate::Kernel::record_words) counts the three extra words) a record
 /// is `len` whole rows of `width` columns: element (row `i`, column `c`) is at byte
-/// `stride * i + 4 * c`. Its partials start at `partials[first]`, slot after slot, each as its
+/// `stride * i + size * c`. Its partials start at `partials[first]`, slot after slot, each as its
 /// [`ReduceScope`](crate::ReduceScope) says: one for the record, one per row (`len`), or one per
 /// column (`width`) ([`Kernel::column_walk_partials`](crate::Kernel::column_walk_partials)).
 /// Column partials are summed as f32 in the first half of their slots and widened in place at
@@ -51,8 +53,8 @@
 /// scalar rows must stay unchanged during the launch (they are read through the non-coherent
 /// cache, as are the buffers that the kernel reads but never stores).
 ///
-/// Pointers need only 4-byte alignment (the PTX entry takes a 16-byte vector path for records
-/// whose buffer pointers are all 16-byte aligned, and a scalar path otherwise); the scalar row
+/// Pointers need only element alignment (the PTX entry takes a vector path of 4 elements for
+/// records whose buffer pointers are all aligned to 4 elements, and a scalar path otherwise); the scalar row
 /// is not read when `len` is 0 or the kernel has no scalars. Records of one call must not write
 /// overlapping memory, and the buffers of a record must not overlap (a group of elements is
 /// loaded from every buffer before any is stored). Host functions that compute `exp`, `log` or

@@ -56,7 +56,9 @@ pub fn emit_clif(kernel: &Kernel, isa: &dyn TargetIsa) -> Result<Function, EmitE
     kernel.validate().map_err(fail)?;
     if kernel.elem_dtype != DType::F32 {
         let dtype = kernel.elem_dtype;
-        return Err(fail(format!("{dtype} elements (this emitter is f32 only)")));
+        return Err(fail(format!(
+            "{dtype} elements (the CPU backend is f32 only; f16 and bf16 run on CUDA)"
+        )));
     }
     if isa.pointer_type() != types::I64 {
         return Err(fail("this emitter needs a 64-bit target".to_string()));

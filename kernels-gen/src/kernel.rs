@@ -99,7 +99,7 @@ impl ReduceScope {
 
 /// One instruction of a kernel.
 ///
-/// Arithmetic is IEEE in the element dtype with one rounding per instruction (`Fma` rounds
+/// Arithmetic is IEEE f32 with one rounding per instruction (`Fma` rounds
 /// once). `min`/`max` propagate NaN and order `-0` below `+0` (IEEE 754-2019 `minimum` /
 /// `maximum`); `sign` is `torch.sign` (NaN and ±0 map to themselves); `rsqrt x` is exactly
 /// `1 / sqrt(x)`; comparisons are false on NaN except `ne`.
@@ -199,7 +199,9 @@ impl Inst {
 pub struct Kernel {
     /// `<rule>.phase<n>`, unique within a compiled step.
     pub name: String,
-    /// The element dtype of every buffer (f32 today).
+    /// How the elements of every buffer but the column values (always f32) are stored: f32,
+    /// or f16/bf16, loaded exactly as f32 and stored rounded to nearest even. Arithmetic is f32
+    /// whatever the storage (PyTorch's "opmath" for half-precision tensors).
     pub elem_dtype: DType,
     /// How each chunk's elements lie: contiguous, or a block of columns, rows `stride` bytes
     /// apart.

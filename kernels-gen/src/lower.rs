@@ -20,6 +20,9 @@ pub struct LowerOptions {
     /// rounding instead of two) where the product has no other use. Set it where FMA is a
     /// native instruction; results then differ from unfused evaluation in the last bit.
     pub fma: bool,
+    /// How the kernel stores tensors and per-element states ([`Kernel::elem_dtype`]): f32,
+    /// f16 or bf16.
+    pub storage: DType,
 }
 
 /// A phase this lowering cannot express.
@@ -36,7 +39,9 @@ pub enum LowerError {
         count: usize,
     },
     /// The element dtype has no lowering yet.
-    #[error("plan '{rule}': {dtype} elements are not supported by this lowering yet (f32 only)")]
+    #[error(
+        "plan '{rule}': {dtype} elements are not supported (f32 arithmetic, stored as f32, f16 or bf16)"
+    )]
     ElemDType {
         /// The update rule.
         rule: String,
@@ -77,11 +82,14 @@ pub fn lower(
             count: plan.phases.len(),
         });
     };
-    if graph.elem_dtype != DType::F32 {
-        return Err(LowerError::ElemDType {
-            rule: graph.name.clone(),
-            dtype: graph.elem_dtype,
-        });
+    let storable = matches!(options.storage, DType::F32 | DType::F16 | DType::BF16);
+    if graph.elem_dtype != DType::F32 || !storable {
+        let dtype = match storable {
+            true => graph.elem_dtype,
+            false => options.storage,
+        };
+        let rule = graph.name.clone();
+        return Err(LowerError::ElemDType { rule, dtype });
     }
     let mut lowering = Lowering {
         plan,
@@ -136,7 +144,7 @@ pub fn lower(
     }
     Ok(Kernel {
         name: format!("{}.phase{phase}", graph.name),
-        elem_dtype: graph.elem_dtype,
+        elem_dtype: options.storage,
         walk: stage.walk,
         scopes: match stage.walk {
             Walk::Elements => Vec::new(),
@@ -546,7 +554,11 @@ mod tests {
     }
 
     fn lower_text(graph: Graph, fma: bool) -> String {
-        let kernel = lower(&plan(graph), 0, &LowerOptions { fma }).expect("lowers");
+        let options = LowerOptions {
+            fma,
+            ..LowerOptions::default()
+        };
+        let kernel = lower(&plan(graph), 0, &options).expect("lowers");
         kernel.validate().expect("valid kernel");
         kernel.to_string()
     }
@@ -667,7 +679,7 @@ kernel shared.phase0 {
         let minus = g.constant(-0.0);
         let c = op(&mut g, Op::Binary(Binary::Max), &[b, minus]);
         g.set_output(Target::Param, c);
-        let kernel = lower(&plan(g), 0, &LowerOptions { fma: false }).expect("lowers");
+        let kernel = lower(&plan(g), 0, &LowerOptions::default()).expect("lowers");
         assert_eq!(kernel.n_scalars, 0);
         let consts: Vec<f32> = kernel
             .insts

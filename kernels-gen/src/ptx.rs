@@ -170,9 +170,11 @@ pub fn emit_ptx(kernel: &Kernel, options: &PtxOptions) -> Result<String, EmitErr
         reason,
     };
     kernel.validate().map_err(fail)?;
-    if kernel.elem_dtype != DType::F32 {
+    if !matches!(kernel.elem_dtype, DType::F32 | DType::F16 | DType::BF16) {
         let dtype = kernel.elem_dtype;
-        return Err(fail(format!("{dtype} elements (this emitter is f32 only)")));
+        return Err(fail(format!(
+            "{dtype} elements (this emitter stores f32, f16 and bf16)"
+        )));
     }
     if let Some(reason) = kernel.insts.iter().find_map(unsupported) {
         return Err(fail(reason));
@@ -291,6 +293,7 @@ type Reg = String;
 #[derive(Clone, Copy, Debug)]
 enum Class {
     Pred,
+    B16,
     B32,
     B64,
     F32,
@@ -298,12 +301,20 @@ enum Class {
 }
 
 impl Class {
-    const ALL: [Class; 5] = [Class::Pred, Class::B32, Class::B64, Class::F32, Class::F64];
+    const ALL: [Class; 6] = [
+        Class::Pred,
+        Class::B16,
+        Class::B32,
+        Class::B64,
+        Class::F32,
+        Class::F64,
+    ];
 
     /// (`.reg` type, name prefix).
     fn spelling(self) -> (&'static str, &'static str) {
         match self {
             Class::Pred => (".pred", "%p"),
+            Class::B16 => (".b16", "%h"),
             Class::B32 => (".b32", "%r"),
             Class::B64 => (".b64", "%rd"),
             Class::F32 => (".f32", "%f"),
@@ -401,6 +412,9 @@ struct Body<'a> {
     /// Per buffer: the kernel loads it and never stores it (read through the
     /// non-coherent cache).
     read_only: Vec<bool>,
+    /// Per buffer: how its elements are stored (the kernel's element dtype, or f32 for the
+    /// host-filled column values).
+    storage: Vec<DType>,
     /// Set up by the entry for a kernel with reductions.
     reductions: Option<Reductions>,
     /// In a column walk, per partial slot: the address of the current column's partial, for
@@ -420,11 +434,18 @@ impl<'a> Body<'a> {
         let read_only = (0..kernel.buffers.len())
             .map(|i| touches(i, false) && !touches(i, true))
             .collect();
+        let storage = (kernel.buffers.iter())
+            .map(|b| match b.buffer {
+                optjit_ir::Buffer::ColValue(_) => DType::F32,
+                _ => kernel.elem_dtype,
+            })
+            .collect();
         Body {
             kernel,
             regs: Regs::default(),
             text: String::new(),
             read_only,
+            storage,
             reductions: None,
             column_partials: Vec::new(),
         }
@@ -605,22 +626,33 @@ impl<'a> Body<'a> {
     fn vector_loop(&mut self, record: &Record, threads: &Threads) -> Reg {
         let Threads { tid, ntid } = threads;
         let len = &record.len;
-        self.comment("vector path: n4 = len / 4 groups if every pointer is 16-byte aligned");
+        self.comment("vector path: n4 = len / 4 groups if every pointer is aligned to 4 elements");
         let groups = self.reg(Class::B64);
         self.ins(format_args!("shr.u64 {groups}, {len}, 2"));
-        let bases: Vec<&Reg> = record.bases.iter().flatten().collect();
-        let n4 = match bases.split_first() {
+        // Per element size, the bits of its buffers' pointers that must be 0.
+        let mut lows = Vec::new();
+        for bytes in [4, 2] {
+            let bases: Vec<&Reg> = (record.bases.iter().zip(&self.storage))
+                .filter_map(|(base, dtype)| base.as_ref().filter(|_| dtype.size_bytes() == bytes))
+                .collect();
+            let Some((first, rest)) = bases.split_first() else {
+                continue;
+            };
+            let mut bits = (*first).clone();
+            for base in rest {
+                bits = self.op(Class::B64, "or.b64", &[&bits, base]);
+            }
+            let mask = (LANES * bytes - 1).to_string();
+            lows.push(self.op(Class::B64, "and.b64", &[&bits, &mask]));
+        }
+        let n4 = match lows.split_first() {
             // A kernel that touches no buffer has nothing to align.
             None => groups,
             Some((first, rest)) => {
-                let mut bits = (*first).clone();
-                for base in rest {
-                    let joined = self.reg(Class::B64);
-                    self.ins(format_args!("or.b64 {joined}, {bits}, {base}"));
-                    bits = joined;
+                let mut low = first.clone();
+                for other in rest {
+                    low = self.op(Class::B64, "or.b64", &[&low, other]);
                 }
-                let low = self.reg(Class::B64);
-                self.ins(format_args!("and.b64 {low}, {bits}, 15"));
                 let aligned = self.reg(Class::Pred);
                 self.ins(format_args!("setp.eq.u64 {aligned}, {low}, 0"));
                 let n4 = self.reg(Class::B64);
@@ -635,9 +667,10 @@ impl<'a> Body<'a> {
         self.ins(format_args!("setp.ge.u64 {skip}, {q}, {n4}"));
         self.ins(format_args!("@{skip} bra {VECTOR_DONE}"));
         self.label(VECTOR);
-        let offset = self.reg(Class::B64);
-        self.ins(format_args!("shl.b64 {offset}, {q}, 4"));
-        let addresses = self.addresses(record, &offset);
+        let addresses = self.addresses(record, |body, bytes| {
+            let shift = (LANES * bytes).trailing_zeros();
+            body.op(Class::B64, "shl.b64", &[q.as_str(), &shift.to_string()])
+        });
         self.elements(LANES, &addresses, &record.uniform);
         self.ins(format_args!("add.u64 {q}, {q}, {ntid}"));
         let more = self.reg(Class::Pred);
@@ -661,9 +694,10 @@ impl<'a> Body<'a> {
         self.ins(format_args!("setp.ge.u64 {skip}, {i}, {len}"));
         self.ins(format_args!("@{skip} bra {end}"));
         self.label(TAIL);
-        let offset = self.reg(Class::B64);
-        self.ins(format_args!("shl.b64 {offset}, {i}, 2"));
-        let addresses = self.addresses(record, &offset);
+        let addresses = self.addresses(record, |body, bytes| {
+            let shift = bytes.trailing_zeros().to_string();
+            body.op(Class::B64, "shl.b64", &[i.as_str(), &shift])
+        });
         self.elements(1, &addresses, &record.uniform);
         self.ins(format_args!("add.u64 {i}, {i}, {ntid}"));
         let more = self.reg(Class::Pred);
@@ -924,9 +958,11 @@ impl<'a> Body<'a> {
         self.ins(format_args!("setp.ge.u64 {skip}, {c}, {width}"));
         self.ins(format_args!("@{skip} bra {ROW_DONE}"));
         self.label(COLUMN);
-        let column = self.op(Class::B64, "shl.b64", &[&c, "2"]);
-        let offset = self.op(Class::B64, "add.u64", &[&row_offset, &column]);
-        let addresses = self.addresses(record, &offset);
+        let addresses = self.addresses(record, |body, bytes| {
+            let shift = bytes.trailing_zeros().to_string();
+            let column = body.op(Class::B64, "shl.b64", &[c.as_str(), &shift]);
+            body.op(Class::B64, "add.u64", &[&row_offset, &column])
+        });
         if !column_slots.is_empty() {
             self.comment("this column's partials: 8 * c bytes into each column slot");
             let at_column = self.op(Class::B64, "shl.b64", &[&c, "3"]);
@@ -1011,19 +1047,34 @@ impl<'a> Body<'a> {
         values
     }
 
-    /// `base + offset` for every buffer the kernel touches.
-    fn addresses(&mut self, record: &Record, offset: &str) -> Vec<Option<Reg>> {
-        record
-            .bases
-            .iter()
-            .map(|base| {
-                base.as_ref().map(|base| {
-                    let address = self.reg(Class::B64);
-                    self.ins(format_args!("add.u64 {address}, {base}, {offset}"));
-                    address
-                })
-            })
-            .collect()
+    /// `base + offset(bytes)` for every buffer the kernel touches, where `bytes` is the size
+    /// of one of its elements; `offset` is asked once per size, when first needed.
+    fn addresses(
+        &mut self,
+        record: &Record,
+        mut offset: impl FnMut(&mut Self, usize) -> Reg,
+    ) -> Vec<Option<Reg>> {
+        let mut offsets: Vec<(usize, Reg)> = Vec::new();
+        let mut addresses = Vec::with_capacity(record.bases.len());
+        for (i, base) in record.bases.iter().enumerate() {
+            let Some(base) = base else {
+                addresses.push(None);
+                continue;
+            };
+            let bytes = self.storage[i].size_bytes();
+            let by = match offsets.iter().find(|(size, _)| *size == bytes) {
+                Some((_, reg)) => reg.clone(),
+                None => {
+                    let reg = offset(self, bytes);
+                    offsets.push((bytes, reg.clone()));
+                    reg
+                }
+            };
+            let address = self.reg(Class::B64);
+            self.ins(format_args!("add.u64 {address}, {base}, {by}"));
+            addresses.push(Some(address));
+        }
+        addresses
     }
 
     /// The kernel's instructions for `lanes` consecutive elements at `addresses` (1, or 4 with
@@ -1046,7 +1097,7 @@ impl<'a> Body<'a> {
                 Inst::Load { buffer } => self.load(lanes, buffer, address(addresses, buffer)),
                 Inst::Store { buffer, value } => {
                     let stored: Vec<&str> = values[value.index()].iter().map(|s| &**s).collect();
-                    self.store(&stored, address(addresses, buffer));
+                    self.store(&stored, buffer, address(addresses, buffer));
                     Vec::new()
                 }
                 Inst::Reduce { op, slot, value } => {
@@ -1123,28 +1174,58 @@ impl<'a> Body<'a> {
         d
     }
 
-    /// Loads `lanes` elements of `buffer` at `address`.
+    /// Loads `lanes` elements of `buffer` at `address`, as f32 (f16 and bf16 widen exactly).
     fn load(&mut self, lanes: usize, buffer: usize, address: &str) -> Vec<Reg> {
         let nc = if self.read_only[buffer] { ".nc" } else { "" };
-        let regs: Vec<Reg> = (0..lanes).map(|_| self.reg(Class::F32)).collect();
+        let dtype = self.storage[buffer];
+        let (class, ty) = match dtype {
+            DType::F16 | DType::BF16 => (Class::B16, "b16"),
+            _ => (Class::F32, "f32"),
+        };
+        let regs: Vec<Reg> = (0..lanes).map(|_| self.reg(class)).collect();
         if lanes == 1 {
-            self.ins(format_args!("ld.global{nc}.f32 {}, [{address}]", regs[0]));
+            self.ins(format_args!("ld.global{nc}.{ty} {}, [{address}]", regs[0]));
         } else {
             let list = regs.join(", ");
             self.ins(format_args!(
-                "ld.global{nc}.v{lanes}.f32 {{{list}}}, [{address}]"
+                "ld.global{nc}.v{lanes}.{ty} {{{list}}}, [{address}]"
             ));
         }
-        regs
+        match dtype {
+            DType::F16 => (regs.iter())
+                .map(|h| self.op(Class::F32, "cvt.f32.f16", &[h]))
+                .collect(),
+            // A bf16 is the high half of the f32 with the same value.
+            DType::BF16 => {
+                let zero = self.reg(Class::B16);
+                self.ins(format_args!("mov.b16 {zero}, 0"));
+                (regs.iter())
+                    .map(|h| {
+                        let bits = self.op(Class::B32, "mov.b32", &[&format!("{{{zero}, {h}}}")]);
+                        self.op(Class::F32, "mov.b32", &[&bits])
+                    })
+                    .collect()
+            }
+            _ => regs,
+        }
     }
 
-    /// Stores `lanes` (1 or 4 registers) at `address`.
-    fn store(&mut self, lanes: &[&str], address: &str) {
-        if let [value] = lanes {
-            self.ins(format_args!("st.global.f32 [{address}], {value}"));
+    /// Stores `lanes` (1 or 4 f32 registers) to `buffer` at `address`, rounded to nearest even
+    /// for f16 and bf16.
+    fn store(&mut self, lanes: &[&str], buffer: usize, address: &str) {
+        let (ty, values): (&str, Vec<Reg>) = match self.storage[buffer] {
+            dtype @ (DType::F16 | DType::BF16) => {
+                let cvt = format!("cvt.rn.{}.f32", dtype.name());
+                let narrow = lanes.iter().map(|x| self.op(Class::B16, &cvt, &[x]));
+                ("b16", narrow.collect())
+            }
+            _ => ("f32", lanes.iter().map(|x| x.to_string()).collect()),
+        };
+        if let [value] = values.as_slice() {
+            self.ins(format_args!("st.global.{ty} [{address}], {value}"));
         } else {
-            let (n, list) = (lanes.len(), lanes.join(", "));
-            self.ins(format_args!("st.global.v{n}.f32 [{address}], {{{list}}}"));
+            let (n, list) = (values.len(), values.join(", "));
+            self.ins(format_args!("st.global.v{n}.{ty} [{address}], {{{list}}}"));
         }
     }
 
@@ -1552,9 +1633,9 @@ mod tests {
     #[test]
     fn other_dtypes_and_malformed_kernels_are_refused() {
         let mut kernel = small();
-        kernel.elem_dtype = DType::BF16;
-        let err = emit_ptx(&kernel, &PtxOptions::default()).expect_err("bf16");
-        assert!(err.to_string().contains("bf16 elements"), "{err}");
+        kernel.elem_dtype = DType::F64;
+        let err = emit_ptx(&kernel, &PtxOptions::default()).expect_err("f64");
+        assert!(err.to_string().contains("f64 elements"), "{err}");
         assert_eq!(err.target, "ptx");
 
         let mut kernel = small();
@@ -1835,5 +1916,42 @@ mod tests {
             !text.contains("$L_vector"),
             "no vector path in a column walk"
         );
+    }
+
+    #[test]
+    fn half_precision_is_stored_in_16_bits_and_computed_in_f32() {
+        for (dtype, widen, narrow) in [
+            (DType::F16, "cvt.f32.f16 %f", "cvt.rn.f16.f32 %h"),
+            (DType::BF16, "mov.b32 %f", "cvt.rn.bf16.f32 %h"),
+        ] {
+            let mut kernel = small();
+            kernel.elem_dtype = dtype;
+            let text = emit(&kernel);
+            assert_registers_declared_exactly(&text);
+            let lines = instructions(&text);
+            let count = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
+            // param and grad: one vector and one scalar load each, 4 + 1 lanes widened.
+            assert_eq!(count("ld.global.v4.b16 "), 1, "{dtype}\n{text}");
+            assert_eq!(count("ld.global.nc.v4.b16 "), 1, "{dtype}\n{text}");
+            assert_eq!(count("ld.global.b16 ") + count("ld.global.nc.b16 "), 2);
+            assert_eq!(count(widen), 2 * 5, "{dtype}\n{text}");
+            assert_eq!(count(narrow), 5, "{dtype}\n{text}");
+            assert_eq!(count("st.global.v4.b16 "), 1, "{dtype}\n{text}");
+            assert_eq!(count("st.global.b16 "), 1, "{dtype}\n{text}");
+            assert!(!text.contains(".f32 {"), "no f32 vector access\n{text}");
+            // 4 elements of 2 bytes: the vector path needs 8-byte alignment, 8 bytes a group.
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("and.b64 ") && l.ends_with(", 7;"))
+            );
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("shl.b64 ") && l.ends_with(", 3;"))
+            );
+            // The arithmetic stays f32.
+            assert_eq!(count("mul.rn.f32 "), 5, "{dtype}\n{text}");
+        }
     }
 }

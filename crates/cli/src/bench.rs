@@ -59,6 +59,7 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
         groups: Vec::new(),
         hypers: configured.hypers.clone(),
         threads: args.threads,
+        ..Setup::default()
     };
     let mut opt = Optimizer::new(&configured.definition, setup).map_err(|e| e.to_string())?;
     let mut times = Vec::with_capacity(args.steps);

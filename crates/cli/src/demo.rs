@@ -99,6 +99,7 @@ fn train(
         groups,
         hypers,
         threads: 1,
+        ..Setup::default()
     };
     let mut opt = Optimizer::new(definition, setup).map_err(|e| e.to_string())?;
     let stats = opt.stats();

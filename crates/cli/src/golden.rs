@@ -375,6 +375,7 @@ fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
         groups,
         hypers: rule.hypers.clone(),
         threads: 1,
+        ..Setup::default()
     };
     Ok(Ok(Prepared {
         setup,

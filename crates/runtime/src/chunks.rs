@@ -27,6 +27,8 @@ pub(crate) struct ChunkTable<'a> {
     pub(crate) n_buffers: usize,
     /// Elements per chunk (the last chunk of a tensor may be shorter).
     pub(crate) chunk_elems: usize,
+    /// Bytes of one stored element of the tensors' buffers (column values are always f32).
+    pub(crate) elem_bytes: usize,
     /// Partials the column-walk records pushed so far write (see `ChunkTable::push_columns`).
     pub(crate) partials: usize,
 }
@@ -42,7 +44,7 @@ impl ChunkTable<'_> {
             self.words.push(n as u64);
             self.words.push(row);
             // start < len: the address stays inside every buffer of this tensor.
-            let offset = (start * size_of::<f32>()) as u64;
+            let offset = (start * self.elem_bytes) as u64;
             self.words.extend(base.iter().map(|&p| p + offset));
             self.lens.push(n);
             self.owners.push(tensor);
@@ -70,7 +72,7 @@ impl ChunkTable<'_> {
                 let n = self.chunk_elems.min(cols - start);
                 self.words.push(n as u64);
                 self.words.push(row(r));
-                let element = ((r * cols + start) * size_of::<f32>()) as u64;
+                let element = ((r * cols + start) * self.elem_bytes) as u64;
                 let column = ((matrix * cols + start) * size_of::<f32>()) as u64;
                 self.words
                     .extend(base.iter().zip(per_col).map(|(&p, &c)| match c {
@@ -98,13 +100,13 @@ impl ChunkTable<'_> {
         base: &[u64],
         partials: impl Fn(usize, usize) -> usize,
     ) {
-        let stride = (view.cols * size_of::<f32>()) as u64;
+        let stride = (view.cols * self.elem_bytes) as u64;
         let tile = ChunkAbi::tile_rows(view.cols);
         for m in 0..view.matrices {
             for r0 in (0..view.rows).step_by(tile) {
                 let rows = tile.min(view.rows - r0);
                 let first = (m * view.rows + r0) * view.cols;
-                let offset = (first * size_of::<f32>()) as u64;
+                let offset = (first * self.elem_bytes) as u64;
                 self.words.push(rows as u64);
                 self.words.push(row);
                 self.words.extend(base.iter().map(|&p| p + offset));

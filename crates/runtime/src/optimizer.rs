@@ -9,6 +9,7 @@ use crate::kind_step::{KindStep, check_global_levels, step_in_lockstep};
 use crate::part::{Part, kinds};
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
 use crate::target::Target;
+use optjit_ir::DType;
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -33,6 +34,9 @@ pub struct Setup {
     pub hypers: BTreeMap<String, f64>,
     /// Worker threads per step (0: one per available core).
     pub threads: usize,
+    /// How the tensors and their per-element states are stored: f32 (the default), or f16 or
+    /// bf16 on CUDA (computed in f32, rounded to nearest even on store).
+    pub dtype: DType,
 }
 
 /// Counters of an optimizer's compiled step.
@@ -142,6 +146,13 @@ impl Optimizer {
         };
         if options.target != Target::Cpu {
             return Err(wrong_target());
+        }
+        if setup.dtype != DType::F32 {
+            return Err(OptimizerError::NotOnTarget {
+                rule: binding.rule().to_string(),
+                what: format!("{} tensors (Setup::dtype)", setup.dtype),
+                target: "cpu",
+            });
         }
         let mut parts = Vec::new();
         let mut part_stats = Vec::new();

@@ -72,6 +72,7 @@ pub(crate) fn part_setup(setup: &Setup, tensors: &[usize]) -> Setup {
         groups,
         hypers: setup.hypers.clone(),
         threads: setup.threads,
+        dtype: setup.dtype,
     }
 }
 
@@ -178,6 +179,7 @@ impl Part {
             entities: &mut scratch.entities,
             n_buffers: kind.buffer_sources[phase].len(),
             chunk_elems: CHUNK_ELEMS,
+            elem_bytes: size_of::<f32>(),
             partials: 0,
         };
         let (rows, cols) = (&kind.stage.rows, &kind.stage.cols);

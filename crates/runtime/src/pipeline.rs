@@ -11,6 +11,7 @@ use crate::jit::{CpuCodegen, CpuModule};
 use crate::scalar_program::ScalarProgram;
 use crate::stage::{Dump, Stage};
 use crate::target::Target;
+use optjit_ir::DType;
 use optjit_ir::{FusionPlan, Graph};
 use optjit_kernels_gen::{Kernel, LowerOptions, PtxOptions};
 use optjit_rewrite::{SimplifyOptions, SimplifyReport};
@@ -35,6 +36,9 @@ pub struct CompileOptions {
     pub fma: Option<bool>,
     /// The machine the step is compiled for.
     pub target: Target,
+    /// How the kernels store tensors and per-element states: f32, or f16/bf16 (CUDA only;
+    /// arithmetic stays f32). An optimizer sets it from its [`Setup::dtype`](crate::Setup).
+    pub storage: DType,
     /// The memory and disk caches [`compile_cached`] uses.
     pub cache: CacheOptions,
 }
@@ -49,6 +53,7 @@ impl Default for CompileOptions {
             print_times: std::env::var("OPTJIT_TIME").is_ok_and(|v| v == "1"),
             fma: None,
             target: Target::Cpu,
+            storage: DType::F32,
             cache: CacheOptions::from_env(),
         }
     }
@@ -167,7 +172,12 @@ pub fn compile_cached(
     // the whole pipeline, `verify` included.
     let graph = &definition.graph;
     let key = CacheKey {
-        settings: settings(options.target, &options.simplify, fma_in_force(options)),
+        settings: settings(
+            options.target,
+            options.storage,
+            &options.simplify,
+            fma_in_force(options),
+        ),
         graph: graph.canonical_words(),
     };
     if cache.memory
@@ -307,6 +317,7 @@ fn run(
     // The same answer the cache key was made with.
     let lower_options = LowerOptions {
         fma: fma_in_force(options),
+        storage: options.storage,
     };
     let kernels = (0..plan.phases.len())
         .map(|phase| optjit_kernels_gen::lower(&plan, phase, &lower_options))

@@ -5,6 +5,7 @@
 
 use super::disk::stable_hash;
 use crate::target::Target;
+use optjit_ir::DType;
 use optjit_rewrite::SimplifyOptions;
 use std::sync::OnceLock;
 
@@ -34,13 +35,18 @@ pub(crate) struct CacheKey {
 }
 
 /// Everything besides the graph that changes the generated code, as text: the cache version,
-/// the target and arch, the rule selection and limits, and the FMA contraction in force (the
-/// host's answer already resolved).
-pub(crate) fn settings(target: Target, simplify: &SimplifyOptions, fma: bool) -> String {
+/// the target and arch, how tensors are stored, the rule selection and limits, and the FMA
+/// contraction in force (the host's answer already resolved).
+pub(crate) fn settings(
+    target: Target,
+    storage: DType,
+    simplify: &SimplifyOptions,
+    fma: bool,
+) -> String {
     // Every field is named, so no two different settings print alike; the time limit is a
     // safety net that never changes a finished run's output, so it is left out.
     format!(
-        "version={} target={target} exact_only={} iter_limit={} node_limit={} fma={fma}\n",
+        "version={} target={target} storage={storage} exact_only={} iter_limit={} node_limit={} fma={fma}\n",
         cache_version(),
         simplify.exact_only,
         simplify.iter_limit,
@@ -74,7 +80,7 @@ mod tests {
         let options = SimplifyOptions::default();
         let key = |dtype, target, simplify: &SimplifyOptions, fma| {
             let text = graph(dtype);
-            let s = settings(target, simplify, fma);
+            let s = settings(target, DType::F32, simplify, fma);
             (disk_key(&s, &text), s)
         };
         let base = key(DType::F32, Target::Cpu, &options, true);
@@ -91,6 +97,8 @@ mod tests {
         for other in &others {
             assert_ne!(base.0, other.0);
         }
+        let bf16 = settings(Target::cuda(), DType::BF16, &options, true);
+        assert_ne!(bf16, key(DType::F32, Target::cuda(), &options, true).1);
         // The time limit never changes a finished run's output: same key.
         let slow = SimplifyOptions {
             time_limit: std::time::Duration::from_secs(60),

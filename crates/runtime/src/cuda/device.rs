@@ -27,9 +27,9 @@ pub enum CudaError {
         /// The driver's error.
         source: DriverError,
     },
-    /// A raw device address handed to a step is not 4-byte aligned.
+    /// A raw device address handed to a step is not aligned to its elements.
     #[error(
-        "{what} tensor {tensor} is at device address {address:#x}, which is not 4-byte aligned"
+        "{what} tensor {tensor} is at device address {address:#x}, which is not {bytes}-byte aligned"
     )]
     Misaligned {
         /// `param` or `grad`.
@@ -38,6 +38,18 @@ pub enum CudaError {
         tensor: usize,
         /// The address given.
         address: u64,
+        /// The size of one element.
+        bytes: usize,
+    },
+    /// Tensors handed to a step are not of the dtype the optimizer was set up for.
+    #[error(
+        "the step was given {got} tensors, but the optimizer was set up for {expected} (Setup::dtype)"
+    )]
+    WrongDType {
+        /// The setup's dtype.
+        expected: optjit_ir::DType,
+        /// The tensors' dtype.
+        got: optjit_ir::DType,
     },
     /// A tensor handed to a step lives on another CUDA context.
     #[error(

@@ -2,8 +2,10 @@
 //! here needs CUDA to build), and an optimizer whose step is one PTX launch per phase.
 
 mod device;
+mod elem;
 mod optimizer;
 mod part;
 
 pub use device::{CudaDevice, CudaError};
+pub use elem::DeviceFloat;
 pub use optimizer::{CUDA_CHUNK_ELEMS, CudaOptimizer};

@@ -3,6 +3,7 @@
 //! a step that depends on the rank: see `part.rs`).
 
 use super::device::{CudaDevice, CudaError};
+use super::elem::{DeviceFloat, decode, encode};
 use super::part::CudaPart;
 use crate::binding::Binding;
 use crate::error::OptimizerError;
@@ -12,6 +13,7 @@ use crate::part::kinds;
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
 use crate::target::Target;
 use cudarc::driver::CudaSlice;
+use optjit_ir::DType;
 use optjit_trace::Definition;
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,6 +55,8 @@ pub struct CudaOptimizer {
     placement: Vec<(usize, usize)>,
     /// Elements per chunk record.
     chunk_elems: usize,
+    /// How the tensors and per-element states are stored.
+    dtype: DType,
     stats: Stats,
 }
 
@@ -71,7 +75,8 @@ impl CudaOptimizer {
         Self::with_options(definition, setup, device, &options)
     }
 
-    /// As [`CudaOptimizer::new`], with explicit compile options (their target must be CUDA).
+    /// As [`CudaOptimizer::new`], with explicit compile options (their target must be CUDA;
+    /// their storage is the setup's dtype).
     pub fn with_options(
         definition: &Definition,
         setup: Setup,
@@ -89,9 +94,13 @@ impl CudaOptimizer {
         }
         let mut parts = Vec::new();
         let mut part_stats = Vec::new();
+        let options = CompileOptions {
+            storage: setup.dtype,
+            ..options.clone()
+        };
         for (kind, tensors) in kinds(definition, &setup.shapes) {
             let started = Instant::now();
-            let (compiled, used) = compile_cached(&kind, options)?;
+            let (compiled, used) = compile_cached(&kind, &options)?;
             let elapsed = started.elapsed();
             if compiled.ptx().is_none() {
                 return Err(wrong_target());
@@ -119,6 +128,7 @@ impl CudaOptimizer {
             parts,
             placement,
             chunk_elems: chunk_elems(),
+            dtype: setup.dtype,
             stats: Stats::combined(&part_stats),
         })
     }
@@ -213,11 +223,15 @@ impl CudaOptimizer {
     /// (so that freeing them is ordered after the step). A step refused for its input (counts,
     /// lengths, foreign buffers) modifies nothing; after a driver error the step may have run
     /// in part, and the device should be considered lost, as CUDA's own errors usually are.
-    pub fn step(
+    pub fn step<T: DeviceFloat>(
         &mut self,
-        params: &mut [CudaSlice<f32>],
-        grads: &[CudaSlice<f32>],
+        params: &mut [CudaSlice<T>],
+        grads: &[CudaSlice<T>],
     ) -> Result<(), OptimizerError> {
+        if T::DTYPE != self.dtype {
+            let (expected, got) = (self.dtype, T::DTYPE);
+            return Err(CudaError::WrongDType { expected, got }.into());
+        }
         let param_lens: Vec<usize> = params.iter().map(CudaSlice::len).collect();
         let grad_lens: Vec<usize> = grads.iter().map(CudaSlice::len).collect();
         self.binding.check_lengths(&param_lens, &grad_lens)?;
@@ -241,12 +255,13 @@ impl CudaOptimizer {
     }
 
     /// Enqueues one step over tensors given as raw device addresses (for buffers that another
-    /// library allocated, e.g. PyTorch's). Each address needs only 4-byte alignment; records
-    /// whose buffers are all 16-byte aligned use 128-bit loads and stores.
+    /// library allocated, e.g. PyTorch's). Each address needs only the alignment of one element
+    /// of the setup's dtype; records whose buffers are all aligned to 4 elements use vector
+    /// loads and stores.
     ///
     /// # Safety
     /// `params[i]` and `grads[i]` must be addresses on this device's context of live buffers of
-    /// at least tensor i's element count of f32; no parameter may overlap another parameter, any
+    /// at least tensor i's element count of the setup's dtype; no parameter may overlap another parameter, any
     /// gradient or any state (gradients are read through the non-coherent cache, so a gradient
     /// must not alias a buffer the step writes); and all must stay valid, with no other stream
     /// writing them, until this device's stream has run the step.
@@ -258,13 +273,15 @@ impl CudaOptimizer {
         };
         self.binding
             .check_lengths(&claimed(params.len()), &claimed(grads.len()))?;
+        let bytes = self.dtype.size_bytes();
         for (what, addresses) in [("param", params), ("grad", grads)] {
-            if let Some(tensor) = addresses.iter().position(|&a| a % 4 != 0) {
+            if let Some(tensor) = addresses.iter().position(|&a| a % bytes as u64 != 0) {
                 let address = addresses[tensor];
                 return Err(CudaError::Misaligned {
                     what,
                     tensor,
                     address,
+                    bytes,
                 }
                 .into());
             }
@@ -273,8 +290,9 @@ impl CudaOptimizer {
     }
 
     /// Copies host tensors to the device, takes one step there, and copies the parameters
-    /// back (waits for the stream). Convenient for tests and small problems; a training loop
-    /// keeps its tensors on the device and calls [`CudaOptimizer::step`].
+    /// back (waits for the stream), stored on the device as the setup's dtype (so f16 and bf16
+    /// round the host values to nearest even). Convenient for tests and small problems; a
+    /// training loop keeps its tensors on the device and calls [`CudaOptimizer::step`].
     pub fn step_host<P: AsMut<[f32]>, G: AsRef<[f32]>>(
         &mut self,
         params: &mut [P],
@@ -285,10 +303,11 @@ impl CudaOptimizer {
         let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
         let grad_lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
         self.binding.check_lengths(&param_lens, &grad_lens)?;
-        let upload = |host: &[f32]| -> Result<Option<CudaSlice<f32>>, CudaError> {
+        let dtype = self.dtype;
+        let upload = |host: &[f32]| -> Result<Option<CudaSlice<u8>>, CudaError> {
             match host.len() {
                 0 => Ok(None),
-                _ => self.device.upload(host).map(Some),
+                _ => self.device.upload(&encode(dtype, host)).map(Some),
             }
         };
         let device_params = params
@@ -299,13 +318,13 @@ impl CudaOptimizer {
             .iter()
             .map(|g| upload(g))
             .collect::<Result<Vec<_>, _>>()?;
-        let address = |b: &Option<CudaSlice<f32>>| b.as_ref().map_or(0, |b| self.device.address(b));
+        let address = |b: &Option<CudaSlice<u8>>| b.as_ref().map_or(0, |b| self.device.address(b));
         let param_addresses: Vec<u64> = device_params.iter().map(address).collect();
         let grad_addresses: Vec<u64> = device_grads.iter().map(address).collect();
         self.step_addresses(&param_addresses, &grad_addresses)?;
         for (host, device) in params.iter_mut().zip(&device_params) {
             if let Some(device) = device {
-                host.copy_from_slice(&self.device.download(device)?);
+                host.copy_from_slice(&decode(dtype, &self.device.download(device)?));
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! device chunk table.
 
 use super::device::{CudaDevice, Doing};
+use super::elem::{decode, encode};
 use crate::binding::{Source, row_width};
 use crate::chunks::ChunkTable;
 use crate::error::OptimizerError;
@@ -12,7 +13,7 @@ use crate::pipeline::Compiled;
 use crate::reduce::Records;
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
-use optjit_ir::{Class, Walk};
+use optjit_ir::{Class, DType, Walk};
 use optjit_kernels_gen::{PTX_BLOCK_THREADS, ptx_entry_name};
 use optjit_trace::Definition;
 use std::sync::Arc;
@@ -45,9 +46,11 @@ struct Phase {
 pub(super) struct CudaPart {
     pub(super) kind: KindStep,
     phases: Vec<Phase>,
-    /// `states[tensor][state]`: per-element buffers (`None` for other states and tensors
-    /// without elements), then the plan's scratch buffers.
-    states: Vec<Vec<Option<CudaSlice<f32>>>>,
+    /// How tensors and per-element states are stored (the compiled graph's element dtype).
+    dtype: DType,
+    /// `states[tensor][state]`: per-element buffers, stored as `dtype` (`None` for other states
+    /// and tensors without elements), then the plan's scratch buffers.
+    states: Vec<Vec<Option<CudaSlice<u8>>>>,
     /// Every row of kernel scalars (see `Binding::row_of`).
     rows: CudaSlice<f32>,
     /// Every tensor's column values, one buffer after another (`col_offsets[t][c]` floats in),
@@ -111,22 +114,28 @@ impl CudaPart {
 
         let binding = &kind.binding;
         let graph = &definition.graph;
+        let dtype = compiled
+            .kernels
+            .first()
+            .map_or(DType::F32, |k| k.elem_dtype);
+        let buffer = |len: usize, init: f64| match len {
+            0 => Ok(None),
+            _ => device
+                .upload(&encode(dtype, &vec![init as f32; len]))
+                .map(Some),
+        };
         let mut states = Vec::with_capacity(binding.lens.len());
         for &len in &binding.lens {
             let mut tensor_states = Vec::with_capacity(graph.states.len());
             for state in &graph.states {
-                let buffer = match state.class {
-                    Class::Elem if len > 0 => Some(device.upload(&vec![state.init as f32; len])?),
+                tensor_states.push(match state.class {
+                    Class::Elem => buffer(len, state.init)?,
                     _ => None,
-                };
-                tensor_states.push(buffer);
+                });
             }
             // The plan's scratch buffers follow the states (see `Source::State`).
             for _ in 0..compiled.plan.temps {
-                tensor_states.push(match len {
-                    0 => None,
-                    _ => Some(device.upload(&vec![0f32; len])?),
-                });
+                tensor_states.push(buffer(len, 0.0)?);
             }
             states.push(tensor_states);
         }
@@ -151,6 +160,7 @@ impl CudaPart {
         Ok(CudaPart {
             kind,
             phases,
+            dtype,
             states,
             rows,
             cols,
@@ -178,7 +188,7 @@ impl CudaPart {
         };
         match &self.states[tensor][index] {
             None => Ok(Some(Vec::new())),
-            Some(buffer) => Ok(Some(device.download(buffer)?)),
+            Some(buffer) => Ok(Some(decode(self.dtype, &device.download(buffer)?))),
         }
     }
 
@@ -214,6 +224,7 @@ impl CudaPart {
                 entities: &mut phase.entities,
                 n_buffers: self.kind.buffer_sources[k].len(),
                 chunk_elems,
+                elem_bytes: self.dtype.size_bytes(),
                 partials: 0,
             };
             let address = |t: usize, source: Source| match source {
