@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, in one command on a machine with an NVIDIA GPU and PyTorch (see docs/perf.md):
 # the GPU execution tests, `optjit golden --target cuda`, and `optjit bench --target cuda` on the
-# three workloads next to PyTorch's AdamW (for-loop, foreach, fused) and the copy bandwidth.
+# three workloads next to PyTorch's AdamW (for-loop, foreach, fused) and the copy bandwidth, then
+# bf16 AdamW, Adafactor and clipped AdamW.
 #
 #   benches/gpu.sh BIN_DIR [TORCH_ANCHOR]
 #
@@ -28,6 +29,12 @@ echo "== optjit golden --target cuda (cases the CPU passes; the others say unsup
 echo "== optjit bench --target cuda"
 for w in big-1x16M gpt2s-148 small-1000x4K; do
     "$bin/optjit" bench --optimizer AdamW --target cuda --workload "$w" --steps 100 || failed=1
+done
+echo "== bf16 AdamW, Adafactor, clipped AdamW (never measured before)"
+for w in big-1x16M gpt2s-148; do
+    "$bin/optjit" bench --optimizer AdamW --target cuda --workload "$w" --steps 100 --dtype bf16 || failed=1
+    "$bin/optjit" bench --optimizer Adafactor --target cuda --workload "$w" --steps 50 || failed=1
+    "$bin/optjit" bench --optimizer AdamW --target cuda --workload "$w" --steps 50 --clip-grad-norm 1.0 || failed=1
 done
 if [ -n "$anchor" ]; then
     echo "== PyTorch AdamW (CUDA events)"

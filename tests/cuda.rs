@@ -5,6 +5,7 @@
 mod common;
 
 use optjit::cudarc::driver::{CudaSlice, DevicePtr};
+use optjit::ir::DType;
 use optjit::{CompileOptions, CudaDevice, CudaOptimizer, Optimizer, OptimizerError, Setup};
 use optjit_cli::golden::run_file;
 use optjit_cli::stepper::Backend;
@@ -256,6 +257,116 @@ fn adafactor_matches_the_cpu_on_the_gpu() {
             let got = gpu.state(t, name).expect("read").expect("state");
             let err = max_rel(&[got], &[want.to_vec()]);
             assert!(err < 1e-4, "state {name} of tensor {t}: {err:e}");
+        }
+    }
+}
+
+/// `x` stored as `dtype` (rounded to nearest even) and read back.
+fn stored(dtype: DType, x: f32) -> f32 {
+    match dtype {
+        DType::BF16 => optjit::half::bf16::from_f32(x).to_f32(),
+        DType::F16 => optjit::half::f16::from_f32(x).to_f32(),
+        _ => x,
+    }
+}
+
+/// Half-precision storage: a step loads exact bf16/f16 values, computes in f32 and rounds once
+/// on store, so a first step (zero states) equals the CPU's f32 step on the same inputs,
+/// rounded, bit for bit, in the parameters and the states. Typed device slices give the same
+/// result as host tensors, and slices of another type are refused before anything runs.
+#[test]
+fn half_precision_steps_round_the_f32_step_once() {
+    let Some(device) = device() else { return };
+    let cases = [
+        ("adamw", optjit::optim::AdamW::new().build().expect("AdamW")),
+        (
+            "sgd",
+            optjit::optim::Sgd::new().lr(0.1).build().expect("SGD"),
+        ),
+    ];
+    for dtype in [DType::BF16, DType::F16] {
+        let round = |t: &[Vec<f32>]| -> Vec<Vec<f32>> {
+            (t.iter())
+                .map(|v| v.iter().map(|&x| stored(dtype, x)).collect())
+                .collect()
+        };
+        for (case, configured) in &cases {
+            let setup = Setup {
+                shapes: SIZES.iter().map(|&n| vec![n]).collect(),
+                hypers: configured.hypers.clone(),
+                ..Setup::default()
+            };
+            let same_kernels = CompileOptions {
+                fma: Some(true),
+                ..CompileOptions::default()
+            };
+            let (params, grads) = (round(&data(1)), round(&data(2)));
+            let mut cpu =
+                Optimizer::with_options(&configured.definition, setup.clone(), &same_kernels)
+                    .expect(case);
+            let mut want = params.clone();
+            cpu.step(&mut want, &grads).expect("cpu step");
+            let half = Setup { dtype, ..setup };
+            let mut gpu = CudaOptimizer::new(&configured.definition, half.clone(), device.clone())
+                .expect(case);
+            let mut got = params.clone();
+            gpu.step_host(&mut got, &grads).expect("gpu step");
+            assert!(bit_identical(&got, &round(&want)), "{case} {dtype}");
+            for state in &configured.definition.graph.states {
+                for t in 0..SIZES.len() {
+                    let Some(cpu_state) = cpu.state(t, &state.name) else {
+                        continue;
+                    };
+                    let gpu_state = gpu.state(t, &state.name).expect("read").expect("state");
+                    let want = round(&[cpu_state.to_vec()]);
+                    assert!(
+                        bit_identical(&[gpu_state], &want),
+                        "{case} {dtype} {}",
+                        state.name
+                    );
+                }
+            }
+
+            // f32 slices for a half-precision optimizer are refused before anything runs.
+            let mut p32: Vec<CudaSlice<f32>> = Vec::new();
+            let refused = gpu.step(&mut p32, &[]);
+            assert!(
+                matches!(&refused, Err(OptimizerError::Cuda(e)) if e.to_string().contains("set up for")),
+                "{refused:?}"
+            );
+            assert_eq!(gpu.steps(), 1);
+            if dtype != DType::BF16 {
+                continue;
+            }
+            // The same step on bf16 device slices (the non-empty tensors).
+            let nonempty: Vec<usize> = (0..SIZES.len()).filter(|&t| SIZES[t] > 0).collect();
+            let setup = Setup {
+                shapes: nonempty.iter().map(|&t| vec![SIZES[t]]).collect(),
+                ..half
+            };
+            let mut typed =
+                CudaOptimizer::new(&configured.definition, setup, device.clone()).expect(case);
+            let upload = |t: &[Vec<f32>]| -> Vec<CudaSlice<optjit::half::bf16>> {
+                (nonempty.iter())
+                    .map(|&i| {
+                        let h: Vec<_> = (t[i].iter())
+                            .map(|&x| optjit::half::bf16::from_f32(x))
+                            .collect();
+                        device.upload(&h).expect("upload")
+                    })
+                    .collect()
+            };
+            let (mut p, g) = (upload(&params), upload(&grads));
+            typed.step(&mut p, &g).expect("typed step");
+            for (slice, &t) in p.iter().zip(&nonempty) {
+                let back: Vec<f32> = (device.download(slice).expect("download").iter())
+                    .map(|h| h.to_f32())
+                    .collect();
+                assert!(
+                    bit_identical(&[back], &[got[t].clone()]),
+                    "{case} tensor {t}"
+                );
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::stepper::Backend;
 use crate::{cuda_bench, workload};
+use optjit_ir::DType;
 use optjit_optim::Kwargs;
 use optjit_runtime::{Optimizer, Setup};
 use std::time::Instant;
@@ -14,6 +15,8 @@ pub struct BenchArgs {
     pub kwargs: Kwargs,
     /// `clip_grad_norm_` max_norm, fused into the step.
     pub clip_grad_norm: Option<f64>,
+    /// How params, grads and states are stored (f16 and bf16 on CUDA only).
+    pub dtype: DType,
     /// A PyTorch LR scheduler as JSON (`{"name": "StepLR", "kwargs": {...}}`), put in force.
     pub schedule: Option<String>,
     /// Workload name.
@@ -41,16 +44,17 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
     }
     let shapes = workload::shapes(&args.workload).expect("a known workload");
     if let Backend::Cuda(device) = &args.backend {
-        let reference =
-            configured.name == "AdamW" && args.kwargs.is_empty() && args.clip_grad_norm.is_none();
-        let times = cuda_bench::run(
-            device,
-            &configured.definition,
-            &configured.hypers,
-            &shapes,
-            args.steps,
-            reference,
-        )?;
+        let reference = configured.name == "AdamW"
+            && args.kwargs.is_empty()
+            && args.clip_grad_norm.is_none()
+            && args.dtype == DType::F32;
+        let setup = Setup {
+            shapes,
+            hypers: configured.hypers.clone(),
+            dtype: args.dtype,
+            ..Setup::default()
+        };
+        let times = cuda_bench::run(device, &configured.definition, setup, args.steps, reference)?;
         return Ok(cuda_line(args, &configured.name, &sizes, &times));
     }
     let (mut params, grads) = workload::data(&sizes);
@@ -59,7 +63,7 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
         groups: Vec::new(),
         hypers: configured.hypers.clone(),
         threads: args.threads,
-        ..Setup::default()
+        dtype: args.dtype,
     };
     let mut opt = Optimizer::new(&configured.definition, setup).map_err(|e| e.to_string())?;
     let mut times = Vec::with_capacity(args.steps);

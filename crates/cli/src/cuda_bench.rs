@@ -2,9 +2,11 @@
 //! copy bandwidth and the project's hand-fused CUDA C AdamW (compiled at run time with NVRTC).
 
 use crate::workload;
+use optjit_ir::DType;
 use optjit_runtime::cudarc::driver::{CudaSlice, DriverError, LaunchConfig, PushKernelArg};
 use optjit_runtime::cudarc::nvrtc;
-use optjit_runtime::{CudaDevice, CudaError, CudaOptimizer, Setup, Stats};
+use optjit_runtime::half;
+use optjit_runtime::{CudaDevice, CudaError, CudaOptimizer, DeviceFloat, Setup, Stats};
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,32 +50,39 @@ pub(crate) fn median(mut times: Vec<f64>) -> f64 {
     times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Times `steps` steps (after 3 warm-ups) of `definition` on tensors of `shapes` on `device`.
+/// Times `steps` steps (after 3 warm-ups) of `definition` set up as `setup` on `device`.
 pub fn run(
     device: &Arc<CudaDevice>,
     definition: &Definition,
-    hypers: &BTreeMap<String, f64>,
-    shapes: &[Vec<usize>],
+    setup: Setup,
     steps: usize,
     reference: bool,
 ) -> Result<CudaTimes, String> {
-    let sizes: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+    match setup.dtype {
+        DType::BF16 => time_steps::<half::bf16>(device, definition, setup, steps, reference),
+        DType::F16 => time_steps::<half::f16>(device, definition, setup, steps, reference),
+        _ => time_steps::<f32>(device, definition, setup, steps, reference),
+    }
+}
+
+/// [`run`] on tensors of `T`.
+fn time_steps<T: DeviceFloat>(
+    device: &Arc<CudaDevice>,
+    definition: &Definition,
+    setup: Setup,
+    steps: usize,
+    reference: bool,
+) -> Result<CudaTimes, String> {
+    let sizes: Vec<usize> = setup.shapes.iter().map(|s| s.iter().product()).collect();
+    let hypers = setup.hypers.clone();
     let (params, grads) = workload::data(&sizes);
-    let mut params: Vec<CudaSlice<f32>> = params
-        .iter()
-        .map(|p| device.upload(p))
+    let upload = |t: &[f32]| device.upload(&t.iter().map(|&x| T::from_f32(x)).collect::<Vec<_>>());
+    let mut params: Vec<CudaSlice<T>> = (params.iter().map(|p| upload(p)))
         .collect::<Result<_, _>>()
         .map_err(cuda)?;
-    let grads: Vec<CudaSlice<f32>> = grads
-        .iter()
-        .map(|g| device.upload(g))
+    let grads: Vec<CudaSlice<T>> = (grads.iter().map(|g| upload(g)))
         .collect::<Result<_, _>>()
         .map_err(cuda)?;
-    let setup = Setup {
-        shapes: shapes.to_vec(),
-        hypers: hypers.clone(),
-        ..Setup::default()
-    };
     let mut opt =
         CudaOptimizer::new(definition, setup, device.clone()).map_err(|e| e.to_string())?;
     let (mut times, mut host_times) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
@@ -95,7 +104,7 @@ pub fn run(
     drop(params);
     drop(grads);
     let elems: usize = sizes.iter().sum();
-    let reference_ms = match reference.then(|| reference_adamw(device, elems, hypers, steps)) {
+    let reference_ms = match reference.then(|| reference_adamw(device, elems, &hypers, steps)) {
         Some(Ok(ms)) => Some(ms),
         Some(Err(why)) => {
             eprintln!("optjit: bench: no hand-fused reference time: {why}");

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use optjit_cli::stepper::Backend;
 use optjit_cli::{bench, compile, demo, golden, list};
+use optjit_ir::DType;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,6 +69,9 @@ enum Command {
         /// A PyTorch LR scheduler in force, as JSON: '{"name": "StepLR", "kwargs": {"step_size": 3}}'.
         #[arg(long, value_name = "JSON")]
         schedule: Option<String>,
+        /// How params, grads and states are stored: f32, or bf16 / f16 (with --target cuda).
+        #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+        dtype: DType,
     },
     /// Compile a built-in or a .step file and print a stage's text (all stages by default).
     Compile {
@@ -127,6 +131,16 @@ fn compile_target(target: Target, arch: Option<&str>) -> Result<optjit_runtime::
     }
 }
 
+/// `f32`, `bf16` or `f16`.
+fn parse_dtype(text: &str) -> Result<DType, String> {
+    match text {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        _ => Err(format!("unknown dtype '{text}': expected f32, bf16 or f16")),
+    }
+}
+
 fn parse_kwargs(text: Option<&str>) -> Result<optjit_optim::Kwargs, String> {
     text.map_or(Ok(Default::default()), |t| {
         golden::kwargs_from_json(t).map_err(|e| e.0)
@@ -163,12 +177,14 @@ fn run(command: Command) -> Result<ExitCode, String> {
             kwargs,
             clip_grad_norm,
             schedule,
+            dtype,
         } => {
             let kwargs = parse_kwargs(kwargs.as_deref())?;
             let args = bench::BenchArgs {
                 optimizer,
                 kwargs,
                 clip_grad_norm,
+                dtype,
                 schedule,
                 workload,
                 steps,

@@ -50,7 +50,8 @@ pub struct Stats {
     pub disk_hits: usize,
     /// Kernel calls per step (one per phase, covering every tensor of every group).
     pub kernels_per_step: usize,
-    /// Bytes loaded and stored per element per step (static count from the fusion plan).
+    /// Bytes loaded and stored per element per step (static count from the fusion plan, for
+    /// tensors stored as the kernels store them).
     pub bytes_per_elem: usize,
     /// Wall time of obtaining the step (compile or cache lookup), in milliseconds.
     pub compile_ms: f64,
@@ -66,7 +67,7 @@ impl Stats {
             memory_hits: usize::from(used == CacheUse::MemoryHit),
             disk_hits: usize::from(used == CacheUse::DiskHit),
             kernels_per_step: compiled.plan.phases.len(),
-            bytes_per_elem: compiled.plan.bytes_per_elem(),
+            bytes_per_elem: compiled.bytes_per_elem(),
             compile_ms: elapsed.as_secs_f64() * 1e3,
             steps: 0,
         }

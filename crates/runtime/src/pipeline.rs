@@ -86,6 +86,24 @@ pub(crate) enum Code {
 }
 
 impl Compiled {
+    /// Bytes loaded and stored per element per step over all phases (the static count of the
+    /// fusion plan), each buffer counted at the size its kernel stores (2 bytes for f16 and
+    /// bf16 tensors and states, 4 for f32 and for column values).
+    pub fn bytes_per_elem(&self) -> usize {
+        let phases = self.plan.phases.iter().zip(&self.kernels);
+        phases
+            .map(|(phase, kernel)| {
+                let stored = |b: &optjit_ir::BufferUse| match b.buffer {
+                    optjit_ir::Buffer::ColValue(_) => 4,
+                    _ => kernel.elem_dtype.size_bytes(),
+                };
+                (phase.buffers.iter())
+                    .map(|b| (usize::from(b.read) + usize::from(b.write)) * stored(b))
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Total compile time.
     pub fn compile_time(&self) -> Duration {
         self.stage_times.iter().map(|(_, t)| *t).sum()

@@ -9,18 +9,33 @@ use optjit_ir::DType;
 pub trait DeviceFloat: DeviceRepr + Copy {
     /// The dtype of its buffers.
     const DTYPE: DType;
+
+    /// `x` in this type, rounded to nearest even.
+    fn from_f32(x: f32) -> Self;
 }
 
 impl DeviceFloat for f32 {
     const DTYPE: DType = DType::F32;
+
+    fn from_f32(x: f32) -> f32 {
+        x
+    }
 }
 
 impl DeviceFloat for f16 {
     const DTYPE: DType = DType::F16;
+
+    fn from_f32(x: f32) -> f16 {
+        f16::from_f32(x)
+    }
 }
 
 impl DeviceFloat for bf16 {
     const DTYPE: DType = DType::BF16;
+
+    fn from_f32(x: f32) -> bf16 {
+        bf16::from_f32(x)
+    }
 }
 
 /// `values` stored as `dtype` (f32, f16 or bf16, rounded to nearest even), as little-endian
