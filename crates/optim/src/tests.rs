@@ -131,3 +131,51 @@ fn clip_grad_norm_refuses_a_negative_max_norm() {
     assert!(err.to_string().contains("clip_grad_norm max_norm"), "{err}");
     assert!(adamw.with_clip_grad_norm(0.5).is_ok());
 }
+
+/// Each built-in declares every hyperparameter twice, in its keyword table and in its trace:
+/// the two must agree. With PyTorch's defaults, the traced graph declares exactly the
+/// hyperparameters the keywords give values to, with the same defaults, and each traced
+/// domain lies within its keyword's (it may be narrower, as Rprop's etas are).
+#[test]
+fn every_builtin_traces_the_hyperparameters_of_its_keywords() {
+    use crate::spec::KwargKind;
+    use optjit_trace::Domain;
+    let within = |inner: Domain, outer: Domain| {
+        let low = inner.min > outer.min
+            || (inner.min == outer.min && (outer.min_inclusive || !inner.min_inclusive));
+        let high = inner.max < outer.max
+            || (inner.max == outer.max && (outer.max_inclusive || !inner.max_inclusive));
+        low && high
+    };
+    for spec in builtins() {
+        let configured = spec.configure(&Kwargs::new()).unwrap();
+        let graph = &configured.definition.graph;
+        let traced: std::collections::BTreeMap<&str, f64> = (graph.hypers.iter())
+            .map(|h| (h.name.as_str(), h.default))
+            .collect();
+        let given: std::collections::BTreeMap<&str, f64> = (configured.hypers.iter())
+            .map(|(name, &value)| (name.as_str(), value))
+            .collect();
+        assert_eq!(
+            traced, given,
+            "{}: traced defaults vs keyword defaults",
+            spec.name
+        );
+        for kwarg in spec.kwargs {
+            let (names, domain): (&[&str], Domain) = match &kwarg.kind {
+                KwargKind::Hyper(d) => (std::slice::from_ref(&kwarg.name), *d),
+                KwargKind::Pair(names, d) | KwargKind::PairNoneFirst(names, d, _) => (names, *d),
+                KwargKind::Flag | KwargKind::Ignored => continue,
+            };
+            for name in names {
+                let traced = configured.definition.domain(name);
+                assert!(
+                    within(traced, domain),
+                    "{}: {name} traced as {traced}, keyword {} allows {domain}",
+                    spec.name,
+                    kwarg.name
+                );
+            }
+        }
+    }
+}
