@@ -416,10 +416,14 @@ fn adafactor_step_file_matches_the_built_in() {
             opt.step(&mut params, &grads).expect("step");
         }
         let cols = opt.state(0, "col_var").expect("col_var").to_vec();
-        (params, cols)
+        // PyTorch's name for a vector's second moment, in both.
+        let variance = opt.state(1, "variance").expect("variance").to_vec();
+        (params, cols, variance)
     };
     let (from_file, from_built_in) = (run(&file), run(&built_in.definition));
     let bits = |v: &[Vec<f32>]| -> Vec<u32> { v.iter().flatten().map(|x| x.to_bits()).collect() };
     assert_eq!(bits(&from_file.0), bits(&from_built_in.0));
     assert_eq!(from_file.1, from_built_in.1);
+    assert_eq!(from_file.2, from_built_in.2);
+    assert_eq!(from_file.2.len(), 30);
 }

@@ -253,3 +253,43 @@ fn errors_print_the_place_the_line_and_a_caret() {
          \x20                          ^^^^"
     );
 }
+
+#[test]
+fn alias_statements_name_a_tensor_state_once() {
+    let body = |alias: &str| optimizer(&format!("  {alias}\n  param = param - lr * grad"));
+    check(
+        &body("alias v = w when rank < 2"),
+        4,
+        13,
+        "w",
+        "'w' is not a per-element, row or column state declared above",
+    );
+    check(
+        &body("alias m = m when rank < 2"),
+        4,
+        9,
+        "m",
+        "'m' is already declared at 3:9",
+    );
+    check(
+        &body("alias v = m when size < 2"),
+        4,
+        20,
+        "size",
+        "expected `rank` (alias NAME = STATE when rank < N), found `size`",
+    );
+    check(
+        &body("alias v = m when rank < 0.5"),
+        4,
+        27,
+        "0.5",
+        "expected a whole number of dimensions from 1 to 64, found `0.5`",
+    );
+    check(
+        "schedule s {\n  alias v = lr when rank < 2\n  lr = lr\n}\n",
+        2,
+        9,
+        "v",
+        "a schedule keeps no tensor state to alias",
+    );
+}

@@ -73,6 +73,16 @@ pub enum Stmt {
         /// The value before the first step (a constant expression).
         init: Expr,
     },
+    /// `alias NAME = STATE when rank < N`: PyTorch's name for `STATE` on tensors of fewer than
+    /// `N` dimensions (Adafactor's `variance` is its column state on vectors). Optimizers only.
+    Alias {
+        /// The other name.
+        alias: Ident,
+        /// The state it names.
+        state: Ident,
+        /// It applies to tensors of fewer dimensions than this.
+        below_rank: usize,
+    },
     /// `let NAME = EXPR`: names a value (a later `let` of the same name shadows it).
     Let {
         /// The name.

@@ -4,6 +4,7 @@
 use super::ast::{Ident, Item, Span, Stmt};
 use super::error::StepError;
 use super::scope::{BlockKind, Scope, function_names};
+use crate::definition::StateAlias;
 use optjit_ir::{Class, Graph, Input, NodeIndex};
 use std::collections::HashMap;
 
@@ -13,6 +14,8 @@ const RESERVED: &[&str] = &["param", "grad", "step", "rank", "t", "pi", "metric"
 /// What a block assigned, in order of first assignment, with each name's final value.
 pub(crate) struct Assigned {
     pub(crate) values: Vec<(Ident, NodeIndex)>,
+    /// The `alias` statements' names for states.
+    pub(crate) aliases: Vec<StateAlias>,
 }
 
 /// Who may be assigned in a block, decided by the block's kind.
@@ -53,6 +56,7 @@ pub(crate) fn run(
     };
     let mut declared: HashMap<String, Span> = HashMap::new();
     let mut assigned: Vec<(Ident, NodeIndex)> = Vec::new();
+    let mut aliases = Vec::new();
     for stmt in &item.body {
         match stmt {
             Stmt::Hyper { name, value } => {
@@ -82,6 +86,32 @@ pub(crate) fn run(
                 };
                 scope.graph.declare_state(&name.name, init, *class);
                 scope.bind_input(&name.name, input);
+            }
+            Stmt::Alias {
+                alias,
+                state,
+                below_rank,
+            } => {
+                if kind == BlockKind::Schedule {
+                    let message = "a schedule keeps no tensor state to alias";
+                    return Err(scope.error(alias.span, message));
+                }
+                match scope.graph.state(&state.name).map(|s| s.class) {
+                    Some(Class::Scalar) | None => {
+                        let message = format!(
+                            "'{}' is not a per-element, row or column state declared above",
+                            state.name
+                        );
+                        return Err(scope.error(state.span, message));
+                    }
+                    Some(_) => {}
+                }
+                declare(&scope, &mut declared, alias)?;
+                aliases.push(StateAlias {
+                    alias: alias.name.clone(),
+                    state: state.name.clone(),
+                    below_rank: *below_rank,
+                });
             }
             Stmt::Let { name, value } => {
                 if RESERVED.contains(&name.name.as_str()) {
@@ -113,7 +143,10 @@ pub(crate) fn run(
             scope.later.remove(&name.name);
         }
     }
-    Ok(Assigned { values: assigned })
+    Ok(Assigned {
+        values: assigned,
+        aliases,
+    })
 }
 
 /// Checks that `name` may be declared here: not reserved, not a function, not declared twice.

@@ -12,6 +12,7 @@ pub(crate) enum Keyword {
     State,
     Let,
     Scalar,
+    Alias,
 }
 
 impl Keyword {
@@ -24,6 +25,7 @@ impl Keyword {
             "state" => Keyword::State,
             "let" => Keyword::Let,
             "scalar" => Keyword::Scalar,
+            "alias" => Keyword::Alias,
             _ => return None,
         })
     }

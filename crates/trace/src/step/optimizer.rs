@@ -101,6 +101,6 @@ pub(crate) fn build(file: &str, source: &str, item: &Item) -> Result<Definition,
         graph,
         domains: Default::default(),
         on_metric: None,
-        state_aliases: Vec::new(),
+        state_aliases: assigned.aliases,
     })
 }

@@ -205,6 +205,7 @@ impl<'s> Parser<'s> {
     }
 
     /// stmt := "hyper" IDENT "=" expr | "state" IDENT [":" ("scalar" | "row" | "col")] "=" expr
+    ///       | "alias" IDENT "=" IDENT "when" "rank" "<" NUMBER
     ///       | "let" IDENT "=" expr | IDENT "=" expr
     fn stmt(&mut self) -> Fallible<Stmt> {
         match self.current.kind {
@@ -236,6 +237,32 @@ impl<'s> Parser<'s> {
                 let init = self.expr()?;
                 Ok(Stmt::State { name, class, init })
             }
+            TokenKind::Keyword(Keyword::Alias) => {
+                self.advance()?;
+                let alias = self.name_after("alias")?;
+                self.expect(TokenKind::Equals, "`=` after the alias")?;
+                let state = self.name_after("=")?;
+                for word in ["when", "rank"] {
+                    if self.current.kind != TokenKind::Ident || self.text(self.current.span) != word
+                    {
+                        return Err(
+                            self.expected(&format!("`{word}` (alias NAME = STATE when rank < N)"))
+                        );
+                    }
+                    self.advance()?;
+                }
+                self.expect(TokenKind::Less, "`<` after `rank`")?;
+                let below_rank = match self.current.kind {
+                    TokenKind::Number(n) if n >= 1.0 && n <= 64.0 && n.fract() == 0.0 => n as usize,
+                    _ => return Err(self.expected("a whole number of dimensions from 1 to 64")),
+                };
+                self.advance()?;
+                Ok(Stmt::Alias {
+                    alias,
+                    state,
+                    below_rank,
+                })
+            }
             TokenKind::Keyword(Keyword::Let) => {
                 self.advance()?;
                 let name = self.name_after("let")?;
@@ -252,7 +279,10 @@ impl<'s> Parser<'s> {
                 let value = self.expr()?;
                 Ok(Stmt::Assign { name, value })
             }
-            _ => Err(self.expected("a statement (`hyper`, `state`, `let` or NAME `=`) or `}`")),
+            _ => {
+                Err(self
+                    .expected("a statement (`hyper`, `state`, `alias`, `let` or NAME `=`) or `}`"))
+            }
         }
     }
 

@@ -116,7 +116,7 @@ impl Schedule {
         }
         self.item.body.iter().any(|stmt| match stmt {
             Stmt::Let { value, .. } | Stmt::Assign { value, .. } => reads(value),
-            Stmt::Hyper { .. } | Stmt::State { .. } => false,
+            Stmt::Hyper { .. } | Stmt::State { .. } | Stmt::Alias { .. } => false,
         })
     }
 
