@@ -54,6 +54,9 @@ const INSERTS: &[&str] = &[
     "state",
     "let",
     "scalar",
+    "alias",
+    "when",
+    "rank",
     "optimizer",
     "schedule",
     "x",
@@ -145,6 +148,11 @@ fn check_program(source: &str, program: &Program) -> Result<(), TestCaseError> {
                 | Stmt::Let { name, value }
                 | Stmt::Assign { name, value } => (name, value),
                 Stmt::State { name, init, .. } => (name, init),
+                Stmt::Alias { alias, state, .. } => {
+                    check_span(source, alias.span)?;
+                    check_span(source, state.span)?;
+                    continue;
+                }
             };
             check_span(source, name.span)?;
             check_expr(source, value)?;

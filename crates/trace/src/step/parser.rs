@@ -253,7 +253,9 @@ impl<'s> Parser<'s> {
                 }
                 self.expect(TokenKind::Less, "`<` after `rank`")?;
                 let below_rank = match self.current.kind {
-                    TokenKind::Number(n) if n >= 1.0 && n <= 64.0 && n.fract() == 0.0 => n as usize,
+                    TokenKind::Number(n) if (1.0..=64.0).contains(&n) && n.fract() == 0.0 => {
+                        n as usize
+                    }
                     _ => return Err(self.expected("a whole number of dimensions from 1 to 64")),
                 };
                 self.advance()?;
@@ -761,11 +763,11 @@ mod tests {
         );
         assert_eq!(
             message("optimizer o { 1 }"),
-            "expected a statement (`hyper`, `state`, `let` or NAME `=`) or `}`, found `1`"
+            "expected a statement (`hyper`, `state`, `alias`, `let` or NAME `=`) or `}`, found `1`"
         );
         assert_eq!(
             message("optimizer o { scalar = 1 }"),
-            "expected a statement (`hyper`, `state`, `let` or NAME `=`) or `}`, found the keyword `scalar`"
+            "expected a statement (`hyper`, `state`, `alias`, `let` or NAME `=`) or `}`, found the keyword `scalar`"
         );
     }
 
