@@ -35,8 +35,9 @@
 /// `stride * i + size * c`. Its partials start at `partials[first]`, slot after slot, each as its
 /// [`ReduceScope`](crate::ReduceScope) says: one for the record, one per row (`len`), or one per
 /// column (`width`) ([`Kernel::column_walk_partials`](crate::Kernel::column_walk_partials)).
-/// Column partials are summed as f32 in the first half of their slots and widened in place at
-/// the end of the record, so the caller zero-fills them.
+/// Column partials are added into, so the caller zero-fills them (the Cranelift emitter sums
+/// each record's column as f32 in the first half of its slot and widens it in place at the
+/// record's end; the PTX emitter adds in f64).
 ///
 /// A kernel with reductions ([`Kernel::reductions`](crate::Kernel::reductions), `n` of them)
 /// that walks elements writes, for every record `r` with `len > 0`, the partial of slot `j` (the fold of that

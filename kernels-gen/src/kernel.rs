@@ -10,7 +10,7 @@
 //! that the host combines in chunk order, so the result never depends on threads or timing.
 
 use crate::abi::ChunkAbi;
-use optjit_ir::{Binary, BufferUse, Cmp, DType, Unary, Walk};
+use optjit_ir::{Binary, Buffer, BufferUse, Cmp, DType, Unary, Walk};
 use std::fmt;
 
 /// A value of a kernel: the result of the instruction at this index of [`Kernel::insts`].
@@ -199,9 +199,10 @@ impl Inst {
 pub struct Kernel {
     /// `<rule>.phase<n>`, unique within a compiled step.
     pub name: String,
-    /// How the elements of every buffer but the column values (always f32) are stored: f32,
-    /// or f16/bf16, loaded exactly as f32 and stored rounded to nearest even. Arithmetic is f32
-    /// whatever the storage (PyTorch's "opmath" for half-precision tensors).
+    /// How tensors and their states are stored: f32, or f16/bf16, loaded exactly as f32 and
+    /// stored rounded to nearest even. Column values and scratch buffers are always f32 (see
+    /// [`Kernel::storage`]). Arithmetic is f32 whatever the storage (PyTorch's "opmath" for
+    /// half-precision tensors).
     pub elem_dtype: DType,
     /// How each chunk's elements lie: contiguous, or a block of columns, rows `stride` bytes
     /// apart.
@@ -265,6 +266,16 @@ impl Kernel {
         match inst.is_sink() {
             true => InstText(self, inst).to_string(),
             false => format!("v{i} = {}", InstText(self, inst)),
+        }
+    }
+
+    /// How buffer `buffer` stores its elements: the element dtype for params, gradients and
+    /// states, f32 for the host-filled column values and for scratch buffers (a value kept
+    /// between phases is not rounded again).
+    pub fn storage(&self, buffer: usize) -> DType {
+        match self.buffers[buffer].buffer {
+            Buffer::ColValue(_) | Buffer::Temp(_) => DType::F32,
+            Buffer::Param | Buffer::Grad | Buffer::State(_) => self.elem_dtype,
         }
     }
 

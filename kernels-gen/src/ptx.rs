@@ -1,5 +1,5 @@
 //! The PTX emitter: a kernel becomes one `.entry` of a PTX module for an NVIDIA GPU, whose
-//! blocks walk the chunk table ([`ChunkAbi`]) with a 16-byte vector loop and a scalar tail.
+//! blocks walk the chunk table ([`ChunkAbi`]) with a 4-element vector loop and a scalar tail.
 //!
 //! The text is built from typed virtual registers (`%p` predicates, `%r` 32-bit, `%rd` 64-bit,
 //! `%f` f32), each written once where possible and declared with exact counts, so that the
@@ -125,10 +125,10 @@ pub fn ptx_entry_name(kernel: &Kernel) -> String {
 /// ```
 ///
 /// Block `b` of a grid of `g` processes records `b, b + g, ...` below `n_records`, with up to
-/// [`PTX_BLOCK_THREADS`] threads. Within a record, when every buffer pointer is 16-byte aligned
-/// the threads take groups of 4 elements in turn (`ld/st.global.v4.f32`), and then single
-/// elements up to `len`; a misaligned record is handled element by element. The text is
-/// deterministic.
+/// [`PTX_BLOCK_THREADS`] threads. Within a record, when every buffer pointer is aligned to 4
+/// of its elements the threads take groups of 4 elements in turn (`ld/st.global.v4.f32`, or
+/// `.v4.b16` for f16 and bf16 storage), and then single elements up to `len`; a misaligned
+/// record is handled element by element. The text is deterministic.
 ///
 /// Every entry takes `partials`, so that all share one launch signature; only a kernel with
 /// reductions reads it. Such a kernel must be launched with exactly [`PTX_BLOCK_THREADS`]
@@ -160,8 +160,12 @@ pub fn ptx_entry_name(kernel: &Kernel) -> String {
 ///   there (`log(1 - 2^-24)` comes out 7 times too small); elsewhere it is a few ulp.
 /// - A NaN result is the canonical NaN `0x7fffffff` rather than a propagated payload.
 ///
-/// Fails on a kernel that does not [`validate`](Kernel::validate), on element dtypes other
-/// than f32, and on `pow` (the rewrite stage turns `pow(x, 2)` and the like into arithmetic;
+/// With f16 or bf16 storage ([`Kernel::storage`]) a load widens exactly to f32 and a store
+/// rounds to nearest even (`cvt.rn`, a NaN becoming the canonical one); the arithmetic is
+/// the same f32 code.
+///
+/// Fails on a kernel that does not [`validate`](Kernel::validate), on storage other than f32,
+/// f16 and bf16, and on `pow` (the rewrite stage turns `pow(x, 2)` and the like into arithmetic;
 /// a general `pow` has no lowering yet).
 pub fn emit_ptx(kernel: &Kernel, options: &PtxOptions) -> Result<String, EmitError> {
     let fail = |reason: String| EmitError {
@@ -412,8 +416,7 @@ struct Body<'a> {
     /// Per buffer: the kernel loads it and never stores it (read through the
     /// non-coherent cache).
     read_only: Vec<bool>,
-    /// Per buffer: how its elements are stored (the kernel's element dtype, or f32 for the
-    /// host-filled column values).
+    /// Per buffer: how its elements are stored ([`Kernel::storage`]).
     storage: Vec<DType>,
     /// Set up by the entry for a kernel with reductions.
     reductions: Option<Reductions>,
@@ -434,11 +437,8 @@ impl<'a> Body<'a> {
         let read_only = (0..kernel.buffers.len())
             .map(|i| touches(i, false) && !touches(i, true))
             .collect();
-        let storage = (kernel.buffers.iter())
-            .map(|b| match b.buffer {
-                optjit_ir::Buffer::ColValue(_) => DType::F32,
-                _ => kernel.elem_dtype,
-            })
+        let storage = (0..kernel.buffers.len())
+            .map(|b| kernel.storage(b))
             .collect();
         Body {
             kernel,
@@ -621,8 +621,8 @@ impl<'a> Body<'a> {
     }
 
     /// The vector loop over groups of 4 elements, `q = tid; q < n4; q += ntid`, with
-    /// `n4 = len / 4` when every buffer pointer is 16-byte aligned and 0 otherwise (the test is
-    /// the same for every thread, so the branch does not diverge). Returns `n4`.
+    /// `n4 = len / 4` when every buffer pointer is aligned to 4 elements and 0 otherwise (the
+    /// test is the same for every thread, so the branch does not diverge). Returns `n4`.
     fn vector_loop(&mut self, record: &Record, threads: &Threads) -> Reg {
         let Threads { tid, ntid } = threads;
         let len = &record.len;
@@ -1078,7 +1078,7 @@ impl<'a> Body<'a> {
     }
 
     /// The kernel's instructions for `lanes` consecutive elements at `addresses` (1, or 4 with
-    /// 16-byte accesses): straight-line code, one instruction per lane, in kernel order, so
+    /// vector accesses): straight-line code, one instruction per lane, in kernel order, so
     /// every load comes before the first store (stores are last in a valid kernel). Values in
     /// `uniform` are shared by every lane and not recomputed.
     fn elements(&mut self, lanes: usize, addresses: &[Option<Reg>], uniform: &[Option<Reg>]) {
@@ -1953,5 +1953,29 @@ mod tests {
             // The arithmetic stays f32.
             assert_eq!(count("mul.rn.f32 "), 5, "{dtype}\n{text}");
         }
+    }
+
+    #[test]
+    fn scratch_buffers_stay_f32_under_half_precision_storage() {
+        let mut kernel = small();
+        kernel.elem_dtype = DType::BF16;
+        kernel.buffers[1].buffer = Buffer::Temp(0);
+        assert_eq!(kernel.storage(0), DType::BF16);
+        assert_eq!(kernel.storage(1), DType::F32);
+        let text = emit(&kernel);
+        let lines = instructions(&text);
+        // param in 16 bits, tmp0 in 32, and both 4-element aligned for the vector path.
+        assert!(lines.iter().any(|l| l.starts_with("ld.global.v4.b16 ")));
+        assert!(lines.iter().any(|l| l.starts_with("ld.global.nc.v4.f32 ")));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("and.b64 ") && l.ends_with(", 7;"))
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("and.b64 ") && l.ends_with(", 15;"))
+        );
     }
 }

@@ -27,8 +27,8 @@ pub(crate) struct ChunkTable<'a> {
     pub(crate) n_buffers: usize,
     /// Elements per chunk (the last chunk of a tensor may be shorter).
     pub(crate) chunk_elems: usize,
-    /// Bytes of one stored element of the tensors' buffers (column values are always f32).
-    pub(crate) elem_bytes: usize,
+    /// Per buffer, the bytes of one stored element (see `Kernel::storage`).
+    pub(crate) elem_bytes: &'a [usize],
     /// Partials the column-walk records pushed so far write (see `ChunkTable::push_columns`).
     pub(crate) partials: usize,
 }
@@ -44,8 +44,9 @@ impl ChunkTable<'_> {
             self.words.push(n as u64);
             self.words.push(row);
             // start < len: the address stays inside every buffer of this tensor.
-            let offset = (start * self.elem_bytes) as u64;
-            self.words.extend(base.iter().map(|&p| p + offset));
+            let offsets = self.elem_bytes.iter().map(|&size| (start * size) as u64);
+            self.words
+                .extend(base.iter().zip(offsets).map(|(&p, o)| p + o));
             self.lens.push(n);
             self.owners.push(tensor);
             start += n;
@@ -72,13 +73,12 @@ impl ChunkTable<'_> {
                 let n = self.chunk_elems.min(cols - start);
                 self.words.push(n as u64);
                 self.words.push(row(r));
-                let element = ((r * cols + start) * self.elem_bytes) as u64;
-                let column = ((matrix * cols + start) * size_of::<f32>()) as u64;
-                self.words
-                    .extend(base.iter().zip(per_col).map(|(&p, &c)| match c {
-                        true => p + column,
-                        false => p + element,
-                    }));
+                let (element, column) = (r * cols + start, matrix * cols + start);
+                let buffers = base.iter().zip(per_col).zip(self.elem_bytes);
+                self.words.extend(buffers.map(|((&p, &c), &size)| match c {
+                    true => p + (column * size) as u64,
+                    false => p + (element * size) as u64,
+                }));
                 self.lens.push(n);
                 self.owners.push(tensor);
                 self.entities.push(r);
@@ -100,13 +100,16 @@ impl ChunkTable<'_> {
         base: &[u64],
         partials: impl Fn(usize, usize) -> usize,
     ) {
-        let stride = (view.cols * self.elem_bytes) as u64;
+        // A column walk reads tensors only (no scratch or column values): one element size.
+        let size = self.elem_bytes.first().copied().unwrap_or(size_of::<f32>());
+        debug_assert!(self.elem_bytes.iter().all(|&s| s == size));
+        let stride = (view.cols * size) as u64;
         let tile = ChunkAbi::tile_rows(view.cols);
         for m in 0..view.matrices {
             for r0 in (0..view.rows).step_by(tile) {
                 let rows = tile.min(view.rows - r0);
                 let first = (m * view.rows + r0) * view.cols;
-                let offset = (first * self.elem_bytes) as u64;
+                let offset = (first * size) as u64;
                 self.words.push(rows as u64);
                 self.words.push(row);
                 self.words.extend(base.iter().map(|&p| p + offset));

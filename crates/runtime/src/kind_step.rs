@@ -23,6 +23,8 @@ pub(crate) struct KindStep {
     pub(crate) buffer_sources: Vec<Vec<Source>>,
     /// Per phase, which kernel buffers hold one value per column (see `ChunkTable::push_rows`).
     per_col: Vec<Vec<bool>>,
+    /// Per phase, the bytes of one stored element of each kernel buffer (`Kernel::storage`).
+    pub(crate) buffer_bytes: Vec<Vec<usize>>,
     /// For each reduction over every tensor (`global_norm`), in order: its reduction index and
     /// the level of the phase that folds it.
     pub(crate) globals: Vec<(usize, usize)>,
@@ -51,6 +53,13 @@ impl KindStep {
                 sources.iter().map(column).collect()
             })
             .collect();
+        let buffer_bytes = (compiled.kernels.iter())
+            .map(|k| {
+                (0..k.buffers.len())
+                    .map(|b| k.storage(b).size_bytes())
+                    .collect()
+            })
+            .collect();
         let plan = &compiled.plan;
         let mut globals = Vec::new();
         for (p, phase) in plan.phases.iter().enumerate() {
@@ -66,6 +75,7 @@ impl KindStep {
             compiled,
             buffer_sources,
             per_col,
+            buffer_bytes,
             globals,
             stage: StageScratch::default(),
             reduced: Reduced::default(),

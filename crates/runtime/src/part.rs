@@ -179,7 +179,7 @@ impl Part {
             entities: &mut scratch.entities,
             n_buffers: kind.buffer_sources[phase].len(),
             chunk_elems: CHUNK_ELEMS,
-            elem_bytes: size_of::<f32>(),
+            elem_bytes: &kind.buffer_bytes[phase],
             partials: 0,
         };
         let (rows, cols) = (&kind.stage.rows, &kind.stage.cols);

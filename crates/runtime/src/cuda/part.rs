@@ -49,7 +49,7 @@ pub(super) struct CudaPart {
     /// How tensors and per-element states are stored (the compiled graph's element dtype).
     dtype: DType,
     /// `states[tensor][state]`: per-element buffers, stored as `dtype` (`None` for other states
-    /// and tensors without elements), then the plan's scratch buffers.
+    /// and tensors without elements), then the plan's scratch buffers (f32).
     states: Vec<Vec<Option<CudaSlice<u8>>>>,
     /// Every row of kernel scalars (see `Binding::row_of`).
     rows: CudaSlice<f32>,
@@ -114,11 +114,8 @@ impl CudaPart {
 
         let binding = &kind.binding;
         let graph = &definition.graph;
-        let dtype = compiled
-            .kernels
-            .first()
-            .map_or(DType::F32, |k| k.elem_dtype);
-        let buffer = |len: usize, init: f64| match len {
+        let dtype = setup.dtype;
+        let buffer = |len: usize, init: f64, dtype: DType| match len {
             0 => Ok(None),
             _ => device
                 .upload(&encode(dtype, &vec![init as f32; len]))
@@ -129,18 +126,20 @@ impl CudaPart {
             let mut tensor_states = Vec::with_capacity(graph.states.len());
             for state in &graph.states {
                 tensor_states.push(match state.class {
-                    Class::Elem => buffer(len, state.init)?,
+                    Class::Elem => buffer(len, state.init, dtype)?,
                     _ => None,
                 });
             }
-            // The plan's scratch buffers follow the states (see `Source::State`).
+            // The plan's scratch buffers follow the states (see `Source::State`), in f32.
             for _ in 0..compiled.plan.temps {
-                tensor_states.push(buffer(len, 0.0)?);
+                tensor_states.push(buffer(len, 0.0, DType::F32)?);
             }
             states.push(tensor_states);
         }
         let program = &compiled.scalar_program;
-        let rows = device.upload(&vec![0f32; binding.n_rows(program) * row_width(program)])?;
+        // At least one row, so that a step with no rows still has a buffer to point at.
+        let n_rows = binding.n_rows(program).max(1);
+        let rows = device.upload(&vec![0f32; n_rows * row_width(program)])?;
         // Each buffer 16-byte aligned, so that row records of matrices whose width is a
         // multiple of 4 keep the vector path.
         let mut col_offsets = Vec::with_capacity(binding.lens.len());
@@ -224,7 +223,7 @@ impl CudaPart {
                 entities: &mut phase.entities,
                 n_buffers: self.kind.buffer_sources[k].len(),
                 chunk_elems,
-                elem_bytes: self.dtype.size_bytes(),
+                elem_bytes: &self.kind.buffer_bytes[k],
                 partials: 0,
             };
             let address = |t: usize, source: Source| match source {
