@@ -189,7 +189,70 @@ fn split(lens: &[usize], total: usize, parts: usize) -> Vec<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{ChunkTable, split};
+    use crate::view::View;
+
+    /// Runs `push` on an empty table of buffers whose elements take `sizes` bytes, with
+    /// chunks of 8 elements; returns the words and the partials counted.
+    fn table(sizes: &[usize], push: impl FnOnce(&mut ChunkTable<'_>)) -> (Vec<u64>, usize) {
+        let (mut words, mut lens, mut owners, mut entities) = (vec![], vec![], vec![], vec![]);
+        let mut table = ChunkTable {
+            words: &mut words,
+            lens: &mut lens,
+            owners: &mut owners,
+            entities: &mut entities,
+            n_buffers: sizes.len(),
+            chunk_elems: 8,
+            elem_bytes: sizes,
+            partials: 0,
+        };
+        push(&mut table);
+        let partials = table.partials;
+        (words, partials)
+    }
+
+    #[test]
+    fn records_offset_each_buffer_by_its_element_size() {
+        // A bf16 param (2 bytes) and an f32 scratch buffer (4 bytes), 20 elements: 8 + 8 + 4.
+        let (words, _) = table(&[2, 4], |t| t.push_tensor(0, 20, 0x900, &[0x1000, 0x2000]));
+        let record = |r: usize| &words[4 * r..4 * r + 4];
+        assert_eq!(record(0), [8, 0x900, 0x1000, 0x2000]);
+        assert_eq!(record(1), [8, 0x900, 0x1000 + 16, 0x2000 + 32]);
+        assert_eq!(record(2), [4, 0x900, 0x1000 + 32, 0x2000 + 64]);
+
+        // Row-aligned: two 3 x 5 matrices of bf16, a column-value buffer of f32.
+        let view = View::of(&[2, 3, 5], 30);
+        let (words, _) = table(&[2, 4], |t| {
+            let row = |r: usize| 0x900 + r as u64;
+            t.push_rows(0, &view, row, &[0x1000, 0x2000], &[false, true])
+        });
+        assert_eq!(words.len(), 4 * 6, "one record per row");
+        // Row 4 is row 1 of matrix 1: element 20, columns of matrix 1 from 5.
+        assert_eq!(&words[16..20], [5, 0x904, 0x1000 + 2 * 20, 0x2000 + 4 * 5]);
+    }
+
+    #[test]
+    fn column_walk_records_use_the_element_size_for_rows_and_starts() {
+        // 5000 x 20 bf16: 3276 rows a record (ChunkAbi::tile_rows), then 1724.
+        let view = View::of(&[5000, 20], 100_000);
+        let (words, partials) = table(&[2, 2], |t| {
+            let per_record = |rows: usize, cols: usize| 1 + rows + cols;
+            t.push_columns(0, &view, 0x900, &[0x1000, 0x2000], per_record)
+        });
+        let words_per_record = 2 + 2 + 3;
+        assert_eq!(words.len(), 2 * words_per_record);
+        let (first, second) = words.split_at(words_per_record);
+        assert_eq!(first, [3276, 0x900, 0x1000, 0x2000, 40, 20, 0]);
+        let start = 2 * 3276 * 20;
+        let expected = [1724, 0x900, 0x1000 + start, 0x2000 + start, 40, 20];
+        assert_eq!(second[..6], expected);
+        assert_eq!(
+            second[6],
+            1 + 3276 + 20,
+            "the second record's partials follow the first's"
+        );
+        assert_eq!(partials, (1 + 3276 + 20) + (1 + 1724 + 20));
+    }
 
     #[test]
     fn split_balances_elements_and_covers_every_record() {
