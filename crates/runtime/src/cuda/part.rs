@@ -11,6 +11,7 @@ use crate::kind_step::KindStep;
 use crate::optimizer::Setup;
 use crate::pipeline::Compiled;
 use crate::reduce::Records;
+use crate::view::View;
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use optjit_ir::{Class, DType, Walk};
@@ -61,6 +62,23 @@ pub(super) struct CudaPart {
     col_staging: Vec<f32>,
     /// The param and grad addresses the tables were built for.
     table_tensors: Vec<u64>,
+}
+
+/// Where each tensor's `n_values` column-value buffers lie in one device buffer (in floats,
+/// tensor after tensor), and its length: each starts 16-byte aligned, so that row records of
+/// matrices whose width is a multiple of 4 keep the vector path.
+fn column_layout(views: &[View], n_values: usize) -> (Vec<Vec<usize>>, usize) {
+    let mut offsets = Vec::with_capacity(views.len());
+    let mut total = 0;
+    for view in views {
+        let mut own = Vec::with_capacity(n_values);
+        for _ in 0..n_values {
+            own.push(total);
+            total += view.total_cols().next_multiple_of(4);
+        }
+        offsets.push(own);
+    }
+    (offsets, total)
 }
 
 impl AsMut<KindStep> for CudaPart {
@@ -140,18 +158,7 @@ impl CudaPart {
         // At least one row, so that a step with no rows still has a buffer to point at.
         let n_rows = binding.n_rows(program).max(1);
         let rows = device.upload(&vec![0f32; n_rows * row_width(program)])?;
-        // Each buffer 16-byte aligned, so that row records of matrices whose width is a
-        // multiple of 4 keep the vector path.
-        let mut col_offsets = Vec::with_capacity(binding.lens.len());
-        let mut n_cols = 0;
-        for view in &binding.views {
-            let mut offsets = Vec::with_capacity(program.n_col_values());
-            for _ in 0..program.n_col_values() {
-                offsets.push(n_cols);
-                n_cols += view.total_cols().next_multiple_of(4);
-            }
-            col_offsets.push(offsets);
-        }
+        let (col_offsets, n_cols) = column_layout(&binding.views, program.n_col_values());
         let cols = match n_cols {
             0 => None,
             n => Some(device.upload(&vec![0f32; n])?),
@@ -322,5 +329,25 @@ impl CudaPart {
             self.kind.finish_phase(k, &host, &records);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::column_layout;
+    use crate::view::View;
+
+    #[test]
+    fn column_values_start_16_byte_aligned_tensor_after_tensor() {
+        let views = [
+            View::of(&[3, 5], 15),
+            View::of(&[2, 4, 8], 64),
+            View::of(&[7], 7),
+        ];
+        let (offsets, total) = column_layout(&views, 2);
+        // 5 columns padded to 8; 2 matrices x 8 columns; a vector of 7 is one row of 7 columns.
+        assert_eq!(offsets, [vec![0, 8], vec![16, 32], vec![48, 56]]);
+        assert_eq!(total, 64);
+        assert_eq!(column_layout(&views, 0), (vec![vec![]; 3], 0));
     }
 }
