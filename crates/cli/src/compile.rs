@@ -1,19 +1,20 @@
 //! `optjit compile`: runs the pipeline on a built-in and prints a stage's text, or per-phase
 //! statistics with `--stats`.
 
-use optjit_ir::FusionPlan;
+use optjit_ir::{DType, FusionPlan};
 use optjit_optim::Kwargs;
 use optjit_rewrite::{SimplifyReport, plan_stats};
 use optjit_runtime::{CompileOptions, Stage, Target};
 use optjit_trace::Definition;
 
-/// Compiles `optimizer` (with `clip_grad_norm_` fused in front when given) for `target` and
-/// returns the text to print.
+/// Compiles `optimizer` (with `clip_grad_norm_` fused in front when given) for `target`, its
+/// kernels storing tensors as `storage`, and returns the text to print.
 pub fn run(
     optimizer: &str,
     kwargs: &Kwargs,
     clip_grad_norm: Option<f64>,
     target: Target,
+    storage: DType,
     emit: Option<&str>,
     stats: bool,
 ) -> Result<String, String> {
@@ -21,6 +22,7 @@ pub fn run(
     let options = CompileOptions {
         keep_texts: true,
         target,
+        storage,
         ..CompileOptions::default()
     };
     let kinds = kinds(&configured.definition);

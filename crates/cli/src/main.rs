@@ -97,6 +97,9 @@ enum Command {
         /// Fuse `clip_grad_norm_(params, MAX)` in front of the step.
         #[arg(long, value_name = "MAX", allow_negative_numbers = true)]
         clip_grad_norm: Option<f64>,
+        /// How the kernels store tensors: f32, or bf16 / f16 (with --target cuda).
+        #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+        dtype: DType,
     },
     /// List the built-in optimizers and their hyperparameters.
     List,
@@ -203,6 +206,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             arch,
             kwargs,
             clip_grad_norm,
+            dtype,
         } => {
             let optimizer = match (optimizer, file) {
                 (Some(name), None) | (None, Some(name)) => name,
@@ -220,6 +224,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 &kwargs,
                 clip_grad_norm,
                 target,
+                dtype,
                 emit.as_deref(),
                 stats,
             )?;
