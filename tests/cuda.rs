@@ -371,6 +371,72 @@ fn half_precision_steps_round_the_f32_step_once() {
     }
 }
 
+/// CUDA-graph replay: the same bits as launching each kernel, hyperparameter changes between
+/// replays in force, a new capture whenever the tensors move, and steps that reduce (clipping)
+/// left to the eager path.
+#[test]
+fn graph_replay_matches_eager_steps() {
+    let Some(device) = device() else { return };
+    let adamw = optjit::optim::AdamW::new().build().expect("AdamW");
+    let clipped = adamw.clone().with_clip_grad_norm(1.0).expect("clip");
+    let pair = |configured: &optjit::optim::Configured, shapes: &[usize]| {
+        let setup = Setup {
+            shapes: shapes.iter().map(|&n| vec![n]).collect(),
+            hypers: configured.hypers.clone(),
+            ..Setup::default()
+        };
+        let new = || CudaOptimizer::new(&configured.definition, setup.clone(), device.clone());
+        let (eager, mut graphed) = (new().expect("eager"), new().expect("graphed"));
+        graphed.set_graph_capture(true);
+        (eager, graphed)
+    };
+    // Host tensors: new device buffers every step, so a capture every step.
+    for (case, configured, replays) in [("adamw", &adamw, true), ("adamw-clip", &clipped, false)] {
+        let (mut eager, mut graphed) = pair(configured, &SIZES);
+        let (mut p_eager, mut p_graph) = (data(1), data(1));
+        for step in 0..4u32 {
+            let grads = data(step + 2);
+            if step == 2 {
+                eager.set_hyper(None, "lr", 0.05).expect("lr");
+                graphed.set_hyper(None, "lr", 0.05).expect("lr");
+            }
+            eager.step_host(&mut p_eager, &grads).expect("eager step");
+            graphed.step_host(&mut p_graph, &grads).expect("graph step");
+            assert_eq!(graphed.replays_graph(), replays, "{case} step {step}");
+        }
+        assert!(bit_identical(&p_eager, &p_graph), "{case}: replay differs");
+    }
+    // Device tensors that stay put: one capture, then replays with new gradient values.
+    let sizes = [37, 4096, 70_001]; // data()[3..6]
+    let (mut eager, mut graphed) = pair(&adamw, &sizes);
+    let host = |seed: u32| -> Vec<Vec<f32>> { data(seed)[3..6].to_vec() };
+    let upload = |t: &[Vec<f32>]| -> Vec<CudaSlice<f32>> {
+        t.iter()
+            .map(|v| device.upload(v).expect("upload"))
+            .collect()
+    };
+    let (mut p_eager, mut p_graph) = (upload(&host(1)), upload(&host(1)));
+    let mut grads = upload(&host(2));
+    for step in 0..5u32 {
+        for (slice, values) in grads.iter_mut().zip(host(step + 2)) {
+            device.write(&values, slice).expect("new gradient values");
+        }
+        if step == 3 {
+            eager.set_hyper(None, "lr", 0.05).expect("lr");
+            graphed.set_hyper(None, "lr", 0.05).expect("lr");
+        }
+        eager.step(&mut p_eager, &grads).expect("eager step");
+        graphed.step(&mut p_graph, &grads).expect("graph step");
+        assert!(graphed.replays_graph());
+    }
+    let download = |t: &[CudaSlice<f32>]| -> Vec<Vec<f32>> {
+        t.iter()
+            .map(|s| device.download(s).expect("download"))
+            .collect()
+    };
+    assert!(bit_identical(&download(&p_eager), &download(&p_graph)));
+}
+
 #[test]
 fn golden_cases_pass_on_the_gpu() {
     let Some(device) = device() else { return };

@@ -41,6 +41,9 @@ pub enum CudaError {
         /// The size of one element.
         bytes: usize,
     },
+    /// A CUDA graph capture recorded nothing.
+    #[error("the CUDA graph capture of the step recorded nothing")]
+    EmptyGraph,
     /// Tensors handed to a step are not of the dtype the optimizer was set up for.
     #[error(
         "the step was given {got} tensors, but the optimizer was set up for {expected} (Setup::dtype)"

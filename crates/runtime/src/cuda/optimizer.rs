@@ -2,7 +2,7 @@
 //! over a device chunk table that covers every tensor of every group (per kind of tensor, for
 //! a step that depends on the rank: see `part.rs`).
 
-use super::device::{CudaDevice, CudaError};
+use super::device::{CudaDevice, CudaError, Doing};
 use super::elem::{DeviceFloat, decode, encode};
 use super::part::CudaPart;
 use crate::binding::Binding;
@@ -12,7 +12,7 @@ use crate::optimizer::{Setup, Stats};
 use crate::part::kinds;
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
 use crate::target::Target;
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaGraph, CudaSlice, sys};
 use optjit_ir::DType;
 use optjit_trace::Definition;
 use std::sync::Arc;
@@ -57,6 +57,11 @@ pub struct CudaOptimizer {
     chunk_elems: usize,
     /// How the tensors and per-element states are stored.
     dtype: DType,
+    /// Whether steps that can be are replayed from a CUDA graph (see
+    /// [`CudaOptimizer::set_graph_capture`]).
+    graphs: bool,
+    /// The captured launches of a step over the current tables.
+    graph: Option<CudaGraph>,
     stats: Stats,
 }
 
@@ -129,8 +134,27 @@ impl CudaOptimizer {
             placement,
             chunk_elems: chunk_elems(),
             dtype: setup.dtype,
+            graphs: false,
+            graph: None,
             stats: Stats::combined(&part_stats),
         })
+    }
+
+    /// Replays steps from a CUDA graph (`on`) or launches each kernel (the default). A graph
+    /// holds every launch of a step; the host still runs the scalar program and copies its
+    /// rows before each replay, so hyperparameters and schedules keep working. Only steps whose
+    /// phases need nothing from the host between them can be replayed: no reduction (no
+    /// clipping, no per-tensor norm) and no per-column values (Adafactor); other steps run as
+    /// without it. A graph is captured at the first step and again whenever the tensors move.
+    /// (Not yet run on a GPU.)
+    pub fn set_graph_capture(&mut self, on: bool) {
+        self.graphs = on;
+        self.graph = None;
+    }
+
+    /// Whether the last step was replayed from (or captured into) a CUDA graph.
+    pub fn replays_graph(&self) -> bool {
+        self.graph.is_some()
     }
 
     /// The device the step runs on.
@@ -345,13 +369,50 @@ impl CudaOptimizer {
             .iter_mut()
             .zip(part_params.iter().zip(&part_grads))
         {
-            part.prepare_tables(&self.device, params, grads, self.chunk_elems)?;
+            if part.prepare_tables(&self.device, params, grads, self.chunk_elems)? {
+                // The graph's launches point at the old tables.
+                self.graph = None;
+            }
         }
         let device = &self.device;
-        step_in_lockstep(&mut self.parts, |_, part, phase| {
-            part.run_phase(device, phase)
-        })?;
+        let capturable = self.parts.iter().all(CudaPart::capturable);
+        if self.graphs && capturable && self.parts.iter().any(CudaPart::launches) {
+            for part in &mut self.parts {
+                part.kind.begin();
+                part.stage_all(device)?;
+            }
+            if self.graph.is_none() {
+                self.graph = Some(self.capture()?);
+            }
+            let graph = self.graph.as_ref().expect("captured above");
+            graph
+                .launch()
+                .doing(|| "replaying the step's CUDA graph".into())?;
+            self.parts.iter_mut().for_each(|part| part.kind.finish());
+        } else {
+            self.graph = None;
+            step_in_lockstep(&mut self.parts, |_, part, phase| {
+                part.run_phase(device, phase)
+            })?;
+        }
         self.stats.steps = self.steps();
         Ok(())
+    }
+
+    /// Captures every part's launches, in order, into a CUDA graph (nothing runs).
+    fn capture(&self) -> Result<CudaGraph, OptimizerError> {
+        let stream = self.device.stream();
+        let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        stream
+            .begin_capture(mode)
+            .doing(|| "starting a CUDA graph capture".into())?;
+        let launched = (self.parts.iter()).try_for_each(|part| part.launch_all(&self.device));
+        // End the capture whatever happened, so the stream is usable again.
+        let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        launched?;
+        match ended.doing(|| "ending the CUDA graph capture".into())? {
+            Some(graph) => Ok(graph),
+            None => Err(CudaError::EmptyGraph.into()),
+        }
     }
 }

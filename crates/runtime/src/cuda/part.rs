@@ -200,16 +200,17 @@ impl CudaPart {
 
     /// Builds the phases' chunk tables for this part's tensors at these device addresses
     /// (`params[i]`, `grads[i]`: its tensor i), unless they are those of the last build.
+    /// Returns whether it built them.
     pub(super) fn prepare_tables(
         &mut self,
         device: &CudaDevice,
         params: &[u64],
         grads: &[u64],
         chunk_elems: usize,
-    ) -> Result<(), OptimizerError> {
+    ) -> Result<bool, OptimizerError> {
         let tensors: Vec<u64> = params.iter().chain(grads).copied().collect();
         if tensors == self.table_tensors {
-            return Ok(());
+            return Ok(false);
         }
         // Forget the old tables first: a rebuild that fails half-way is redone next step.
         self.table_tensors.clear();
@@ -258,7 +259,7 @@ impl CudaPart {
             };
         }
         self.table_tensors = tensors;
-        Ok(())
+        Ok(true)
     }
 
     /// Runs stage `k` of the scalar program and copies its rows (and column values, if phase
@@ -283,7 +284,7 @@ impl CudaPart {
             }
             device.write(&self.col_staging, cols)?;
         }
-        let Some(table) = &phase.table else {
+        if phase.table.is_none() {
             // No elements: every reduction folds nothing.
             let records = Records {
                 owners: &[],
@@ -291,19 +292,64 @@ impl CudaPart {
             };
             self.kind.finish_phase(k, &[], &records);
             return Ok(());
-        };
-        let partials = match &mut phase.partials {
-            None => 0,
-            Some(partials) => {
-                // An element walk writes every partial (its records are never empty); a column
-                // walk adds into its column partials, which start at 0.
-                if self.kind.compiled.plan.phases[k].walk == Walk::Columns {
-                    (device.stream().memset_zeros(partials))
-                        .doing(|| format!("clearing the partials of kernel {}", phase.name))?;
-                }
-                device.address(partials)
+        }
+        if let Some(partials) = &mut phase.partials {
+            // An element walk writes every partial (its records are never empty); a column walk
+            // adds into its column partials, which start at 0.
+            if self.kind.compiled.plan.phases[k].walk == Walk::Columns {
+                (device.stream().memset_zeros(partials))
+                    .doing(|| format!("clearing the partials of kernel {}", phase.name))?;
             }
+        }
+        self.launch(device, k)?;
+        let phase = &self.phases[k];
+        if let Some(partials) = &phase.partials {
+            let host = device.download(partials)?;
+            let records = Records {
+                owners: &phase.owners,
+                entities: &phase.entities,
+            };
+            self.kind.finish_phase(k, &host, &records);
+        }
+        Ok(())
+    }
+
+    /// Whether a whole step of this part can run without the host between its phases (and so
+    /// be captured in a CUDA graph): no phase reduces or reads column values.
+    pub(super) fn capturable(&self) -> bool {
+        let plan = &self.kind.compiled.plan;
+        let reduces = plan.phases.iter().any(|p| !p.reductions.is_empty());
+        !reduces && !self.phases.iter().any(|p| p.reads_cols)
+    }
+
+    /// Whether a step launches anything (some tensor has elements).
+    pub(super) fn launches(&self) -> bool {
+        self.phases.iter().any(|p| p.table.is_some())
+    }
+
+    /// For a [capturable](CudaPart::capturable) part: runs every stage of the scalar program
+    /// (none waits for a reduction) and copies the rows to the device once.
+    pub(super) fn stage_all(&mut self, device: &CudaDevice) -> Result<(), OptimizerError> {
+        for k in 0..self.phases.len() {
+            self.kind.scalar_stage(k);
+        }
+        device.write(&self.kind.stage.rows, &mut self.rows)?;
+        Ok(())
+    }
+
+    /// Enqueues the launch of every phase, in order (for a capturable part, whose phases need
+    /// nothing from the host in between).
+    pub(super) fn launch_all(&self, device: &CudaDevice) -> Result<(), OptimizerError> {
+        (0..self.phases.len()).try_for_each(|k| self.launch(device, k))
+    }
+
+    /// Enqueues the launch of phase `k` over its table (nothing for a phase without elements).
+    fn launch(&self, device: &CudaDevice, k: usize) -> Result<(), OptimizerError> {
+        let phase = &self.phases[k];
+        let Some(table) = &phase.table else {
+            return Ok(());
         };
+        let partials = phase.partials.as_ref().map_or(0, |p| device.address(p));
         let table_address = device.address(table);
         let n_records = phase.n_records as u64;
         let config = LaunchConfig {
@@ -318,16 +364,8 @@ impl CudaPart {
         // and column values, of the part's buffers) on this context, the records of distinct
         // tensors never overlap, the partials are sized for the table, and the table, rows,
         // column values and partials stay alive (owned by self) until the stream has run the
-        // launch.
+        // launch (a captured graph is dropped whenever the tables are rebuilt).
         unsafe { launch.launch(config) }.doing(|| format!("launching kernel {}", phase.name))?;
-        if let Some(partials) = &phase.partials {
-            let host = device.download(partials)?;
-            let records = Records {
-                owners: &phase.owners,
-                entities: &phase.entities,
-            };
-            self.kind.finish_phase(k, &host, &records);
-        }
         Ok(())
     }
 }
