@@ -105,8 +105,10 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
     ))
 }
 
-/// The CUDA result line: the CPU line's keys, then the device, the copy bandwidth, the fraction
-/// of it reached, and the hand-fused reference's time where there is one.
+/// The CUDA result line: the CPU line's keys (the step time measured per step, host work
+/// included, as PyTorch's anchor measures it; and back to back, `step_ms_pipelined`), then the
+/// device, the copy bandwidth, the fraction of it reached, and the hand-fused reference's time
+/// where there is one.
 fn cuda_line(args: &BenchArgs, name: &str, sizes: &[usize], t: &cuda_bench::CudaTimes) -> String {
     let elems: usize = sizes.iter().sum();
     let seconds = t.step_ms * 1e-3;
@@ -120,7 +122,7 @@ fn cuda_line(args: &BenchArgs, name: &str, sizes: &[usize], t: &cuda_bench::Cuda
     };
     format!(
         "workload={} optimizer={name} target=cuda tensors={} elems={elems} compile_ms={:.3} \
-         step_ms_median={:.4} host_ms_median={:.4} melem_per_s={:.1} gb_per_s={gb_per_s:.1} bytes_per_elem={} \
+         step_ms_median={:.4} host_ms_median={:.4} step_ms_pipelined={:.4} melem_per_s={:.1} gb_per_s={gb_per_s:.1} bytes_per_elem={} \
          kernels_per_step={} compiles={} memory_hits={} disk_hits={} steps={} copy_gb_per_s={:.1} of_copy_bw={:.3}{reference} \
          device=\"{}\"",
         args.workload,
@@ -128,6 +130,7 @@ fn cuda_line(args: &BenchArgs, name: &str, sizes: &[usize], t: &cuda_bench::Cuda
         t.stats.compile_ms,
         t.step_ms,
         t.host_ms,
+        t.pipelined_ms,
         elems as f64 / seconds / 1e6,
         t.stats.bytes_per_elem,
         t.stats.kernels_per_step,
