@@ -663,19 +663,13 @@ impl<'a> Body<'a> {
         self.comment("for q = tid.x; q < n4; q += ntid.x");
         let q = self.reg(Class::B64);
         self.ins(format_args!("mov.u64 {q}, {tid}"));
-        let skip = self.reg(Class::Pred);
-        self.ins(format_args!("setp.ge.u64 {skip}, {q}, {n4}"));
-        self.ins(format_args!("@{skip} bra {VECTOR_DONE}"));
-        self.label(VECTOR);
-        let addresses = self.addresses(record, |body, bytes| {
-            let shift = (LANES * bytes).trailing_zeros();
-            body.op(Class::B64, "shl.b64", &[q.as_str(), &shift.to_string()])
+        self.block_loop(&q, &n4, ntid, [VECTOR, VECTOR_DONE], |body| {
+            let addresses = body.addresses(record, |body, bytes| {
+                let shift = (LANES * bytes).trailing_zeros();
+                body.op(Class::B64, "shl.b64", &[q.as_str(), &shift.to_string()])
+            });
+            body.elements(LANES, &addresses, &record.uniform);
         });
-        self.elements(LANES, &addresses, &record.uniform);
-        self.ins(format_args!("add.u64 {q}, {q}, {ntid}"));
-        let more = self.reg(Class::Pred);
-        self.ins(format_args!("setp.lt.u64 {more}, {q}, {n4}"));
-        self.ins(format_args!("@{more} bra {VECTOR}"));
         self.label(VECTOR_DONE);
         n4
     }
@@ -690,19 +684,36 @@ impl<'a> Body<'a> {
         self.ins(format_args!("shl.b64 {start}, {n4}, 2"));
         let i = self.reg(Class::B64);
         self.ins(format_args!("add.u64 {i}, {start}, {tid}"));
-        let skip = self.reg(Class::Pred);
-        self.ins(format_args!("setp.ge.u64 {skip}, {i}, {len}"));
-        self.ins(format_args!("@{skip} bra {end}"));
-        self.label(TAIL);
-        let addresses = self.addresses(record, |body, bytes| {
-            let shift = bytes.trailing_zeros().to_string();
-            body.op(Class::B64, "shl.b64", &[i.as_str(), &shift])
+        self.block_loop(&i, len, ntid, [TAIL, end], |body| {
+            let addresses = body.addresses(record, |body, bytes| {
+                let shift = bytes.trailing_zeros().to_string();
+                body.op(Class::B64, "shl.b64", &[i.as_str(), &shift])
+            });
+            body.elements(1, &addresses, &record.uniform);
         });
-        self.elements(1, &addresses, &record.uniform);
-        self.ins(format_args!("add.u64 {i}, {i}, {ntid}"));
+    }
+
+    /// The loop `for (; x < bound; x += step) body`, `x` already holding its first value: a
+    /// test that skips to `exit` (not emitted here), the `head` label, `body`, the increment and
+    /// the back edge. The threads of a block share `bound` and `step` but not `x`, so the
+    /// branches may diverge.
+    fn block_loop(
+        &mut self,
+        x: &str,
+        bound: &str,
+        step: &str,
+        [head, exit]: [&str; 2],
+        body: impl FnOnce(&mut Self),
+    ) {
+        let skip = self.reg(Class::Pred);
+        self.ins(format_args!("setp.ge.u64 {skip}, {x}, {bound}"));
+        self.ins(format_args!("@{skip} bra {exit}"));
+        self.label(head);
+        body(self);
+        self.ins(format_args!("add.u64 {x}, {x}, {step}"));
         let more = self.reg(Class::Pred);
-        self.ins(format_args!("setp.lt.u64 {more}, {i}, {len}"));
-        self.ins(format_args!("@{more} bra {TAIL}"));
+        self.ins(format_args!("setp.lt.u64 {more}, {x}, {bound}"));
+        self.ins(format_args!("@{more} bra {head}"));
     }
 
     /// For a kernel with reductions: the `partials` pointer, the thread's roles in the block
@@ -954,29 +965,23 @@ impl<'a> Body<'a> {
         self.comment("for c = tid.x; c < width; c += ntid.x");
         let c = self.reg(Class::B64);
         self.ins(format_args!("mov.u64 {c}, {tid}"));
-        let skip = self.reg(Class::Pred);
-        self.ins(format_args!("setp.ge.u64 {skip}, {c}, {width}"));
-        self.ins(format_args!("@{skip} bra {ROW_DONE}"));
-        self.label(COLUMN);
-        let addresses = self.addresses(record, |body, bytes| {
-            let shift = bytes.trailing_zeros().to_string();
-            let column = body.op(Class::B64, "shl.b64", &[c.as_str(), &shift]);
-            body.op(Class::B64, "add.u64", &[&row_offset, &column])
-        });
-        if !column_slots.is_empty() {
-            self.comment("this column's partials: 8 * c bytes into each column slot");
-            let at_column = self.op(Class::B64, "shl.b64", &[&c, "3"]);
-            self.column_partials = vec![None; outs.len()];
-            for &slot in &column_slots {
-                let address = self.op(Class::B64, "add.u64", &[&outs[slot], &at_column]);
-                self.column_partials[slot] = Some(address);
+        self.block_loop(&c, &width, ntid, [COLUMN, ROW_DONE], |body| {
+            let addresses = body.addresses(record, |body, bytes| {
+                let shift = bytes.trailing_zeros().to_string();
+                let column = body.op(Class::B64, "shl.b64", &[c.as_str(), &shift]);
+                body.op(Class::B64, "add.u64", &[&row_offset, &column])
+            });
+            if !column_slots.is_empty() {
+                body.comment("this column's partials: 8 * c bytes into each column slot");
+                let at_column = body.op(Class::B64, "shl.b64", &[&c, "3"]);
+                body.column_partials = vec![None; outs.len()];
+                for &slot in &column_slots {
+                    let address = body.op(Class::B64, "add.u64", &[&outs[slot], &at_column]);
+                    body.column_partials[slot] = Some(address);
+                }
             }
-        }
-        self.elements(1, &addresses, &record.uniform);
-        self.ins(format_args!("add.u64 {c}, {c}, {ntid}"));
-        let more = self.reg(Class::Pred);
-        self.ins(format_args!("setp.lt.u64 {more}, {c}, {width}"));
-        self.ins(format_args!("@{more} bra {COLUMN}"));
+            body.elements(1, &addresses, &record.uniform);
+        });
         self.label(ROW_DONE);
         if !row_slots.is_empty() {
             self.comment("the row's partials at 8 * i bytes into each row slot");
