@@ -87,6 +87,16 @@ pub enum ReduceScope {
 }
 
 impl ReduceScope {
+    /// How many partials a column-walk record of `rows` rows of `cols` columns writes for one
+    /// slot of this scope (see [`ChunkAbi`]).
+    pub fn partials(self, rows: usize, cols: usize) -> usize {
+        match self {
+            ReduceScope::Record => 1,
+            ReduceScope::Row => rows,
+            ReduceScope::Column => cols,
+        }
+    }
+
     /// The text form's suffix (nothing for a whole record).
     fn suffix(self) -> &'static str {
         match self {
@@ -230,11 +240,7 @@ impl Kernel {
     /// slot, one for the record, one per row, or one per column.
     pub fn column_walk_partials(&self, rows: usize, cols: usize) -> usize {
         (0..self.reductions().len())
-            .map(|slot| match self.scope(slot) {
-                ReduceScope::Record => 1,
-                ReduceScope::Row => rows,
-                ReduceScope::Column => cols,
-            })
+            .map(|slot| self.scope(slot).partials(rows, cols))
             .sum()
     }
 

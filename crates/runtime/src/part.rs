@@ -212,6 +212,7 @@ impl Part {
         let records = Records {
             owners: &scratch.owners,
             entities: &scratch.entities,
+            lens: &scratch.lens,
         };
         self.kind.finish_phase(phase, &scratch.partials, &records);
     }

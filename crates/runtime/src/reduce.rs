@@ -5,7 +5,7 @@
 use crate::view::View;
 use optjit_ir::{FusionPlan, Op, Reduction, Walk};
 use optjit_kernels_gen::reduce_op;
-use optjit_kernels_gen::{ChunkAbi, ReduceScope, column_walk_scope};
+use optjit_kernels_gen::{ReduceScope, column_walk_scope};
 
 /// The finished reductions of a step so far, by reduction index (the plan's phases in order,
 /// then partial slots): `global_norm` once, per-tensor reductions once per tensor.
@@ -71,6 +71,8 @@ pub(crate) struct Records<'a> {
     pub(crate) owners: &'a [usize],
     /// Per record: its row or column (empty when records are not row-aligned).
     pub(crate) entities: &'a [usize],
+    /// Per record: its element count.
+    pub(crate) lens: &'a [usize],
 }
 
 /// Finishes the reductions of phase `phase` from `partials` (one row of
@@ -191,16 +193,17 @@ fn fold_column_walk(
     let r = plan.first_reduction(phase) + slot;
     let op = reduce_op(kind(reductions[slot]));
     let mut at = 0;
-    for (&owner, &first) in records.owners.iter().zip(records.entities) {
+    let records = records
+        .owners
+        .iter()
+        .zip(records.entities)
+        .zip(records.lens);
+    for ((&owner, &first), &len) in records {
         let view = &views[owner];
-        let row = first / view.cols;
-        let rows = ChunkAbi::tile_rows(view.cols).min(view.rows - row % view.rows);
-        let width = view.cols;
-        let size = |s: usize| match column_walk_scope(kind(reductions[s])) {
-            ReduceScope::Record => 1,
-            ReduceScope::Row => rows,
-            ReduceScope::Column => width,
-        };
+        // A record is whole rows of one matrix (`ChunkTable::push_columns`).
+        let (width, row) = (view.cols, first / view.cols);
+        let rows = len / width;
+        let size = |s: usize| column_walk_scope(kind(reductions[s])).partials(rows, width);
         let own = at + (0..slot).map(size).sum::<usize>();
         at += (0..reductions.len()).map(size).sum::<usize>();
         let combine = |acc: &mut f64, p: f64| *acc = op.combine(*acc, p);

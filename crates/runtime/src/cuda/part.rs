@@ -35,6 +35,8 @@ struct Phase {
     /// The row (or first element, in a column walk) of each record, when records are
     /// row-aligned.
     entities: Vec<usize>,
+    /// The element count of each record.
+    lens: Vec<usize>,
     /// How many partials the phase writes over the table (0 when it reduces nothing).
     n_partials: usize,
     /// The device partials, when it reduces.
@@ -124,6 +126,7 @@ impl CudaPart {
                 n_records: 0,
                 owners: Vec::new(),
                 entities: Vec::new(),
+                lens: Vec::new(),
                 n_partials: 0,
                 partials: None,
                 reads_cols: sources.iter().any(|s| matches!(s, Source::ColValue(_))),
@@ -221,12 +224,12 @@ impl CudaPart {
         let (states, col_offsets) = (&self.states, &self.col_offsets);
         for (k, phase) in self.phases.iter_mut().enumerate() {
             let mut words = Vec::new();
-            let mut lens = Vec::new();
+            phase.lens.clear();
             phase.owners.clear();
             phase.entities.clear();
             let mut table = ChunkTable {
                 words: &mut words,
-                lens: &mut lens,
+                lens: &mut phase.lens,
                 owners: &mut phase.owners,
                 entities: &mut phase.entities,
                 n_buffers: self.kind.buffer_sources[k].len(),
@@ -243,7 +246,7 @@ impl CudaPart {
             let row = |index: usize| rows + (index * width * size_of::<f32>()) as u64;
             self.kind.push_records(k, &mut table, address, row);
             phase.n_partials = self.kind.n_partials(k, &table);
-            phase.n_records = lens.len();
+            phase.n_records = phase.lens.len();
             phase.table = match (phase.table.take(), phase.n_records) {
                 (_, 0) => None,
                 (Some(mut table), _) if table.len() == words.len() => {
@@ -289,6 +292,7 @@ impl CudaPart {
             let records = Records {
                 owners: &[],
                 entities: &[],
+                lens: &[],
             };
             self.kind.finish_phase(k, &[], &records);
             return Ok(());
@@ -308,6 +312,7 @@ impl CudaPart {
             let records = Records {
                 owners: &phase.owners,
                 entities: &phase.entities,
+                lens: &phase.lens,
             };
             self.kind.finish_phase(k, &host, &records);
         }
