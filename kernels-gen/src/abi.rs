@@ -70,11 +70,11 @@ impl ChunkAbi {
     pub const SCALARS_WORD: usize = 1;
     /// Word holding the pointer of buffer 0; buffer i follows at `BUFFERS_WORD + i`.
     pub const BUFFERS_WORD: usize = 2;
-    /// How many whole rows of `cols` columns one record of a column walk holds: about a
-    /// chunk's worth of elements, at least one row, and at most 4096 so that no f32 column sum
+    /// How many whole rows of `cols` columns one record of a column walk holds: about
+    /// `chunk_elems` elements, at least one row, and at most 4096 so that no f32 column sum
     /// adds more values than an element walk's lane does.
-    pub const fn tile_rows(cols: usize) -> usize {
-        let rows = (1 << 16) / if cols == 0 { 1 } else { cols };
+    pub const fn tile_rows(cols: usize, chunk_elems: usize) -> usize {
+        let rows = chunk_elems / if cols == 0 { 1 } else { cols };
         if rows == 0 {
             1
         } else if rows > 4096 {

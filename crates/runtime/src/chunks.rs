@@ -88,7 +88,8 @@ impl ChunkTable<'_> {
     }
 
     /// Adds the records of a column walk (see `ChunkAbi`) over tensor `tensor` seen as `view`:
-    /// each holds `ChunkAbi::tile_rows` whole rows of one matrix (fewer at its end) and reads
+    /// each holds `ChunkAbi::tile_rows` whole rows of one matrix (about `chunk_elems`
+    /// elements; fewer rows at its end) and reads
     /// the scalar row at `row`. Its entity is the index of its first element in the tensor, its
     /// `lens` entry its element count (for balancing threads); `partials(rows, cols)` says how
     /// many partials a record writes, counted in `self.partials`.
@@ -104,7 +105,7 @@ impl ChunkTable<'_> {
         let size = self.elem_bytes.first().copied().unwrap_or(size_of::<f32>());
         debug_assert!(self.elem_bytes.iter().all(|&s| s == size));
         let stride = (view.cols * size) as u64;
-        let tile = ChunkAbi::tile_rows(view.cols);
+        let tile = ChunkAbi::tile_rows(view.cols, self.chunk_elems);
         for m in 0..view.matrices {
             for r0 in (0..view.rows).step_by(tile) {
                 let rows = tile.min(view.rows - r0);
@@ -193,8 +194,12 @@ mod tests {
     use crate::view::View;
 
     /// Runs `push` on an empty table of buffers whose elements take `sizes` bytes, with
-    /// chunks of 8 elements; returns the words and the partials counted.
-    fn table(sizes: &[usize], push: impl FnOnce(&mut ChunkTable<'_>)) -> (Vec<u64>, usize) {
+    /// chunks of `chunk_elems` elements; returns the words and the partials counted.
+    fn table(
+        sizes: &[usize],
+        chunk_elems: usize,
+        push: impl FnOnce(&mut ChunkTable<'_>),
+    ) -> (Vec<u64>, usize) {
         let (mut words, mut lens, mut owners, mut entities) = (vec![], vec![], vec![], vec![]);
         let mut table = ChunkTable {
             words: &mut words,
@@ -202,7 +207,7 @@ mod tests {
             owners: &mut owners,
             entities: &mut entities,
             n_buffers: sizes.len(),
-            chunk_elems: 8,
+            chunk_elems,
             elem_bytes: sizes,
             partials: 0,
         };
@@ -214,7 +219,9 @@ mod tests {
     #[test]
     fn records_offset_each_buffer_by_its_element_size() {
         // A bf16 param (2 bytes) and an f32 scratch buffer (4 bytes), 20 elements: 8 + 8 + 4.
-        let (words, _) = table(&[2, 4], |t| t.push_tensor(0, 20, 0x900, &[0x1000, 0x2000]));
+        let (words, _) = table(&[2, 4], 8, |t| {
+            t.push_tensor(0, 20, 0x900, &[0x1000, 0x2000])
+        });
         let record = |r: usize| &words[4 * r..4 * r + 4];
         assert_eq!(record(0), [8, 0x900, 0x1000, 0x2000]);
         assert_eq!(record(1), [8, 0x900, 0x1000 + 16, 0x2000 + 32]);
@@ -222,7 +229,7 @@ mod tests {
 
         // Row-aligned: two 3 x 5 matrices of bf16, a column-value buffer of f32.
         let view = View::of(&[2, 3, 5], 30);
-        let (words, _) = table(&[2, 4], |t| {
+        let (words, _) = table(&[2, 4], 8, |t| {
             let row = |r: usize| 0x900 + r as u64;
             t.push_rows(0, &view, row, &[0x1000, 0x2000], &[false, true])
         });
@@ -233,9 +240,9 @@ mod tests {
 
     #[test]
     fn column_walk_records_use_the_element_size_for_rows_and_starts() {
-        // 5000 x 20 bf16: 3276 rows a record (ChunkAbi::tile_rows), then 1724.
+        // 5000 x 20 bf16 in records of 64K elements: 3276 rows (ChunkAbi::tile_rows), then 1724.
         let view = View::of(&[5000, 20], 100_000);
-        let (words, partials) = table(&[2, 2], |t| {
+        let (words, partials) = table(&[2, 2], 1 << 16, |t| {
             let per_record = |rows: usize, cols: usize| 1 + rows + cols;
             t.push_columns(0, &view, 0x900, &[0x1000, 0x2000], per_record)
         });
@@ -252,6 +259,12 @@ mod tests {
             "the second record's partials follow the first's"
         );
         assert_eq!(partials, (1 + 3276 + 20) + (1 + 1724 + 20));
+        // A smaller budget (OPTJIT_CUDA_CHUNK_ELEMS on the GPU) gives shorter records.
+        let (words, _) = table(&[2, 2], 1000, |t| {
+            t.push_columns(0, &view, 0x900, &[0x1000, 0x2000], |_, _| 0)
+        });
+        assert_eq!(words.len(), 5000 / 50 * words_per_record);
+        assert_eq!(words[0], 50);
     }
 
     #[test]

@@ -24,7 +24,8 @@ use std::time::Instant;
 pub const CUDA_CHUNK_ELEMS: usize = 1 << 16;
 
 /// The record length in force: `OPTJIT_CUDA_CHUNK_ELEMS` (a positive multiple of 4, for
-/// tuning) or [`CUDA_CHUNK_ELEMS`].
+/// tuning) or [`CUDA_CHUNK_ELEMS`]. Column-walk records take as many whole rows as fit in it
+/// (`ChunkAbi::tile_rows`), so it tunes them too.
 fn chunk_elems() -> usize {
     let Ok(text) = std::env::var("OPTJIT_CUDA_CHUNK_ELEMS") else {
         return CUDA_CHUNK_ELEMS;
