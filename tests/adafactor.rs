@@ -150,6 +150,12 @@ fn close(got: f32, want: f64, what: &str) {
     );
 }
 
+/// The f64 L2 norm over every element of every tensor.
+fn global_norm(tensors: &[Vec<f32>]) -> f64 {
+    let squares = tensors.iter().flatten().map(|&x| (x as f64).powi(2));
+    squares.sum::<f64>().sqrt()
+}
+
 #[test]
 fn matches_an_f64_reference_of_pytorch_on_every_kind_of_tensor() {
     let mut opt = optimizer(None, 2);
@@ -197,12 +203,7 @@ fn clipping_adds_the_norm_up_over_every_kind_of_tensor() {
     let (mut p_clipped, mut p_plain) = (params(), params());
     for step in 1..=5 {
         let g = grads(step);
-        let norm = g
-            .iter()
-            .flatten()
-            .map(|&x| (x as f64).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let norm = global_norm(&g);
         let coef = (max_norm / (norm + 1e-6)).min(1.0);
         assert!(coef < 1.0, "the clip must bite");
         let scaled: Vec<Vec<f32>> = g
@@ -274,12 +275,7 @@ fn a_column_walk_folds_every_kind_of_reduction() {
     let g: Vec<Vec<f32>> = shape_refs.iter().map(|s| values(s, 9, 0.5)).collect();
     let before = params.clone();
     opt.step(&mut params, &g).expect("step");
-    let norm = g
-        .iter()
-        .flatten()
-        .map(|&x| (x as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let norm = global_norm(&g);
     for (t, shape) in shape_refs.iter().enumerate() {
         let (mats, rows, cols) = view(shape);
         let g: Vec<f64> = g[t].iter().map(|&x| x as f64).collect();

@@ -6,9 +6,12 @@ mod common;
 
 use optjit::cudarc::driver::{CudaSlice, DevicePtr};
 use optjit::ir::DType;
-use optjit::{CompileOptions, CudaDevice, CudaOptimizer, Optimizer, OptimizerError, Setup};
+use optjit::{
+    CompileOptions, CudaDevice, CudaOptimizer, Definition, Optimizer, OptimizerError, Setup,
+};
 use optjit_cli::golden::run_file;
 use optjit_cli::stepper::Backend;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 fn device() -> Option<Arc<CudaDevice>> {
@@ -61,6 +64,25 @@ fn bit_identical(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
         })
 }
 
+/// Vectors of `sizes` with these hyperparameters.
+fn vectors(sizes: &[usize], hypers: &BTreeMap<String, f64>) -> Setup {
+    Setup {
+        shapes: sizes.iter().map(|&n| vec![n]).collect(),
+        hypers: hypers.clone(),
+        ..Setup::default()
+    }
+}
+
+/// The CPU step compiled with FMA contraction, as the GPU always is, so that both run the
+/// same kernel IR.
+fn cpu_like_gpu(definition: &Definition, setup: Setup) -> Optimizer {
+    let same_kernels = CompileOptions {
+        fma: Some(true),
+        ..CompileOptions::default()
+    };
+    Optimizer::with_options(definition, setup, &same_kernels).expect("cpu")
+}
+
 /// The CPU compiled with FMA contraction (as the GPU always is) runs the same kernel IR; no
 /// built-in uses exp or log, so the two must agree bit for bit. Except with a reduction: the
 /// GPU folds a chunk in another order than the CPU (both fixed), so a clipped step agrees to
@@ -69,17 +91,8 @@ fn bit_identical(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
 fn every_builtin_matches_the_cpu_on_the_gpu() {
     let Some(device) = device() else { return };
     for (case, configured) in common::builtin_variants() {
-        let setup = Setup {
-            shapes: SIZES.iter().map(|&n| vec![n]).collect(),
-            hypers: configured.hypers.clone(),
-            ..Setup::default()
-        };
-        let same_kernels = CompileOptions {
-            fma: Some(true),
-            ..CompileOptions::default()
-        };
-        let mut cpu = Optimizer::with_options(&configured.definition, setup.clone(), &same_kernels)
-            .expect(case);
+        let setup = vectors(&SIZES, &configured.hypers);
+        let mut cpu = cpu_like_gpu(&configured.definition, setup.clone());
         let mut gpu =
             CudaOptimizer::new(&configured.definition, setup, device.clone()).expect(case);
         let reduces = cpu
@@ -141,10 +154,7 @@ fn every_builtin_matches_the_cpu_on_the_gpu() {
 fn per_tensor_reductions_match_the_cpu_on_the_gpu() {
     let Some(device) = device() else { return };
     let definition = common::per_tensor_reductions();
-    let setup = Setup {
-        shapes: SIZES.iter().map(|&n| vec![n]).collect(),
-        ..Setup::default()
-    };
+    let setup = vectors(&SIZES, &BTreeMap::new());
     let mut cpu = Optimizer::new(&definition, setup.clone()).expect("cpu");
     let mut gpu = CudaOptimizer::new(&definition, setup, device.clone()).expect("gpu");
     let (mut p_cpu, mut p_gpu) = (data(1), data(1));
@@ -167,11 +177,7 @@ fn the_gpu_global_norm_is_the_same_bits_run_to_run() {
         .and_then(|c| c.with_clip_grad_norm(1.0))
         .expect("AdamW with clipping");
     let run = || {
-        let setup = Setup {
-            shapes: SIZES.iter().map(|&n| vec![n]).collect(),
-            hypers: configured.hypers.clone(),
-            ..Setup::default()
-        };
+        let setup = vectors(&SIZES, &configured.hypers);
         let mut gpu =
             CudaOptimizer::new(&configured.definition, setup, device.clone()).expect("gpu");
         let mut params = data(1);
@@ -228,12 +234,7 @@ fn adafactor_matches_the_cpu_on_the_gpu() {
         hypers: configured.hypers.clone(),
         ..Setup::default()
     };
-    let same_kernels = CompileOptions {
-        fma: Some(true),
-        ..CompileOptions::default()
-    };
-    let mut cpu =
-        Optimizer::with_options(&configured.definition, setup.clone(), &same_kernels).expect("cpu");
+    let mut cpu = cpu_like_gpu(&configured.definition, setup.clone());
     let mut gpu = CudaOptimizer::new(&configured.definition, setup, device.clone()).expect("gpu");
     assert_eq!(gpu.stats().builds(), 3, "matrices, vectors and 0-d tensors");
     let (mut p_cpu, mut p_gpu) = (values(1), values(1));
@@ -291,19 +292,9 @@ fn half_precision_steps_round_the_f32_step_once() {
                 .collect()
         };
         for (case, configured) in &cases {
-            let setup = Setup {
-                shapes: SIZES.iter().map(|&n| vec![n]).collect(),
-                hypers: configured.hypers.clone(),
-                ..Setup::default()
-            };
-            let same_kernels = CompileOptions {
-                fma: Some(true),
-                ..CompileOptions::default()
-            };
+            let setup = vectors(&SIZES, &configured.hypers);
             let (params, grads) = (round(&data(1)), round(&data(2)));
-            let mut cpu =
-                Optimizer::with_options(&configured.definition, setup.clone(), &same_kernels)
-                    .expect(case);
+            let mut cpu = cpu_like_gpu(&configured.definition, setup.clone());
             let mut want = params.clone();
             cpu.step(&mut want, &grads).expect("cpu step");
             let half = Setup { dtype, ..setup };
@@ -380,11 +371,7 @@ fn graph_replay_matches_eager_steps() {
     let adamw = optjit::optim::AdamW::new().build().expect("AdamW");
     let clipped = adamw.clone().with_clip_grad_norm(1.0).expect("clip");
     let pair = |configured: &optjit::optim::Configured, shapes: &[usize]| {
-        let setup = Setup {
-            shapes: shapes.iter().map(|&n| vec![n]).collect(),
-            hypers: configured.hypers.clone(),
-            ..Setup::default()
-        };
+        let setup = vectors(shapes, &configured.hypers);
         let new = || CudaOptimizer::new(&configured.definition, setup.clone(), device.clone());
         let (eager, mut graphed) = (new().expect("eager"), new().expect("graphed"));
         graphed.set_graph_capture(true);

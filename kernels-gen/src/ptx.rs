@@ -1374,6 +1374,13 @@ mod tests {
         emit_ptx(kernel, &PtxOptions::default()).expect("emits")
     }
 
+    /// Whether some instruction line starts with `prefix` and ends with `suffix`.
+    fn has_line(lines: &[&str], prefix: &str, suffix: &str) -> bool {
+        lines
+            .iter()
+            .any(|l| l.starts_with(prefix) && l.ends_with(suffix))
+    }
+
     /// The instruction lines, without comments, labels and declarations.
     fn instructions(text: &str) -> Vec<&str> {
         text.lines()
@@ -1945,16 +1952,8 @@ mod tests {
             assert_eq!(count("st.global.b16 "), 1, "{dtype}\n{text}");
             assert!(!text.contains(".f32 {"), "no f32 vector access\n{text}");
             // 4 elements of 2 bytes: the vector path needs 8-byte alignment, 8 bytes a group.
-            assert!(
-                lines
-                    .iter()
-                    .any(|l| l.starts_with("and.b64 ") && l.ends_with(", 7;"))
-            );
-            assert!(
-                lines
-                    .iter()
-                    .any(|l| l.starts_with("shl.b64 ") && l.ends_with(", 3;"))
-            );
+            assert!(has_line(&lines, "and.b64 ", ", 7;"));
+            assert!(has_line(&lines, "shl.b64 ", ", 3;"));
             // The arithmetic stays f32.
             assert_eq!(count("mul.rn.f32 "), 5, "{dtype}\n{text}");
         }
@@ -1972,15 +1971,7 @@ mod tests {
         // param in 16 bits, tmp0 in 32, and both 4-element aligned for the vector path.
         assert!(lines.iter().any(|l| l.starts_with("ld.global.v4.b16 ")));
         assert!(lines.iter().any(|l| l.starts_with("ld.global.nc.v4.f32 ")));
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("and.b64 ") && l.ends_with(", 7;"))
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("and.b64 ") && l.ends_with(", 15;"))
-        );
+        assert!(has_line(&lines, "and.b64 ", ", 7;"));
+        assert!(has_line(&lines, "and.b64 ", ", 15;"));
     }
 }
