@@ -11,7 +11,7 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
 use cranelift_codegen::ir::{
     AbiParam, ExtFuncData, ExternalName, FuncRef, Function, InstBuilder, MemFlagsData, Signature,
-    Type, UserExternalName, UserFuncName, Value, types,
+    StackSlotData, StackSlotKind, Type, UserExternalName, UserFuncName, Value, types,
 };
 use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -27,6 +27,10 @@ pub const LIBCALLS: &[&str] = &["optjit_expf", "optjit_logf", "optjit_powf"];
 
 /// Independent f32x4 vectors per iteration of the main loop.
 pub const UNROLL: usize = 4;
+
+/// Bytes of one scalar in a record's splatted copy of its scalar row: the value in each of the
+/// four lanes of an f32x4 (see `Emitter::body`).
+const SPLAT_BYTES: usize = 16;
 
 /// Lanes of the vector type (`f32x4`).
 const LANES: usize = 4;
@@ -343,14 +347,28 @@ impl Emitter<'_> {
                 b.ins().load(types::I64, mf, record, word as i32)
             })
             .collect();
-        // The scalar row is read inside the loops (see `body`).
+        // The scalar row, copied with every value splatted (see `body`).
         let uses_row = kernel
             .insts
             .iter()
             .any(|inst| matches!(inst, Inst::Scalar { .. }));
         let row = uses_row.then(|| {
             let word = ChunkAbi::SCALARS_WORD * 8;
-            b.ins().load(types::I64, mf, record, word as i32)
+            let row = b.ins().load(types::I64, mf, record, word as i32);
+            let bytes = u32::try_from(SPLAT_BYTES * kernel.n_scalars).expect("validated");
+            let splats = b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                bytes,
+                SPLAT_BYTES.trailing_zeros() as u8,
+            ));
+            let copy = b.ins().stack_addr(types::I64, splats, 0);
+            for slot in 0..kernel.n_scalars {
+                let x = b.ins().load(types::F32, mf, row, (4 * slot) as i32);
+                let splat = b.ins().splat(types::F32X4, x);
+                let offset = (SPLAT_BYTES * slot) as i32;
+                b.ins().store(mf.with_aligned(), splat, copy, offset);
+            }
+            copy
         });
         RecordStart {
             r,
@@ -597,9 +615,12 @@ impl Emitter<'_> {
     /// first of each line waited: measured 2× slower on a 16M-element AdamW step. Computing the
     /// instances one after the other keeps register pressure to one instance's temporaries.
     ///
-    /// Each instance loads its scalars from the (L1-resident) row and broadcasts them, rather
-    /// than splatting them once per record: x86 has 16 vector registers, Cranelift sinks such
-    /// splats into the loop anyway, and splats held across the loop were spilled and reloaded.
+    /// Scalars come from the record's splatted copy of its scalar row (on the stack, made once
+    /// per record by `record_loop`), each loaded where the instance first uses it, so that
+    /// Cranelift folds the load into the arithmetic instruction as its memory operand. Loading
+    /// and broadcasting each scalar in every instance cost two instructions per scalar (on
+    /// AdamW, 13 of an instance's 33); splats held in registers across the loop were spilled
+    /// (x86 has 16 vector registers). The scalar tail loop reads lane 0 of the same copy.
     ///
     /// Returns the accumulators with this iteration's reductions folded in (see
     /// [`Accumulators`]).
@@ -628,37 +649,39 @@ impl Emitter<'_> {
             .collect();
         for (k, loaded) in loads.iter().enumerate() {
             let offset = vector_bytes * k as i32;
-            let mut values: Vec<Value> = Vec::with_capacity(self.kernel.insts.len());
+            // A scalar is loaded where it is first used (see above), so `None` until then.
+            let mut values: Vec<Option<Value>> = Vec::with_capacity(self.kernel.insts.len());
             for (inst, &loaded) in self.kernel.insts.iter().zip(loaded) {
-                let v = |x: kernel::Value| values[x.index()];
-                let value = match *inst {
-                    Inst::Load { .. } => loaded.expect("loaded above"),
-                    Inst::Scalar { slot } => {
-                        let Some(row) = row else {
-                            unreachable!("the row is loaded when the kernel has scalars")
+                for x in inst.operands() {
+                    if values[x.index()].is_none() {
+                        let Inst::Scalar { slot } = self.kernel.insts[x.index()] else {
+                            unreachable!("only scalars are loaded lazily")
                         };
-                        let x = b.ins().load(types::F32, mf, row, (4 * slot) as i32);
-                        if l.ty == types::F32 {
-                            x
-                        } else {
-                            b.ins().splat(l.ty, x)
-                        }
+                        let row = row.expect("the row is loaded when the kernel has scalars");
+                        let offset = (SPLAT_BYTES * slot) as i32;
+                        values[x.index()] =
+                            Some(b.ins().load(l.ty, mf.with_aligned(), row, offset));
                     }
-                    Inst::Const(c) => constant(b, l.ty, c),
-                    Inst::Unary(u, a) => self.unary(b, l.ty, u, v(a)),
-                    Inst::Binary(op, x, y) => self.binary(b, l.ty, op, v(x), v(y)),
-                    Inst::Fma(x, y, z) => b.ins().fma(v(x), v(y), v(z)),
-                    Inst::Cmp(c, x, y) => compare(b, l.ty, float_cc(c), v(x), v(y)),
-                    Inst::Select(c, x, y) => select(b, l.ty, v(c), v(x), v(y)),
+                }
+                let v = |x: kernel::Value| values[x.index()].expect("defined above");
+                let value = match *inst {
+                    Inst::Load { .. } => loaded,
+                    Inst::Scalar { .. } => None,
+                    Inst::Const(c) => Some(constant(b, l.ty, c)),
+                    Inst::Unary(u, a) => Some(self.unary(b, l.ty, u, v(a))),
+                    Inst::Binary(op, x, y) => Some(self.binary(b, l.ty, op, v(x), v(y))),
+                    Inst::Fma(x, y, z) => Some(b.ins().fma(v(x), v(y), v(z))),
+                    Inst::Cmp(c, x, y) => Some(compare(b, l.ty, float_cc(c), v(x), v(y))),
+                    Inst::Select(c, x, y) => Some(select(b, l.ty, v(c), v(x), v(y))),
                     Inst::Store { buffer, value } => {
                         b.ins().store(mf, v(value), addresses[buffer], offset);
                         // A store defines no value; its slot is never read.
-                        v(value)
+                        None
                     }
                     Inst::Reduce { op, slot, value } => {
                         let acc = Accumulators::of_len(accs.len()).index(slot, k, l.ty);
                         accs[acc] = fold(b, op, accs[acc], v(value));
-                        v(value)
+                        None
                     }
                 };
                 values.push(value);
@@ -947,10 +970,26 @@ mod tests {
         }
         assert!(text.contains("bitselect"), "{text}");
         assert!(text.contains("fma"), "{text}");
-        assert!(
-            !text.contains("aligned"),
-            "only notrap memory flags\n{text}"
-        );
+        // Buffer pointers need only element alignment: the one aligned access is the scalars'
+        // splatted copy on the stack.
+        let splats = text
+            .lines()
+            .find_map(|line| line.trim().strip_suffix(" = stack_addr.i64 ss0"))
+            .expect("the scalars are copied to the stack");
+        for line in text.lines().filter(|line| line.contains("aligned")) {
+            let address = line
+                .split(", ")
+                .last()
+                .unwrap_or(line)
+                .split(' ')
+                .next_back();
+            let address = address.unwrap_or_default().split('+').next();
+            assert_eq!(
+                address,
+                Some(splats),
+                "only the splats are aligned: {line}\n{text}"
+            );
+        }
     }
 
     #[test]
