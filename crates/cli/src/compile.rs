@@ -4,7 +4,7 @@
 use optjit_ir::{DType, FusionPlan};
 use optjit_optim::Kwargs;
 use optjit_rewrite::{SimplifyReport, plan_stats};
-use optjit_runtime::{CompileOptions, Stage, Target};
+use optjit_runtime::{CompileOptions, CpuCodegen, Stage, Target};
 use optjit_trace::Definition;
 
 /// Compiles `optimizer` (with `clip_grad_norm_` fused in front when given) for `target`, its
@@ -39,9 +39,28 @@ pub fn run(
             ));
             continue;
         }
+        if emit == Some("asm") {
+            out.push_str(&machine_code(&compiled, target)?);
+            continue;
+        }
         out.push_str(&stage_texts(&compiled, target, emit)?);
     }
     Ok(out)
+}
+
+/// `--emit asm`: the host machine code of every kernel, as Cranelift prints it.
+fn machine_code(compiled: &optjit_runtime::Compiled, target: Target) -> Result<String, String> {
+    if target != Target::Cpu {
+        return Err(format!(
+            "--emit asm: target {target} has no machine code here (asm is the CPU's; for CUDA, \
+             assemble --emit ptx with ptxas)"
+        ));
+    }
+    let codegen = CpuCodegen::host().map_err(|e| e.to_string())?;
+    let texts = codegen
+        .disassemble(&compiled.kernels)
+        .map_err(|e| e.to_string())?;
+    Ok(texts.join("\n"))
 }
 
 /// The steps a definition compiles to, labelled: one, or for a definition that depends on the
@@ -73,7 +92,8 @@ fn stage_texts(
             .collect(),
         Some(name) => {
             let stage = Stage::from_name(name).ok_or_else(|| {
-                let known: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+                let mut known: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+                known.push("asm");
                 format!(
                     "--emit: unknown stage '{name}' (expected one of {})",
                     known.join(", ")

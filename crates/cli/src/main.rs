@@ -83,7 +83,8 @@ enum Command {
         file: Option<String>,
         #[arg(long, value_enum, default_value = "cpu")]
         target: Target,
-        /// trace | verify | simplify | extract | fuse | lower | clif | ptx | load
+        /// trace | verify | simplify | extract | fuse | lower | clif | ptx | load, or asm: the
+        /// machine code of the CPU kernels
         #[arg(long)]
         emit: Option<String>,
         /// Per-phase op counts and bytes per element.

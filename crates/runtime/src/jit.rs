@@ -1,14 +1,15 @@
-//! Cranelift JIT loading: the host ISA, CLIF emission of every kernel, and a JIT module that
-//! keeps the machine code alive while its entry points are in use.
+//! Cranelift JIT loading: the host ISA, CLIF emission of every kernel, a JIT module that keeps
+//! the machine code alive while its entry points are in use, and that machine code as text.
 //!
 //! The generated functions follow [`optjit_kernels_gen::ChunkAbi`]; kernels that compute
 //! `exp`, `log` or `pow` call back into the Rust functions registered here under the names of
 //! [`optjit_kernels_gen::LIBCALLS`].
 
+use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{AbiParam, Function, types};
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_codegen::{CodegenError, print_errors};
+use cranelift_codegen::{CodegenError, Context, print_errors};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, ModuleError};
 use optjit_kernels_gen::{EmitError, Kernel, LIBCALLS};
@@ -78,6 +79,29 @@ impl fmt::Debug for CpuCodegen {
 impl CpuCodegen {
     /// The host ISA, detected at run time.
     pub fn host() -> Result<CpuCodegen, JitError> {
+        let builder = cranelift_native::builder().map_err(|message| JitError::Host {
+            message: message.to_string(),
+        })?;
+        Self::finish(builder)
+    }
+
+    /// The ISA named `name` (e.g. `x86_64`) with exactly the features in `features` (Cranelift's
+    /// names, e.g. `has_avx`), whatever the host: code to print (see
+    /// [`CpuCodegen::disassemble`]), as the machine-code snapshots do, not to load.
+    pub fn named(name: &str, features: &[&str]) -> Result<CpuCodegen, JitError> {
+        let host = |message: String| JitError::Host { message };
+        let mut builder = cranelift_codegen::isa::lookup_by_name(name)
+            .map_err(|e| host(format!("{name}: {e}")))?;
+        for feature in features {
+            builder
+                .enable(feature)
+                .map_err(|e| host(format!("{name} feature {feature}: {e}")))?;
+        }
+        Self::finish(builder)
+    }
+
+    /// Finishes `builder` with the settings every kernel is compiled with.
+    fn finish(builder: cranelift_codegen::isa::Builder) -> Result<CpuCodegen, JitError> {
         let host = |message: String| JitError::Host { message };
         let verifier = if cfg!(debug_assertions) {
             "true"
@@ -97,7 +121,6 @@ impl CpuCodegen {
                 .set(name, value)
                 .map_err(|e| host(format!("setting {name}={value}: {e}")))?;
         }
-        let builder = cranelift_native::builder().map_err(|e| host(e.to_string()))?;
         let isa = builder
             .finish(settings::Flags::new(flags))
             .map_err(|e| host(e.to_string()))?;
@@ -134,6 +157,27 @@ impl CpuCodegen {
             .iter()
             .map(|k| Ok(optjit_kernels_gen::emit_clif(k, self.isa())?))
             .collect()
+    }
+
+    /// The machine code of each of `kernels` as Cranelift prints it, one text per kernel: the
+    /// code [`CpuCodegen::load`] runs, compiled a second time with disassembly on.
+    pub fn disassemble(&self, kernels: &[Kernel]) -> Result<Vec<String>, JitError> {
+        let mut texts = Vec::with_capacity(kernels.len());
+        for function in self.emit(kernels)? {
+            let name = function.name.to_string();
+            let mut ctx = Context::for_function(function);
+            ctx.set_disasm(true);
+            let compiled = ctx
+                .compile(&*self.isa, &mut ControlPlane::default())
+                .map_err(|e| JitError::Compile {
+                    function: name.clone(),
+                    message: e.inner.to_string(),
+                    clif: e.func.display().to_string(),
+                })?;
+            let code = compiled.vcode.clone().unwrap_or_default();
+            texts.push(format!("function {name}:\n{code}"));
+        }
+        Ok(texts)
     }
 
     /// Compiles `functions` into one fresh JIT module; [`CpuModule::fns`] holds their entry
