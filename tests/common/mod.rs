@@ -2,6 +2,8 @@
 //! configuration of every built-in variant.
 #![allow(dead_code)] // each test crate uses a part
 
+pub mod kernels;
+
 use optjit::optim::{
     Adadelta, Adagrad, Adam, AdamW, Adamax, Asgd, Configured, Lamb, Lars, Lion, NAdam, RAdam,
     RmsProp, Rprop, Sgd,

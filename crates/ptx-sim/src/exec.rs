@@ -1,0 +1,597 @@
+//! Running an entry on a simulated grid: blocks one after another, the threads of a block
+//! each to their next barrier or warp shuffle, which complete only when every thread they
+//! involve has reached the same instruction (anything else is reported, as a GPU would hang
+//! or be undefined there).
+
+use crate::SimError;
+use crate::memory::Memory;
+use crate::parse::{Base, Cmp, Entry, Instr, Op, Operand, Space, Special, Ty};
+use crate::shared::SharedMemory;
+use half::{bf16, f16};
+
+/// Threads per warp.
+const WARP: usize = 32;
+/// Instructions one launch may execute before it is taken to be looping forever.
+const BUDGET: u64 = 2_000_000_000;
+
+/// Where a thread stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Running,
+    /// Waiting at the `bar.sync` or `shfl` at this instruction.
+    AtBarrier(usize),
+    AtShuffle(usize),
+    Done,
+}
+
+struct Thread {
+    regs: Vec<u64>,
+    pc: usize,
+    state: State,
+}
+
+/// One block's execution.
+struct Block<'a> {
+    entry: &'a Entry,
+    params: &'a [u64],
+    ctaid: u64,
+    nctaid: u64,
+    ntid: u64,
+    shared: SharedMemory,
+    threads: Vec<Thread>,
+}
+
+/// Runs `entry` with `grid` blocks of `block` threads on `memory`; returns the instructions
+/// executed.
+pub(crate) fn launch(
+    memory: &mut Memory,
+    entry: &Entry,
+    grid: usize,
+    block: usize,
+    params: &[u64],
+) -> Result<u64, SimError> {
+    if params.len() != entry.params.len() {
+        return Err(SimError::Launch(format!(
+            "{} takes {} parameters, given {}",
+            entry.name,
+            entry.params.len(),
+            params.len()
+        )));
+    }
+    if grid == 0 || block == 0 {
+        return Err(SimError::Launch(format!(
+            "an empty launch: {grid} blocks of {block} threads"
+        )));
+    }
+    memory.begin_launch();
+    let mut executed = 0u64;
+    for ctaid in 0..grid {
+        let threads = (0..block)
+            .map(|_| Thread {
+                regs: vec![0; entry.n_regs],
+                pc: 0,
+                state: State::Running,
+            })
+            .collect();
+        let mut b = Block {
+            entry,
+            params,
+            ctaid: ctaid as u64,
+            nctaid: grid as u64,
+            ntid: block as u64,
+            shared: SharedMemory::new(entry.shared_bytes),
+            threads,
+        };
+        b.run(memory, &mut executed)?;
+    }
+    Ok(executed)
+}
+
+impl Block<'_> {
+    fn run(&mut self, memory: &mut Memory, executed: &mut u64) -> Result<(), SimError> {
+        loop {
+            for t in 0..self.threads.len() {
+                if self.threads[t].state == State::Running {
+                    self.run_thread(t, memory, executed)?;
+                }
+            }
+            if self.threads.iter().all(|t| t.state == State::Done) {
+                return Ok(());
+            }
+            if self.shuffle()? {
+                continue;
+            }
+            self.barrier()?;
+        }
+    }
+
+    /// Completes every warp whose threads all wait at one shuffle; whether any did.
+    fn shuffle(&mut self) -> Result<bool, SimError> {
+        let mut any = false;
+        for warp in 0..self.threads.len().div_ceil(WARP) {
+            let lanes = warp * WARP..((warp + 1) * WARP).min(self.threads.len());
+            let states: Vec<State> = self.threads[lanes.clone()]
+                .iter()
+                .map(|t| t.state)
+                .collect();
+            let Some(&State::AtShuffle(pc)) =
+                states.iter().find(|s| matches!(s, State::AtShuffle(_)))
+            else {
+                continue;
+            };
+            if states.iter().any(|&s| s != State::AtShuffle(pc)) {
+                return Err(self.fault(
+                    pc,
+                    format!("warp {warp}: not every lane reached this shuffle ({states:?})"),
+                ));
+            }
+            let instr = &self.entry.body[pc];
+            let [dst, src, delta, clamp, mask] = &instr.args[..] else {
+                return Err(self.fault(pc, "shfl.sync.down takes 5 operands".into()));
+            };
+            let (delta, clamp, mask) = (
+                self.value(lanes.start, delta)? as usize,
+                self.value(lanes.start, clamp)? as usize,
+                self.value(lanes.start, mask)? as u32,
+            );
+            if mask != u32::MAX || lanes.len() != WARP {
+                return Err(self.fault(pc, "only full-warp shuffles are simulated".into()));
+            }
+            let values: Vec<u64> = lanes
+                .clone()
+                .map(|t| self.value(t, src))
+                .collect::<Result<_, _>>()?;
+            for (lane, t) in lanes.enumerate() {
+                let from = lane + delta;
+                let value = if from <= (clamp & 31) {
+                    values[from]
+                } else {
+                    values[lane]
+                };
+                self.set(t, dst, value & 0xffff_ffff)?;
+                self.threads[t].pc = pc + 1;
+                self.threads[t].state = State::Running;
+            }
+            any = true;
+        }
+        Ok(any)
+    }
+
+    /// Completes the barrier that every thread of the block waits at.
+    fn barrier(&mut self) -> Result<(), SimError> {
+        let first = self.threads[0].state;
+        let State::AtBarrier(pc) = first else {
+            let states: Vec<State> = self.threads.iter().map(|t| t.state).collect();
+            return Err(SimError::Deadlock(format!(
+                "{} block {}: threads wait at different places or have exited: {:?}",
+                self.entry.name,
+                self.ctaid,
+                summarize(&states)
+            )));
+        };
+        if self.threads.iter().any(|t| t.state != first) {
+            let states: Vec<State> = self.threads.iter().map(|t| t.state).collect();
+            return Err(self.fault(
+                pc,
+                format!(
+                    "not every thread of the block reached this barrier: {:?}",
+                    summarize(&states)
+                ),
+            ));
+        }
+        for t in &mut self.threads {
+            t.pc = pc + 1;
+            t.state = State::Running;
+        }
+        self.shared.barrier();
+        Ok(())
+    }
+
+    fn fault(&self, pc: usize, message: String) -> SimError {
+        let instr = &self.entry.body[pc];
+        SimError::Exec {
+            entry: self.entry.name.clone(),
+            line: instr.line,
+            text: instr.text.clone(),
+            message,
+        }
+    }
+
+    /// Runs thread `t` until it waits or exits.
+    fn run_thread(
+        &mut self,
+        t: usize,
+        memory: &mut Memory,
+        executed: &mut u64,
+    ) -> Result<(), SimError> {
+        let body = &self.entry.body;
+        loop {
+            let pc = self.threads[t].pc;
+            let instr = body.get(pc).ok_or_else(|| {
+                SimError::Launch(format!("{}: ran past the end", self.entry.name))
+            })?;
+            *executed += 1;
+            if *executed > BUDGET {
+                return Err(self.fault(pc, format!("more than {BUDGET} instructions: a loop?")));
+            }
+            if let Some((pred, negated)) = instr.guard
+                && (self.threads[t].regs[pred] != 0) == negated
+            {
+                self.threads[t].pc = pc + 1;
+                continue;
+            }
+            let next = match instr.op {
+                Op::Bar => {
+                    self.threads[t].state = State::AtBarrier(pc);
+                    return Ok(());
+                }
+                Op::ShflDown => {
+                    self.threads[t].state = State::AtShuffle(pc);
+                    return Ok(());
+                }
+                Op::Ret => {
+                    self.threads[t].state = State::Done;
+                    return Ok(());
+                }
+                Op::Bra => match instr.args.first() {
+                    Some(Operand::Label(target)) => *target,
+                    _ => return Err(self.fault(pc, "bra needs a label".into())),
+                },
+                _ => {
+                    self.step(t, instr, memory)?;
+                    pc + 1
+                }
+            };
+            self.threads[t].pc = next;
+        }
+    }
+
+    /// The global index of thread `t` (for hazard reports).
+    fn global_id(&self, t: usize) -> u32 {
+        (self.ctaid * self.ntid) as u32 + t as u32
+    }
+
+    /// Executes one non-control instruction for thread `t`.
+    fn step(&mut self, t: usize, instr: &Instr, memory: &mut Memory) -> Result<(), SimError> {
+        let fault = |message: String| SimError::Exec {
+            entry: self.entry.name.clone(),
+            line: instr.line,
+            text: instr.text.clone(),
+            message,
+        };
+        let args = &instr.args;
+        let arg = |i: usize| {
+            args.get(i)
+                .ok_or_else(|| fault(format!("operand {i} missing")))
+        };
+        let v = |this: &Self, i: usize| -> Result<u64, SimError> { this.value(t, arg(i)?) };
+        match instr.op {
+            Op::Ld { space, ty, lanes } => {
+                let address = self.address(t, arg(1)?)?;
+                let size = ty.bytes();
+                let values: Vec<u64> = match space {
+                    Space::Param => {
+                        let Operand::Addr {
+                            base: Base::Param(p),
+                            offset: 0,
+                        } = arg(1)?
+                        else {
+                            return Err(fault("ld.param reads a parameter by name".into()));
+                        };
+                        vec![self.params[*p]]
+                    }
+                    Space::Shared => {
+                        let bytes = self
+                            .shared
+                            .load(address as usize, size * lanes, t)
+                            .map_err(|e| fault(e.to_string()))?;
+                        bytes.chunks(size).map(le_bits).collect()
+                    }
+                    Space::Global | Space::GlobalNc => {
+                        let id = self.global_id(t);
+                        let nc = space == Space::GlobalNc;
+                        let bytes = memory
+                            .load(address, size * lanes, nc, id)
+                            .map_err(|e| fault(e.to_string()))?;
+                        bytes.chunks(size).map(le_bits).collect()
+                    }
+                };
+                self.set_lanes(t, arg(0)?, &values)
+            }
+            Op::St { space, ty, lanes } => {
+                let address = self.address(t, arg(0)?)?;
+                let size = ty.bytes();
+                let values = self.lanes(t, arg(1)?, lanes)?;
+                let bytes: Vec<u8> = values
+                    .iter()
+                    .flat_map(|&x| x.to_le_bytes()[..size].to_vec())
+                    .collect();
+                match space {
+                    Space::Shared => self
+                        .shared
+                        .store(address as usize, &bytes, t)
+                        .map_err(|e| fault(e.to_string())),
+                    Space::Global => memory
+                        .store(address, &bytes, self.global_id(t))
+                        .map_err(|e| fault(e.to_string())),
+                    _ => Err(fault("stores go to global or shared memory".into())),
+                }
+            }
+            Op::Cvta => {
+                let x = v(self, 1)?;
+                self.set(t, arg(0)?, x)
+            }
+            Op::Mov(ty) => {
+                let x = match arg(1)? {
+                    // mov.b32 %r, {lo, hi}: two 16-bit halves.
+                    Operand::Vector(halves) if ty == Ty::U32 => {
+                        let [lo, hi] = &halves[..] else {
+                            return Err(fault("mov.b32 packs two halves".into()));
+                        };
+                        (self.value(t, lo)? & 0xffff) | ((self.value(t, hi)? & 0xffff) << 16)
+                    }
+                    other => self.value(t, other)?,
+                };
+                self.set(t, arg(0)?, mask(ty, x))
+            }
+            Op::Add(ty)
+            | Op::Sub(ty)
+            | Op::Mul(ty)
+            | Op::Div(ty)
+            | Op::Shl(ty)
+            | Op::Shr(ty)
+            | Op::And(ty)
+            | Op::Or(ty)
+            | Op::Min { ty, .. }
+            | Op::Max { ty, .. } => {
+                let (a, b) = (v(self, 1)?, v(self, 2)?);
+                let r =
+                    binary(instr.op, ty, a, b).ok_or_else(|| fault("unsupported type".into()))?;
+                self.set(t, arg(0)?, r)
+            }
+            Op::Mad(ty) | Op::Fma(ty) => {
+                let (a, b, c) = (v(self, 1)?, v(self, 2)?, v(self, 3)?);
+                let r = match ty {
+                    Ty::U64 => a.wrapping_mul(b).wrapping_add(c),
+                    Ty::U32 => u64::from((a as u32).wrapping_mul(b as u32).wrapping_add(c as u32)),
+                    Ty::F32 => f32b(f(a).mul_add(f(b), f(c))),
+                    Ty::F64 => d(a).mul_add(d(b), d(c)).to_bits(),
+                    _ => return Err(fault("unsupported type".into())),
+                };
+                self.set(t, arg(0)?, r)
+            }
+            Op::Sqrt(ty) | Op::Neg(ty) | Op::Abs(ty) => {
+                let a = v(self, 1)?;
+                let r = match (instr.op, ty) {
+                    (Op::Sqrt(_), Ty::F32) => f32b(f(a).sqrt()),
+                    (Op::Sqrt(_), Ty::F64) => d(a).sqrt().to_bits(),
+                    (Op::Neg(_), Ty::F32) => a ^ 0x8000_0000,
+                    (Op::Neg(_), Ty::F64) => a ^ (1 << 63),
+                    (Op::Abs(_), Ty::F32) => a & 0x7fff_ffff,
+                    (Op::Abs(_), Ty::F64) => a & !(1 << 63),
+                    _ => return Err(fault("unsupported type".into())),
+                };
+                self.set(t, arg(0)?, r)
+            }
+            Op::Ex2 => {
+                let r = f32b(f(v(self, 1)?).exp2());
+                self.set(t, arg(0)?, r)
+            }
+            Op::Lg2 => {
+                let r = f32b(f(v(self, 1)?).log2());
+                self.set(t, arg(0)?, r)
+            }
+            Op::Setp { cmp, ty } => {
+                let (a, b) = (v(self, 1)?, v(self, 2)?);
+                let r = compare(cmp, ty, a, b).ok_or_else(|| fault("unsupported type".into()))?;
+                self.set(t, arg(0)?, u64::from(r))
+            }
+            Op::Selp(_) => {
+                let (a, b, p) = (v(self, 1)?, v(self, 2)?, v(self, 3)?);
+                self.set(t, arg(0)?, if p != 0 { a } else { b })
+            }
+            Op::Cvt { to, from } => {
+                let a = v(self, 1)?;
+                let r = convert(to, from, a)
+                    .ok_or_else(|| fault(format!("no cvt {to:?} <- {from:?}")))?;
+                self.set(t, arg(0)?, r)
+            }
+            Op::Bar | Op::ShflDown | Op::Bra | Op::Ret => {
+                unreachable!("control flow in run_thread")
+            }
+        }
+    }
+
+    /// An operand's value for thread `t`.
+    fn value(&self, t: usize, operand: &Operand) -> Result<u64, SimError> {
+        Ok(match operand {
+            Operand::Reg(r) => self.threads[t].regs[*r],
+            Operand::Imm(bits) => *bits,
+            Operand::Shared(offset) => *offset as u64,
+            Operand::Special(s) => match s {
+                Special::TidX => t as u64,
+                Special::NtidX => self.ntid,
+                Special::CtaidX => self.ctaid,
+                Special::NctaidX => self.nctaid,
+            },
+            other => {
+                return Err(SimError::Launch(format!("{other:?} is not a value")));
+            }
+        })
+    }
+
+    /// The address an `[...]` operand names (global, or an offset in shared memory).
+    fn address(&self, t: usize, operand: &Operand) -> Result<u64, SimError> {
+        let Operand::Addr { base, offset } = operand else {
+            return Err(SimError::Launch(format!("{operand:?} is not an address")));
+        };
+        let base = match base {
+            Base::Reg(r) => self.threads[t].regs[*r],
+            Base::Shared(o) => *o as u64,
+            Base::Param(_) => 0,
+        };
+        Ok(base.wrapping_add(*offset as u64))
+    }
+
+    fn set(&mut self, t: usize, operand: &Operand, value: u64) -> Result<(), SimError> {
+        match operand {
+            Operand::Reg(r) => {
+                self.threads[t].regs[*r] = value;
+                Ok(())
+            }
+            other => Err(SimError::Launch(format!("cannot write to {other:?}"))),
+        }
+    }
+
+    /// Writes `values` to a register or a `{...}` vector of registers.
+    fn set_lanes(&mut self, t: usize, operand: &Operand, values: &[u64]) -> Result<(), SimError> {
+        match operand {
+            Operand::Vector(regs) if regs.len() == values.len() => {
+                for (reg, &x) in regs.iter().zip(values) {
+                    self.set(t, reg, x)?;
+                }
+                Ok(())
+            }
+            reg if values.len() == 1 => self.set(t, reg, values[0]),
+            other => Err(SimError::Launch(format!(
+                "{other:?} cannot take {} lanes",
+                values.len()
+            ))),
+        }
+    }
+
+    /// The values of a register or of a `{...}` vector of `lanes` registers.
+    fn lanes(&self, t: usize, operand: &Operand, lanes: usize) -> Result<Vec<u64>, SimError> {
+        match operand {
+            Operand::Vector(xs) if xs.len() == lanes => {
+                xs.iter().map(|x| self.value(t, x)).collect()
+            }
+            x if lanes == 1 => Ok(vec![self.value(t, x)?]),
+            other => Err(SimError::Launch(format!("{other:?} is not {lanes} lanes"))),
+        }
+    }
+}
+
+/// A run of identical states, for error messages: `(state, count)`.
+fn summarize(states: &[State]) -> Vec<(State, usize)> {
+    let mut out: Vec<(State, usize)> = Vec::new();
+    for &s in states {
+        match out.last_mut() {
+            Some((last, n)) if *last == s => *n += 1,
+            _ => out.push((s, 1)),
+        }
+    }
+    out
+}
+
+fn le_bits(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(word)
+}
+
+fn f(bits: u64) -> f32 {
+    f32::from_bits(bits as u32)
+}
+
+fn d(bits: u64) -> f64 {
+    f64::from_bits(bits)
+}
+
+fn f32b(x: f32) -> u64 {
+    u64::from(x.to_bits())
+}
+
+/// Keeps the bits of a `ty` register.
+fn mask(ty: Ty, x: u64) -> u64 {
+    match ty.bytes() {
+        2 => x & 0xffff,
+        4 => x & 0xffff_ffff,
+        _ => x,
+    }
+}
+
+/// The canonical NaN that PTX's `min.NaN`/`max.NaN` return.
+const NAN32: u64 = 0x7fff_ffff;
+
+fn binary(op: Op, ty: Ty, a: u64, b: u64) -> Option<u64> {
+    Some(match (op, ty) {
+        (Op::Add(_), Ty::U64) => a.wrapping_add(b),
+        (Op::Add(_), Ty::U32) => u64::from((a as u32).wrapping_add(b as u32)),
+        (Op::Sub(_), Ty::U64) => a.wrapping_sub(b),
+        (Op::Mul(_), Ty::U64) => a.wrapping_mul(b),
+        (Op::Mul(_), Ty::U32) => u64::from((a as u32).wrapping_mul(b as u32)),
+        (Op::Shl(_), Ty::U64) => a.checked_shl(b as u32).unwrap_or(0),
+        (Op::Shl(_), Ty::U32) => u64::from((a as u32).checked_shl(b as u32).unwrap_or(0)),
+        (Op::Shr(_), Ty::U64) => a.checked_shr(b as u32).unwrap_or(0),
+        (Op::Shr(_), Ty::U32) => u64::from((a as u32).checked_shr(b as u32).unwrap_or(0)),
+        (Op::And(_), _) => mask(ty, a & b),
+        (Op::Or(_), _) => mask(ty, a | b),
+        (Op::Add(_), Ty::F32) => f32b(f(a) + f(b)),
+        (Op::Sub(_), Ty::F32) => f32b(f(a) - f(b)),
+        (Op::Mul(_), Ty::F32) => f32b(f(a) * f(b)),
+        (Op::Div(_), Ty::F32) => f32b(f(a) / f(b)),
+        (Op::Add(_), Ty::F64) => (d(a) + d(b)).to_bits(),
+        (Op::Sub(_), Ty::F64) => (d(a) - d(b)).to_bits(),
+        (Op::Mul(_), Ty::F64) => (d(a) * d(b)).to_bits(),
+        (Op::Div(_), Ty::F64) => (d(a) / d(b)).to_bits(),
+        (Op::Min { nan, .. }, Ty::F32) | (Op::Max { nan, .. }, Ty::F32) => {
+            let (x, y) = (f(a), f(b));
+            if x.is_nan() || y.is_nan() {
+                if nan {
+                    NAN32
+                } else if x.is_nan() {
+                    b
+                } else {
+                    a
+                }
+            } else {
+                let min = matches!(op, Op::Min { .. });
+                // -0 orders below +0.
+                let x_first = (x < y) || (x == y && x.is_sign_negative());
+                if x_first == min { a } else { b }
+            }
+        }
+        (Op::Min { nan: false, .. }, Ty::F64) => d(a).min(d(b)).to_bits(),
+        (Op::Max { nan: false, .. }, Ty::F64) => d(a).max(d(b)).to_bits(),
+        _ => return None,
+    })
+}
+
+fn compare(cmp: Cmp, ty: Ty, a: u64, b: u64) -> Option<bool> {
+    let ordered = |o: std::cmp::Ordering| match cmp {
+        Cmp::Lt => o.is_lt(),
+        Cmp::Le => o.is_le(),
+        Cmp::Gt => o.is_gt(),
+        Cmp::Ge => o.is_ge(),
+        Cmp::Eq => o.is_eq(),
+        Cmp::Ne | Cmp::Neu => o.is_ne(),
+        Cmp::Nan => false,
+    };
+    let float = |o: Option<std::cmp::Ordering>| match o {
+        Some(o) => ordered(o),
+        // Unordered: only the "u" comparisons and `nan` hold.
+        None => matches!(cmp, Cmp::Neu | Cmp::Nan),
+    };
+    Some(match ty {
+        Ty::U64 => ordered(a.cmp(&b)),
+        Ty::U32 => ordered((a as u32).cmp(&(b as u32))),
+        Ty::F32 => float(f(a).partial_cmp(&f(b))),
+        Ty::F64 => float(d(a).partial_cmp(&d(b))),
+        _ => return None,
+    })
+}
+
+fn convert(to: Ty, from: Ty, a: u64) -> Option<u64> {
+    Some(match (to, from) {
+        (Ty::U64, Ty::U32) => a & 0xffff_ffff,
+        (Ty::U32, Ty::U64) => a & 0xffff_ffff,
+        (Ty::F64, Ty::F32) => f64::from(f(a)).to_bits(),
+        (Ty::F32, Ty::F64) => f32b(d(a) as f32),
+        (Ty::F32, Ty::F16) => f32b(f16::from_bits(a as u16).to_f32()),
+        (Ty::F32, Ty::Bf16) => f32b(bf16::from_bits(a as u16).to_f32()),
+        (Ty::F16, Ty::F32) => u64::from(f16::from_f32(f(a)).to_bits()),
+        (Ty::Bf16, Ty::F32) => u64::from(bf16::from_f32(f(a)).to_bits()),
+        _ => return None,
+    })
+}
