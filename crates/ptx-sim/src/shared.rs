@@ -19,6 +19,19 @@ struct Touch {
     readers: Readers,
 }
 
+impl Touch {
+    /// Forgets the touches of earlier barrier intervals.
+    fn since(&mut self, epoch: u64) {
+        if self.epoch != epoch {
+            *self = Touch {
+                epoch,
+                writer: None,
+                readers: Readers::None,
+            };
+        }
+    }
+}
+
 /// One block's shared memory.
 pub(crate) struct SharedMemory {
     bytes: Vec<u8>,
@@ -51,13 +64,7 @@ impl SharedMemory {
         self.check(at, len)?;
         let epoch = self.epoch;
         for touch in &mut self.touched[at..at + len] {
-            if touch.epoch != epoch {
-                *touch = Touch {
-                    epoch,
-                    writer: None,
-                    readers: Readers::None,
-                };
-            }
+            touch.since(epoch);
             if let Some(writer) = touch.writer.filter(|&w| w != thread) {
                 return Err(race(
                     at,
@@ -78,13 +85,7 @@ impl SharedMemory {
         self.check(at, data.len())?;
         let epoch = self.epoch;
         for touch in &mut self.touched[at..at + data.len()] {
-            if touch.epoch != epoch {
-                *touch = Touch {
-                    epoch,
-                    writer: None,
-                    readers: Readers::None,
-                };
-            }
+            touch.since(epoch);
             if let Some(writer) = touch.writer.filter(|&w| w != thread) {
                 return Err(race(
                     at,
