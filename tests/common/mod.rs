@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses a part
 
 pub mod kernels;
+pub mod sim_gpu;
 
 use optjit::optim::{
     Adadelta, Adagrad, Adam, AdamW, Adamax, Asgd, Configured, Lamb, Lars, Lion, NAdam, RAdam,

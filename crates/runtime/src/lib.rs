@@ -24,7 +24,9 @@ mod view;
 pub use buffer::{ALIGN, AlignedBuf};
 pub use cache::{CacheOptions, CacheUse};
 pub use chunks::{CHUNK_ELEMS, max_threads};
-pub use cuda::{CUDA_CHUNK_ELEMS, CudaDevice, CudaError, CudaOptimizer, DeviceFloat};
+pub use cuda::{
+    CUDA_CHUNK_ELEMS, CudaDevice, CudaError, CudaOptimizer, DeviceFloat, DeviceValue, Gpu,
+};
 pub use cudarc;
 pub use error::{CompileError, OptimizerError};
 pub use half;

@@ -41,6 +41,14 @@ pub enum CudaError {
         /// The size of one element.
         bytes: usize,
     },
+    /// A device other than the CUDA driver's (a [`Gpu`](crate::Gpu) stand-in) failed.
+    #[error("{doing}: {message}")]
+    Backend {
+        /// What optjit was doing.
+        doing: String,
+        /// The device's message.
+        message: String,
+    },
     /// A CUDA graph capture recorded nothing.
     #[error("the CUDA graph capture of the step recorded nothing")]
     EmptyGraph,

@@ -3,9 +3,11 @@
 
 mod device;
 mod elem;
+mod gpu;
 mod optimizer;
 mod part;
 
 pub use device::{CudaDevice, CudaError};
 pub use elem::DeviceFloat;
+pub use gpu::{DeviceValue, Gpu};
 pub use optimizer::{CUDA_CHUNK_ELEMS, CudaOptimizer};

@@ -2,8 +2,9 @@
 //! over a device chunk table that covers every tensor of every group (per kind of tensor, for
 //! a step that depends on the rank: see `part.rs`).
 
-use super::device::{CudaDevice, CudaError, Doing};
+use super::device::{CudaDevice, CudaError};
 use super::elem::{DeviceFloat, decode, encode};
+use super::gpu::Gpu;
 use super::part::CudaPart;
 use crate::binding::Binding;
 use crate::error::OptimizerError;
@@ -12,7 +13,7 @@ use crate::optimizer::{Setup, Stats};
 use crate::part::kinds;
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
 use crate::target::Target;
-use cudarc::driver::{CudaGraph, CudaSlice, sys};
+use cudarc::driver::CudaSlice;
 use optjit_ir::DType;
 use optjit_trace::Definition;
 use std::sync::Arc;
@@ -41,17 +42,19 @@ fn chunk_elems() -> usize {
     }
 }
 
-/// A compiled optimizer step on a CUDA device, holding its state there.
+/// A compiled optimizer step on a CUDA device, holding its state there. The device is the
+/// CUDA driver's ([`CudaDevice`]) unless another [`Gpu`] is given (the tests use a PTX
+/// interpreter).
 ///
 /// Parameters and gradients are device buffers on the device's stream ([`CudaDevice::upload`]);
 /// [`CudaOptimizer::step`] enqueues a copy of the step's scalars and the launches on
 /// [`CudaDevice::stream`] and does not wait for the kernels. Hyperparameters and the scalar program's results reach the kernels through a small
 /// device buffer written before the launches, so changing them never recompiles.
-pub struct CudaOptimizer {
+pub struct CudaOptimizer<G: Gpu = CudaDevice> {
     /// The whole setup: groups, hyperparameters, shapes (the parts hold their own copies).
     binding: Binding,
-    device: Arc<CudaDevice>,
-    parts: Vec<CudaPart>,
+    device: Arc<G>,
+    parts: Vec<CudaPart<G>>,
     /// Per tensor: its part and its index there.
     placement: Vec<(usize, usize)>,
     /// Elements per chunk record.
@@ -62,18 +65,18 @@ pub struct CudaOptimizer {
     /// [`CudaOptimizer::set_graph_capture`]).
     graphs: bool,
     /// The captured launches of a step over the current tables.
-    graph: Option<CudaGraph>,
+    graph: Option<G::Graph>,
     stats: Stats,
 }
 
-impl CudaOptimizer {
+impl<G: Gpu> CudaOptimizer<G> {
     /// Compiles `definition` to sm_80 PTX (which the driver also runs on sm_90 and later), loads
     /// it on `device`, and allocates the state for `setup`'s tensors there.
     pub fn new(
         definition: &Definition,
         setup: Setup,
-        device: Arc<CudaDevice>,
-    ) -> Result<CudaOptimizer, OptimizerError> {
+        device: Arc<G>,
+    ) -> Result<CudaOptimizer<G>, OptimizerError> {
         let options = CompileOptions {
             target: Target::cuda(),
             ..CompileOptions::default()
@@ -86,9 +89,9 @@ impl CudaOptimizer {
     pub fn with_options(
         definition: &Definition,
         setup: Setup,
-        device: Arc<CudaDevice>,
+        device: Arc<G>,
         options: &CompileOptions,
-    ) -> Result<CudaOptimizer, OptimizerError> {
+    ) -> Result<CudaOptimizer<G>, OptimizerError> {
         let binding = Binding::new(definition, &setup)?;
         let wrong_target = || OptimizerError::WrongTarget {
             rule: binding.rule().to_string(),
@@ -113,7 +116,7 @@ impl CudaOptimizer {
             }
             let elems: usize = tensors.iter().map(|&t| binding.lens[t]).sum();
             let started = Instant::now();
-            let part = CudaPart::new(&kind, &setup, tensors, compiled.clone(), &device)?;
+            let part = CudaPart::new(&kind, &setup, tensors, compiled.clone(), &*device)?;
             let mut stats = Stats::of(&compiled, used, elapsed);
             stats.compile_ms += started.elapsed().as_secs_f64() * 1e3;
             part_stats.push((stats, elems));
@@ -159,7 +162,7 @@ impl CudaOptimizer {
     }
 
     /// The device the step runs on.
-    pub fn device(&self) -> &Arc<CudaDevice> {
+    pub fn device(&self) -> &Arc<G> {
         &self.device
     }
 
@@ -243,42 +246,6 @@ impl CudaOptimizer {
         self.parts[0].kind.binding.step_count
     }
 
-    /// Enqueues one step on the device's stream: updates every parameter and state in place.
-    /// `params[i]` and `grads[i]` are tensor i of the setup, allocated on [`CudaDevice::stream`]
-    /// (so that freeing them is ordered after the step). A step refused for its input (counts,
-    /// lengths, foreign buffers) modifies nothing; after a driver error the step may have run
-    /// in part, and the device should be considered lost, as CUDA's own errors usually are.
-    pub fn step<T: DeviceFloat>(
-        &mut self,
-        params: &mut [CudaSlice<T>],
-        grads: &[CudaSlice<T>],
-    ) -> Result<(), OptimizerError> {
-        if T::DTYPE != self.dtype {
-            let (expected, got) = (self.dtype, T::DTYPE);
-            return Err(CudaError::WrongDType { expected, got }.into());
-        }
-        let param_lens: Vec<usize> = params.iter().map(CudaSlice::len).collect();
-        let grad_lens: Vec<usize> = grads.iter().map(CudaSlice::len).collect();
-        self.binding.check_lengths(&param_lens, &grad_lens)?;
-        for (what, owned) in [
-            (
-                "param",
-                params
-                    .iter()
-                    .map(|p| self.device.owns(p))
-                    .collect::<Vec<_>>(),
-            ),
-            ("grad", grads.iter().map(|g| self.device.owns(g)).collect()),
-        ] {
-            if let Some(tensor) = owned.iter().position(|&ours| !ours) {
-                return Err(CudaError::ForeignTensor { what, tensor }.into());
-            }
-        }
-        let param_addresses: Vec<u64> = params.iter().map(|p| self.device.address(p)).collect();
-        let grad_addresses: Vec<u64> = grads.iter().map(|g| self.device.address(g)).collect();
-        self.step_addresses(&param_addresses, &grad_addresses)
-    }
-
     /// Enqueues one step over tensors given as raw device addresses (for buffers that another
     /// library allocated, e.g. PyTorch's). Each address needs only the alignment of one element
     /// of the setup's dtype; records whose buffers are all aligned to 4 elements use vector
@@ -318,10 +285,10 @@ impl CudaOptimizer {
     /// back (waits for the stream), stored on the device as the setup's dtype (so f16 and bf16
     /// round the host values to nearest even). Convenient for tests and small problems; a
     /// training loop keeps its tensors on the device and calls [`CudaOptimizer::step`].
-    pub fn step_host<P: AsMut<[f32]>, G: AsRef<[f32]>>(
+    pub fn step_host<P: AsMut<[f32]>, Q: AsRef<[f32]>>(
         &mut self,
         params: &mut [P],
-        grads: &[G],
+        grads: &[Q],
     ) -> Result<(), OptimizerError> {
         let mut params: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut()).collect();
         let grads: Vec<&[f32]> = grads.iter().map(|g| g.as_ref()).collect();
@@ -329,7 +296,7 @@ impl CudaOptimizer {
         let grad_lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
         self.binding.check_lengths(&param_lens, &grad_lens)?;
         let dtype = self.dtype;
-        let upload = |host: &[f32]| -> Result<Option<CudaSlice<u8>>, CudaError> {
+        let upload = |host: &[f32]| -> Result<Option<G::Buffer<u8>>, CudaError> {
             match host.len() {
                 0 => Ok(None),
                 _ => self.device.upload(&encode(dtype, host)).map(Some),
@@ -343,7 +310,7 @@ impl CudaOptimizer {
             .iter()
             .map(|g| upload(g))
             .collect::<Result<Vec<_>, _>>()?;
-        let address = |b: &Option<CudaSlice<u8>>| b.as_ref().map_or(0, |b| self.device.address(b));
+        let address = |b: &Option<G::Buffer<u8>>| b.as_ref().map_or(0, |b| self.device.address(b));
         let param_addresses: Vec<u64> = device_params.iter().map(address).collect();
         let grad_addresses: Vec<u64> = device_grads.iter().map(address).collect();
         self.step_addresses(&param_addresses, &grad_addresses)?;
@@ -386,9 +353,7 @@ impl CudaOptimizer {
                 self.graph = Some(self.capture()?);
             }
             let graph = self.graph.as_ref().expect("captured above");
-            graph
-                .launch()
-                .doing(|| "replaying the step's CUDA graph".into())?;
+            device.replay(graph)?;
             self.parts.iter_mut().for_each(|part| part.kind.finish());
         } else {
             self.graph = None;
@@ -400,20 +365,48 @@ impl CudaOptimizer {
         Ok(())
     }
 
-    /// Captures every part's launches, in order, into a CUDA graph (nothing runs).
-    fn capture(&self) -> Result<CudaGraph, OptimizerError> {
-        let stream = self.device.stream();
-        let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
-        stream
-            .begin_capture(mode)
-            .doing(|| "starting a CUDA graph capture".into())?;
-        let launched = (self.parts.iter()).try_for_each(|part| part.launch_all(&self.device));
-        // End the capture whatever happened, so the stream is usable again.
-        let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
-        launched?;
-        match ended.doing(|| "ending the CUDA graph capture".into())? {
-            Some(graph) => Ok(graph),
-            None => Err(CudaError::EmptyGraph.into()),
+    /// Captures every part's launches, in order, into a graph (nothing runs).
+    fn capture(&self) -> Result<G::Graph, OptimizerError> {
+        let device = &*self.device;
+        let parts = &self.parts;
+        device.capture(&mut || parts.iter().try_for_each(|part| part.launch_all(device)))
+    }
+}
+
+impl CudaOptimizer<CudaDevice> {
+    /// Enqueues one step on the device's stream: updates every parameter and state in place.
+    /// `params[i]` and `grads[i]` are tensor i of the setup, allocated on [`CudaDevice::stream`]
+    /// (so that freeing them is ordered after the step). A step refused for its input (counts,
+    /// lengths, foreign buffers) modifies nothing; after a driver error the step may have run
+    /// in part, and the device should be considered lost, as CUDA's own errors usually are.
+    pub fn step<T: DeviceFloat>(
+        &mut self,
+        params: &mut [CudaSlice<T>],
+        grads: &[CudaSlice<T>],
+    ) -> Result<(), OptimizerError> {
+        if T::DTYPE != self.dtype {
+            let (expected, got) = (self.dtype, T::DTYPE);
+            return Err(CudaError::WrongDType { expected, got }.into());
         }
+        let param_lens: Vec<usize> = params.iter().map(CudaSlice::len).collect();
+        let grad_lens: Vec<usize> = grads.iter().map(CudaSlice::len).collect();
+        self.binding.check_lengths(&param_lens, &grad_lens)?;
+        for (what, owned) in [
+            (
+                "param",
+                params
+                    .iter()
+                    .map(|p| self.device.owns(p))
+                    .collect::<Vec<_>>(),
+            ),
+            ("grad", grads.iter().map(|g| self.device.owns(g)).collect()),
+        ] {
+            if let Some(tensor) = owned.iter().position(|&ours| !ours) {
+                return Err(CudaError::ForeignTensor { what, tensor }.into());
+            }
+        }
+        let param_addresses: Vec<u64> = params.iter().map(|p| self.device.address(p)).collect();
+        let grad_addresses: Vec<u64> = grads.iter().map(|g| self.device.address(g)).collect();
+        self.step_addresses(&param_addresses, &grad_addresses)
     }
 }

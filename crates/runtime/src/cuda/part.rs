@@ -2,8 +2,8 @@
 //! its state, scalar rows and column values on the device, and one launch per phase over a
 //! device chunk table.
 
-use super::device::{CudaDevice, Doing};
 use super::elem::{decode, encode};
+use super::gpu::Gpu;
 use crate::binding::{Source, row_width};
 use crate::chunks::ChunkTable;
 use crate::error::OptimizerError;
@@ -12,8 +12,6 @@ use crate::optimizer::Setup;
 use crate::pipeline::Compiled;
 use crate::reduce::Records;
 use crate::view::View;
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
-use cudarc::nvrtc::Ptx;
 use optjit_ir::{Class, DType, Walk};
 use optjit_kernels_gen::{PTX_BLOCK_THREADS, ptx_entry_name};
 use optjit_trace::Definition;
@@ -23,12 +21,12 @@ use std::sync::Arc;
 const MAX_GRID_BLOCKS: usize = 1 << 16;
 
 /// One phase's loaded kernel and its device chunk table.
-struct Phase {
+struct Phase<G: Gpu> {
     /// The kernel's name (for errors).
     name: String,
-    function: CudaFunction,
+    kernel: G::Kernel,
     /// The chunk table on the device (`None` when the step has no elements).
-    table: Option<CudaSlice<u64>>,
+    table: Option<G::Buffer<u64>>,
     n_records: usize,
     /// The tensor of each record of the table.
     owners: Vec<usize>,
@@ -40,25 +38,25 @@ struct Phase {
     /// How many partials the phase writes over the table (0 when it reduces nothing).
     n_partials: usize,
     /// The device partials, when it reduces.
-    partials: Option<CudaSlice<f64>>,
+    partials: Option<G::Buffer<f64>>,
     /// The phase reads column values (uploaded before it runs).
     reads_cols: bool,
 }
 
 /// One kind's compiled step on a device, with its state there.
-pub(super) struct CudaPart {
+pub(super) struct CudaPart<G: Gpu> {
     pub(super) kind: KindStep,
-    phases: Vec<Phase>,
+    phases: Vec<Phase<G>>,
     /// How tensors and per-element states are stored (the compiled graph's element dtype).
     dtype: DType,
     /// `states[tensor][state]`: per-element buffers, stored as `dtype` (`None` for other states
     /// and tensors without elements), then the plan's scratch buffers (f32).
-    states: Vec<Vec<Option<CudaSlice<u8>>>>,
+    states: Vec<Vec<Option<G::Buffer<u8>>>>,
     /// Every row of kernel scalars (see `Binding::row_of`).
-    rows: CudaSlice<f32>,
+    rows: G::Buffer<f32>,
     /// Every tensor's column values, one buffer after another (`col_offsets[t][c]` floats in),
     /// when the step has any.
-    cols: Option<CudaSlice<f32>>,
+    cols: Option<G::Buffer<f32>>,
     col_offsets: Vec<Vec<usize>>,
     /// The column values gathered on the host before an upload.
     col_staging: Vec<f32>,
@@ -83,13 +81,13 @@ fn column_layout(views: &[View], n_values: usize) -> (Vec<Vec<usize>>, usize) {
     (offsets, total)
 }
 
-impl AsMut<KindStep> for CudaPart {
+impl<G: Gpu> AsMut<KindStep> for CudaPart<G> {
     fn as_mut(&mut self) -> &mut KindStep {
         &mut self.kind
     }
 }
 
-impl CudaPart {
+impl<G: Gpu> CudaPart<G> {
     /// Loads `compiled` (PTX) on `device` for `setup`'s `tensors` (the optimizer's indices) and
     /// allocates their state there.
     pub(super) fn new(
@@ -97,8 +95,8 @@ impl CudaPart {
         setup: &Setup,
         tensors: Vec<usize>,
         compiled: Arc<Compiled>,
-        device: &CudaDevice,
-    ) -> Result<CudaPart, OptimizerError> {
+        device: &G,
+    ) -> Result<CudaPart<G>, OptimizerError> {
         let kind = KindStep::new(definition, setup, tensors, compiled)?;
         let compiled = &kind.compiled;
         let modules = compiled.ptx().expect("the caller checked the target");
@@ -106,22 +104,10 @@ impl CudaPart {
         for ((ptx, kernel), sources) in
             (modules.iter().zip(&compiled.kernels)).zip(&kind.buffer_sources)
         {
-            let entry = ptx_entry_name(kernel);
-            let module = device
-                .context()
-                .load_module(Ptx::from_src(ptx.clone()))
-                .doing(|| {
-                    format!(
-                        "loading the PTX of kernel {} (check it with ptxas)",
-                        kernel.name
-                    )
-                })?;
-            let function = module
-                .load_function(&entry)
-                .doing(|| format!("finding entry {entry}"))?;
+            let loaded = device.load(ptx, &ptx_entry_name(kernel), &kernel.name)?;
             phases.push(Phase {
                 name: kernel.name.clone(),
-                function,
+                kernel: loaded,
                 table: None,
                 n_records: 0,
                 owners: Vec::new(),
@@ -183,7 +169,7 @@ impl CudaPart {
     /// for the stream), or its row or column state. `None` if there is no such state.
     pub(super) fn state(
         &self,
-        device: &CudaDevice,
+        device: &G,
         tensor: usize,
         name: &str,
     ) -> Result<Option<Vec<f32>>, OptimizerError> {
@@ -206,7 +192,7 @@ impl CudaPart {
     /// Returns whether it built them.
     pub(super) fn prepare_tables(
         &mut self,
-        device: &CudaDevice,
+        device: &G,
         params: &[u64],
         grads: &[u64],
         chunk_elems: usize,
@@ -249,7 +235,7 @@ impl CudaPart {
             phase.n_records = phase.lens.len();
             phase.table = match (phase.table.take(), phase.n_records) {
                 (_, 0) => None,
-                (Some(mut table), _) if table.len() == words.len() => {
+                (Some(mut table), _) if G::len(&table) == words.len() => {
                     device.write(&words, &mut table)?;
                     Some(table)
                 }
@@ -257,7 +243,7 @@ impl CudaPart {
             };
             phase.partials = match (phase.partials.take(), phase.n_partials) {
                 (_, 0) => None,
-                (Some(partials), n) if partials.len() == n => Some(partials),
+                (Some(partials), n) if G::len(&partials) == n => Some(partials),
                 (_, n) => Some(device.upload(&vec![0.0f64; n])?),
             };
         }
@@ -268,11 +254,7 @@ impl CudaPart {
     /// Runs stage `k` of the scalar program and copies its rows (and column values, if phase
     /// `k` reads any) to the device, launches phase `k` and, if it reduces, waits for its
     /// partials and folds them in record order (so the result is the same run to run).
-    pub(super) fn run_phase(
-        &mut self,
-        device: &CudaDevice,
-        k: usize,
-    ) -> Result<(), OptimizerError> {
+    pub(super) fn run_phase(&mut self, device: &G, k: usize) -> Result<(), OptimizerError> {
         self.kind.scalar_stage(k);
         // A copy from pageable memory: the driver takes the data before returning, so the rows
         // can be rewritten next, and the stream orders the copy after the previous launches
@@ -301,8 +283,7 @@ impl CudaPart {
             // An element walk writes every partial (its records are never empty); a column walk
             // adds into its column partials, which start at 0.
             if self.kind.compiled.plan.phases[k].walk == Walk::Columns {
-                (device.stream().memset_zeros(partials))
-                    .doing(|| format!("clearing the partials of kernel {}", phase.name))?;
+                device.zero(partials)?;
             }
         }
         self.launch(device, k)?;
@@ -334,7 +315,7 @@ impl CudaPart {
 
     /// For a [capturable](CudaPart::capturable) part: runs every stage of the scalar program
     /// (none waits for a reduction) and copies the rows to the device once.
-    pub(super) fn stage_all(&mut self, device: &CudaDevice) -> Result<(), OptimizerError> {
+    pub(super) fn stage_all(&mut self, device: &G) -> Result<(), OptimizerError> {
         for k in 0..self.phases.len() {
             self.kind.scalar_stage(k);
         }
@@ -344,33 +325,26 @@ impl CudaPart {
 
     /// Enqueues the launch of every phase, in order (for a capturable part, whose phases need
     /// nothing from the host in between).
-    pub(super) fn launch_all(&self, device: &CudaDevice) -> Result<(), OptimizerError> {
+    pub(super) fn launch_all(&self, device: &G) -> Result<(), OptimizerError> {
         (0..self.phases.len()).try_for_each(|k| self.launch(device, k))
     }
 
     /// Enqueues the launch of phase `k` over its table (nothing for a phase without elements).
-    fn launch(&self, device: &CudaDevice, k: usize) -> Result<(), OptimizerError> {
+    fn launch(&self, device: &G, k: usize) -> Result<(), OptimizerError> {
         let phase = &self.phases[k];
         let Some(table) = &phase.table else {
             return Ok(());
         };
         let partials = phase.partials.as_ref().map_or(0, |p| device.address(p));
-        let table_address = device.address(table);
-        let n_records = phase.n_records as u64;
-        let config = LaunchConfig {
-            grid_dim: (phase.n_records.min(MAX_GRID_BLOCKS) as u32, 1, 1),
-            block_dim: (PTX_BLOCK_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut launch = device.stream().launch_builder(&phase.function);
-        launch.arg(&table_address).arg(&n_records).arg(&partials);
+        let args = [device.address(table), phase.n_records as u64, partials];
+        let blocks = phase.n_records.min(MAX_GRID_BLOCKS) as u32;
         // SAFETY: the kernel takes (table: u64, n_records: u64, partials: u64) (ChunkAbi); every
         // address in the table is a live device buffer of the tensor's length (or, for rows
-        // and column values, of the part's buffers) on this context, the records of distinct
+        // and column values, of the part's buffers) on this device, the records of distinct
         // tensors never overlap, the partials are sized for the table, and the table, rows,
         // column values and partials stay alive (owned by self) until the stream has run the
         // launch (a captured graph is dropped whenever the tables are rebuilt).
-        unsafe { launch.launch(config) }.doing(|| format!("launching kernel {}", phase.name))?;
+        unsafe { device.launch(&phase.kernel, &phase.name, blocks, PTX_BLOCK_THREADS, args)? };
         Ok(())
     }
 }
