@@ -49,6 +49,16 @@ fn data(seed: u32) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// `|x - y|`, 0 when both are NaN and infinite when only one is (so that a NaN on one side
+/// fails every tolerance: `f64::max` would drop it).
+fn diff(x: f32, y: f32) -> f64 {
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => 0.0,
+        (false, false) => f64::from((x - y).abs()),
+        _ => f64::INFINITY,
+    }
+}
+
 /// Largest `|a - b| / (1e-6 + |b|)` over every element (tensors of equal lengths).
 fn max_rel(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
     let lens = |t: &[Vec<f32>]| t.iter().map(Vec::len).collect::<Vec<_>>();
@@ -56,7 +66,7 @@ fn max_rel(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
     a.iter()
         .flatten()
         .zip(b.iter().flatten())
-        .map(|(&x, &y)| f64::from((x - y).abs()) / (1e-6 + f64::from(y.abs())))
+        .map(|(&x, &y)| diff(x, y) / (1e-6 + f64::from(y.abs())))
         .fold(0.0, f64::max)
 }
 
@@ -67,16 +77,16 @@ fn max_rel(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
 /// magnitude 1).
 fn max_scaled(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
     assert_eq!(a.len(), b.len(), "tensor counts differ");
-    let largest = |it: &mut dyn Iterator<Item = f32>| it.fold(0f64, |m, x| m.max(f64::from(x)));
     (a.iter().zip(b))
         .map(|(x, y)| {
             assert_eq!(x.len(), y.len(), "tensor lengths differ");
-            let diff = largest(&mut x.iter().zip(y).map(|(p, q)| (p - q).abs()));
-            let scale = largest(&mut y.iter().map(|q| q.abs()));
-            if diff == 0.0 {
+            let worst = (x.iter().zip(y)).fold(0.0, |m, (&p, &q)| f64::max(m, diff(p, q)));
+            let finite = y.iter().filter(|q| q.is_finite());
+            let scale = finite.fold(0.0, |m, &q| f64::max(m, f64::from(q.abs())));
+            if worst == 0.0 {
                 0.0
             } else {
-                diff / scale.max(f64::MIN_POSITIVE)
+                worst / scale.max(f64::MIN_POSITIVE)
             }
         })
         .fold(0.0, f64::max)
@@ -255,7 +265,8 @@ fn global_norm_is_the_same_bits_run_to_run<G: Gpu>(device: &Arc<G>) {
 /// shapes that need several column-walk records per matrix, rows wider than a block, several
 /// matrices per tensor, a vector and a 0-d tensor, clipped so that the kinds add up a global
 /// norm: the GPU agrees with the CPU to rounding (its column sums are f64, the CPU's f32), in
-/// the parameters and in every factored state.
+/// the parameters and in every factored state; stored as bf16 or f16, one step is the CPU's
+/// f32 step rounded.
 #[test]
 fn adafactor_matches_the_cpu_on_the_gpu() {
     let Some(device) = device() else { return };
@@ -297,7 +308,8 @@ fn adafactor_matches_the_cpu<G: Gpu>(device: &Arc<G>) {
         ..Setup::default()
     };
     let mut cpu = cpu_like_gpu(&configured.definition, setup.clone());
-    let mut gpu = CudaOptimizer::new(&configured.definition, setup, device.clone()).expect("gpu");
+    let mut gpu =
+        CudaOptimizer::new(&configured.definition, setup.clone(), device.clone()).expect("gpu");
     assert_eq!(gpu.stats().builds(), 3, "matrices, vectors and 0-d tensors");
     let (mut p_cpu, mut p_gpu) = (values(1), values(1));
     for step in 0..4 {
@@ -321,6 +333,27 @@ fn adafactor_matches_the_cpu<G: Gpu>(device: &Arc<G>) {
             let err = max_scaled(&[got], &[want.to_vec()]);
             assert!(err < 1e-4, "state {name} of tensor {t}: {err:e}");
         }
+    }
+    // Stored as bf16 or f16 (column walks over 2-byte elements): one step from the stored
+    // values is the CPU's f32 step on them, rounded, to two rounding steps (the column sums
+    // differ in their last bits).
+    for (dtype, tolerance) in [(DType::BF16, 2f64.powi(-7)), (DType::F16, 2f64.powi(-10))] {
+        let stored_values = |seed: u32| round(dtype, &values(seed));
+        let mut cpu = cpu_like_gpu(&configured.definition, setup.clone());
+        let mut want = stored_values(1);
+        cpu.step(&mut want, &stored_values(2)).expect("cpu step");
+        let half = Setup {
+            dtype,
+            ..setup.clone()
+        };
+        let mut gpu =
+            CudaOptimizer::new(&configured.definition, half, device.clone()).expect("gpu");
+        let mut got = stored_values(1);
+        gpu.step_host(&mut got, &stored_values(2))
+            .expect("gpu step");
+        let err = max_scaled(&got, &round(dtype, &want));
+        println!("adafactor {dtype}: largest difference {err:.3e} of the tensor's scale");
+        assert!(err <= tolerance, "{dtype}: GPU differs from CPU by {err:e}");
     }
 }
 
@@ -493,7 +526,8 @@ fn eager_and_graphed<G: Gpu>(
     (eager, graphed)
 }
 
-/// Host tensors: new device buffers every step, so a capture every step.
+/// Host tensors: new device buffers every step, so a capture whenever the device places them
+/// elsewhere than the last ones (the simulator always does, the CUDA driver may not).
 fn graph_replay_of_host_tensors<G: Gpu>(device: &Arc<G>) {
     let adamw = optjit::optim::AdamW::new().build().expect("AdamW");
     let clipped = adamw.clone().with_clip_grad_norm(1.0).expect("clip");
@@ -511,6 +545,11 @@ fn graph_replay_of_host_tensors<G: Gpu>(device: &Arc<G>) {
             assert_eq!(graphed.replays_graph(), replays, "{case} step {step}");
         }
         assert!(bit_identical(&p_eager, &p_graph), "{case}: replay differs");
+        let captures = graphed.stats().graph_captures;
+        match replays {
+            true => assert!((1..=4).contains(&captures), "{case}: {captures} captures"),
+            false => assert_eq!(captures, 0, "{case}"),
+        }
     }
 }
 
@@ -526,8 +565,11 @@ fn graph_replay_of_device_tensors(device: &Arc<CudaDevice>) {
             .collect()
     };
     let (mut p_eager, mut p_graph) = (upload(&host(1)), upload(&host(1)));
-    let mut grads = upload(&host(2));
+    // Steps 0-2 read the first gradient buffers (one capture, two replays); steps 3 and 4
+    // alternate with a second set, so the tables are rebuilt and the graph captured again.
+    let mut grad_sets = [upload(&host(2)), upload(&host(2))];
     for step in 0..5u32 {
+        let grads = &mut grad_sets[usize::from(step == 3)];
         for (slice, values) in grads.iter_mut().zip(host(step + 2)) {
             device.write(&values, slice).expect("new gradient values");
         }
@@ -535,10 +577,15 @@ fn graph_replay_of_device_tensors(device: &Arc<CudaDevice>) {
             eager.set_hyper(None, "lr", 0.05).expect("lr");
             graphed.set_hyper(None, "lr", 0.05).expect("lr");
         }
-        eager.step(&mut p_eager, &grads).expect("eager step");
-        graphed.step(&mut p_graph, &grads).expect("graph step");
+        eager.step(&mut p_eager, grads).expect("eager step");
+        graphed.step(&mut p_graph, grads).expect("graph step");
         assert!(graphed.replays_graph());
     }
+    assert_eq!(
+        graphed.stats().graph_captures,
+        3,
+        "captured at steps 0, 3 and 4"
+    );
     let download = |t: &[CudaSlice<f32>]| -> Vec<Vec<f32>> {
         t.iter()
             .map(|s| device.download(s).expect("download"))

@@ -57,6 +57,9 @@ pub struct Stats {
     pub compile_ms: f64,
     /// Steps taken.
     pub steps: u64,
+    /// CUDA graphs captured: one at the first replayed step, and one each time the tensors
+    /// move (see `CudaOptimizer::set_graph_capture`); 0 on the CPU.
+    pub graph_captures: u64,
 }
 
 impl Stats {
@@ -70,6 +73,7 @@ impl Stats {
             bytes_per_elem: compiled.bytes_per_elem(),
             compile_ms: elapsed.as_secs_f64() * 1e3,
             steps: 0,
+            graph_captures: 0,
         }
     }
 

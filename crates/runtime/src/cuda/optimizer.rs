@@ -351,6 +351,7 @@ impl<G: Gpu> CudaOptimizer<G> {
             }
             if self.graph.is_none() {
                 self.graph = Some(self.capture()?);
+                self.stats.graph_captures += 1;
             }
             let graph = self.graph.as_ref().expect("captured above");
             device.replay(graph)?;
