@@ -150,7 +150,7 @@ impl<G: Gpu> CudaOptimizer<G> {
     /// phases need nothing from the host between them can be replayed: no reduction (no
     /// clipping, no per-tensor norm) and no per-column values (Adafactor); other steps run as
     /// without it. A graph is captured at the first step and again whenever the tensors move.
-    /// (Not yet run on a GPU.)
+    /// (Not yet run on a GPU; `tests/cuda.rs` runs it on the PTX interpreter.)
     pub fn set_graph_capture(&mut self, on: bool) {
         self.graphs = on;
         self.graph = None;
