@@ -605,6 +605,24 @@ fn golden_cases_pass_on_the_gpu() {
     }
 }
 
+/// The golden cases through the GPU path on the PTX interpreter: the `optjit golden` runner
+/// with every optimizer a `CudaOptimizer` on a simulated device.
+#[test]
+fn golden_cases_pass_in_the_simulator() {
+    let backend = Backend::Other {
+        name: "sim",
+        open: |definition, setup| {
+            let optimizer = CudaOptimizer::new(definition, setup, SimGpu::new())?;
+            Ok(Box::new(optimizer))
+        },
+    };
+    for case in common::GOLDEN_CASES {
+        let result = run_file(&common::golden_path(case), &backend).expect(case);
+        println!("{result}");
+        assert!(result.passed(), "{result}");
+    }
+}
+
 /// Device buffers that are only 4-byte aligned take the scalar path and give the same result.
 #[test]
 fn misaligned_device_buffers_are_handled() {

@@ -1,7 +1,7 @@
 //! `optjit golden`: replays a recorded PyTorch/optax trajectory (`optjit-golden/1`) through a
 //! compiled step and compares parameters, hyperparameters in force and final state.
 
-use crate::stepper::{Backend, Stepper};
+use crate::stepper::{Backend, Steps, open};
 use optjit_optim::{Configured, Kwarg, Kwargs, SchedulerArg, SchedulerConfig};
 use optjit_runtime::{Group, Setup};
 use optjit_trace::Definition;
@@ -276,7 +276,7 @@ impl Rule {
     }
 
     /// The value in force during the last step of keyword `key` for group `g`, as numbers.
-    fn in_force(&self, opt: &Stepper, g: usize, key: &str) -> Option<Vec<f64>> {
+    fn in_force(&self, opt: &dyn Steps, g: usize, key: &str) -> Option<Vec<f64>> {
         // A metric-driven schedule's state is NaN until it first sets the value: the base.
         // A hyperparameter without such a state is not scheduled: its value is the configured one.
         let hyper = |name: &str| {
@@ -432,7 +432,7 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
         .get("metrics")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice);
-    let mut opt = match Stepper::new(&rule.definition, setup, backend) {
+    let mut opt = match open(&rule.definition, setup, backend) {
         Ok(opt) => opt,
         Err(e) => return Ok(Outcome::Unsupported(e.to_string())),
     };
@@ -456,7 +456,7 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
                 };
                 for (key, want_value) in values {
                     let wants = numbers(want_value, key)?;
-                    let Some(got) = rule.in_force(&opt, g, key) else {
+                    let Some(got) = rule.in_force(&*opt, g, key) else {
                         return Ok(Outcome::Unsupported(format!(
                             "hyperparameter '{key}' is not known to {}",
                             rule.name

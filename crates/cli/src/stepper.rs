@@ -1,9 +1,12 @@
 //! One compiled step on either target behind one interface, so that `golden` and `bench` run
-//! the same code on the CPU and on a CUDA device.
+//! the same code on the CPU and on a CUDA device (or a stand-in for one).
 
-use optjit_runtime::{CudaDevice, CudaOptimizer, Optimizer, OptimizerError, Setup, Stats};
+use optjit_runtime::{CudaDevice, CudaOptimizer, Gpu, Optimizer, OptimizerError, Setup, Stats};
 use optjit_trace::Definition;
 use std::sync::Arc;
+
+/// Builds a stepper for a definition and setup (see [`Backend::Other`]).
+pub type Open = fn(&Definition, Setup) -> Result<Box<dyn Steps>, OptimizerError>;
 
 /// Where steps run.
 #[derive(Clone)]
@@ -15,6 +18,14 @@ pub enum Backend {
     },
     /// A CUDA device.
     Cuda(Arc<CudaDevice>),
+    /// Another device, such as the tests' simulated GPU: its name and how to open a stepper
+    /// on it.
+    Other {
+        /// As `--target` would name it.
+        name: &'static str,
+        /// Builds the stepper of a definition.
+        open: Open,
+    },
 }
 
 impl Backend {
@@ -31,101 +42,109 @@ impl Backend {
         }
     }
 
-    /// `cpu` or `cuda`, as the machine-readable lines print it.
+    /// `cpu` or `cuda` (or the other device's name), as the machine-readable lines print it.
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Cpu { .. } => "cpu",
             Backend::Cuda(_) => "cuda",
+            Backend::Other { name, .. } => name,
         }
     }
 }
 
-/// A compiled optimizer on one of the backends, stepping host tensors.
-pub enum Stepper {
-    /// On the CPU.
-    Cpu(Box<Optimizer>),
-    /// On a CUDA device (host tensors are copied there and back each step).
-    Cuda(Box<CudaOptimizer>),
-}
-
-impl Stepper {
-    /// Compiles `definition` for `backend` and binds it to `setup`.
-    pub fn new(
-        definition: &Definition,
-        mut setup: Setup,
-        backend: &Backend,
-    ) -> Result<Stepper, OptimizerError> {
-        Ok(match backend {
-            Backend::Cpu { threads } => {
-                setup.threads = *threads;
-                Stepper::Cpu(Box::new(Optimizer::new(definition, setup)?))
-            }
-            Backend::Cuda(device) => Stepper::Cuda(Box::new(CudaOptimizer::new(
-                definition,
-                setup,
-                device.clone(),
-            )?)),
-        })
-    }
-
+/// What `golden` asks of a compiled optimizer, stepping host tensors, on any target.
+pub trait Steps {
     /// One step over host tensors.
-    pub fn step(
-        &mut self,
-        params: &mut [Vec<f32>],
-        grads: &[Vec<f32>],
-    ) -> Result<(), OptimizerError> {
-        match self {
-            Stepper::Cpu(opt) => opt.step(params, grads),
-            Stepper::Cuda(opt) => opt.step_host(params, grads),
-        }
-    }
-
+    fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) -> Result<(), OptimizerError>;
     /// The hyperparameter `name` in force for `group`.
-    pub fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError> {
-        match self {
-            Stepper::Cpu(opt) => opt.hyper(group, name),
-            Stepper::Cuda(opt) => opt.hyper(group, name),
-        }
-    }
+    fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError>;
+    /// The param groups.
+    fn n_groups(&self) -> usize;
+    /// The tensors of param group `group`.
+    fn group_tensors(&self, group: usize) -> Option<&[usize]>;
+    /// The per-element state `name` of tensor `tensor`, on the host.
+    fn state(&self, tensor: usize, name: &str) -> Result<Option<Vec<f32>>, OptimizerError>;
+    /// The scalar state `name` of param group `group`.
+    fn scalar_state(&self, group: usize, name: &str) -> Option<f64>;
+    /// Reports the metric of the step just taken to the metric-driven schedule.
+    fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError>;
+    /// The optimizer's counters.
+    fn stats(&self) -> Stats;
 
     /// The param group holding tensor `tensor`.
-    pub fn group_of(&self, tensor: usize) -> Option<usize> {
+    fn group_of(&self, tensor: usize) -> Option<usize> {
         let holds = |tensors: Option<&[usize]>| tensors.is_some_and(|t| t.contains(&tensor));
-        match self {
-            Stepper::Cpu(opt) => (0..opt.n_groups()).find(|&g| holds(opt.group_tensors(g))),
-            Stepper::Cuda(opt) => (0..opt.n_groups()).find(|&g| holds(opt.group_tensors(g))),
-        }
+        (0..self.n_groups()).find(|&g| holds(self.group_tensors(g)))
     }
+}
 
-    /// The per-element state `name` of tensor `tensor`, on the host.
-    pub fn state(&self, tensor: usize, name: &str) -> Result<Option<Vec<f32>>, OptimizerError> {
-        match self {
-            Stepper::Cpu(opt) => Ok(opt.state(tensor, name).map(<[f32]>::to_vec)),
-            Stepper::Cuda(opt) => opt.state(tensor, name),
-        }
+impl Steps for Optimizer {
+    fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) -> Result<(), OptimizerError> {
+        Optimizer::step(self, params, grads)
     }
+    fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError> {
+        Optimizer::hyper(self, group, name)
+    }
+    fn n_groups(&self) -> usize {
+        Optimizer::n_groups(self)
+    }
+    fn group_tensors(&self, group: usize) -> Option<&[usize]> {
+        Optimizer::group_tensors(self, group)
+    }
+    fn state(&self, tensor: usize, name: &str) -> Result<Option<Vec<f32>>, OptimizerError> {
+        Ok(Optimizer::state(self, tensor, name).map(<[f32]>::to_vec))
+    }
+    fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
+        Optimizer::scalar_state(self, group, name)
+    }
+    fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
+        Optimizer::report_metric(self, metric)
+    }
+    fn stats(&self) -> Stats {
+        Optimizer::stats(self)
+    }
+}
 
-    /// The scalar state `name` of param group `group`.
-    pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
-        match self {
-            Stepper::Cpu(opt) => opt.scalar_state(group, name),
-            Stepper::Cuda(opt) => opt.scalar_state(group, name),
-        }
+/// Host tensors are copied to the device and back each step.
+impl<G: Gpu> Steps for CudaOptimizer<G> {
+    fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) -> Result<(), OptimizerError> {
+        self.step_host(params, grads)
     }
+    fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError> {
+        CudaOptimizer::hyper(self, group, name)
+    }
+    fn n_groups(&self) -> usize {
+        CudaOptimizer::n_groups(self)
+    }
+    fn group_tensors(&self, group: usize) -> Option<&[usize]> {
+        CudaOptimizer::group_tensors(self, group)
+    }
+    fn state(&self, tensor: usize, name: &str) -> Result<Option<Vec<f32>>, OptimizerError> {
+        CudaOptimizer::state(self, tensor, name)
+    }
+    fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
+        CudaOptimizer::scalar_state(self, group, name)
+    }
+    fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
+        CudaOptimizer::report_metric(self, metric)
+    }
+    fn stats(&self) -> Stats {
+        CudaOptimizer::stats(self)
+    }
+}
 
-    /// Reports the metric of the step just taken to the metric-driven schedule.
-    pub fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
-        match self {
-            Stepper::Cpu(opt) => opt.report_metric(metric),
-            Stepper::Cuda(opt) => opt.report_metric(metric),
+/// Compiles `definition` for `backend` and binds it to `setup`.
+pub fn open(
+    definition: &Definition,
+    mut setup: Setup,
+    backend: &Backend,
+) -> Result<Box<dyn Steps>, OptimizerError> {
+    Ok(match backend {
+        Backend::Cpu { threads } => {
+            setup.threads = *threads;
+            Box::new(Optimizer::new(definition, setup)?)
         }
-    }
-
-    /// The optimizer's counters.
-    pub fn stats(&self) -> Stats {
-        match self {
-            Stepper::Cpu(opt) => opt.stats(),
-            Stepper::Cuda(opt) => opt.stats(),
-        }
-    }
+        Backend::Cuda(device) => Box::new(CudaOptimizer::new(definition, setup, device.clone())?),
+        Backend::Other { open, .. } => open(definition, setup)?,
+    })
 }
