@@ -63,6 +63,29 @@ pub(crate) fn launch(
             "an empty launch: {grid} blocks of {block} threads"
         )));
     }
+    // The driver's limits: the entry's thread count, 2^31 - 1 blocks, 48 KiB of static
+    // shared memory.
+    match entry.threads {
+        Some((n, true)) if block != n => {
+            return Err(SimError::Launch(format!(
+                "{} requires blocks of {n} threads (.reqntid), launched with {block}",
+                entry.name
+            )));
+        }
+        Some((n, _)) if block > n => {
+            return Err(SimError::Launch(format!(
+                "{} takes at most {n} threads per block (.maxntid), launched with {block}",
+                entry.name
+            )));
+        }
+        _ => {}
+    }
+    if grid >= 1 << 31 || entry.shared_bytes > 48 << 10 {
+        return Err(SimError::Launch(format!(
+            "{}: {grid} blocks, {} bytes of shared memory: beyond the driver's limits",
+            entry.name, entry.shared_bytes
+        )));
+    }
     memory.begin_launch();
     let mut executed = 0u64;
     for ctaid in 0..grid {

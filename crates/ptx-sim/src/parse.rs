@@ -161,6 +161,8 @@ pub struct Entry {
     pub(crate) n_regs: usize,
     /// Bytes of shared memory per block.
     pub(crate) shared_bytes: usize,
+    /// `.maxntid N` (at most N threads per block) or `.reqntid N` (exactly N), if declared.
+    pub(crate) threads: Option<(usize, bool)>,
     pub(crate) body: Vec<Instr>,
 }
 
@@ -234,8 +236,17 @@ fn parse_entry(lines: &[(usize, &str)], start: usize) -> Result<(Entry, usize), 
         }
         i += 1;
     }
-    // Skip `)`, `.maxntid ...`, up to `{`.
+    // `)`, then `.maxntid N, 1, 1` or `.reqntid N, 1, 1`, up to `{`.
+    let mut threads = None;
     while i < lines.len() && lines[i].1 != "{" {
+        let (n, line) = lines[i];
+        for (directive, exact) in [(".maxntid", false), (".reqntid", true)] {
+            if let Some(dims) = line.strip_prefix(directive) {
+                let x = dims.split(',').next().unwrap_or("").trim();
+                let x = x.parse().map_err(|_| error(n, format!("bad `{line}`")))?;
+                threads = Some((x, exact));
+            }
+        }
         i += 1;
     }
     i += 1;
@@ -307,6 +318,7 @@ fn parse_entry(lines: &[(usize, &str)], start: usize) -> Result<(Entry, usize), 
         params,
         n_regs: regs.len(),
         shared_bytes,
+        threads,
         body,
     };
     Ok((entry, i + 1))

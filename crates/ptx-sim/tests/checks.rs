@@ -139,3 +139,17 @@ fn shared_memory_needs_a_barrier_between_threads() {
             .contains("no barrier")
     );
 }
+
+#[test]
+fn launches_beyond_the_declared_block_size_are_refused() {
+    let module = kernel("");
+    let mut device = Device::default();
+    let x = device.memory.alloc(4);
+    let error = device
+        .launch(&module, "k", 1, 512, &[x])
+        .expect_err("512 > maxntid 256");
+    assert!(error.to_string().contains(".maxntid"), "{error}");
+    device
+        .launch(&module, "k", 1, 256, &[x])
+        .expect("256 threads");
+}
