@@ -292,7 +292,7 @@ impl Block<'_> {
             Op::Ld { space, ty, lanes } => {
                 let address = self.address(t, arg(1)?)?;
                 let size = ty.bytes();
-                let values: Vec<u64> = match space {
+                let values: Lanes = match space {
                     Space::Param => {
                         let Operand::Addr {
                             base: Base::Param(p),
@@ -301,14 +301,14 @@ impl Block<'_> {
                         else {
                             return Err(fault("ld.param reads a parameter by name".into()));
                         };
-                        vec![self.params[*p]]
+                        ([self.params[*p], 0, 0, 0], 1)
                     }
                     Space::Shared => {
                         let bytes = self
                             .shared
                             .load(address as usize, size * lanes, t)
                             .map_err(|e| fault(e.to_string()))?;
-                        bytes.chunks(size).map(le_bits).collect()
+                        from_bytes(bytes, size)
                     }
                     Space::Global | Space::GlobalNc => {
                         let id = self.global_id(t);
@@ -316,26 +316,27 @@ impl Block<'_> {
                         let bytes = memory
                             .load(address, size * lanes, nc, id)
                             .map_err(|e| fault(e.to_string()))?;
-                        bytes.chunks(size).map(le_bits).collect()
+                        from_bytes(bytes, size)
                     }
                 };
-                self.set_lanes(t, arg(0)?, &values)
+                self.set_lanes(t, arg(0)?, &values.0[..values.1])
             }
             Op::St { space, ty, lanes } => {
                 let address = self.address(t, arg(0)?)?;
                 let size = ty.bytes();
-                let values = self.lanes(t, arg(1)?, lanes)?;
-                let bytes: Vec<u8> = values
-                    .iter()
-                    .flat_map(|&x| x.to_le_bytes()[..size].to_vec())
-                    .collect();
+                let (values, n) = self.lanes(t, arg(1)?, lanes)?;
+                let mut buffer = [0u8; 32];
+                for (i, x) in values[..n].iter().enumerate() {
+                    buffer[i * size..(i + 1) * size].copy_from_slice(&x.to_le_bytes()[..size]);
+                }
+                let bytes = &buffer[..n * size];
                 match space {
                     Space::Shared => self
                         .shared
-                        .store(address as usize, &bytes, t)
+                        .store(address as usize, bytes, t)
                         .map_err(|e| fault(e.to_string())),
                     Space::Global => memory
-                        .store(address, &bytes, self.global_id(t))
+                        .store(address, bytes, self.global_id(t))
                         .map_err(|e| fault(e.to_string())),
                     _ => Err(fault("stores go to global or shared memory".into())),
                 }
@@ -484,15 +485,31 @@ impl Block<'_> {
     }
 
     /// The values of a register or of a `{...}` vector of `lanes` registers.
-    fn lanes(&self, t: usize, operand: &Operand, lanes: usize) -> Result<Vec<u64>, SimError> {
+    fn lanes(&self, t: usize, operand: &Operand, lanes: usize) -> Result<Lanes, SimError> {
+        let mut out = [0; 4];
         match operand {
-            Operand::Vector(xs) if xs.len() == lanes => {
-                xs.iter().map(|x| self.value(t, x)).collect()
+            Operand::Vector(xs) if xs.len() == lanes && lanes <= 4 => {
+                for (slot, x) in out.iter_mut().zip(xs) {
+                    *slot = self.value(t, x)?;
+                }
             }
-            x if lanes == 1 => Ok(vec![self.value(t, x)?]),
-            other => Err(SimError::Launch(format!("{other:?} is not {lanes} lanes"))),
+            x if lanes == 1 => out[0] = self.value(t, x)?,
+            other => return Err(SimError::Launch(format!("{other:?} is not {lanes} lanes"))),
         }
+        Ok((out, lanes))
     }
+}
+
+/// Up to four lane values and how many there are.
+type Lanes = ([u64; 4], usize);
+
+/// The lanes of `size` bytes each in `bytes` (at most four).
+fn from_bytes(bytes: &[u8], size: usize) -> Lanes {
+    let mut out = [0; 4];
+    for (slot, chunk) in out.iter_mut().zip(bytes.chunks(size)) {
+        *slot = le_bits(chunk);
+    }
+    (out, bytes.len() / size)
 }
 
 /// A run of identical states, for error messages: `(state, count)`.
