@@ -25,7 +25,9 @@ enum State {
 }
 
 struct Thread {
-    regs: Vec<u64>,
+    /// Register values; `None` until first written (reading one then is reported: on a GPU
+    /// its value is whatever the register last held).
+    regs: Vec<Option<u64>>,
     pc: usize,
     state: State,
 }
@@ -91,7 +93,7 @@ pub(crate) fn launch(
     for ctaid in 0..grid {
         let threads = (0..block)
             .map(|_| Thread {
-                regs: vec![0; entry.n_regs],
+                regs: vec![None; entry.reg_names.len()],
                 pc: 0,
                 state: State::Running,
             })
@@ -210,6 +212,24 @@ impl Block<'_> {
         Ok(())
     }
 
+    /// Register `r` of thread `t`, which must have been written.
+    fn read(&self, t: usize, r: usize) -> Result<u64, SimError> {
+        self.threads[t].regs[r].ok_or_else(|| {
+            SimError::Launch(format!(
+                "thread {t} reads {} before anything wrote it",
+                self.entry.reg_names[r]
+            ))
+        })
+    }
+
+    /// `error` placed at instruction `pc` (errors without a place get it).
+    fn at(&self, pc: usize, error: SimError) -> SimError {
+        match error {
+            SimError::Launch(message) => self.fault(pc, message),
+            other => other,
+        }
+    }
+
     fn fault(&self, pc: usize, message: String) -> SimError {
         let instr = &self.entry.body[pc];
         SimError::Exec {
@@ -237,8 +257,14 @@ impl Block<'_> {
             if *executed > BUDGET {
                 return Err(self.fault(pc, format!("more than {BUDGET} instructions: a loop?")));
             }
-            if let Some((pred, negated)) = instr.guard
-                && (self.threads[t].regs[pred] != 0) == negated
+            let guard = match instr.guard {
+                Some((pred, negated)) => {
+                    Some((self.read(t, pred).map_err(|e| self.at(pc, e))?, negated))
+                }
+                None => None,
+            };
+            if let Some((pred, negated)) = guard
+                && (pred != 0) == negated
             {
                 self.threads[t].pc = pc + 1;
                 continue;
@@ -261,7 +287,7 @@ impl Block<'_> {
                     _ => return Err(self.fault(pc, "bra needs a label".into())),
                 },
                 _ => {
-                    self.step(t, instr, memory)?;
+                    self.step(t, instr, memory).map_err(|e| self.at(pc, e))?;
                     pc + 1
                 }
             };
@@ -429,7 +455,7 @@ impl Block<'_> {
     /// An operand's value for thread `t`.
     fn value(&self, t: usize, operand: &Operand) -> Result<u64, SimError> {
         Ok(match operand {
-            Operand::Reg(r) => self.threads[t].regs[*r],
+            Operand::Reg(r) => self.read(t, *r)?,
             Operand::Imm(bits) => *bits,
             Operand::Shared(offset) => *offset as u64,
             Operand::Special(s) => match s {
@@ -450,7 +476,7 @@ impl Block<'_> {
             return Err(SimError::Launch(format!("{operand:?} is not an address")));
         };
         let base = match base {
-            Base::Reg(r) => self.threads[t].regs[*r],
+            Base::Reg(r) => self.read(t, *r)?,
             Base::Shared(o) => *o as u64,
             Base::Param(_) => 0,
         };
@@ -460,7 +486,7 @@ impl Block<'_> {
     fn set(&mut self, t: usize, operand: &Operand, value: u64) -> Result<(), SimError> {
         match operand {
             Operand::Reg(r) => {
-                self.threads[t].regs[*r] = value;
+                self.threads[t].regs[*r] = Some(value);
                 Ok(())
             }
             other => Err(SimError::Launch(format!("cannot write to {other:?}"))),

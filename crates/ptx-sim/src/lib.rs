@@ -9,8 +9,8 @@
 //! shuffle, which must then be reached by every thread it involves. Every memory access is
 //! checked (inside one allocation, naturally aligned), and so is what a GPU would not report:
 //! two threads writing the same global byte in a launch, a launch writing memory that it reads
-//! through the non-coherent cache (`ld.global.nc`), and threads of a block touching the same
-//! shared byte, one of them writing, with no barrier between.
+//! through the non-coherent cache (`ld.global.nc`), threads of a block touching the same shared
+//! byte, one of them writing, with no barrier between, and a register read before any write.
 //!
 //! ```
 //! use optjit_ptx_sim::{Device, Module};

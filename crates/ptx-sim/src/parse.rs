@@ -157,8 +157,8 @@ pub struct Entry {
     pub name: String,
     /// The parameter names, in order.
     pub params: Vec<String>,
-    /// Registers per thread (every declared register gets one slot).
-    pub(crate) n_regs: usize,
+    /// The declared registers' names, by slot (every declared register gets one).
+    pub(crate) reg_names: Vec<String>,
     /// Bytes of shared memory per block.
     pub(crate) shared_bytes: usize,
     /// `.maxntid N` (at most N threads per block) or `.reqntid N` (exactly N), if declared.
@@ -313,10 +313,14 @@ fn parse_entry(lines: &[(usize, &str)], start: usize) -> Result<(Entry, usize), 
         .into_iter()
         .map(|(n, line)| parse_instr(n, line, &names))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut reg_names = vec![String::new(); regs.len()];
+    for (name, &slot) in &regs {
+        reg_names[slot] = name.clone();
+    }
     let entry = Entry {
         name,
         params,
-        n_regs: regs.len(),
+        reg_names,
         shared_bytes,
         threads,
         body,

@@ -66,7 +66,7 @@ fn unsupported_instructions_are_refused_with_their_line() {
 #[test]
 fn a_barrier_that_some_threads_skip_is_reported() {
     let module = kernel(&format!(
-        "{THREAD_ADDRESS}    setp.eq.u32 %p0, %r0, 0;\n    @%p0 bra $L_skip;\n    bar.sync 0;\n$L_skip:\n    st.global.f32 [%rd1], %f0;"
+        "{THREAD_ADDRESS}    setp.eq.u32 %p0, %r0, 0;\n    @%p0 bra $L_skip;\n    bar.sync 0;\n$L_skip:\n    mov.f32 %f0, 0f00000000;\n    st.global.f32 [%rd1], %f0;"
     ));
     let (result, _) = run(&module, 64, &[0.0; 64]);
     let error = result.expect_err("thread 0 never reaches the barrier");
@@ -78,7 +78,9 @@ fn a_barrier_that_some_threads_skip_is_reported() {
 
 #[test]
 fn two_threads_writing_one_element_are_a_race() {
-    let module = kernel("    ld.param.u64 %rd0, [x];\n    st.global.f32 [%rd0], %f0;");
+    let module = kernel(
+        "    ld.param.u64 %rd0, [x];\n    mov.f32 %f0, 0f3F800000;\n    st.global.f32 [%rd0], %f0;",
+    );
     let (result, _) = run(&module, 2, &[0.0]);
     let error = result.expect_err("a race");
     assert!(matches!(error, SimError::Exec { .. }), "{error}");
@@ -152,4 +154,17 @@ fn launches_beyond_the_declared_block_size_are_refused() {
     device
         .launch(&module, "k", 1, 256, &[x])
         .expect("256 threads");
+}
+
+#[test]
+fn reading_a_register_before_writing_it_is_reported() {
+    let module = kernel("    ld.param.u64 %rd0, [x];\n    st.global.f32 [%rd0], %f3;");
+    let (result, _) = run(&module, 1, &[0.0]);
+    let error = result.expect_err("%f3 was never written");
+    assert!(
+        error
+            .to_string()
+            .contains("reads %f3 before anything wrote it"),
+        "{error}"
+    );
 }
