@@ -18,6 +18,20 @@ use optjit_ptx_sim::{Device, Module};
 /// Element counts of the records of an element walk: empty, shorter than a vector, not a
 /// multiple of 4, and longer than one pass of a block's threads.
 const LENS: [usize; 8] = [0, 1, 3, 4, 37, 256, 1027, 2050];
+/// Values whose handling differs most between float implementations: signed zeros,
+/// infinities, NaN, subnormals and values near overflow.
+const SPECIAL: [f32; 9] = [
+    0.0,
+    -0.0,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    f32::NAN,
+    1e-40,
+    -1e-40,
+    3e38,
+    -3e38,
+];
+
 /// Blocks per launch: fewer than the records, so blocks walk several.
 const GRID: usize = 3;
 
@@ -63,13 +77,21 @@ fn records(kernel: &Kernel, rng: &mut Rng) -> Vec<Record> {
         .into_iter()
         .enumerate()
         .map(|(i, (len, shape))| {
-            let data = kernel
-                .buffers
-                .iter()
-                .map(|b| {
+            let data = (kernel.buffers.iter().enumerate())
+                .map(|(k, b)| {
                     let signed = b.buffer == optjit::ir::Buffer::Grad;
                     let lo = if signed { -1.0 } else { 0.05 };
-                    (0..len).map(|_| rng.uniform(lo, 1.0)).collect()
+                    let mut values: Vec<f32> = (0..len).map(|_| rng.uniform(lo, 1.0)).collect();
+                    // Two records (one misaligned: the PTX scalar path; one aligned: the vector
+                    // path) start with every pair of special values in buffers 0 and 1
+                    // (element i: SPECIAL[i % 9] and SPECIAL[i / 9]), and so on.
+                    if len == 256 || len == 1027 {
+                        let n = SPECIAL.len();
+                        for (i, x) in values.iter_mut().take(n * n).enumerate() {
+                            *x = SPECIAL[(i / n.pow(k as u32)) % n];
+                        }
+                    }
+                    values
                 })
                 .collect();
             Record {
@@ -274,10 +296,12 @@ fn approximates(kernel: &Kernel) -> bool {
         .any(|i| matches!(i, Inst::Unary(Unary::Exp | Unary::Log, _)))
 }
 
+/// Bit-identical (any NaN equal to any NaN: payloads are not simulated), or within
+/// `tolerance` relative when it is positive.
 fn same(a: f32, b: f32, tolerance: f32) -> bool {
     (a.is_nan() && b.is_nan())
         || a.to_bits() == b.to_bits()
-        || (a - b).abs() <= tolerance * a.abs().max(b.abs())
+        || (tolerance > 0.0 && (a - b).abs() <= tolerance * a.abs().max(b.abs()))
 }
 
 /// Compares the CPU's outcome (f32 kernel, rounded to `storage` when given) with the PTX's.
@@ -308,8 +332,9 @@ fn compare(case: &str, kernel: &Kernel, cpu: &Outcome, ptx: &Outcome, storage: D
         }
     }
     for (i, (&x, &y)) in cpu.partials.iter().zip(&ptx.partials).enumerate() {
-        let ok =
-            (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1e-30);
+        let ok = (x.is_nan() && y.is_nan())
+            || x == y
+            || (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1e-30);
         assert!(
             ok,
             "{case} {} ({storage}): partial {i}: CPU {x:e}, PTX {y:e}",
@@ -372,5 +397,16 @@ fn hand_built_kernels_run_as_on_the_cpu() {
     for (case, kernel) in common::kernels::all() {
         kernel.validate().expect("a valid kernel");
         check(case, &kernel, &mut rng);
+    }
+}
+
+/// Each element op alone, on records that include signed zeros, infinities, NaN and
+/// subnormals: the PTX gives the CPU's bits (exp and log to 1e-5).
+#[test]
+fn each_op_gives_the_cpu_bits_on_special_values() {
+    let mut rng = Rng(3);
+    for (case, kernel) in common::kernels::per_op() {
+        kernel.validate().expect("a valid kernel");
+        check(&case, &kernel, &mut rng);
     }
 }

@@ -1,5 +1,6 @@
 //! Hand-built kernels that together use every instruction kind, every reduction op and
-//! scope, and both walks: assembled by `tests/ptxas.rs` and run by `tests/ptx_sim.rs`.
+//! scope, and both walks (assembled by `tests/ptxas.rs` and run by `tests/ptx_sim.rs`), and one
+//! kernel per element op (run by `tests/ptx_sim.rs`).
 
 use optjit::ir::{Binary, Buffer, BufferUse, Cmp, DType, Unary};
 use optjit::kernels_gen::{Inst, Kernel, ReduceOp, ReduceScope, Value};
@@ -13,6 +14,48 @@ pub fn all() -> Vec<(&'static str, Kernel)> {
         ("reductions", reductions()),
         ("column-walk", column_walk()),
     ]
+}
+
+/// One kernel per element op, storing `op(param, grad)` (unary: `op(param)`; comparison:
+/// `select(cmp(param, grad), param, grad)`), so that each op's result, special values
+/// included, reaches memory unmixed. Pow is left out: it is the scalar program's.
+pub fn per_op() -> Vec<(String, Kernel)> {
+    let v = Value;
+    let mut ops: Vec<(String, Vec<Inst>)> = Vec::new();
+    for &u in Unary::ALL.iter().filter(|u| !u.scalar_only()) {
+        ops.push((u.mnemonic().to_string(), vec![Inst::Unary(u, v(0))]));
+    }
+    for &b in Binary::ALL.iter().filter(|&&b| b != Binary::Pow) {
+        ops.push((b.mnemonic().to_string(), vec![Inst::Binary(b, v(0), v(1))]));
+    }
+    for &c in Cmp::ALL {
+        let select = vec![Inst::Cmp(c, v(0), v(1)), Inst::Select(v(2), v(0), v(1))];
+        ops.push((c.mnemonic().to_string(), select));
+    }
+    ops.into_iter()
+        .map(|(name, body)| {
+            let mut insts = vec![Inst::Load { buffer: 0 }, Inst::Load { buffer: 1 }];
+            insts.extend(body);
+            let result = Value(insts.len() as u32 - 1);
+            insts.push(Inst::Store {
+                buffer: 0,
+                value: result,
+            });
+            let kernel = Kernel {
+                walk: optjit::ir::Walk::Elements,
+                scopes: Vec::new(),
+                name: format!("{name}.phase0"),
+                elem_dtype: DType::F32,
+                buffers: vec![
+                    buffer(Buffer::Param, true, true),
+                    buffer(Buffer::Grad, true, false),
+                ],
+                n_scalars: 0,
+                insts,
+            };
+            (name, kernel)
+        })
+        .collect()
 }
 
 fn buffer(buffer: Buffer, read: bool, write: bool) -> BufferUse {

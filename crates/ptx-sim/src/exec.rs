@@ -4,7 +4,7 @@
 //! or be undefined there).
 
 use crate::SimError;
-use crate::memory::Memory;
+use crate::memory::{Memory, Who};
 use crate::parse::{Base, Cmp, Entry, Instr, Op, Operand, Space, Special, Ty};
 use crate::shared::SharedMemory;
 use half::{bf16, f16};
@@ -88,6 +88,11 @@ pub(crate) fn launch(
             entry.name, entry.shared_bytes
         )));
     }
+    if (grid as u64) * (block as u64) >= u64::from(u32::MAX) {
+        return Err(SimError::Launch(format!(
+            "{grid} blocks of {block} threads: more threads than the simulator tracks"
+        )));
+    }
     memory.begin_launch();
     let mut executed = 0u64;
     for ctaid in 0..grid {
@@ -154,21 +159,30 @@ impl Block<'_> {
             let [dst, src, delta, clamp, mask] = &instr.args[..] else {
                 return Err(self.fault(pc, "shfl.sync.down takes 5 operands".into()));
             };
-            let (delta, clamp, mask) = (
-                self.value(lanes.start, delta)? as usize,
-                self.value(lanes.start, clamp)? as usize,
-                self.value(lanes.start, mask)? as u32,
-            );
-            if mask != u32::MAX || lanes.len() != WARP {
-                return Err(self.fault(pc, "only full-warp shuffles are simulated".into()));
+            // The lane delta is b[4:0], the clamp c[4:0]; the same in every lane.
+            let operand = |t: usize, x: &Operand| self.value(t, x).map_err(|e| self.at(pc, e));
+            let mut uniform = Vec::with_capacity(3);
+            for x in [delta, clamp, mask] {
+                let first = operand(lanes.start, x)?;
+                for t in lanes.clone() {
+                    if operand(t, x)? != first {
+                        return Err(self.fault(pc, "shuffle operands differ between lanes".into()));
+                    }
+                }
+                uniform.push(first);
             }
-            let values: Vec<u64> = lanes
-                .clone()
-                .map(|t| self.value(t, src))
-                .collect::<Result<_, _>>()?;
+            let (delta, clamp, mask) = (uniform[0] & 31, uniform[1], uniform[2] as u32);
+            if mask != u32::MAX || lanes.len() != WARP || clamp & 0x1f00 != 0 {
+                return Err(self.fault(
+                    pc,
+                    "only full-warp shuffles without segments are simulated".into(),
+                ));
+            }
+            let values: Vec<u64> =
+                (lanes.clone().map(|t| operand(t, src))).collect::<Result<_, _>>()?;
             for (lane, t) in lanes.enumerate() {
-                let from = lane + delta;
-                let value = if from <= (clamp & 31) {
+                let from = lane + delta as usize;
+                let value = if from <= (clamp & 31) as usize {
                     values[from]
                 } else {
                     values[lane]
@@ -184,17 +198,20 @@ impl Block<'_> {
 
     /// Completes the barrier that every thread of the block waits at.
     fn barrier(&mut self) -> Result<(), SimError> {
-        let first = self.threads[0].state;
-        let State::AtBarrier(pc) = first else {
+        let waiting = self.threads.iter().find_map(|t| match t.state {
+            State::AtBarrier(pc) => Some(pc),
+            _ => None,
+        });
+        let Some(pc) = waiting else {
             let states: Vec<State> = self.threads.iter().map(|t| t.state).collect();
             return Err(SimError::Deadlock(format!(
-                "{} block {}: threads wait at different places or have exited: {:?}",
+                "{} block {}: no thread can go on: {:?}",
                 self.entry.name,
                 self.ctaid,
                 summarize(&states)
             )));
         };
-        if self.threads.iter().any(|t| t.state != first) {
+        if self.threads.iter().any(|t| t.state != State::AtBarrier(pc)) {
             let states: Vec<State> = self.threads.iter().map(|t| t.state).collect();
             return Err(self.fault(
                 pc,
@@ -296,8 +313,11 @@ impl Block<'_> {
     }
 
     /// The global index of thread `t` (for hazard reports).
-    fn global_id(&self, t: usize) -> u32 {
-        (self.ctaid * self.ntid) as u32 + t as u32
+    fn who(&self, t: usize) -> Who {
+        Who {
+            thread: (self.ctaid * self.ntid) as u32 + t as u32,
+            block: self.ctaid as u32,
+        }
     }
 
     /// Executes one non-control instruction for thread `t`.
@@ -332,15 +352,14 @@ impl Block<'_> {
                     Space::Shared => {
                         let bytes = self
                             .shared
-                            .load(address as usize, size * lanes, t)
+                            .load(shared_offset(address)?, size * lanes, t)
                             .map_err(|e| fault(e.to_string()))?;
                         from_bytes(bytes, size)
                     }
                     Space::Global | Space::GlobalNc => {
-                        let id = self.global_id(t);
                         let nc = space == Space::GlobalNc;
                         let bytes = memory
-                            .load(address, size * lanes, nc, id)
+                            .load(address, size * lanes, nc, self.who(t))
                             .map_err(|e| fault(e.to_string()))?;
                         from_bytes(bytes, size)
                     }
@@ -359,10 +378,10 @@ impl Block<'_> {
                 match space {
                     Space::Shared => self
                         .shared
-                        .store(address as usize, bytes, t)
+                        .store(shared_offset(address)?, bytes, t)
                         .map_err(|e| fault(e.to_string())),
                     Space::Global => memory
-                        .store(address, bytes, self.global_id(t))
+                        .store(address, bytes, self.who(t))
                         .map_err(|e| fault(e.to_string())),
                     _ => Err(fault("stores go to global or shared memory".into())),
                 }
@@ -526,6 +545,14 @@ impl Block<'_> {
     }
 }
 
+/// A shared-window address as an offset into the block's shared memory.
+fn shared_offset(address: u64) -> Result<usize, SimError> {
+    usize::try_from(address).map_err(|_| SimError::Fault {
+        address,
+        message: "beyond the shared window".into(),
+    })
+}
+
 /// Up to four lane values and how many there are.
 type Lanes = ([u64; 4], usize);
 
@@ -536,6 +563,29 @@ fn from_bytes(bytes: &[u8], size: usize) -> Lanes {
         *slot = le_bits(chunk);
     }
     (out, bytes.len() / size)
+}
+
+/// Whether the executor implements `op` for its types (checked when parsing, so that an
+/// unsupported instruction is reported even on a path no test takes).
+pub(crate) fn supports(op: Op) -> bool {
+    match op {
+        Op::Add(ty)
+        | Op::Sub(ty)
+        | Op::Mul(ty)
+        | Op::Div(ty)
+        | Op::Shl(ty)
+        | Op::Shr(ty)
+        | Op::And(ty)
+        | Op::Or(ty)
+        | Op::Min { ty, .. }
+        | Op::Max { ty, .. } => binary(op, ty, 0, 0).is_some(),
+        Op::Mad(ty) => matches!(ty, Ty::U32 | Ty::U64),
+        Op::Fma(ty) | Op::Sqrt(ty) | Op::Neg(ty) | Op::Abs(ty) => matches!(ty, Ty::F32 | Ty::F64),
+        Op::Setp { cmp, ty } => compare(cmp, ty, 0, 0).is_some(),
+        Op::Cvt { to, from } => convert(to, from, 0).is_some(),
+        Op::Ld { ty, .. } | Op::St { ty, .. } | Op::Mov(ty) | Op::Selp(ty) => ty != Ty::Pred,
+        Op::Cvta | Op::Ex2 | Op::Lg2 | Op::ShflDown | Op::Bar | Op::Bra | Op::Ret => true,
+    }
 }
 
 /// A run of identical states, for error messages: `(state, count)`.
@@ -577,8 +627,25 @@ fn mask(ty: Ty, x: u64) -> u64 {
     }
 }
 
-/// The canonical NaN that PTX's `min.NaN`/`max.NaN` return.
+/// The canonical NaNs that PTX's `min.NaN`/`max.NaN` return.
 const NAN32: u64 = 0x7fff_ffff;
+const NAN64: u64 = 0x7fff_ffff_ffff_ffff;
+
+/// PTX `min`/`max` of `a` and `b` (bits; `values` as f64): -0 orders below +0; a NaN operand
+/// gives `nan_bits` with `.NaN`, and the other operand without.
+fn min_max(min: bool, nan: bool, a: u64, b: u64, values: (f64, f64), nan_bits: u64) -> u64 {
+    let (x, y) = values;
+    match (x.is_nan(), y.is_nan()) {
+        (false, false) => {
+            let x_first = (x < y) || (x == y && x.is_sign_negative());
+            if x_first == min { a } else { b }
+        }
+        _ if nan => nan_bits,
+        (true, true) => nan_bits,
+        (true, false) => b,
+        (false, true) => a,
+    }
+}
 
 fn binary(op: Op, ty: Ty, a: u64, b: u64) -> Option<u64> {
     Some(match (op, ty) {
@@ -601,25 +668,14 @@ fn binary(op: Op, ty: Ty, a: u64, b: u64) -> Option<u64> {
         (Op::Sub(_), Ty::F64) => (d(a) - d(b)).to_bits(),
         (Op::Mul(_), Ty::F64) => (d(a) * d(b)).to_bits(),
         (Op::Div(_), Ty::F64) => (d(a) / d(b)).to_bits(),
-        (Op::Min { nan, .. }, Ty::F32) | (Op::Max { nan, .. }, Ty::F32) => {
-            let (x, y) = (f(a), f(b));
-            if x.is_nan() || y.is_nan() {
-                if nan {
-                    NAN32
-                } else if x.is_nan() {
-                    b
-                } else {
-                    a
-                }
-            } else {
-                let min = matches!(op, Op::Min { .. });
-                // -0 orders below +0.
-                let x_first = (x < y) || (x == y && x.is_sign_negative());
-                if x_first == min { a } else { b }
-            }
+        (Op::Min { nan, .. } | Op::Max { nan, .. }, Ty::F32) => {
+            let min = matches!(op, Op::Min { .. });
+            min_max(min, nan, a, b, (f(a).into(), f(b).into()), NAN32)
         }
-        (Op::Min { nan: false, .. }, Ty::F64) => d(a).min(d(b)).to_bits(),
-        (Op::Max { nan: false, .. }, Ty::F64) => d(a).max(d(b)).to_bits(),
+        (Op::Min { nan, .. } | Op::Max { nan, .. }, Ty::F64) => {
+            let min = matches!(op, Op::Min { .. });
+            min_max(min, nan, a, b, (d(a), d(b)), NAN64)
+        }
         _ => return None,
     })
 }

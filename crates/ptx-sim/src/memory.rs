@@ -1,7 +1,7 @@
 //! Simulated global memory: allocations at fixed device addresses, with every access checked
 //! (inside one allocation, naturally aligned) and, during a launch, the hazards that a GPU
-//! would not report: two threads writing the same byte, and a write to memory that the launch
-//! also reads through the non-coherent cache.
+//! would not report: two threads writing the same byte, a write to memory that the launch
+//! also reads through the non-coherent cache, and a block reading what another block wrote.
 
 use crate::SimError;
 
@@ -15,8 +15,19 @@ const ALIGN: u64 = 256;
 struct Touch {
     /// 1 + the global index of the thread that wrote it (0: not written).
     writer: u32,
+    /// The block of that thread.
+    writer_block: u32,
     /// Whether some thread read it through `ld.global.nc`.
     read_nc: bool,
+}
+
+/// A thread of a launch, for hazard tracking.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Who {
+    /// Its index in the grid.
+    pub thread: u32,
+    /// Its block.
+    pub block: u32,
 }
 
 /// The device's global memory.
@@ -26,6 +37,8 @@ pub struct Memory {
     /// `(start, len)` of each allocation, by increasing start (offsets into `bytes`).
     allocations: Vec<(u64, u64)>,
     touched: Vec<Touch>,
+    /// The bytes touched in the current launch (so that the next one resets only those).
+    dirty: Vec<usize>,
 }
 
 impl Memory {
@@ -62,57 +75,74 @@ impl Memory {
 
     /// Forgets who touched what: a new launch starts.
     pub(crate) fn begin_launch(&mut self) {
-        self.touched.fill(Touch::default());
+        for at in self.dirty.drain(..) {
+            self.touched[at] = Touch::default();
+        }
     }
 
-    /// A kernel's load of `len` bytes (aligned to `len`).
+    /// A kernel's load of `len` bytes (aligned to `len`) by `who`.
     pub(crate) fn load(
         &mut self,
         address: u64,
         len: usize,
         nc: bool,
-        thread: u32,
+        who: Who,
     ) -> Result<&[u8], SimError> {
         let at = self.check(address, len, len)?;
-        for touch in &mut self.touched[at..at + len] {
-            if nc && touch.writer != 0 {
-                return Err(SimError::Hazard {
-                    address,
-                    message: format!(
-                        "thread {thread} reads through the non-coherent cache (ld.global.nc) \
-                         memory that thread {} wrote in this launch",
-                        touch.writer - 1
-                    ),
-                });
+        for (i, touch) in self.touched[at..at + len].iter_mut().enumerate() {
+            let hazard = |message: String| SimError::Hazard { address, message };
+            if touch.writer != 0 && nc {
+                return Err(hazard(format!(
+                    "thread {} reads through the non-coherent cache (ld.global.nc) memory that \
+                     thread {} wrote in this launch",
+                    who.thread,
+                    touch.writer - 1
+                )));
             }
-            touch.read_nc |= nc;
+            if touch.writer != 0 && touch.writer_block != who.block {
+                return Err(hazard(format!(
+                    "thread {} (block {}) reads what thread {} of block {} wrote in this launch \
+                     (blocks run in no set order)",
+                    who.thread,
+                    who.block,
+                    touch.writer - 1,
+                    touch.writer_block
+                )));
+            }
+            if nc && !touch.read_nc {
+                if *touch == Touch::default() {
+                    self.dirty.push(at + i);
+                }
+                touch.read_nc = true;
+            }
         }
         Ok(&self.bytes[at..at + len])
     }
 
-    /// A kernel's store of `data` (aligned to its length) by `thread`.
-    pub(crate) fn store(&mut self, address: u64, data: &[u8], thread: u32) -> Result<(), SimError> {
+    /// A kernel's store of `data` (aligned to its length) by `who`.
+    pub(crate) fn store(&mut self, address: u64, data: &[u8], who: Who) -> Result<(), SimError> {
         let at = self.check(address, data.len(), data.len())?;
-        for touch in &mut self.touched[at..at + data.len()] {
+        for (i, touch) in self.touched[at..at + data.len()].iter_mut().enumerate() {
+            let hazard = |message: String| SimError::Hazard { address, message };
             if touch.read_nc {
-                return Err(SimError::Hazard {
-                    address,
-                    message: format!(
-                        "thread {thread} writes memory that this launch reads through the \
-                         non-coherent cache (ld.global.nc)"
-                    ),
-                });
+                return Err(hazard(format!(
+                    "thread {} writes memory that this launch reads through the non-coherent \
+                     cache (ld.global.nc)",
+                    who.thread
+                )));
             }
-            if touch.writer != 0 && touch.writer != thread + 1 {
-                return Err(SimError::Hazard {
-                    address,
-                    message: format!(
-                        "threads {} and {thread} both write it in one launch (a data race)",
-                        touch.writer - 1
-                    ),
-                });
+            if touch.writer != 0 && touch.writer != who.thread + 1 {
+                return Err(hazard(format!(
+                    "threads {} and {} both write it in one launch (a data race)",
+                    touch.writer - 1,
+                    who.thread
+                )));
             }
-            touch.writer = thread + 1;
+            if touch.writer == 0 {
+                self.dirty.push(at + i);
+            }
+            touch.writer = who.thread + 1;
+            touch.writer_block = who.block;
         }
         self.bytes[at..at + data.len()].copy_from_slice(data);
         Ok(())

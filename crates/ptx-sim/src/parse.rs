@@ -356,12 +356,19 @@ fn parse_instr(n: usize, line: &str, names: &Names<'_>) -> Result<Instr, SimErro
         None => (None, text),
     };
     let (opcode, operands) = rest.split_once(' ').unwrap_or((rest, ""));
-    let op =
-        decode(opcode).ok_or_else(|| error(n, format!("unsupported instruction `{opcode}`")))?;
+    let op = (decode(opcode).filter(|&op| crate::exec::supports(op)))
+        .ok_or_else(|| error(n, format!("unsupported instruction `{opcode}`")))?;
     let args = split_operands(operands)
         .into_iter()
         .map(|s| parse_operand(n, s, names))
         .collect::<Result<Vec<_>, _>>()?;
+    if args.len() != operand_count(op) {
+        let (want, got) = (operand_count(op), args.len());
+        return Err(error(
+            n,
+            format!("`{opcode}` takes {want} operands, given {got}"),
+        ));
+    }
     Ok(Instr {
         guard,
         op,
@@ -369,6 +376,19 @@ fn parse_instr(n: usize, line: &str, names: &Names<'_>) -> Result<Instr, SimErro
         line: n,
         text: line.to_string(),
     })
+}
+
+/// How many operands `op` takes.
+fn operand_count(op: Op) -> usize {
+    match op {
+        Op::Ret => 0,
+        Op::Bar | Op::Bra => 1,
+        Op::Ld { .. } | Op::St { .. } | Op::Cvta | Op::Mov(_) | Op::Cvt { .. } => 2,
+        Op::Sqrt(_) | Op::Neg(_) | Op::Abs(_) | Op::Ex2 | Op::Lg2 => 2,
+        Op::Mad(_) | Op::Fma(_) | Op::Selp(_) => 4,
+        Op::ShflDown => 5,
+        _ => 3,
+    }
 }
 
 /// Splits at top-level commas (not inside `{}` or `[]`).
@@ -467,16 +487,36 @@ fn decode(opcode: &str) -> Option<Op> {
     let parts: Vec<&str> = opcode.split('.').collect();
     let last = Ty::parse(parts.last()?);
     let has = |q: &str| parts.contains(&q);
-    // Flushing, saturation and other rounding modes are not simulated: refuse them.
-    let unsupported = [
-        "ftz", "sat", "rz", "rm", "rp", "rzi", "rni", "rmi", "rpi", "full",
-    ];
-    if parts.iter().any(|p| unsupported.contains(p)) {
+    // Only the qualifiers the emitter writes: anything else (flushing, saturation, other
+    // rounding modes, `.wide`, `.hi`, cache hints...) is refused rather than run wrongly.
+    let float = matches!(last, Some(Ty::F32 | Ty::F64));
+    let allowed: &[&str] = match parts[0] {
+        "ld" => &["global", "shared", "param", "nc", "v2", "v4"],
+        "st" => &["global", "shared", "v2", "v4"],
+        "cvta" => &["to", "global"],
+        // Float arithmetic must say `.rn` (without it ptxas may contract a multiply and an add).
+        "add" | "sub" | "mul" if float => &["rn"],
+        "mul" | "mad" => &["lo"],
+        "fma" | "div" | "sqrt" | "cvt" => &["rn"],
+        "min" | "max" => &["NaN"],
+        "setp" => &["lt", "le", "gt", "ge", "eq", "ne", "neu", "nan"],
+        "ex2" | "lg2" => &["approx"],
+        "shfl" => &["sync", "down"],
+        "bar" => &["sync"],
+        "bra" => &["uni"],
+        _ => &[],
+    };
+    let mut qualifiers = parts[1..].iter().filter(|p| Ty::parse(p).is_none());
+    if qualifiers.any(|q| !allowed.contains(q)) {
         return None;
     }
-    // Float arithmetic must say `.rn` (without it ptxas may contract a multiply and an add).
-    let float = matches!(last, Some(Ty::F32 | Ty::F64));
-    if float && ["add", "sub", "mul"].contains(&parts[0]) && !has("rn") {
+    let required = match parts[0] {
+        "fma" | "div" | "sqrt" => Some("rn"),
+        "add" | "sub" | "mul" if float => Some("rn"),
+        "mul" | "mad" => Some("lo"),
+        _ => None,
+    };
+    if required.is_some_and(|q| !has(q)) {
         return None;
     }
     let ty = || last;
@@ -556,9 +596,9 @@ fn decode(opcode: &str) -> Option<Op> {
             }
             Op::Cvt { to, from }
         }
-        "ex2" if has("approx") => Op::Ex2,
-        "lg2" if has("approx") => Op::Lg2,
-        "shfl" if has("sync") && has("down") => Op::ShflDown,
+        "ex2" if has("approx") && last == Some(Ty::F32) => Op::Ex2,
+        "lg2" if has("approx") && last == Some(Ty::F32) => Op::Lg2,
+        "shfl" if has("sync") && has("down") && last == Some(Ty::U32) => Op::ShflDown,
         "bar" if has("sync") => Op::Bar,
         "bra" => Op::Bra,
         "ret" => Op::Ret,

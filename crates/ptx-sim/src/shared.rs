@@ -114,7 +114,8 @@ impl SharedMemory {
     }
 
     fn check(&self, at: usize, len: usize) -> Result<(), SimError> {
-        if at + len > self.bytes.len() || !at.is_multiple_of(len) {
+        let outside = at.checked_add(len).is_none_or(|end| end > self.bytes.len());
+        if outside || !at.is_multiple_of(len) {
             return Err(SimError::Fault {
                 address: at as u64,
                 message: format!(
