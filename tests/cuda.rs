@@ -510,7 +510,9 @@ fn graph_replay_matches_eager_steps() {
 
 #[test]
 fn graph_replay_matches_eager_steps_in_the_simulator() {
-    graph_replay_of_host_tensors(&SimGpu::new());
+    let device = SimGpu::new();
+    graph_replay_of_host_tensors(&device);
+    graph_replay_of_device_tensors(&device);
 }
 
 /// An eager optimizer and one that replays graphs, for `configured` on vectors of `shapes`.
@@ -553,32 +555,43 @@ fn graph_replay_of_host_tensors<G: Gpu>(device: &Arc<G>) {
     }
 }
 
-/// Device tensors that stay put: one capture, then replays with new gradient values.
-fn graph_replay_of_device_tensors(device: &Arc<CudaDevice>) {
+/// Device tensors that stay put: one capture, then replays of it with new gradient values
+/// (written in place) and new scalars; moving the gradients captures again.
+fn graph_replay_of_device_tensors<G: Gpu>(device: &Arc<G>) {
     let adamw = optjit::optim::AdamW::new().build().expect("AdamW");
     let sizes = [37, 4096, 70_001]; // data()[3..6]
     let (mut eager, mut graphed) = eager_and_graphed(device, &adamw, &sizes);
     let host = |seed: u32| -> Vec<Vec<f32>> { data(seed)[3..6].to_vec() };
-    let upload = |t: &[Vec<f32>]| -> Vec<CudaSlice<f32>> {
+    let upload = |t: &[Vec<f32>]| -> Vec<G::Buffer<f32>> {
         t.iter()
             .map(|v| device.upload(v).expect("upload"))
             .collect()
     };
-    let (mut p_eager, mut p_graph) = (upload(&host(1)), upload(&host(1)));
+    let addresses =
+        |t: &[G::Buffer<f32>]| -> Vec<u64> { t.iter().map(|b| device.address(b)).collect() };
+    let (p_eager, p_graph) = (upload(&host(1)), upload(&host(1)));
     // Steps 0-2 read the first gradient buffers (one capture, two replays); steps 3 and 4
     // alternate with a second set, so the tables are rebuilt and the graph captured again.
     let mut grad_sets = [upload(&host(2)), upload(&host(2))];
     for step in 0..5u32 {
         let grads = &mut grad_sets[usize::from(step == 3)];
-        for (slice, values) in grads.iter_mut().zip(host(step + 2)) {
-            device.write(&values, slice).expect("new gradient values");
+        for (buffer, values) in grads.iter_mut().zip(host(step + 2)) {
+            device.write(&values, buffer).expect("new gradient values");
         }
         if step == 3 {
             eager.set_hyper(None, "lr", 0.05).expect("lr");
             graphed.set_hyper(None, "lr", 0.05).expect("lr");
         }
-        eager.step(&mut p_eager, grads).expect("eager step");
-        graphed.step(&mut p_graph, grads).expect("graph step");
+        let g = addresses(grads);
+        // SAFETY: live, distinct f32 buffers of the setup's lengths on this device.
+        unsafe {
+            eager
+                .step_raw(&addresses(&p_eager), &g)
+                .expect("eager step");
+            graphed
+                .step_raw(&addresses(&p_graph), &g)
+                .expect("graph step");
+        }
         assert!(graphed.replays_graph());
     }
     assert_eq!(
@@ -586,9 +599,9 @@ fn graph_replay_of_device_tensors(device: &Arc<CudaDevice>) {
         3,
         "captured at steps 0, 3 and 4"
     );
-    let download = |t: &[CudaSlice<f32>]| -> Vec<Vec<f32>> {
+    let download = |t: &[G::Buffer<f32>]| -> Vec<Vec<f32>> {
         t.iter()
-            .map(|s| device.download(s).expect("download"))
+            .map(|b| device.download(b).expect("download"))
             .collect()
     };
     assert!(bit_identical(&download(&p_eager), &download(&p_graph)));
