@@ -83,7 +83,8 @@ fn failed(doing: String, e: impl std::fmt::Display) -> CudaError {
 }
 
 fn bytes<T: DeviceValue>(values: &[T]) -> &[u8] {
-    // SAFETY: device values are plain numbers (u8, u64, f32, f64): any value is its bytes.
+    // SAFETY: `DeviceValue` is sealed to plain numbers (u8, u64, f32, f64): any value is its
+    // bytes.
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) }
 }
 
@@ -119,7 +120,10 @@ impl Gpu for SimGpu {
         host: &[T],
         buffer: &mut SimBuffer<T>,
     ) -> Result<(), CudaError> {
-        assert_eq!(host.len(), buffer.len, "a write of another length");
+        if host.len() != buffer.len {
+            let lengths = format!("{} values into a buffer of {}", host.len(), buffer.len);
+            return Err(failed("writing a buffer".into(), lengths));
+        }
         let mut device = self.device();
         (device.memory.write_host(buffer.address, bytes(host)))
             .map_err(|e| failed("writing a buffer".into(), e))

@@ -43,6 +43,11 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
         configured = crate::rule::with_schedule(configured, schedule)?;
     }
     let shapes = workload::shapes(&args.workload).expect("a known workload");
+    if let Backend::Other { name, .. } = &args.backend {
+        return Err(format!(
+            "bench: no timing on the {name} backend (cpu or cuda)"
+        ));
+    }
     if let Backend::Cuda(device) = &args.backend {
         let reference = configured.name == "AdamW"
             && args.kwargs.is_empty()

@@ -1,5 +1,6 @@
-//! One compiled step on either target behind one interface, so that `golden` and `bench` run
-//! the same code on the CPU and on a CUDA device (or a stand-in for one).
+//! Where steps run (`Backend`, for `golden` and `bench`), and one compiled step on any of them
+//! behind one interface (`Steps`), so that `golden` runs the same code on the CPU, on a CUDA
+//! device, or on a stand-in for one.
 
 use optjit_runtime::{CudaDevice, CudaOptimizer, Gpu, Optimizer, OptimizerError, Setup, Stats};
 use optjit_trace::Definition;

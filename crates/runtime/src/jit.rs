@@ -61,10 +61,13 @@ fn module_error(action: impl Into<String>, error: ModuleError) -> JitError {
     }
 }
 
-/// Code generation for the host CPU: the native ISA with every feature the CPU has (AVX, FMA,
-/// ...), optimizing for speed. The Cranelift verifier runs in debug builds only.
+/// Code generation for a CPU, optimizing for speed: the host's native ISA with every feature
+/// the CPU has (AVX, FMA, ...), whose code can be loaded and run, or a named ISA, whose code
+/// can only be printed. The Cranelift verifier runs in debug builds only.
 pub struct CpuCodegen {
     isa: OwnedTargetIsa,
+    /// Whether `isa` is the host's (only then may its code be loaded).
+    host: bool,
 }
 
 impl fmt::Debug for CpuCodegen {
@@ -82,7 +85,7 @@ impl CpuCodegen {
         let builder = cranelift_native::builder().map_err(|message| JitError::Host {
             message: message.to_string(),
         })?;
-        Self::finish(builder)
+        Self::finish(builder, true)
     }
 
     /// The ISA named `name` (e.g. `x86_64`) with exactly the features in `features` (Cranelift's
@@ -97,12 +100,15 @@ impl CpuCodegen {
                 .enable(feature)
                 .map_err(|e| host(format!("{name} feature {feature}: {e}")))?;
         }
-        Self::finish(builder)
+        Self::finish(builder, false)
     }
 
     /// Finishes `builder` with the settings every kernel is compiled with.
-    fn finish(builder: cranelift_codegen::isa::Builder) -> Result<CpuCodegen, JitError> {
-        let host = |message: String| JitError::Host { message };
+    fn finish(
+        builder: cranelift_codegen::isa::Builder,
+        host: bool,
+    ) -> Result<CpuCodegen, JitError> {
+        let failed = |message: String| JitError::Host { message };
         let verifier = if cfg!(debug_assertions) {
             "true"
         } else {
@@ -119,12 +125,12 @@ impl CpuCodegen {
         for (name, value) in settings {
             flags
                 .set(name, value)
-                .map_err(|e| host(format!("setting {name}={value}: {e}")))?;
+                .map_err(|e| failed(format!("setting {name}={value}: {e}")))?;
         }
         let isa = builder
             .finish(settings::Flags::new(flags))
-            .map_err(|e| host(e.to_string()))?;
-        Ok(CpuCodegen { isa })
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(CpuCodegen { isa, host })
     }
 
     /// The ISA kernels are emitted for.
@@ -183,6 +189,14 @@ impl CpuCodegen {
     /// Compiles `functions` into one fresh JIT module; [`CpuModule::fns`] holds their entry
     /// points in the order given.
     pub fn load(&self, functions: Vec<Function>) -> Result<CpuModule, JitError> {
+        if !self.host {
+            return Err(JitError::Host {
+                message: format!(
+                    "code for the named ISA {} is for printing only, not for loading here",
+                    self.isa.triple()
+                ),
+            });
+        }
         let mut builder =
             JITBuilder::with_isa(self.isa.clone(), cranelift_module::default_libcall_names());
         let symbols: [*const u8; 3] = [

@@ -10,10 +10,20 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-/// The element types of the buffers a step keeps on a device.
+/// The element types of the buffers a step keeps on a device: u8, u64, f32 and f64, and no
+/// others (the trait is sealed), so a [`Gpu`] may copy them as plain bytes.
 pub trait DeviceValue:
-    DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + 'static
+    sealed::Plain + DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + 'static
 {
+}
+
+mod sealed {
+    /// Numbers whose every bit pattern is a value.
+    pub trait Plain {}
+    impl Plain for u8 {}
+    impl Plain for u64 {}
+    impl Plain for f32 {}
+    impl Plain for f64 {}
 }
 
 impl DeviceValue for u8 {}
