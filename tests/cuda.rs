@@ -499,8 +499,8 @@ fn typed_half_precision_slices(device: &Arc<CudaDevice>) {
 }
 
 /// CUDA-graph replay: the same bits as launching each kernel, hyperparameter changes between
-/// replays in force, a new capture whenever the tensors move, and steps that reduce (clipping)
-/// left to the eager path.
+/// replays in force, tensors that move followed without a new capture, and steps that reduce
+/// (clipping) left to the eager path.
 #[test]
 fn graph_replay_matches_eager_steps() {
     let Some(device) = device() else { return };
@@ -528,8 +528,8 @@ fn eager_and_graphed<G: Gpu>(
     (eager, graphed)
 }
 
-/// Host tensors: new device buffers every step, so a capture whenever the device places them
-/// elsewhere than the last ones (the simulator always does, the CUDA driver may not).
+/// Host tensors: new device buffers every step, so new chunk tables, rewritten in place under
+/// the one captured graph.
 fn graph_replay_of_host_tensors<G: Gpu>(device: &Arc<G>) {
     let adamw = optjit::optim::AdamW::new().build().expect("AdamW");
     let clipped = adamw.clone().with_clip_grad_norm(1.0).expect("clip");
@@ -548,10 +548,11 @@ fn graph_replay_of_host_tensors<G: Gpu>(device: &Arc<G>) {
         }
         assert!(bit_identical(&p_eager, &p_graph), "{case}: replay differs");
         let captures = graphed.stats().graph_captures;
-        match replays {
-            true => assert!((1..=4).contains(&captures), "{case}: {captures} captures"),
-            false => assert_eq!(captures, 0, "{case}"),
-        }
+        assert_eq!(
+            captures,
+            u64::from(replays),
+            "{case}: captured once, if at all"
+        );
     }
 }
 
@@ -570,8 +571,8 @@ fn graph_replay_of_device_tensors<G: Gpu>(device: &Arc<G>) {
     let addresses =
         |t: &[G::Buffer<f32>]| -> Vec<u64> { t.iter().map(|b| device.address(b)).collect() };
     let (p_eager, p_graph) = (upload(&host(1)), upload(&host(1)));
-    // Steps 0-2 read the first gradient buffers (one capture, two replays); steps 3 and 4
-    // alternate with a second set, so the tables are rebuilt and the graph captured again.
+    // Steps 0-2 read the first gradient buffers; steps 3 and 4 alternate with a second set,
+    // so the tables are rewritten in place, and the graph captured at step 0 replays them.
     let mut grad_sets = [upload(&host(2)), upload(&host(2))];
     for step in 0..5u32 {
         let grads = &mut grad_sets[usize::from(step == 3)];
@@ -594,11 +595,7 @@ fn graph_replay_of_device_tensors<G: Gpu>(device: &Arc<G>) {
         }
         assert!(graphed.replays_graph());
     }
-    assert_eq!(
-        graphed.stats().graph_captures,
-        3,
-        "captured at steps 0, 3 and 4"
-    );
+    assert_eq!(graphed.stats().graph_captures, 1, "captured at step 0 only");
     let download = |t: &[G::Buffer<f32>]| -> Vec<Vec<f32>> {
         t.iter()
             .map(|b| device.download(b).expect("download"))

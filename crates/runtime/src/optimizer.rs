@@ -57,8 +57,8 @@ pub struct Stats {
     pub compile_ms: f64,
     /// Steps taken.
     pub steps: u64,
-    /// CUDA graphs captured: one at the first replayed step, and one each time the tensors
-    /// move (see `CudaOptimizer::set_graph_capture`); 0 on the CPU.
+    /// CUDA graphs captured: one, at the first replayed step (see
+    /// `CudaOptimizer::set_graph_capture`); 0 on the CPU.
     pub graph_captures: u64,
 }
 

@@ -149,8 +149,10 @@ impl<G: Gpu> CudaOptimizer<G> {
     /// rows before each replay, so hyperparameters and schedules keep working. Only steps whose
     /// phases need nothing from the host between them can be replayed: no reduction (no
     /// clipping, no per-tensor norm) and no per-column values (Adafactor); other steps run as
-    /// without it. A graph is captured at the first step and again whenever the tensors move.
-    /// (Not yet run on a GPU; `tests/cuda.rs` runs it on the PTX interpreter.)
+    /// without it. A graph is captured at the first step; when tensors move (new gradient
+    /// buffers every step, say), the chunk tables are rewritten in place before the replay, so
+    /// the same graph goes on serving. (Not yet run on a GPU; `tests/cuda.rs` runs it on the
+    /// PTX interpreter.)
     pub fn set_graph_capture(&mut self, on: bool) {
         self.graphs = on;
         self.graph = None;
@@ -338,7 +340,7 @@ impl<G: Gpu> CudaOptimizer<G> {
             .zip(part_params.iter().zip(&part_grads))
         {
             if part.prepare_tables(&self.device, params, grads, self.chunk_elems)? {
-                // The graph's launches point at the old tables.
+                // The launches' tables or partials moved: the graph no longer fits.
                 self.graph = None;
             }
         }

@@ -188,8 +188,11 @@ impl<G: Gpu> CudaPart<G> {
     }
 
     /// Builds the phases' chunk tables for this part's tensors at these device addresses
-    /// (`params[i]`, `grads[i]`: its tensor i), unless they are those of the last build.
-    /// Returns whether it built them.
+    /// (`params[i]`, `grads[i]`: its tensor i), unless they are those of the last build. A
+    /// table of the same length is rewritten in place (on the stream, after the work before),
+    /// so the launches keep their arguments. Returns whether any launch's arguments changed (a
+    /// table or partials buffer allocated or dropped: only the first build, for one setup),
+    /// which a captured graph cannot follow.
     pub(super) fn prepare_tables(
         &mut self,
         device: &G,
@@ -201,6 +204,7 @@ impl<G: Gpu> CudaPart<G> {
         if tensors == self.table_tensors {
             return Ok(false);
         }
+        let mut moved = false;
         // Forget the old tables first: a rebuild that fails half-way is redone next step.
         self.table_tensors.clear();
         let program = &self.kind.compiled.scalar_program;
@@ -233,22 +237,30 @@ impl<G: Gpu> CudaPart<G> {
             self.kind.push_records(k, &mut table, address, row);
             phase.n_partials = self.kind.n_partials(k, &table);
             phase.n_records = phase.lens.len();
+            let had = (phase.table.is_some(), phase.partials.is_some());
             phase.table = match (phase.table.take(), phase.n_records) {
                 (_, 0) => None,
                 (Some(mut table), _) if G::len(&table) == words.len() => {
                     device.write(&words, &mut table)?;
                     Some(table)
                 }
-                _ => Some(device.upload(&words)?),
+                _ => {
+                    moved = true;
+                    Some(device.upload(&words)?)
+                }
             };
             phase.partials = match (phase.partials.take(), phase.n_partials) {
                 (_, 0) => None,
                 (Some(partials), n) if G::len(&partials) == n => Some(partials),
-                (_, n) => Some(device.upload(&vec![0.0f64; n])?),
+                (_, n) => {
+                    moved = true;
+                    Some(device.upload(&vec![0.0f64; n])?)
+                }
             };
+            moved |= had != (phase.table.is_some(), phase.partials.is_some());
         }
         self.table_tensors = tensors;
-        Ok(true)
+        Ok(moved)
     }
 
     /// Runs stage `k` of the scalar program and copies its rows (and column values, if phase
