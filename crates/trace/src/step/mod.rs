@@ -1,5 +1,5 @@
 //! The `.step` language: a readable front end that produces the same
-//! [`Definition`](crate::Definition)s as the tracing API (docs/step-language.md).
+//! [`Definition`]s as the tracing API (docs/step-language.md).
 //!
 //! ```
 //! let source = "
