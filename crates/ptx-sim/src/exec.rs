@@ -5,7 +5,7 @@
 
 use crate::SimError;
 use crate::memory::{Memory, Who};
-use crate::parse::{Base, Cmp, Entry, Instr, Op, Operand, Space, Special, Ty};
+use crate::parse::{Base, Bin, Cmp, Entry, Instr, Op, Operand, Space, Special, Ty};
 use crate::shared::SharedMemory;
 use half::{bf16, f16};
 
@@ -403,19 +403,9 @@ impl Block<'_> {
                 };
                 self.set(t, arg(0)?, mask(ty, x))
             }
-            Op::Add(ty)
-            | Op::Sub(ty)
-            | Op::Mul(ty)
-            | Op::Div(ty)
-            | Op::Shl(ty)
-            | Op::Shr(ty)
-            | Op::And(ty)
-            | Op::Or(ty)
-            | Op::Min { ty, .. }
-            | Op::Max { ty, .. } => {
+            Op::Binary(bin, ty) => {
                 let (a, b) = (v(self, 1)?, v(self, 2)?);
-                let r =
-                    binary(instr.op, ty, a, b).ok_or_else(|| fault("unsupported type".into()))?;
+                let r = binary(bin, ty, a, b).ok_or_else(|| fault("unsupported type".into()))?;
                 self.set(t, arg(0)?, r)
             }
             Op::Mad(ty) | Op::Fma(ty) => {
@@ -569,16 +559,7 @@ fn from_bytes(bytes: &[u8], size: usize) -> Lanes {
 /// unsupported instruction is reported even on a path no test takes).
 pub(crate) fn supports(op: Op) -> bool {
     match op {
-        Op::Add(ty)
-        | Op::Sub(ty)
-        | Op::Mul(ty)
-        | Op::Div(ty)
-        | Op::Shl(ty)
-        | Op::Shr(ty)
-        | Op::And(ty)
-        | Op::Or(ty)
-        | Op::Min { ty, .. }
-        | Op::Max { ty, .. } => binary(op, ty, 0, 0).is_some(),
+        Op::Binary(bin, ty) => binary(bin, ty, 0, 0).is_some(),
         Op::Mad(ty) => matches!(ty, Ty::U32 | Ty::U64),
         Op::Fma(ty) | Op::Sqrt(ty) | Op::Neg(ty) | Op::Abs(ty) => matches!(ty, Ty::F32 | Ty::F64),
         Op::Setp { cmp, ty } => compare(cmp, ty, 0, 0).is_some(),
@@ -647,33 +628,33 @@ fn min_max(min: bool, nan: bool, a: u64, b: u64, values: (f64, f64), nan_bits: u
     }
 }
 
-fn binary(op: Op, ty: Ty, a: u64, b: u64) -> Option<u64> {
+fn binary(op: Bin, ty: Ty, a: u64, b: u64) -> Option<u64> {
     Some(match (op, ty) {
-        (Op::Add(_), Ty::U64) => a.wrapping_add(b),
-        (Op::Add(_), Ty::U32) => u64::from((a as u32).wrapping_add(b as u32)),
-        (Op::Sub(_), Ty::U64) => a.wrapping_sub(b),
-        (Op::Mul(_), Ty::U64) => a.wrapping_mul(b),
-        (Op::Mul(_), Ty::U32) => u64::from((a as u32).wrapping_mul(b as u32)),
-        (Op::Shl(_), Ty::U64) => a.checked_shl(b as u32).unwrap_or(0),
-        (Op::Shl(_), Ty::U32) => u64::from((a as u32).checked_shl(b as u32).unwrap_or(0)),
-        (Op::Shr(_), Ty::U64) => a.checked_shr(b as u32).unwrap_or(0),
-        (Op::Shr(_), Ty::U32) => u64::from((a as u32).checked_shr(b as u32).unwrap_or(0)),
-        (Op::And(_), _) => mask(ty, a & b),
-        (Op::Or(_), _) => mask(ty, a | b),
-        (Op::Add(_), Ty::F32) => f32b(f(a) + f(b)),
-        (Op::Sub(_), Ty::F32) => f32b(f(a) - f(b)),
-        (Op::Mul(_), Ty::F32) => f32b(f(a) * f(b)),
-        (Op::Div(_), Ty::F32) => f32b(f(a) / f(b)),
-        (Op::Add(_), Ty::F64) => (d(a) + d(b)).to_bits(),
-        (Op::Sub(_), Ty::F64) => (d(a) - d(b)).to_bits(),
-        (Op::Mul(_), Ty::F64) => (d(a) * d(b)).to_bits(),
-        (Op::Div(_), Ty::F64) => (d(a) / d(b)).to_bits(),
-        (Op::Min { nan, .. } | Op::Max { nan, .. }, Ty::F32) => {
-            let min = matches!(op, Op::Min { .. });
+        (Bin::Add, Ty::U64) => a.wrapping_add(b),
+        (Bin::Add, Ty::U32) => u64::from((a as u32).wrapping_add(b as u32)),
+        (Bin::Sub, Ty::U64) => a.wrapping_sub(b),
+        (Bin::Mul, Ty::U64) => a.wrapping_mul(b),
+        (Bin::Mul, Ty::U32) => u64::from((a as u32).wrapping_mul(b as u32)),
+        (Bin::Shl, Ty::U64) => a.checked_shl(b as u32).unwrap_or(0),
+        (Bin::Shl, Ty::U32) => u64::from((a as u32).checked_shl(b as u32).unwrap_or(0)),
+        (Bin::Shr, Ty::U64) => a.checked_shr(b as u32).unwrap_or(0),
+        (Bin::Shr, Ty::U32) => u64::from((a as u32).checked_shr(b as u32).unwrap_or(0)),
+        (Bin::And, _) => mask(ty, a & b),
+        (Bin::Or, _) => mask(ty, a | b),
+        (Bin::Add, Ty::F32) => f32b(f(a) + f(b)),
+        (Bin::Sub, Ty::F32) => f32b(f(a) - f(b)),
+        (Bin::Mul, Ty::F32) => f32b(f(a) * f(b)),
+        (Bin::Div, Ty::F32) => f32b(f(a) / f(b)),
+        (Bin::Add, Ty::F64) => (d(a) + d(b)).to_bits(),
+        (Bin::Sub, Ty::F64) => (d(a) - d(b)).to_bits(),
+        (Bin::Mul, Ty::F64) => (d(a) * d(b)).to_bits(),
+        (Bin::Div, Ty::F64) => (d(a) / d(b)).to_bits(),
+        (Bin::Min { nan } | Bin::Max { nan }, Ty::F32) => {
+            let min = matches!(op, Bin::Min { .. });
             min_max(min, nan, a, b, (f(a).into(), f(b).into()), NAN32)
         }
-        (Op::Min { nan, .. } | Op::Max { nan, .. }, Ty::F64) => {
-            let min = matches!(op, Op::Min { .. });
+        (Bin::Min { nan } | Bin::Max { nan }, Ty::F64) => {
+            let min = matches!(op, Bin::Min { .. });
             min_max(min, nan, a, b, (d(a), d(b)), NAN64)
         }
         _ => return None,

@@ -72,34 +72,60 @@ pub(crate) enum Cmp {
 /// A decoded opcode.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Op {
-    Ld { space: Space, ty: Ty, lanes: usize },
-    St { space: Space, ty: Ty, lanes: usize },
+    Ld {
+        space: Space,
+        ty: Ty,
+        lanes: usize,
+    },
+    St {
+        space: Space,
+        ty: Ty,
+        lanes: usize,
+    },
     Cvta,
     Mov(Ty),
-    Add(Ty),
-    Sub(Ty),
-    Mul(Ty),
+    /// Two operands, one result: arithmetic, shifts, bitwise, min and max.
+    Binary(Bin, Ty),
     Mad(Ty),
     Fma(Ty),
-    Div(Ty),
     Sqrt(Ty),
     Neg(Ty),
     Abs(Ty),
-    Min { ty: Ty, nan: bool },
-    Max { ty: Ty, nan: bool },
-    Shl(Ty),
-    Shr(Ty),
-    And(Ty),
-    Or(Ty),
-    Setp { cmp: Cmp, ty: Ty },
+    Setp {
+        cmp: Cmp,
+        ty: Ty,
+    },
     Selp(Ty),
-    Cvt { to: Ty, from: Ty },
+    Cvt {
+        to: Ty,
+        from: Ty,
+    },
     Ex2,
     Lg2,
     ShflDown,
     Bar,
     Bra,
     Ret,
+}
+
+/// A two-operand op (see [`Op::Binary`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bin {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Shl,
+    Shr,
+    And,
+    Or,
+    /// `min`, with `.NaN` when `nan`.
+    Min {
+        nan: bool,
+    },
+    Max {
+        nan: bool,
+    },
 }
 
 /// A special register.
@@ -549,27 +575,21 @@ fn decode(opcode: &str) -> Option<Op> {
         }
         "cvta" if has("to") && has("global") => Op::Cvta,
         "mov" => Op::Mov(ty()?),
-        "add" => Op::Add(ty()?),
-        "sub" => Op::Sub(ty()?),
-        "mul" => Op::Mul(ty()?),
+        "add" => Op::Binary(Bin::Add, ty()?),
+        "sub" => Op::Binary(Bin::Sub, ty()?),
+        "mul" => Op::Binary(Bin::Mul, ty()?),
         "mad" if has("lo") => Op::Mad(ty()?),
         "fma" if has("rn") => Op::Fma(ty()?),
-        "div" if has("rn") => Op::Div(ty()?),
+        "div" if has("rn") => Op::Binary(Bin::Div, ty()?),
         "sqrt" if has("rn") => Op::Sqrt(ty()?),
         "neg" => Op::Neg(ty()?),
         "abs" => Op::Abs(ty()?),
-        "min" => Op::Min {
-            ty: ty()?,
-            nan: has("NaN"),
-        },
-        "max" => Op::Max {
-            ty: ty()?,
-            nan: has("NaN"),
-        },
-        "shl" => Op::Shl(ty()?),
-        "shr" => Op::Shr(ty()?),
-        "and" => Op::And(ty()?),
-        "or" => Op::Or(ty()?),
+        "min" => Op::Binary(Bin::Min { nan: has("NaN") }, ty()?),
+        "max" => Op::Binary(Bin::Max { nan: has("NaN") }, ty()?),
+        "shl" => Op::Binary(Bin::Shl, ty()?),
+        "shr" => Op::Binary(Bin::Shr, ty()?),
+        "and" => Op::Binary(Bin::And, ty()?),
+        "or" => Op::Binary(Bin::Or, ty()?),
         "setp" => {
             let cmp = match *parts.get(1)? {
                 "lt" => Cmp::Lt,
