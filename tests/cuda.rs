@@ -28,6 +28,23 @@ fn device() -> Option<Arc<CudaDevice>> {
     }
 }
 
+/// `$check` as two tests: `$gpu` on the CUDA device (skipped without one) and `$sim` on the
+/// simulated GPU.
+macro_rules! twins {
+    ($gpu:ident, $sim:ident, $check:ident) => {
+        #[test]
+        fn $gpu() {
+            let Some(device) = device() else { return };
+            $check(&device);
+        }
+
+        #[test]
+        fn $sim() {
+            $check(&SimGpu::new());
+        }
+    };
+}
+
 /// Sizes that exercise the vector loop, the scalar tail, several chunk records per tensor and
 /// empty tensors.
 const SIZES: [usize; 7] = [1, 3, 4, 37, 4096, 70_001, 0];
@@ -119,21 +136,16 @@ fn cpu_like_gpu(definition: &Definition, setup: Setup) -> Optimizer {
     Optimizer::with_options(definition, setup, &same_kernels).expect("cpu")
 }
 
+twins!(
+    every_builtin_matches_the_cpu_on_the_gpu,
+    every_builtin_matches_the_cpu_in_the_simulator,
+    every_builtin_matches_the_cpu
+);
+
 /// The CPU compiled with FMA contraction (as the GPU always is) runs the same kernel IR; no
 /// built-in uses exp or log, so the two must agree bit for bit. Except with a reduction: the
 /// GPU folds a chunk in another order than the CPU (both fixed), so a clipped step agrees to
 /// rounding (1e-5 of each tensor's scale), and its gradient norm to 1e-6.
-#[test]
-fn every_builtin_matches_the_cpu_on_the_gpu() {
-    let Some(device) = device() else { return };
-    every_builtin_matches_the_cpu(&device);
-}
-
-#[test]
-fn every_builtin_matches_the_cpu_in_the_simulator() {
-    every_builtin_matches_the_cpu(&SimGpu::new());
-}
-
 fn every_builtin_matches_the_cpu<G: Gpu>(device: &Arc<G>) {
     for (case, configured) in common::builtin_variants() {
         let setup = vectors(&SIZES, &configured.hypers);
@@ -194,18 +206,13 @@ fn every_builtin_matches_the_cpu<G: Gpu>(device: &Arc<G>) {
     }
 }
 
+twins!(
+    per_tensor_reductions_match_the_cpu_on_the_gpu,
+    per_tensor_reductions_match_the_cpu_in_the_simulator,
+    per_tensor_reductions_match_the_cpu
+);
+
 /// Per-tensor reductions (norm, mean, max_abs, sum) on the GPU agree with the CPU to rounding.
-#[test]
-fn per_tensor_reductions_match_the_cpu_on_the_gpu() {
-    let Some(device) = device() else { return };
-    per_tensor_reductions_match_the_cpu(&device);
-}
-
-#[test]
-fn per_tensor_reductions_match_the_cpu_in_the_simulator() {
-    per_tensor_reductions_match_the_cpu(&SimGpu::new());
-}
-
 fn per_tensor_reductions_match_the_cpu<G: Gpu>(device: &Arc<G>) {
     let definition = common::per_tensor_reductions();
     let setup = vectors(&SIZES, &BTreeMap::new());
@@ -222,18 +229,13 @@ fn per_tensor_reductions_match_the_cpu<G: Gpu>(device: &Arc<G>) {
     assert!(err < 1e-4, "GPU differs from CPU by {err:e}");
 }
 
+twins!(
+    the_gpu_global_norm_is_the_same_bits_run_to_run,
+    the_global_norm_is_the_same_bits_run_to_run_in_the_simulator,
+    global_norm_is_the_same_bits_run_to_run
+);
+
 /// Two runs of a clipped step give the same gradient norms and parameters, bit for bit.
-#[test]
-fn the_gpu_global_norm_is_the_same_bits_run_to_run() {
-    let Some(device) = device() else { return };
-    global_norm_is_the_same_bits_run_to_run(&device);
-}
-
-#[test]
-fn the_global_norm_is_the_same_bits_run_to_run_in_the_simulator() {
-    global_norm_is_the_same_bits_run_to_run(&SimGpu::new());
-}
-
 fn global_norm_is_the_same_bits_run_to_run<G: Gpu>(device: &Arc<G>) {
     let configured = optjit::optim::AdamW::new()
         .build()
@@ -261,23 +263,18 @@ fn global_norm_is_the_same_bits_run_to_run<G: Gpu>(device: &Arc<G>) {
     assert!(bit_identical(&params, &params_again));
 }
 
+twins!(
+    adafactor_matches_the_cpu_on_the_gpu,
+    adafactor_matches_the_cpu_in_the_simulator,
+    adafactor_matches_the_cpu
+);
+
 /// Adafactor (column walks, per-row scalars, column values, one step per kind of tensor) on
 /// shapes that need several column-walk records per matrix, rows wider than a block, several
 /// matrices per tensor, a vector and a 0-d tensor, clipped so that the kinds add up a global
 /// norm: the GPU agrees with the CPU to rounding (its column sums are f64, the CPU's f32), in
 /// the parameters and in every factored state; stored as bf16 or f16, one step is the CPU's
 /// f32 step rounded.
-#[test]
-fn adafactor_matches_the_cpu_on_the_gpu() {
-    let Some(device) = device() else { return };
-    adafactor_matches_the_cpu(&device);
-}
-
-#[test]
-fn adafactor_matches_the_cpu_in_the_simulator() {
-    adafactor_matches_the_cpu(&SimGpu::new());
-}
-
 fn adafactor_matches_the_cpu<G: Gpu>(device: &Arc<G>) {
     let configured = optjit::optim::Adafactor::new()
         .lr(0.01)
@@ -498,21 +495,18 @@ fn typed_half_precision_slices(device: &Arc<CudaDevice>) {
     }
 }
 
+twins!(
+    graph_replay_matches_eager_steps,
+    graph_replay_matches_eager_steps_in_the_simulator,
+    graph_replay_matches_eager
+);
+
 /// CUDA-graph replay: the same bits as launching each kernel, hyperparameter changes between
 /// replays in force, tensors that move followed without a new capture, and steps that reduce
 /// (clipping) left to the eager path.
-#[test]
-fn graph_replay_matches_eager_steps() {
-    let Some(device) = device() else { return };
-    graph_replay_of_host_tensors(&device);
-    graph_replay_of_device_tensors(&device);
-}
-
-#[test]
-fn graph_replay_matches_eager_steps_in_the_simulator() {
-    let device = SimGpu::new();
-    graph_replay_of_host_tensors(&device);
-    graph_replay_of_device_tensors(&device);
+fn graph_replay_matches_eager<G: Gpu>(device: &Arc<G>) {
+    graph_replay_of_host_tensors(device);
+    graph_replay_of_device_tensors(device);
 }
 
 /// An eager optimizer and one that replays graphs, for `configured` on vectors of `shapes`.
@@ -607,27 +601,25 @@ fn graph_replay_of_device_tensors<G: Gpu>(device: &Arc<G>) {
 #[test]
 fn golden_cases_pass_on_the_gpu() {
     let Some(device) = device() else { return };
-    let backend = Backend::Cuda(device);
-    for case in common::GOLDEN_CASES {
-        let result = run_file(&common::golden_path(case), &backend).expect(case);
-        println!("{result}");
-        assert!(result.passed(), "{result}");
-    }
+    golden_cases_pass(&Backend::Cuda(device));
 }
 
 /// The golden cases through the GPU path on the PTX interpreter: the `optjit golden` runner
 /// with every optimizer a `CudaOptimizer` on a simulated device.
 #[test]
 fn golden_cases_pass_in_the_simulator() {
-    let backend = Backend::Other {
+    golden_cases_pass(&Backend::Other {
         name: "sim",
         open: |definition, setup| {
             let optimizer = CudaOptimizer::new(definition, setup, SimGpu::new())?;
             Ok(Box::new(optimizer))
         },
-    };
+    });
+}
+
+fn golden_cases_pass(backend: &Backend) {
     for case in common::GOLDEN_CASES {
-        let result = run_file(&common::golden_path(case), &backend).expect(case);
+        let result = run_file(&common::golden_path(case), backend).expect(case);
         println!("{result}");
         assert!(result.passed(), "{result}");
     }
