@@ -1,8 +1,9 @@
 //! `optjit demo`: the README's main job. Compiles AdamW (plain and with gradient clipping fused
-//! in), Adafactor (a matrix and a vector) and a custom Lion traced in a few lines, trains a logistic-regression model on synthetic
-//! data on the CPU, and prints the loss going down, the compile time and the step time.
+//! in), Adafactor (a matrix and a vector) and a custom Lion traced in a few lines, trains a
+//! logistic-regression model on synthetic data on the CPU, and prints the loss going down, the
+//! compile time and the step time; resumes AdamW from a checkpoint file half-way.
 
-use optjit_runtime::{Group, Optimizer, Setup};
+use optjit_runtime::{Checkpoint, Group, Optimizer, Setup};
 use optjit_trace::{Definition, Domain, Tracer};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -60,7 +61,60 @@ pub fn run() -> Result<(), String> {
     let title = "Lion (custom, traced in 10 lines)";
     train(title, &lion, hypers, &data, &[FEATURES])?;
 
+    resume(&adamw.definition, adamw.hypers.clone(), &data)?;
     throughput(&adamw.definition, adamw.hypers)
+}
+
+/// Trains with AdamW once straight through and once interrupted half-way: a checkpoint file
+/// saved, the optimizer dropped, a fresh one restored from the file. Prints whether the two
+/// runs end on the same bits.
+fn resume(
+    definition: &Definition,
+    hypers: BTreeMap<String, f64>,
+    data: &Data,
+) -> Result<(), String> {
+    let setup = setup(hypers, &[FEATURES]);
+    let open = || Optimizer::new(definition, setup.clone()).map_err(|e| e.to_string());
+    let train = |opt: &mut Optimizer, params: &mut Vec<Vec<f32>>, steps: usize| {
+        for _ in 0..steps {
+            let (_, _, grads) = data.loss_and_grad(params);
+            opt.step(params, &grads).map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    };
+    let mut straight = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
+    train(&mut open()?, &mut straight, STEPS)?;
+
+    let mut params = vec![vec![0.0f32; FEATURES], vec![0.0f32]];
+    let mut first = open()?;
+    train(&mut first, &mut params, STEPS / 2)?;
+    let path = std::env::temp_dir().join(format!("optjit-demo-{}.safetensors", std::process::id()));
+    first.checkpoint().save(&path).map_err(|e| e.to_string())?;
+    drop(first);
+    let checkpoint = Checkpoint::load(&path).map_err(|e| e.to_string())?;
+    let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+    std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut resumed = open()?;
+    resumed.restore(&checkpoint).map_err(|e| e.to_string())?;
+    train(&mut resumed, &mut params, STEPS - STEPS / 2)?;
+
+    let (loss, _, _) = data.loss_and_grad(&params);
+    let same = params == straight;
+    println!(
+        "== AdamW stopped after step {}, resumed from a checkpoint file",
+        STEPS / 2
+    );
+    println!(
+        "  checkpoint: {bytes} bytes (safetensors: states, step count, hyperparameters), restored in a fresh optimizer"
+    );
+    println!(
+        "  step {STEPS:>4}  loss {loss:.4}  same bits as the uninterrupted run: {}\n",
+        if same { "yes" } else { "NO" }
+    );
+    match same {
+        true => Ok(()),
+        false => Err("the resumed run differs from the uninterrupted one".into()),
+    }
 }
 
 /// Lion (Chen et al. 2023), the way a user writes a custom optimizer.
@@ -76,14 +130,9 @@ fn lion() -> Result<Definition, optjit_trace::TraceError> {
     t.finish()
 }
 
-fn train(
-    title: &str,
-    definition: &Definition,
-    hypers: BTreeMap<String, f64>,
-    data: &Data,
-    weight_shape: &[usize],
-) -> Result<(), String> {
-    // Two param groups, as in real training: weights decay, the bias does not.
+/// The model's two tensors in two param groups, as in real training: the weights decay, the
+/// bias does not.
+fn setup(hypers: BTreeMap<String, f64>, weight_shape: &[usize]) -> Setup {
     let groups = vec![
         Group {
             tensors: vec![0],
@@ -94,14 +143,24 @@ fn train(
             hypers: BTreeMap::from([("weight_decay".to_string(), 0.0)]),
         },
     ];
-    let setup = Setup {
+    Setup {
         shapes: vec![weight_shape.to_vec(), vec![1]],
         groups,
         hypers,
         threads: 1,
         ..Setup::default()
-    };
-    let mut opt = Optimizer::new(definition, setup).map_err(|e| e.to_string())?;
+    }
+}
+
+fn train(
+    title: &str,
+    definition: &Definition,
+    hypers: BTreeMap<String, f64>,
+    data: &Data,
+    weight_shape: &[usize],
+) -> Result<(), String> {
+    let mut opt =
+        Optimizer::new(definition, setup(hypers, weight_shape)).map_err(|e| e.to_string())?;
     let stats = opt.stats();
     println!("== {title}");
     println!(

@@ -3,7 +3,7 @@
 
 use crate::stepper::{Backend, Steps, open};
 use optjit_optim::{Configured, Kwarg, Kwargs, SchedulerArg, SchedulerConfig};
-use optjit_runtime::{Group, Setup};
+use optjit_runtime::{Checkpoint, Group, Setup};
 use optjit_trace::Definition;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -96,17 +96,47 @@ impl fmt::Display for BadInput {
     }
 }
 
+/// Where a replay stops half-way and goes on from a checkpoint.
+#[derive(Clone)]
+pub struct Resume {
+    /// The 0-based index of the step after which the optimizer is checkpointed (through the
+    /// bytes of a checkpoint file) and dropped.
+    pub after_step: usize,
+    /// Where the fresh optimizer that restores the checkpoint and takes the remaining steps
+    /// runs.
+    pub on: Backend,
+}
+
 /// Reads and runs one golden file on `backend`.
 pub fn run_file(path: &Path, backend: &Backend) -> Result<CaseResult, BadInput> {
+    run_file_resuming(path, backend, None)
+}
+
+/// As [`run_file`], resuming from a checkpoint half-way if `resume` says so.
+pub fn run_file_resuming(
+    path: &Path,
+    backend: &Backend,
+    resume: Option<&Resume>,
+) -> Result<CaseResult, BadInput> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
     let case: Value = serde_json::from_str(&text)
         .map_err(|e| BadInput(format!("{}: not JSON: {e}", path.display())))?;
-    run_case(&case, backend).map_err(|e| BadInput(format!("{}: {}", path.display(), e.0)))
+    run_case_resuming(&case, backend, resume)
+        .map_err(|e| BadInput(format!("{}: {}", path.display(), e.0)))
 }
 
 /// Runs one parsed golden case on `backend`.
 pub fn run_case(case: &Value, backend: &Backend) -> Result<CaseResult, BadInput> {
+    run_case_resuming(case, backend, None)
+}
+
+/// As [`run_case`], resuming from a checkpoint half-way if `resume` says so.
+pub fn run_case_resuming(
+    case: &Value,
+    backend: &Backend,
+    resume: Option<&Resume>,
+) -> Result<CaseResult, BadInput> {
     let format = field(case, "format")?.as_str().unwrap_or_default();
     if format != "optjit-golden/1" {
         return Err(BadInput(format!(
@@ -119,7 +149,7 @@ pub fn run_case(case: &Value, backend: &Backend) -> Result<CaseResult, BadInput>
         .to_string();
     let outcome = match prepare(case)? {
         Err(why) => Outcome::Unsupported(why),
-        Ok(prepared) => replay(case, prepared, backend)?,
+        Ok(prepared) => replay(case, prepared, backend, resume)?,
     };
     Ok(CaseResult { name, outcome })
 }
@@ -415,7 +445,12 @@ impl Comparison {
     }
 }
 
-fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome, BadInput> {
+fn replay(
+    case: &Value,
+    prepared: Prepared,
+    backend: &Backend,
+    resume: Option<&Resume>,
+) -> Result<Outcome, BadInput> {
     let Prepared {
         rule,
         setup,
@@ -432,7 +467,17 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
         .get("metrics")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice);
-    let mut opt = match open(&rule.definition, setup, backend) {
+    if let Some(resume) = resume
+        && resume.after_step + 1 >= expected.len()
+    {
+        return Err(BadInput(format!(
+            "cannot resume after step {}: the case has {} steps (0 to {})",
+            resume.after_step,
+            expected.len(),
+            expected.len().saturating_sub(1)
+        )));
+    }
+    let mut opt = match open(&rule.definition, setup.clone(), backend) {
         Ok(opt) => opt,
         Err(e) => return Ok(Outcome::Unsupported(e.to_string())),
     };
@@ -497,6 +542,10 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
         if cmp.failed() {
             break;
         }
+        if let Some(resume) = resume.filter(|r| r.after_step == k) {
+            opt = resumed(&*opt, &rule.definition, &setup, resume)
+                .map_err(|e| BadInput(format!("resuming after step {k}: {e}")))?;
+        }
     }
     let last = expected.len().saturating_sub(1);
     if let (false, Some(states)) = (
@@ -550,6 +599,21 @@ fn replay(case: &Value, prepared: Prepared, backend: &Backend) -> Result<Outcome
             max_rel_err: cmp.max_rel,
         },
     })
+}
+
+/// A fresh optimizer on `resume.on` that goes on from `opt`'s checkpoint, saved to the bytes
+/// of a file and read back.
+fn resumed(
+    opt: &dyn Steps,
+    definition: &Definition,
+    setup: &Setup,
+    resume: &Resume,
+) -> Result<Box<dyn Steps>, String> {
+    let bytes = opt.checkpoint().map_err(|e| e.to_string())?.to_bytes();
+    let checkpoint = Checkpoint::from_bytes(&bytes).map_err(|e| e.to_string())?;
+    let mut fresh = open(definition, setup.clone(), &resume.on).map_err(|e| e.to_string())?;
+    fresh.restore(&checkpoint).map_err(|e| e.to_string())?;
+    Ok(fresh)
 }
 
 fn mismatch(

@@ -44,6 +44,13 @@ enum Command {
         files: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "cpu")]
         target: Target,
+        /// After step K (0-based), save a checkpoint, drop the optimizer and go on in a fresh
+        /// one that restores it.
+        #[arg(long, value_name = "K")]
+        resume_at: Option<usize>,
+        /// Where the fresh optimizer of --resume-at runs (default: --target).
+        #[arg(long, value_enum, requires = "resume_at")]
+        resume_target: Option<Target>,
     },
     /// Time the compiled step of a built-in or a .step file on a workload.
     Bench {
@@ -153,11 +160,28 @@ fn parse_kwargs(text: Option<&str>) -> Result<optjit_optim::Kwargs, String> {
 
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Golden { files, target } => {
+        Command::Golden {
+            files,
+            target,
+            resume_at,
+            resume_target,
+        } => {
             let backend = Backend::from_target(target.name(), 1)?;
+            let resume = match (resume_at, resume_target) {
+                (None, _) => None,
+                (Some(after_step), None) => Some(golden::Resume {
+                    after_step,
+                    on: backend.clone(),
+                }),
+                (Some(after_step), Some(other)) => Some(golden::Resume {
+                    after_step,
+                    on: Backend::from_target(other.name(), 1)?,
+                }),
+            };
             let (mut passed, mut failed) = (0, 0);
             for file in &files {
-                let result = golden::run_file(file, &backend).map_err(|e| e.0)?;
+                let result =
+                    golden::run_file_resuming(file, &backend, resume.as_ref()).map_err(|e| e.0)?;
                 println!("{result}");
                 if result.passed() {
                     passed += 1;

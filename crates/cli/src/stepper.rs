@@ -2,7 +2,9 @@
 //! behind one interface (`Steps`), so that `golden` runs the same code on the CPU, on a CUDA
 //! device, or on a stand-in for one.
 
-use optjit_runtime::{CudaDevice, CudaOptimizer, Gpu, Optimizer, OptimizerError, Setup, Stats};
+use optjit_runtime::{
+    Checkpoint, CudaDevice, CudaOptimizer, Gpu, Optimizer, OptimizerError, Setup, Stats,
+};
 use optjit_trace::Definition;
 use std::sync::Arc;
 
@@ -71,6 +73,10 @@ pub trait Steps {
     fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError>;
     /// The optimizer's counters.
     fn stats(&self) -> Stats;
+    /// Everything the optimizer carries to its next step.
+    fn checkpoint(&self) -> Result<Checkpoint, OptimizerError>;
+    /// Goes on from a checkpoint (of this rule, shapes and groups, from any target).
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), OptimizerError>;
 
     /// The param group holding tensor `tensor`.
     fn group_of(&self, tensor: usize) -> Option<usize> {
@@ -104,6 +110,12 @@ impl Steps for Optimizer {
     fn stats(&self) -> Stats {
         Optimizer::stats(self)
     }
+    fn checkpoint(&self) -> Result<Checkpoint, OptimizerError> {
+        Ok(Optimizer::checkpoint(self))
+    }
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), OptimizerError> {
+        Optimizer::restore(self, checkpoint)
+    }
 }
 
 /// Host tensors are copied to the device and back each step.
@@ -131,6 +143,12 @@ impl<G: Gpu> Steps for CudaOptimizer<G> {
     }
     fn stats(&self) -> Stats {
         CudaOptimizer::stats(self)
+    }
+    fn checkpoint(&self) -> Result<Checkpoint, OptimizerError> {
+        CudaOptimizer::checkpoint(self)
+    }
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), OptimizerError> {
+        CudaOptimizer::restore(self, checkpoint)
     }
 }
 

@@ -152,6 +152,52 @@ impl Binding {
         Ok(())
     }
 
+    /// Every declared hyperparameter of group `g` with its value, in declaration order.
+    pub(crate) fn named_hypers(&self, g: usize) -> impl Iterator<Item = (String, f64)> + '_ {
+        let graph = &self.definition.graph;
+        (graph.hypers.iter().zip(&self.groups[g].hypers)).map(|(h, &v)| (h.name.clone(), v))
+    }
+
+    /// Every scalar state of group `g` with its value, in declaration order.
+    pub(crate) fn named_scalar_states(&self, g: usize) -> impl Iterator<Item = (String, f64)> + '_ {
+        let graph = &self.definition.graph;
+        (graph.states.iter().zip(&self.groups[g].scalar_states))
+            .filter(|(s, _)| s.class == Class::Scalar)
+            .map(|(s, &v)| (s.name.clone(), v))
+    }
+
+    /// Checks that `value` lies in the domain of the hyperparameter `name` (` in param group
+    /// 1`, or empty, is `place`).
+    pub(crate) fn check_hyper_value(
+        &self,
+        name: &str,
+        value: f64,
+        place: &str,
+    ) -> Result<(), OptimizerError> {
+        hyper_index(&self.definition, name)?;
+        check_hyper(&self.definition, name, value, place)
+    }
+
+    /// Sets the hyperparameters and scalar states of group `g` that `hypers` and
+    /// `scalar_states` name (checked by the caller).
+    pub(crate) fn set_named(
+        &mut self,
+        g: usize,
+        hypers: &BTreeMap<String, f64>,
+        scalar_states: &BTreeMap<String, f64>,
+    ) {
+        let graph = &self.definition.graph;
+        let group = &mut self.groups[g];
+        for (h, value) in graph.hypers.iter().zip(&mut group.hypers) {
+            *value = hypers.get(&h.name).copied().unwrap_or(*value);
+        }
+        for (s, value) in graph.states.iter().zip(&mut group.scalar_states) {
+            if s.class == Class::Scalar {
+                *value = scalar_states.get(&s.name).copied().unwrap_or(*value);
+            }
+        }
+    }
+
     /// The index among the graph's states of the state `name` of `class`.
     pub(crate) fn state_index(&self, name: &str, class: Class) -> Option<usize> {
         let states = &self.definition.graph.states;

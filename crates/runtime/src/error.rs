@@ -132,6 +132,14 @@ pub enum OptimizerError {
         /// Its shape.
         shape: Vec<usize>,
     },
+    /// A checkpoint does not fit this optimizer.
+    #[error("{rule}: cannot restore this checkpoint: {problem}")]
+    Checkpoint {
+        /// The update rule.
+        rule: String,
+        /// What differs, naming it.
+        problem: String,
+    },
     /// The step needs something this target does not run yet.
     #[error("{rule}: {what} is not supported on {target} yet")]
     NotOnTarget {

@@ -6,6 +6,8 @@
 mod binding;
 mod buffer;
 mod cache;
+mod checkpoint;
+mod checkpoint_file;
 mod chunks;
 mod cuda;
 mod error;
@@ -23,6 +25,8 @@ mod view;
 
 pub use buffer::{ALIGN, AlignedBuf};
 pub use cache::{CacheOptions, CacheUse};
+pub use checkpoint::Checkpoint;
+pub use checkpoint_file::{CHECKPOINT_FORMAT, CheckpointError};
 pub use chunks::{CHUNK_ELEMS, max_threads};
 pub use cuda::{
     CUDA_CHUNK_ELEMS, CudaDevice, CudaError, CudaOptimizer, DeviceFloat, DeviceValue, Gpu,

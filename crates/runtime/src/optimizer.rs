@@ -4,6 +4,7 @@
 
 use crate::binding::Binding;
 use crate::cache::CacheUse;
+use crate::checkpoint::{self, Checkpoint, Slot};
 use crate::error::OptimizerError;
 use crate::kind_step::{KindStep, check_global_levels, step_in_lockstep};
 use crate::part::{Part, kinds};
@@ -248,6 +249,38 @@ impl Optimizer {
     pub fn state(&self, tensor: usize, name: &str) -> Option<&[f32]> {
         let &(part, local) = self.placement.get(tensor)?;
         self.parts[part].state(local, name)
+    }
+
+    /// Everything this optimizer carries to its next step (states, scalar states,
+    /// hyperparameters, the step count), to save ([`Checkpoint::save`]) and resume from with
+    /// [`Optimizer::restore`], here or in a [`crate::CudaOptimizer`].
+    pub fn checkpoint(&self) -> Checkpoint {
+        let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
+        let elem = |part: usize, local: usize, state: usize| {
+            Ok(self.parts[part].elem_state(local, state).to_vec())
+        };
+        checkpoint::capture(&self.binding, &kinds, DType::F32, elem)
+            .expect("reading host states cannot fail")
+    }
+
+    /// Continues from `checkpoint`, made by an optimizer of the same rule, shapes and param
+    /// groups (on any target): the next step is the one that would have followed it there.
+    /// Hyperparameters take the checkpoint's values. On error nothing is modified.
+    pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), OptimizerError> {
+        let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
+        let layout = checkpoint::check(checkpoint, &self.binding, &kinds)?;
+        let mut kinds: Vec<&mut KindStep> = self.parts.iter_mut().map(|p| &mut p.kind).collect();
+        checkpoint::restore_host(checkpoint, &layout, &mut self.binding, &mut kinds);
+        for (saved, states) in checkpoint.tensors.iter().zip(&layout) {
+            for (name, _, slot) in states {
+                if let Slot::Elem { part, local, state } = *slot {
+                    let values = self.parts[part].elem_state_mut(local, state);
+                    values.copy_from_slice(&saved[name]);
+                }
+            }
+        }
+        self.stats.steps = checkpoint.steps;
+        Ok(())
     }
 
     /// Reports the metric of the step just taken to the metric-driven schedule (as PyTorch's

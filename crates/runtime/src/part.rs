@@ -153,6 +153,17 @@ impl Part {
         self.states.get(tensor).map(|s| &*s[index])
     }
 
+    /// The per-element state with index `state` among the graph's of this part's tensor
+    /// `tensor`.
+    pub(crate) fn elem_state(&self, tensor: usize, state: usize) -> &[f32] {
+        &self.states[tensor][state]
+    }
+
+    /// As [`Part::elem_state`], to write.
+    pub(crate) fn elem_state_mut(&mut self, tensor: usize, state: usize) -> &mut [f32] {
+        &mut self.states[tensor][state]
+    }
+
     /// Runs stage `phase` of the scalar program, then phase `phase` over this part's tensors
     /// (`params[i]` and `grads[i]` are its tensor i, lengths checked), then folds its
     /// reductions.

@@ -7,6 +7,7 @@ use super::elem::{DeviceFloat, decode, encode};
 use super::gpu::Gpu;
 use super::part::CudaPart;
 use crate::binding::Binding;
+use crate::checkpoint::{self, Checkpoint, Slot};
 use crate::error::OptimizerError;
 use crate::kind_step::{KindStep, check_global_levels, step_in_lockstep};
 use crate::optimizer::{Setup, Stats};
@@ -225,6 +226,40 @@ impl<G: Gpu> CudaOptimizer<G> {
             return Ok(None);
         };
         self.parts[part].state(&self.device, local, name)
+    }
+
+    /// Everything this optimizer carries to its next step (states, scalar states,
+    /// hyperparameters, the step count), copied to the host (waits for the stream), to save
+    /// ([`Checkpoint::save`]) and resume from with [`CudaOptimizer::restore`], here or in a
+    /// [`crate::Optimizer`].
+    pub fn checkpoint(&self) -> Result<Checkpoint, OptimizerError> {
+        let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
+        let elem = |part: usize, local: usize, state: usize| {
+            self.parts[part].elem_state(&self.device, local, state)
+        };
+        checkpoint::capture(&self.binding, &kinds, self.dtype, elem)
+    }
+
+    /// Continues from `checkpoint`, made by an optimizer of the same rule, shapes and param
+    /// groups (on any target): the next step is the one that would have followed it there.
+    /// Hyperparameters take the checkpoint's values; states are stored as this optimizer's
+    /// dtype (f32 values round to f16 or bf16). The copies are enqueued on the stream. On a
+    /// mismatch nothing is modified; a failed copy leaves the states partly written.
+    pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), OptimizerError> {
+        let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
+        let layout = checkpoint::check(checkpoint, &self.binding, &kinds)?;
+        for (saved, states) in checkpoint.tensors.iter().zip(&layout) {
+            for (name, _, slot) in states {
+                if let Slot::Elem { part, local, state } = *slot {
+                    let values = &saved[name];
+                    self.parts[part].write_elem_state(&self.device, local, state, values)?;
+                }
+            }
+        }
+        let mut kinds: Vec<&mut KindStep> = self.parts.iter_mut().map(|p| &mut p.kind).collect();
+        checkpoint::restore_host(checkpoint, &layout, &mut self.binding, &mut kinds);
+        self.stats.steps = checkpoint.steps;
+        Ok(())
     }
 
     /// Reports the metric of the step just taken to the metric-driven schedule (as PyTorch's

@@ -181,9 +181,35 @@ impl<G: Gpu> CudaPart<G> {
         let Some(index) = binding.state_index(name, Class::Elem) else {
             return Ok(binding.factor_state(tensor, name).map(<[f32]>::to_vec));
         };
-        match &self.states[tensor][index] {
-            None => Ok(Some(Vec::new())),
-            Some(buffer) => Ok(Some(decode(self.dtype, &device.download(buffer)?))),
+        self.elem_state(device, tensor, index).map(Some)
+    }
+
+    /// The per-element state with index `state` among the graph's of this part's tensor
+    /// `tensor`, copied to the host (waits for the stream).
+    pub(super) fn elem_state(
+        &self,
+        device: &G,
+        tensor: usize,
+        state: usize,
+    ) -> Result<Vec<f32>, OptimizerError> {
+        match &self.states[tensor][state] {
+            None => Ok(Vec::new()),
+            Some(buffer) => Ok(decode(self.dtype, &device.download(buffer)?)),
+        }
+    }
+
+    /// Overwrites that state with `values` (of its length), stored as the part's dtype (on
+    /// the stream, after the work before).
+    pub(super) fn write_elem_state(
+        &mut self,
+        device: &G,
+        tensor: usize,
+        state: usize,
+        values: &[f32],
+    ) -> Result<(), OptimizerError> {
+        match &mut self.states[tensor][state] {
+            None => Ok(()),
+            Some(buffer) => Ok(device.write(&encode(self.dtype, values), buffer)?),
         }
     }
 

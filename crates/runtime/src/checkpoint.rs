@@ -1,0 +1,307 @@
+//! `Checkpoint`: everything an optimizer carries from one step to the next (per-element,
+//! per-row and per-column states, scalar states, hyperparameters, the step count), the same
+//! on every target, so that training resumes bit for bit in a fresh optimizer, on the CPU or
+//! on a GPU. Its file format is in `checkpoint_file.rs`.
+
+use crate::binding::Binding;
+use crate::error::OptimizerError;
+use crate::kind_step::KindStep;
+use optjit_ir::{Class, DType};
+use std::collections::BTreeMap;
+
+/// An optimizer's state between two steps (see [`crate::Optimizer::checkpoint`]). States go by
+/// PyTorch's names, as [`crate::Optimizer::state`] reads them; values are f32 whatever the
+/// optimizer stores (f16 and bf16 values convert exactly).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// The update rule's name.
+    pub(crate) rule: String,
+    /// How the optimizer stored its tensors and per-element states.
+    pub(crate) dtype: DType,
+    /// Steps taken.
+    pub(crate) steps: u64,
+    pub(crate) shapes: Vec<Vec<usize>>,
+    pub(crate) groups: Vec<GroupCheckpoint>,
+    /// Per tensor, its states by name.
+    pub(crate) tensors: Vec<BTreeMap<String, Vec<f32>>>,
+}
+
+/// One param group of a [`Checkpoint`].
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct GroupCheckpoint {
+    pub(crate) tensors: Vec<usize>,
+    /// Every declared hyperparameter's value (as set, before any schedule).
+    pub(crate) hypers: BTreeMap<String, f64>,
+    /// Every scalar state's value.
+    pub(crate) scalar_states: BTreeMap<String, f64>,
+}
+
+impl Checkpoint {
+    /// The update rule's name.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// Steps taken when it was made.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// How the optimizer stored its tensors and per-element states.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The shape of every tensor.
+    pub fn shapes(&self) -> &[Vec<usize>] {
+        &self.shapes
+    }
+
+    /// How many param groups there are.
+    pub fn n_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The value of hyperparameter `name` of `group`.
+    pub fn hyper(&self, group: usize, name: &str) -> Option<f64> {
+        self.groups.get(group)?.hypers.get(name).copied()
+    }
+
+    /// The scalar state `name` of `group`.
+    pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
+        self.groups.get(group)?.scalar_states.get(name).copied()
+    }
+
+    /// The state `name` of tensor `tensor` (per element, or per row or column of each matrix).
+    pub fn state(&self, tensor: usize, name: &str) -> Option<&[f32]> {
+        self.tensors.get(tensor)?.get(name).map(Vec::as_slice)
+    }
+
+    /// The names of tensor `tensor`'s states.
+    pub fn state_names(&self, tensor: usize) -> impl Iterator<Item = &str> {
+        self.tensors
+            .get(tensor)
+            .into_iter()
+            .flatten()
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+/// Where one state of one tensor lives in an optimizer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Slot {
+    /// A per-element buffer: the part, the tensor's index there, the graph state's index.
+    Elem {
+        part: usize,
+        local: usize,
+        state: usize,
+    },
+    /// A per-row or per-column state, which the part's binding holds on the host.
+    Factor {
+        part: usize,
+        local: usize,
+        state: usize,
+    },
+}
+
+/// Every state of every tensor of an optimizer made of `kinds`: its name and length, and where
+/// it lives.
+pub(crate) type Layout = Vec<Vec<(String, usize, Slot)>>;
+
+/// The layout of the states of an optimizer over `n_tensors` tensors made of `kinds` (its
+/// parts, in order).
+pub(crate) fn layout(n_tensors: usize, kinds: &[&KindStep]) -> Layout {
+    let mut layout = vec![Vec::new(); n_tensors];
+    for (part, kind) in kinds.iter().enumerate() {
+        let binding = &kind.binding;
+        let definition = &binding.definition;
+        for (local, &tensor) in kind.tensors.iter().enumerate() {
+            let rank = binding.views[local].rank;
+            for (state, s) in definition.graph.states.iter().enumerate() {
+                // PyTorch's name: an alias where one applies to this rank.
+                let alias = (definition.state_aliases.iter())
+                    .find(|a| a.state == s.name && rank < a.below_rank);
+                let name = alias.map_or(s.name.clone(), |a| a.alias.clone());
+                let (len, slot) = match s.class {
+                    Class::Elem => (binding.lens[local], Slot::Elem { part, local, state }),
+                    Class::Row | Class::Col => {
+                        let len = binding.factor_states[local][state].len();
+                        (len, Slot::Factor { part, local, state })
+                    }
+                    // Scalar states belong to the group; the verifier refuses per-tensor
+                    // and per-matrix ones.
+                    Class::Scalar | Class::Tensor | Class::Matrix => continue,
+                };
+                layout[tensor].push((name, len, slot));
+            }
+        }
+    }
+    layout
+}
+
+/// Makes the checkpoint of an optimizer bound as `binding` (its whole setup) and made of
+/// `kinds`, stored as `dtype`; `elem` reads a per-element state (see [`Slot::Elem`]).
+pub(crate) fn capture(
+    binding: &Binding,
+    kinds: &[&KindStep],
+    dtype: DType,
+    mut elem: impl FnMut(usize, usize, usize) -> Result<Vec<f32>, OptimizerError>,
+) -> Result<Checkpoint, OptimizerError> {
+    let first = &kinds[0].binding;
+    let mut tensors = Vec::with_capacity(binding.lens.len());
+    for states in layout(binding.lens.len(), kinds) {
+        let mut values = BTreeMap::new();
+        for (name, _, slot) in states {
+            let data = match slot {
+                Slot::Elem { part, local, state } => elem(part, local, state)?,
+                Slot::Factor { part, local, state } => {
+                    kinds[part].binding.factor_states[local][state].clone()
+                }
+            };
+            values.insert(name, data);
+        }
+        tensors.push(values);
+    }
+    let groups = (binding.groups.iter().enumerate())
+        .map(|(g, group)| GroupCheckpoint {
+            tensors: group.tensors.clone(),
+            hypers: binding.named_hypers(g).collect(),
+            // Every kind holds the same scalar states.
+            scalar_states: first.named_scalar_states(g).collect(),
+        })
+        .collect();
+    Ok(Checkpoint {
+        rule: binding.rule().to_string(),
+        dtype,
+        steps: first.step_count,
+        shapes: binding.shapes.clone(),
+        groups,
+        tensors,
+    })
+}
+
+/// Checks that `checkpoint` fits an optimizer bound as `binding` and made of `kinds`: the same
+/// rule, shapes and groups, every hyperparameter declared and inside its domain, and exactly
+/// the states this optimizer holds, each of its length. Returns where each tensor's states go.
+pub(crate) fn check(
+    checkpoint: &Checkpoint,
+    binding: &Binding,
+    kinds: &[&KindStep],
+) -> Result<Layout, OptimizerError> {
+    let rule = binding.rule();
+    let refuse = |problem: String| OptimizerError::Checkpoint {
+        rule: rule.to_string(),
+        problem,
+    };
+    if checkpoint.rule != rule {
+        return Err(refuse(format!(
+            "it was made by optimizer '{}'",
+            checkpoint.rule
+        )));
+    }
+    if checkpoint.shapes != binding.shapes {
+        return Err(refuse(format!(
+            "its tensors have shapes {:?}, this optimizer's {:?}",
+            checkpoint.shapes, binding.shapes
+        )));
+    }
+    if checkpoint.groups.len() != binding.groups.len() {
+        return Err(refuse(format!(
+            "it has {} param group(s), this optimizer {}",
+            checkpoint.groups.len(),
+            binding.groups.len()
+        )));
+    }
+    let first = &kinds[0].binding;
+    for (g, (saved, group)) in checkpoint.groups.iter().zip(&binding.groups).enumerate() {
+        if saved.tensors != group.tensors {
+            return Err(refuse(format!(
+                "its param group {g} holds tensors {:?}, this optimizer's {:?}",
+                saved.tensors, group.tensors
+            )));
+        }
+        let declared: Vec<String> = binding.named_hypers(g).map(|(n, _)| n).collect();
+        same_names("hyperparameters", g, saved.hypers.keys(), &declared).map_err(refuse)?;
+        for (name, &value) in &saved.hypers {
+            binding.check_hyper_value(name, value, &format!(" in param group {g}"))?;
+        }
+        let declared: Vec<String> = first.named_scalar_states(g).map(|(n, _)| n).collect();
+        same_names("scalar states", g, saved.scalar_states.keys(), &declared).map_err(refuse)?;
+    }
+    let layout = layout(binding.lens.len(), kinds);
+    if checkpoint.tensors.len() != layout.len() {
+        return Err(refuse(format!(
+            "it has the states of {} tensors, this optimizer {}",
+            checkpoint.tensors.len(),
+            layout.len()
+        )));
+    }
+    for (t, (saved, states)) in checkpoint.tensors.iter().zip(&layout).enumerate() {
+        let declared: Vec<String> = states.iter().map(|(n, _, _)| n.clone()).collect();
+        let what = format!("states of tensor {t}");
+        same_names(&what, usize::MAX, saved.keys(), &declared).map_err(refuse)?;
+        for (name, len, _) in states {
+            let got = saved[name].len();
+            if got != *len {
+                return Err(refuse(format!(
+                    "its state {name} of tensor {t} holds {got} values, this optimizer's {len}"
+                )));
+            }
+        }
+    }
+    Ok(layout)
+}
+
+/// Says which names differ between a checkpoint's (`saved`) and an optimizer's (`declared`).
+/// `group` is `usize::MAX` for names that belong to no group.
+fn same_names<'a>(
+    what: &str,
+    group: usize,
+    saved: impl Iterator<Item = &'a String>,
+    declared: &[String],
+) -> Result<(), String> {
+    let saved: Vec<&String> = saved.collect();
+    let place = match group {
+        usize::MAX => String::new(),
+        g => format!(" of param group {g}"),
+    };
+    if let Some(extra) = saved.iter().find(|n| !declared.contains(n)) {
+        return Err(format!(
+            "its {what}{place} include '{extra}', which this optimizer does not have (it has: {})",
+            declared.join(", ")
+        ));
+    }
+    if let Some(missing) = declared.iter().find(|n| !saved.contains(n)) {
+        return Err(format!("its {what}{place} lack '{missing}'"));
+    }
+    Ok(())
+}
+
+/// Sets what a checked `checkpoint` holds on the host side of an optimizer: hyperparameters
+/// (in `binding` and every kind's), scalar states, per-row and per-column states and the step
+/// count. The caller writes the per-element states ([`Slot::Elem`] of `layout`).
+pub(crate) fn restore_host(
+    checkpoint: &Checkpoint,
+    layout: &Layout,
+    binding: &mut Binding,
+    kinds: &mut [&mut KindStep],
+) {
+    for (g, group) in checkpoint.groups.iter().enumerate() {
+        binding.set_named(g, &group.hypers, &BTreeMap::new());
+        for kind in kinds.iter_mut() {
+            kind.binding
+                .set_named(g, &group.hypers, &group.scalar_states);
+        }
+    }
+    for (saved, states) in checkpoint.tensors.iter().zip(layout) {
+        for (name, _, slot) in states {
+            if let Slot::Factor { part, local, state } = *slot {
+                let values = &mut kinds[part].binding.factor_states[local][state];
+                values.copy_from_slice(&saved[name]);
+            }
+        }
+    }
+    for kind in kinds.iter_mut() {
+        kind.binding.step_count = checkpoint.steps;
+    }
+}
