@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, in one command on a machine with an NVIDIA GPU and PyTorch (see docs/perf.md):
-# the GPU execution tests, `optjit golden --target cuda`, and `optjit bench --target cuda` on the
-# three workloads next to PyTorch's AdamW (for-loop, foreach, fused) and the copy bandwidth, then
-# bf16 AdamW, Adafactor and clipped AdamW.
+# the GPU execution tests, `optjit golden --target cuda` (also resumed from checkpoints), and
+# `optjit bench --target cuda` on the three workloads next to PyTorch's AdamW (for-loop, foreach,
+# fused) and the copy bandwidth, then bf16 AdamW, Adafactor and clipped AdamW.
 #
 #   benches/gpu.sh BIN_DIR [TORCH_ANCHOR]
 #
@@ -25,6 +25,12 @@ echo "== GPU execution tests (their simulator twins run in CI: skipped here)"
 echo "== optjit golden --target cuda (cases the CPU passes; the others say unsupported)"
 "$bin/optjit" golden --target cuda tests/golden/*.json | grep -v 'what=unsupported'
 "$bin/optjit" golden --target cuda tests/golden/*.json | grep -q '^FAIL .* what=[a-z_]* step=' && failed=1
+
+echo "== optjit golden --target cuda, checkpointed after step 9 and resumed on the GPU, then on the CPU"
+for on in cuda cpu; do
+    "$bin/optjit" golden --target cuda --resume-at 9 --resume-target "$on" tests/golden/*.json | tail -n 1
+    "$bin/optjit" golden --target cuda --resume-at 9 --resume-target "$on" tests/golden/*.json | grep -q '^FAIL .* what=[a-z_]* step=' && failed=1
+done
 
 echo "== optjit bench --target cuda"
 for w in big-1x16M gpt2s-148 small-1000x4K; do

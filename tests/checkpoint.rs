@@ -231,16 +231,6 @@ fn the_file_is_safetensors() {
     assert_eq!(steps.data(), &1u64.to_le_bytes());
 }
 
-/// FNV-1a, 64 bits, written again from its definition.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 14_695_981_039_346_656_037;
-    for &b in bytes {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(1_099_511_628_211);
-    }
-    hash
-}
-
 /// The header and the data of a checkpoint file's bytes.
 fn split(bytes: &[u8]) -> (serde_json::Value, Vec<u8>) {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
@@ -250,7 +240,8 @@ fn split(bytes: &[u8]) -> (serde_json::Value, Vec<u8>) {
 
 /// A file of `header` and `data`, with the checksum of `data`.
 fn join(mut header: serde_json::Value, data: &[u8]) -> Vec<u8> {
-    header["__metadata__"]["checksum"] = format!("fnv1a64:{:016x}", fnv1a64(data)).into();
+    header["__metadata__"]["checksum"] =
+        format!("xxh3_64:{:016x}", xxhash_rust::xxh3::xxh3_64(data)).into();
     let text = header.to_string();
     let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(text.as_bytes());

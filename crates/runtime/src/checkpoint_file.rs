@@ -12,7 +12,8 @@
 //! | `state.T.NAME` | F32, the tensor's shape (per element) or `[n]` | a state of tensor T |
 //!
 //! `__metadata__` holds `format` (`optjit-checkpoint/1`), `rule`, `dtype` and `checksum`
-//! (FNV-1a, 64 bits, of the data), which loading verifies, with every length and range.
+//! (`xxh3_64:` and the XXH3 64-bit hash of the data, in hex), which loading verifies, with every
+//! length and range.
 
 use crate::checkpoint::{Checkpoint, GroupCheckpoint};
 use optjit_ir::DType;
@@ -39,10 +40,10 @@ pub struct CheckpointError {
 }
 
 /// One entry's data, as the file stores it.
-enum Data {
+enum Data<'a> {
     U64(Vec<u64>),
     F64(f64),
-    F32(Vec<f32>),
+    F32(&'a [f32]),
 }
 
 impl Checkpoint {
@@ -73,12 +74,13 @@ impl Checkpoint {
                     true => self.shapes[t].clone(),
                     false => vec![values.len()],
                 };
-                let data = Data::F32(values.clone());
+                let data = Data::F32(values);
                 entries.push((format!("state.{t}.{name}"), shape, data));
             }
         }
 
-        let mut data = Vec::new();
+        let values: usize = self.tensors.iter().flatten().map(|(_, v)| v.len()).sum();
+        let mut data = Vec::with_capacity(4 * values + 8 * (entries.len() + self.shapes.len()));
         let mut header = Map::new();
         for (name, shape, values) in entries {
             let begin = data.len();
@@ -106,7 +108,7 @@ impl Checkpoint {
             "format": CHECKPOINT_FORMAT,
             "rule": self.rule,
             "dtype": self.dtype.name(),
-            "checksum": format!("fnv1a64:{:016x}", fnv1a64(&data)),
+            "checksum": checksum(&data),
         });
         header.insert("__metadata__".into(), metadata);
         let mut text = Value::Object(header).to_string().into_bytes();
@@ -166,11 +168,9 @@ impl Checkpoint {
     }
 }
 
-/// FNV-1a, 64 bits.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// The `checksum` of `data`.
+fn checksum(data: &[u8]) -> String {
+    format!("xxh3_64:{:016x}", xxhash_rust::xxh3::xxh3_64(data))
 }
 
 fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
@@ -208,7 +208,7 @@ fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
             "__metadata__.format is '{format}', expected '{CHECKPOINT_FORMAT}'"
         ));
     }
-    let checksum = format!("fnv1a64:{:016x}", fnv1a64(data));
+    let checksum = checksum(data);
     if text("checksum")? != checksum {
         return Err(format!(
             "the data's checksum is {checksum}, the header says {} (the file is corrupt)",
