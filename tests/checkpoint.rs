@@ -231,22 +231,70 @@ fn the_file_is_safetensors() {
     assert_eq!(steps.data(), &1u64.to_le_bytes());
 }
 
-/// The header and the data of a checkpoint file's bytes.
-fn split(bytes: &[u8]) -> (serde_json::Value, Vec<u8>) {
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header = serde_json::from_slice(&bytes[8..8 + n]).expect("JSON header");
-    (header, bytes[8 + n..].to_vec())
+/// A checkpoint file taken apart: its metadata, and its entries (name, dtype, shape, bytes) in
+/// the order of the data.
+#[derive(Clone)]
+struct Parts {
+    metadata: serde_json::Value,
+    entries: Vec<(String, String, Vec<u64>, Vec<u8>)>,
 }
 
-/// A file of `header` and `data`, with the checksum of `data`.
-fn join(mut header: serde_json::Value, data: &[u8]) -> Vec<u8> {
-    header["__metadata__"]["checksum"] =
-        format!("xxh3_64:{:016x}", xxhash_rust::xxh3::xxh3_64(data)).into();
-    let text = header.to_string();
-    let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(text.as_bytes());
-    bytes.extend_from_slice(data);
-    bytes
+impl Parts {
+    fn of(bytes: &[u8]) -> Parts {
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("JSON");
+        let data = &bytes[8 + n..];
+        let mut entries = Vec::new();
+        for (name, entry) in header.as_object().unwrap() {
+            if name == "__metadata__" {
+                continue;
+            }
+            let numbers = |key: &str| -> Vec<u64> {
+                let list = entry[key].as_array().unwrap();
+                list.iter().map(|v| v.as_u64().unwrap()).collect()
+            };
+            let range = numbers("data_offsets");
+            let bytes = data[range[0] as usize..range[1] as usize].to_vec();
+            let dtype = entry["dtype"].as_str().unwrap().to_string();
+            entries.push((range[0], (name.clone(), dtype, numbers("shape"), bytes)));
+        }
+        entries.sort_by_key(|(begin, _)| *begin);
+        Parts {
+            metadata: header["__metadata__"].clone(),
+            entries: entries.into_iter().map(|(_, e)| e).collect(),
+        }
+    }
+
+    /// The entry `name`.
+    fn entry(&mut self, name: &str) -> &mut (String, String, Vec<u64>, Vec<u8>) {
+        self.entries.iter_mut().find(|e| e.0 == name).expect(name)
+    }
+
+    /// The file: entries one after another, the checksum of their data, then `edit` applied
+    /// to the header.
+    fn file_edited(&self, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut header = serde_json::json!({});
+        let mut data = Vec::new();
+        for (name, dtype, shape, bytes) in &self.entries {
+            let range = [data.len(), data.len() + bytes.len()];
+            header[name] =
+                serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": range});
+            data.extend_from_slice(bytes);
+        }
+        header["__metadata__"] = self.metadata.clone();
+        header["__metadata__"]["checksum"] =
+            format!("xxh3_64:{:016x}", xxhash_rust::xxh3::xxh3_64(&data)).into();
+        edit(&mut header);
+        let text = header.to_string();
+        let mut file = (text.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(text.as_bytes());
+        file.extend_from_slice(&data);
+        file
+    }
+
+    fn file(&self) -> Vec<u8> {
+        self.file_edited(|_| ())
+    }
 }
 
 #[test]
@@ -254,45 +302,62 @@ fn damaged_or_foreign_files_are_refused() {
     let (definition, setup) = adamw_setup();
     let opt = Optimizer::new(&definition, setup).expect("optimizer");
     let bytes = opt.checkpoint().to_bytes();
-    let (header, data) = split(&bytes);
-    let rebuilt = Checkpoint::from_bytes(&join(header.clone(), &data)).expect("rebuilt");
+    let parts = Parts::of(&bytes);
+    let rebuilt = Checkpoint::from_bytes(&parts.file()).expect("rebuilt");
     assert_eq!(rebuilt, opt.checkpoint());
 
     let refused = |bytes: &[u8]| Checkpoint::from_bytes(bytes).unwrap_err().to_string();
+    let expect = |bytes: &[u8], expected: &str| {
+        let message = refused(bytes);
+        assert!(message.contains(expected), "{message}");
+    };
     let mut flipped = bytes.clone();
     *flipped.last_mut().unwrap() ^= 1;
-    assert!(
-        refused(&flipped).contains("checksum"),
-        "{}",
-        refused(&flipped)
+    expect(&flipped, "checksum");
+    expect(&bytes[..bytes.len() - 4], "checksum");
+    expect(&bytes[..100], "header length");
+    expect(&bytes[..5], "too short");
+
+    let mut foreign = parts.clone();
+    foreign.metadata["format"] = "pytorch".into();
+    expect(&foreign.file(), "format is 'pytorch'");
+
+    let mut unknown = parts.clone();
+    let entry = ("weights.0".into(), "F32".into(), vec![1], vec![0; 4]);
+    unknown.entries.push(entry);
+    expect(&unknown.file(), "weights.0: not an entry");
+
+    let mut no_group = parts.clone();
+    no_group.entries.retain(|e| e.0 != "group.0.tensors");
+    expect(&no_group.file(), "no 'group.0.tensors' entry");
+
+    let mut padded = parts.clone();
+    padded.entry("state.0.exp_avg").0 = "state.00.exp_avg".into();
+    expect(&padded.file(), "'00' is not an index");
+
+    let mut endless = parts.clone();
+    endless.entry("steps").3 = u64::MAX.to_le_bytes().to_vec();
+    expect(&endless.file(), "steps: 18446744073709551615, more than");
+
+    let mut huge = parts.clone();
+    huge.entry("shape.0").3 = [1u64 << 40, 1 << 40]
+        .iter()
+        .flat_map(|d| d.to_le_bytes())
+        .collect();
+    expect(
+        &huge.file(),
+        "shape.0: shape [1099511627776, 1099511627776] has more elements",
     );
-    let cut = &bytes[..bytes.len() - 4];
-    assert!(refused(cut).contains("checksum"), "{}", refused(cut));
-    assert!(refused(&bytes[..100]).contains("header length"));
-    assert!(refused(&bytes[..5]).contains("too short"));
 
-    let mut foreign = header.clone();
-    foreign["__metadata__"]["format"] = "pytorch".into();
-    let message = refused(&join(foreign, &data));
-    assert!(message.contains("format is 'pytorch'"), "{message}");
+    let outside = parts.file_edited(|h| h["state.3.exp_avg"]["data_offsets"][1] = 1_000_000.into());
+    expect(&outside, "state.3.exp_avg: data_offsets");
 
-    let mut unknown = header.clone();
-    unknown["weights.0"] = unknown["steps"].clone();
-    let message = refused(&join(unknown, &data));
-    assert!(message.contains("weights.0: not an entry"), "{message}");
-
-    let mut outside = header.clone();
-    outside["state.0.exp_avg"]["data_offsets"][1] = (data.len() + 4).into();
-    let message = refused(&join(outside, &data));
-    assert!(
-        message.contains("state.0.exp_avg: data_offsets"),
-        "{message}"
-    );
-
-    let mut no_group = header;
-    no_group.as_object_mut().unwrap().remove("group.0.tensors");
-    let message = refused(&join(no_group, &data));
-    assert!(message.contains("no 'group.0.tensors' entry"), "{message}");
+    // Two entries on the same bytes (a file that could make the reader copy them over and
+    // over): refused, as safetensors refuses them.
+    let overlapping = parts.file_edited(|h| {
+        h["state.0.exp_avg"]["data_offsets"] = h["state.0.exp_avg_sq"]["data_offsets"].clone();
+    });
+    expect(&overlapping, "without gaps or overlaps");
 }
 
 /// Restoring `bytes` into `opt` fails with a message holding `expected`, and changes nothing.
@@ -338,31 +403,20 @@ fn checkpoints_that_do_not_fit_are_refused_with_nothing_modified() {
     let mut other = Optimizer::new(&amsgrad.definition, setup.clone()).expect("optimizer");
     refuses(&mut other, &bytes, "lack 'max_exp_avg_sq'");
 
-    let (header, data) = split(&bytes);
-    let edit = |entry: &str, value: f64| {
-        let range = &header[entry]["data_offsets"];
-        let begin = range[0].as_u64().unwrap() as usize;
-        let mut data = data.clone();
-        data[begin..begin + 8].copy_from_slice(&value.to_le_bytes());
-        join(header.clone(), &data)
-    };
-    refuses(&mut fresh, &edit("group.1.hyper.lr", -1.0), "lr must be");
-    let mut renamed = header.clone();
-    let lr = renamed
-        .as_object_mut()
-        .unwrap()
-        .remove("group.0.hyper.lr")
-        .unwrap();
-    renamed["group.0.hyper.learning_rate"] = lr;
-    refuses(&mut fresh, &join(renamed, &data), "include 'learning_rate'");
-    let mut short = header.clone();
-    let range = short["state.1.exp_avg"]["data_offsets"].clone();
-    let begin = range[0].as_u64().unwrap();
-    short["state.1.exp_avg"]["shape"] = serde_json::json!([3]);
-    short["state.1.exp_avg"]["data_offsets"] = serde_json::json!([begin, begin + 12]);
+    let parts = Parts::of(&bytes);
+    let mut negative = parts.clone();
+    negative.entry("group.1.hyper.lr").3 = (-1.0f64).to_le_bytes().to_vec();
+    let message = "lr must be a finite number >= 0, got -1 in param group 1 of the checkpoint";
+    refuses(&mut fresh, &negative.file(), message);
+    let mut renamed = parts.clone();
+    renamed.entry("group.0.hyper.lr").0 = "group.0.hyper.learning_rate".into();
+    refuses(&mut fresh, &renamed.file(), "include 'learning_rate'");
+    let mut short = parts;
+    let exp_avg = short.entry("state.1.exp_avg");
+    (exp_avg.2, exp_avg.3) = (vec![3], exp_avg.3[..12].to_vec());
     refuses(
         &mut fresh,
-        &join(short, &data),
+        &short.file(),
         "holds 3 values, this optimizer's 7",
     );
 }

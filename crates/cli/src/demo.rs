@@ -91,9 +91,10 @@ fn resume(
     let path = std::env::temp_dir().join(format!("optjit-demo-{}.safetensors", std::process::id()));
     first.checkpoint().save(&path).map_err(|e| e.to_string())?;
     drop(first);
-    let checkpoint = Checkpoint::load(&path).map_err(|e| e.to_string())?;
+    let checkpoint = Checkpoint::load(&path).map_err(|e| e.to_string());
     let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
     std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let checkpoint = checkpoint?;
     let mut resumed = open()?;
     resumed.restore(&checkpoint).map_err(|e| e.to_string())?;
     train(&mut resumed, &mut params, STEPS - STEPS / 2)?;

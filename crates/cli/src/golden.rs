@@ -468,7 +468,7 @@ fn replay(
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice);
     if let Some(resume) = resume
-        && resume.after_step + 1 >= expected.len()
+        && resume.after_step >= expected.len().saturating_sub(1)
     {
         return Err(BadInput(format!(
             "cannot resume after step {}: the case has {} steps (0 to {})",

@@ -223,7 +223,11 @@ pub(crate) fn check(
         let declared: Vec<String> = binding.named_hypers(g).map(|(n, _)| n).collect();
         same_names("hyperparameters", g, saved.hypers.keys(), &declared).map_err(refuse)?;
         for (name, &value) in &saved.hypers {
-            binding.check_hyper_value(name, value, &format!(" in param group {g}"))?;
+            binding.check_hyper_value(
+                name,
+                value,
+                &format!(" in param group {g} of the checkpoint"),
+            )?;
         }
         let declared: Vec<String> = first.named_scalar_states(g).map(|(n, _)| n).collect();
         same_names("scalar states", g, saved.scalar_states.keys(), &declared).map_err(refuse)?;

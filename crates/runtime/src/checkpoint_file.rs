@@ -9,25 +9,23 @@
 //! | `group.G.tensors` | U64 `[n]` | the tensors of param group G |
 //! | `group.G.hyper.NAME` | F64 `[]` | a hyperparameter's value |
 //! | `group.G.scalar_state.NAME` | F64 `[]` | a scalar state |
-//! | `state.T.NAME` | F32, the tensor's shape (per element) or `[n]` | a state of tensor T |
+//! | `state.T.NAME` | F32, the tensor's shape if it has as many values, else `[n]` | a state of tensor T |
 //!
 //! `__metadata__` holds `format` (`optjit-checkpoint/1`), `rule`, `dtype` and `checksum`
-//! (`xxh3_64:` and the XXH3 64-bit hash of the data, in hex), which loading verifies, with every
-//! length and range.
+//! (`xxh3_64:` and the XXH3 64-bit hash of the data after the header, in hex). Reading is in
+//! `checkpoint_read.rs`. The parameters themselves are not in a checkpoint: they are the
+//! caller's.
 
-use crate::checkpoint::{Checkpoint, GroupCheckpoint};
-use optjit_ir::DType;
+use crate::checkpoint::Checkpoint;
+use crate::checkpoint_read::parse;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use thiserror::Error;
 
 /// The `format` of the files this version writes and reads.
 pub const CHECKPOINT_FORMAT: &str = "optjit-checkpoint/1";
-
-/// The largest header a file may announce (as safetensors' own reader allows).
-const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// A checkpoint could not be written, read or understood.
 #[derive(Debug, Error)]
@@ -46,9 +44,46 @@ enum Data<'a> {
     F32(&'a [f32]),
 }
 
+impl Data<'_> {
+    fn dtype(&self) -> &'static str {
+        match self {
+            Data::U64(_) => "U64",
+            Data::F64(_) => "F64",
+            Data::F32(_) => "F32",
+        }
+    }
+
+    fn byte_len(&self) -> usize {
+        match self {
+            Data::U64(v) => 8 * v.len(),
+            Data::F64(_) => 8,
+            Data::F32(v) => 4 * v.len(),
+        }
+    }
+
+    /// Hands the little-endian bytes to `sink`, a block at a time.
+    fn emit(&self, sink: &mut impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        match self {
+            Data::U64(v) => v.iter().try_for_each(|x| sink(&x.to_le_bytes())),
+            Data::F64(x) => sink(&x.to_le_bytes()),
+            Data::F32(v) => {
+                let mut block = Vec::with_capacity(1 << 16);
+                for values in v.chunks(1 << 14) {
+                    block.clear();
+                    values
+                        .iter()
+                        .for_each(|x| block.extend_from_slice(&x.to_le_bytes()));
+                    sink(&block)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Checkpoint {
-    /// The checkpoint as the bytes of a file (see the module's documentation).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// Every entry of the file, in the order of the data.
+    fn entries(&self) -> Vec<(String, Vec<usize>, Data<'_>)> {
         let mut entries: Vec<(String, Vec<usize>, Data)> = Vec::new();
         entries.push(("steps".into(), vec![], Data::U64(vec![self.steps])));
         for (t, shape) in self.shapes.iter().enumerate() {
@@ -68,56 +103,63 @@ impl Checkpoint {
             }
         }
         for (t, states) in self.tensors.iter().enumerate() {
-            let elems: usize = self.shapes[t].iter().product();
+            let elems = self.shapes[t]
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d));
             for (name, values) in states {
-                let shape = match values.len() == elems {
+                let shape = match Some(values.len()) == elems {
                     true => self.shapes[t].clone(),
                     false => vec![values.len()],
                 };
-                let data = Data::F32(values);
-                entries.push((format!("state.{t}.{name}"), shape, data));
+                entries.push((format!("state.{t}.{name}"), shape, Data::F32(values)));
             }
         }
+        entries
+    }
 
-        let values: usize = self.tensors.iter().flatten().map(|(_, v)| v.len()).sum();
-        let mut data = Vec::with_capacity(4 * values + 8 * (entries.len() + self.shapes.len()));
+    /// Writes the file to `out`: one pass over the data for the checksum, then the header and
+    /// the data, so that nothing is copied whole.
+    fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let entries = self.entries();
+        let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+        for (_, _, data) in &entries {
+            data.emit(&mut |bytes| {
+                hasher.update(bytes);
+                Ok(())
+            })?;
+        }
         let mut header = Map::new();
-        for (name, shape, values) in entries {
-            let begin = data.len();
-            let dtype = match values {
-                Data::U64(v) => {
-                    v.iter()
-                        .for_each(|x| data.extend_from_slice(&x.to_le_bytes()));
-                    "U64"
-                }
-                Data::F64(x) => {
-                    data.extend_from_slice(&x.to_le_bytes());
-                    "F64"
-                }
-                Data::F32(v) => {
-                    v.iter()
-                        .for_each(|x| data.extend_from_slice(&x.to_le_bytes()));
-                    "F32"
-                }
-            };
+        let mut end = 0;
+        for (name, shape, data) in &entries {
+            let begin = end;
+            end += data.byte_len();
             let entry =
-                json!({"dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()]});
-            header.insert(name, entry);
+                json!({"dtype": data.dtype(), "shape": shape, "data_offsets": [begin, end]});
+            header.insert(name.clone(), entry);
         }
         let metadata = json!({
             "format": CHECKPOINT_FORMAT,
             "rule": self.rule,
             "dtype": self.dtype.name(),
-            "checksum": checksum(&data),
+            "checksum": checksum_text(hasher.digest()),
         });
         header.insert("__metadata__".into(), metadata);
         let mut text = Value::Object(header).to_string().into_bytes();
         // Pad with spaces so that the data starts 8-byte aligned, as safetensors writes it.
         text.resize(text.len().next_multiple_of(8), b' ');
-        let mut bytes = Vec::with_capacity(8 + text.len() + data.len());
-        bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&text);
-        bytes.extend_from_slice(&data);
+        out.write_all(&(text.len() as u64).to_le_bytes())?;
+        out.write_all(&text)?;
+        for (_, _, data) in &entries {
+            data.emit(&mut |bytes| out.write_all(bytes))?;
+        }
+        Ok(())
+    }
+
+    /// The checkpoint as the bytes of a file (see the module's documentation).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        self.write_to(&mut bytes)
+            .expect("writing to memory cannot fail");
         bytes
     }
 
@@ -131,20 +173,22 @@ impl Checkpoint {
     }
 
     /// Writes the checkpoint to `path`, replacing it only once the whole file is written and
-    /// flushed to disk (a crash leaves the old file or the new one, never half of one).
+    /// synced to disk (a crash leaves the old file or the new one, never half of one).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        static SAVES: AtomicUsize = AtomicUsize::new(0);
         let path = path.as_ref();
         let fail = |what: &str, e: std::io::Error| CheckpointError {
             origin: path.display().to_string(),
             problem: format!("cannot {what}: {e}"),
         };
         let mut partial = path.as_os_str().to_owned();
-        partial.push(format!(".partial-{}", std::process::id()));
+        let save = SAVES.fetch_add(1, Ordering::Relaxed);
+        partial.push(format!(".partial-{}-{save}", std::process::id()));
         let partial = std::path::PathBuf::from(partial);
         let written = (|| {
-            let mut file = std::fs::File::create(&partial)?;
-            file.write_all(&self.to_bytes())?;
-            file.sync_all()
+            let mut file = std::io::BufWriter::new(std::fs::File::create(&partial)?);
+            self.write_to(&mut file)?;
+            file.into_inner().map_err(|e| e.into_error())?.sync_all()
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_file(&partial);
@@ -153,7 +197,13 @@ impl Checkpoint {
         std::fs::rename(&partial, path).map_err(|e| {
             let _ = std::fs::remove_file(&partial);
             fail("replace it", e)
-        })
+        })?;
+        // Make the rename itself durable where directories can be synced (not on Windows).
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Ok(dir) = std::fs::File::open(parent.unwrap_or(Path::new("."))) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
     }
 
     /// Reads the checkpoint file at `path`.
@@ -168,235 +218,7 @@ impl Checkpoint {
     }
 }
 
-/// The `checksum` of `data`.
-fn checksum(data: &[u8]) -> String {
-    format!("xxh3_64:{:016x}", xxhash_rust::xxh3::xxh3_64(data))
-}
-
-fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
-    let Some((length, rest)) = bytes.split_first_chunk::<8>() else {
-        return Err(format!(
-            "{} bytes: too short for a header length",
-            bytes.len()
-        ));
-    };
-    let length = u64::from_le_bytes(*length);
-    if length > MAX_HEADER_BYTES || length > rest.len() as u64 {
-        return Err(format!(
-            "the header length is {length} bytes, but {} bytes follow it (a truncated or foreign file?)",
-            rest.len()
-        ));
-    }
-    let (header, data) = rest.split_at(length as usize);
-    let header = std::str::from_utf8(header).map_err(|e| format!("header: not UTF-8: {e}"))?;
-    let header: Map<String, Value> =
-        serde_json::from_str(header.trim_end()).map_err(|e| format!("header: not JSON: {e}"))?;
-
-    let metadata = header
-        .get("__metadata__")
-        .and_then(Value::as_object)
-        .ok_or("header: no __metadata__")?;
-    let text = |key: &str| {
-        metadata
-            .get(key)
-            .and_then(Value::as_str)
-            .ok_or(format!("__metadata__.{key}: missing, or not a string"))
-    };
-    let format = text("format")?;
-    if format != CHECKPOINT_FORMAT {
-        return Err(format!(
-            "__metadata__.format is '{format}', expected '{CHECKPOINT_FORMAT}'"
-        ));
-    }
-    let checksum = checksum(data);
-    if text("checksum")? != checksum {
-        return Err(format!(
-            "the data's checksum is {checksum}, the header says {} (the file is corrupt)",
-            text("checksum")?
-        ));
-    }
-    let dtype = text("dtype")?;
-    let dtype = DType::from_name(dtype)
-        .filter(|d| matches!(d, DType::F32 | DType::F16 | DType::BF16))
-        .ok_or(format!(
-            "__metadata__.dtype is '{dtype}', expected f32, f16 or bf16"
-        ))?;
-
-    let mut steps = None;
-    let mut shapes: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    let mut groups: BTreeMap<usize, GroupParts> = BTreeMap::new();
-    let mut states: Vec<(usize, String, Vec<f32>)> = Vec::new();
-    for (name, entry) in &header {
-        if name == "__metadata__" {
-            continue;
-        }
-        let entry = Entry::parse(name, entry, data)?;
-        let words: Vec<&str> = name.splitn(4, '.').collect();
-        let index = |word: &str| {
-            word.parse::<usize>()
-                .map_err(|_| format!("{name}: '{word}' is not an index"))
-        };
-        match words.as_slice() {
-            ["steps"] => steps = Some(entry.scalar_u64(name)?),
-            ["shape", t] => {
-                let dims = entry.u64s(name)?.into_iter().map(|d| d as usize).collect();
-                shapes.insert(index(t)?, dims);
-            }
-            ["group", g, "tensors"] => {
-                let tensors = entry.u64s(name)?.into_iter().map(|t| t as usize).collect();
-                groups.entry(index(g)?).or_default().tensors = Some(tensors);
-            }
-            ["group", g, "hyper", key] => {
-                let value = entry.scalar_f64(name)?;
-                let group = groups.entry(index(g)?).or_default();
-                group.hypers.insert(key.to_string(), value);
-            }
-            ["group", g, "scalar_state", key] => {
-                let value = entry.scalar_f64(name)?;
-                let group = groups.entry(index(g)?).or_default();
-                group.scalar_states.insert(key.to_string(), value);
-            }
-            ["state", t, ..] => {
-                // State names never hold a dot: the rest of the name is the state's.
-                let key = &name[("state.".len() + t.len() + 1).min(name.len())..];
-                if key.is_empty() {
-                    return Err(format!("{name}: no state name after the tensor index"));
-                }
-                states.push((index(t)?, key.to_string(), entry.f32s(name)?));
-            }
-            _ => return Err(format!("{name}: not an entry of an optjit checkpoint")),
-        }
-    }
-
-    let steps = steps.ok_or("no 'steps' entry")?;
-    let shapes = numbered("shape.T", shapes)?;
-    let groups = numbered("group.G", groups)?
-        .into_iter()
-        .enumerate()
-        .map(|(g, parts)| {
-            Ok(GroupCheckpoint {
-                tensors: parts
-                    .tensors
-                    .ok_or(format!("no 'group.{g}.tensors' entry"))?,
-                hypers: parts.hypers,
-                scalar_states: parts.scalar_states,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let mut tensors = vec![BTreeMap::new(); shapes.len()];
-    for (t, key, values) in states {
-        let Some(own) = tensors.get_mut(t) else {
-            return Err(format!(
-                "state.{t}.{key}: tensor {t} does not exist ({} tensors)",
-                shapes.len()
-            ));
-        };
-        own.insert(key, values);
-    }
-    Ok(Checkpoint {
-        rule: text("rule")?.to_string(),
-        dtype,
-        steps,
-        shapes,
-        groups,
-        tensors,
-    })
-}
-
-/// What the entries of one param group hold, collected in any order.
-#[derive(Default)]
-struct GroupParts {
-    tensors: Option<Vec<usize>>,
-    hypers: BTreeMap<String, f64>,
-    scalar_states: BTreeMap<String, f64>,
-}
-
-/// The values of numbered entries (`what` names them), which must be numbered `0..n`.
-fn numbered<T>(what: &str, entries: BTreeMap<usize, T>) -> Result<Vec<T>, String> {
-    let n = entries.len();
-    match entries.keys().enumerate().find(|&(i, &k)| i != k) {
-        Some((i, _)) => Err(format!("{what}: entry {i} is missing ({n} others)")),
-        None => Ok(entries.into_values().collect()),
-    }
-}
-
-/// One entry of the header, checked against the data.
-struct Entry<'a> {
-    dtype: &'a str,
-    shape: Vec<usize>,
-    bytes: &'a [u8],
-}
-
-impl<'a> Entry<'a> {
-    fn parse(name: &str, entry: &'a Value, data: &'a [u8]) -> Result<Entry<'a>, String> {
-        let dtype = entry
-            .get("dtype")
-            .and_then(Value::as_str)
-            .ok_or(format!("{name}: no dtype"))?;
-        let size = match dtype {
-            "U64" | "F64" => 8,
-            "F32" => 4,
-            other => return Err(format!("{name}: dtype {other}, expected U64, F64 or F32")),
-        };
-        let numbers = |key: &str| -> Result<Vec<usize>, String> {
-            let list = entry.get(key).and_then(Value::as_array);
-            list.and_then(|l| l.iter().map(|v| v.as_u64().map(|x| x as usize)).collect())
-                .ok_or(format!("{name}: {key} must be a list of integers"))
-        };
-        let shape = numbers("shape")?;
-        let offsets = numbers("data_offsets")?;
-        let &[begin, end] = offsets.as_slice() else {
-            return Err(format!("{name}: data_offsets must be [begin, end]"));
-        };
-        let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-        let expected = count.and_then(|n| n.checked_mul(size));
-        if begin > end || end > data.len() || Some(end - begin) != expected {
-            return Err(format!(
-                "{name}: data_offsets [{begin}, {end}] do not hold a {dtype} tensor of shape {shape:?} within the {} bytes of data",
-                data.len()
-            ));
-        }
-        Ok(Entry {
-            dtype,
-            shape,
-            bytes: &data[begin..end],
-        })
-    }
-
-    fn expect(&self, name: &str, dtype: &str, scalar: bool) -> Result<(), String> {
-        if self.dtype != dtype || (scalar && !self.shape.is_empty()) {
-            let shape = if scalar { "[]" } else { "any shape" };
-            return Err(format!(
-                "{name}: a {} tensor of shape {:?}, expected {dtype} of {shape}",
-                self.dtype, self.shape
-            ));
-        }
-        Ok(())
-    }
-
-    fn u64s(&self, name: &str) -> Result<Vec<u64>, String> {
-        self.expect(name, "U64", false)?;
-        let words = self.bytes.chunks_exact(8);
-        Ok(words
-            .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
-            .collect())
-    }
-
-    fn scalar_u64(&self, name: &str) -> Result<u64, String> {
-        self.expect(name, "U64", true)?;
-        Ok(self.u64s(name)?[0])
-    }
-
-    fn scalar_f64(&self, name: &str) -> Result<f64, String> {
-        self.expect(name, "F64", true)?;
-        Ok(f64::from_le_bytes(self.bytes.try_into().unwrap()))
-    }
-
-    fn f32s(&self, name: &str) -> Result<Vec<f32>, String> {
-        self.expect(name, "F32", false)?;
-        let words = self.bytes.chunks_exact(4);
-        Ok(words
-            .map(|w| f32::from_le_bytes(w.try_into().unwrap()))
-            .collect())
-    }
+/// The `checksum` of data whose XXH3 64-bit hash is `hash`.
+pub(crate) fn checksum_text(hash: u64) -> String {
+    format!("xxh3_64:{hash:016x}")
 }

@@ -8,6 +8,7 @@ mod buffer;
 mod cache;
 mod checkpoint;
 mod checkpoint_file;
+mod checkpoint_read;
 mod chunks;
 mod cuda;
 mod error;

@@ -1,0 +1,305 @@
+//! Reading a checkpoint file (the layout is in `checkpoint_file.rs`), trusting nothing: the
+//! header's length and JSON, the format, the checksum of the data, every entry's dtype, shape
+//! and byte range (the entries must tile the data exactly, as safetensors requires, so no
+//! file makes the reader allocate more than its own size), canonical indices, and the ranges
+//! of the step count and the shapes.
+
+use crate::checkpoint::{Checkpoint, GroupCheckpoint};
+use crate::checkpoint_file::{CHECKPOINT_FORMAT, checksum_text};
+use optjit_ir::DType;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The largest header a file may announce (as safetensors' own reader allows).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The largest step count: every count up to it is exact in the f64 the scalar program uses.
+const MAX_STEPS: u64 = 1 << 53;
+
+/// The largest element count of a tensor (as `Setup` allows).
+const MAX_ELEMENTS: usize = isize::MAX as usize / 8;
+
+/// The checkpoint in `bytes`, or what is wrong with them.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
+    let Some((length, rest)) = bytes.split_first_chunk::<8>() else {
+        return Err(format!(
+            "{} bytes: too short for a header length",
+            bytes.len()
+        ));
+    };
+    let length = u64::from_le_bytes(*length);
+    if length > MAX_HEADER_BYTES {
+        return Err(format!(
+            "the header length is {length} bytes, more than the {MAX_HEADER_BYTES} a checkpoint may have (a foreign file?)"
+        ));
+    }
+    if length > rest.len() as u64 {
+        return Err(format!(
+            "the header length is {length} bytes, but only {} bytes follow it (a truncated file?)",
+            rest.len()
+        ));
+    }
+    let (header, data) = rest.split_at(length as usize);
+    let header = std::str::from_utf8(header).map_err(|e| format!("header: not UTF-8: {e}"))?;
+    let header: Map<String, Value> =
+        serde_json::from_str(header.trim_end()).map_err(|e| format!("header: not JSON: {e}"))?;
+
+    let metadata = header
+        .get("__metadata__")
+        .and_then(Value::as_object)
+        .ok_or("header: no __metadata__")?;
+    let text = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(Value::as_str)
+            .ok_or(format!("__metadata__.{key}: missing, or not a string"))
+    };
+    let format = text("format")?;
+    if format != CHECKPOINT_FORMAT {
+        return Err(format!(
+            "__metadata__.format is '{format}', expected '{CHECKPOINT_FORMAT}'"
+        ));
+    }
+    let checksum = checksum_text(xxhash_rust::xxh3::xxh3_64(data));
+    if text("checksum")? != checksum {
+        return Err(format!(
+            "the data's checksum is {checksum}, the header says {} (the data is damaged)",
+            text("checksum")?
+        ));
+    }
+    let dtype = text("dtype")?;
+    let dtype = DType::from_name(dtype)
+        .filter(|d| matches!(d, DType::F32 | DType::F16 | DType::BF16))
+        .ok_or(format!(
+            "__metadata__.dtype is '{dtype}', expected f32, f16 or bf16"
+        ))?;
+
+    let entries = (header.iter())
+        .filter(|(name, _)| *name != "__metadata__")
+        .map(|(name, entry)| Entry::parse(name, entry, data))
+        .collect::<Result<Vec<_>, String>>()?;
+    check_tiling(&entries, data.len())?;
+
+    let mut steps = None;
+    let mut shapes: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut groups: BTreeMap<usize, GroupParts> = BTreeMap::new();
+    let mut states: Vec<(usize, String, Vec<f32>)> = Vec::new();
+    for entry in &entries {
+        let name = entry.name;
+        let words: Vec<&str> = name.splitn(4, '.').collect();
+        let index = |word: &str| {
+            // Only canonical decimals, so that no two names mean the same entry.
+            let index = word.parse::<usize>().ok();
+            index
+                .filter(|i| i.to_string() == word)
+                .ok_or(format!("{name}: '{word}' is not an index"))
+        };
+        match words.as_slice() {
+            ["steps"] => steps = Some(entry.scalar_u64()?),
+            ["shape", t] => {
+                shapes.insert(index(t)?, entry.shape_dims()?);
+            }
+            ["group", g, "tensors"] => {
+                let tensors = entry.u64s()?.into_iter().map(|t| t as usize).collect();
+                groups.entry(index(g)?).or_default().tensors = Some(tensors);
+            }
+            ["group", g, "hyper", key] => {
+                let value = entry.scalar_f64()?;
+                let group = groups.entry(index(g)?).or_default();
+                group.hypers.insert(key.to_string(), value);
+            }
+            ["group", g, "scalar_state", key] => {
+                let value = entry.scalar_f64()?;
+                let group = groups.entry(index(g)?).or_default();
+                group.scalar_states.insert(key.to_string(), value);
+            }
+            ["state", t, ..] => {
+                // The rest of the name, dots and all, is the state's.
+                let key = &name[("state.".len() + t.len() + 1).min(name.len())..];
+                if key.is_empty() {
+                    return Err(format!("{name}: no state name after the tensor index"));
+                }
+                states.push((index(t)?, key.to_string(), entry.f32s()?));
+            }
+            _ => return Err(format!("{name}: not an entry of an optjit checkpoint")),
+        }
+    }
+
+    let steps = steps.ok_or("no 'steps' entry")?;
+    if steps > MAX_STEPS {
+        return Err(format!(
+            "steps: {steps}, more than the {MAX_STEPS} a step count may reach"
+        ));
+    }
+    let shapes = numbered("shape.T", shapes)?;
+    let groups = numbered("group.G", groups)?
+        .into_iter()
+        .enumerate()
+        .map(|(g, parts)| {
+            Ok(GroupCheckpoint {
+                tensors: parts
+                    .tensors
+                    .ok_or(format!("no 'group.{g}.tensors' entry"))?,
+                hypers: parts.hypers,
+                scalar_states: parts.scalar_states,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut tensors = vec![BTreeMap::new(); shapes.len()];
+    for (t, key, values) in states {
+        let Some(own) = tensors.get_mut(t) else {
+            return Err(format!(
+                "state.{t}.{key}: tensor {t} does not exist ({} tensors)",
+                shapes.len()
+            ));
+        };
+        own.insert(key, values);
+    }
+    Ok(Checkpoint {
+        rule: text("rule")?.to_string(),
+        dtype,
+        steps,
+        shapes,
+        groups,
+        tensors,
+    })
+}
+
+/// Refuses entries that overlap, leave gaps or leave data over (safetensors' own rule).
+fn check_tiling(entries: &[Entry<'_>], data_len: usize) -> Result<(), String> {
+    let mut ranges: Vec<(usize, usize, &str)> =
+        entries.iter().map(|e| (e.begin, e.end, e.name)).collect();
+    ranges.sort_unstable();
+    let mut end = 0;
+    for (begin, next_end, name) in ranges {
+        if begin != end {
+            return Err(format!(
+                "{name}: its data starts at byte {begin}, expected {end} (entries must follow one another without gaps or overlaps)"
+            ));
+        }
+        end = next_end;
+    }
+    match end == data_len {
+        true => Ok(()),
+        false => Err(format!(
+            "the entries cover {end} bytes of data, the file holds {data_len}"
+        )),
+    }
+}
+
+/// What the entries of one param group hold, collected in any order.
+#[derive(Default)]
+struct GroupParts {
+    tensors: Option<Vec<usize>>,
+    hypers: BTreeMap<String, f64>,
+    scalar_states: BTreeMap<String, f64>,
+}
+
+/// The values of numbered entries (`what` names them), which must be numbered `0..n`.
+fn numbered<T>(what: &str, entries: BTreeMap<usize, T>) -> Result<Vec<T>, String> {
+    let n = entries.len();
+    match entries.keys().enumerate().find(|&(i, &k)| i != k) {
+        Some((i, _)) => Err(format!("{what}: entry {i} is missing ({n} others)")),
+        None => Ok(entries.into_values().collect()),
+    }
+}
+
+/// One entry of the header, checked against the data.
+struct Entry<'a> {
+    name: &'a str,
+    dtype: &'a str,
+    shape: Vec<usize>,
+    begin: usize,
+    end: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    fn parse(name: &'a str, entry: &'a Value, data: &'a [u8]) -> Result<Entry<'a>, String> {
+        let dtype = entry
+            .get("dtype")
+            .and_then(Value::as_str)
+            .ok_or(format!("{name}: no dtype"))?;
+        let size = match dtype {
+            "U64" | "F64" => 8,
+            "F32" => 4,
+            other => return Err(format!("{name}: dtype {other}, expected U64, F64 or F32")),
+        };
+        let numbers = |key: &str| -> Result<Vec<usize>, String> {
+            let list = entry.get(key).and_then(Value::as_array);
+            list.and_then(|l| l.iter().map(|v| v.as_u64().map(|x| x as usize)).collect())
+                .ok_or(format!("{name}: {key} must be a list of integers"))
+        };
+        let shape = numbers("shape")?;
+        let offsets = numbers("data_offsets")?;
+        let &[begin, end] = offsets.as_slice() else {
+            return Err(format!("{name}: data_offsets must be [begin, end]"));
+        };
+        let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let expected = count.and_then(|n| n.checked_mul(size));
+        if begin > end || end > data.len() || Some(end - begin) != expected {
+            return Err(format!(
+                "{name}: data_offsets [{begin}, {end}] do not hold a {dtype} tensor of shape {shape:?} within the {} bytes of data",
+                data.len()
+            ));
+        }
+        Ok(Entry {
+            name,
+            dtype,
+            shape,
+            begin,
+            end,
+            bytes: &data[begin..end],
+        })
+    }
+
+    fn expect(&self, dtype: &str, scalar: bool) -> Result<(), String> {
+        if self.dtype != dtype || (scalar && !self.shape.is_empty()) {
+            let shape = if scalar { "[]" } else { "any shape" };
+            return Err(format!(
+                "{}: a {} tensor of shape {:?}, expected {dtype} of {shape}",
+                self.name, self.dtype, self.shape
+            ));
+        }
+        Ok(())
+    }
+
+    fn u64s(&self) -> Result<Vec<u64>, String> {
+        self.expect("U64", false)?;
+        let words = self.bytes.chunks_exact(8);
+        Ok(words
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+            .collect())
+    }
+
+    fn scalar_u64(&self) -> Result<u64, String> {
+        self.expect("U64", true)?;
+        Ok(self.u64s()?[0])
+    }
+
+    fn scalar_f64(&self) -> Result<f64, String> {
+        self.expect("F64", true)?;
+        Ok(f64::from_le_bytes(self.bytes.try_into().unwrap()))
+    }
+
+    fn f32s(&self) -> Result<Vec<f32>, String> {
+        self.expect("F32", false)?;
+        let words = self.bytes.chunks_exact(4);
+        Ok(words
+            .map(|w| f32::from_le_bytes(w.try_into().unwrap()))
+            .collect())
+    }
+
+    /// A tensor's shape, whose element count must stay addressable.
+    fn shape_dims(&self) -> Result<Vec<usize>, String> {
+        let dims: Vec<usize> = self.u64s()?.into_iter().map(|d| d as usize).collect();
+        let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        match count.filter(|&n| n <= MAX_ELEMENTS) {
+            Some(_) => Ok(dims),
+            None => Err(format!(
+                "{}: shape {dims:?} has more elements than memory can hold",
+                self.name
+            )),
+        }
+    }
+}
