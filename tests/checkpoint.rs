@@ -203,6 +203,46 @@ fn half_precision_states_resume_in_the_simulator_and_on_the_cpu() {
     assert_eq!(on_cpu.state(2, "exp_avg_sq"), saved.state(2, "exp_avg_sq"));
 }
 
+/// A step replayed from a CUDA graph reads the restored states: a restore writes the buffers
+/// the graph was captured on, in place.
+#[test]
+fn a_captured_graph_steps_from_the_restored_states_in_the_simulator() {
+    let (definition, setup) = adamw_setup();
+    let sim = || {
+        let mut opt =
+            CudaOptimizer::new(&definition, setup.clone(), SimGpu::new()).expect("optimizer");
+        opt.set_graph_capture(true);
+        opt
+    };
+    let mut first = sim();
+    let mut params = initial_params();
+    for k in 0..3 {
+        first.step_host(&mut params, &grads(k)).expect("step");
+    }
+    let saved = first.checkpoint().expect("checkpoint");
+
+    let mut second = sim();
+    let mut other_params = initial_params();
+    second
+        .step_host(&mut other_params, &grads(7))
+        .expect("step");
+    assert!(
+        second.replays_graph(),
+        "the graph is captured before the restore"
+    );
+    second.restore(&saved).expect("restore");
+    let mut resumed_params = params.clone();
+    for k in 3..5 {
+        first.step_host(&mut params, &grads(k)).expect("step");
+        second
+            .step_host(&mut resumed_params, &grads(k))
+            .expect("step");
+    }
+    assert!(second.replays_graph());
+    assert_eq!(second.stats().graph_captures, 1, "the same graph, replayed");
+    assert_eq!(resumed_params, params);
+}
+
 #[test]
 fn the_file_is_safetensors() {
     let (definition, setup) = adamw_setup();
