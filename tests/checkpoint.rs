@@ -10,6 +10,8 @@ use optjit::ir::DType;
 use optjit::{Checkpoint, CudaOptimizer, Group, Optimizer, OptimizerError, Setup};
 use optjit_cli::golden::{Resume, run_file, run_file_resuming};
 use optjit_cli::stepper::Backend;
+use proptest::prelude::any;
+use proptest::sample::Index;
 use std::collections::BTreeMap;
 
 const CPU: Backend = Backend::Cpu { threads: 1 };
@@ -459,4 +461,88 @@ fn checkpoints_that_do_not_fit_are_refused_with_nothing_modified() {
         &short.file(),
         "holds 3 values, this optimizer's 7",
     );
+}
+
+/// One edit of a checkpoint file's parts: `kind` picks what, the indices where, `byte` a value.
+fn edit(parts: &mut Parts, kind: u8, at: &Index, other: &Index, byte: u8) {
+    let n = parts.entries.len();
+    let entry = &mut parts.entries[at.index(n)];
+    match kind % 8 {
+        // A dimension of the shape, or one more or one fewer.
+        0 => match entry.2.is_empty() {
+            true => entry.2.push(u64::from(byte % 4)),
+            false => {
+                let d = other.index(entry.2.len());
+                entry.2[d] = u64::from(byte % 8);
+            }
+        },
+        1 => {
+            entry.2.pop();
+        }
+        2 => entry.1 = ["U64", "F64", "F32", "I8", "BF16"][usize::from(byte) % 5].to_string(),
+        // A character of the name.
+        3 => {
+            let mut name = entry.0.clone().into_bytes();
+            let c = other.index(name.len());
+            name[c] = b".0123456789_ax"[usize::from(byte) % 14];
+            entry.0 = String::from_utf8(name).unwrap();
+        }
+        4 => {
+            parts.entries.remove(at.index(n));
+        }
+        5 => {
+            let copy = parts.entries[other.index(n)].clone();
+            parts.entries.push(copy);
+        }
+        // A byte of the data (the checksum follows).
+        6 if !entry.3.is_empty() => {
+            let b = other.index(entry.3.len());
+            entry.3[b] = byte;
+        }
+        _ => {
+            let key = ["rule", "dtype", "format"][usize::from(byte) % 3];
+            parts.metadata[key] = ["adamw", "bf16", "f64", ""][other.index(4)].into();
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 1000,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0xc4ec_5017),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Whatever a damaged file holds (entries with other shapes, dtypes, names, data, some
+    /// missing or repeated; metadata changed; bytes anywhere changed), reading it, restoring it
+    /// and stepping on never panic.
+    #[test]
+    fn damaged_files_never_panic(
+        edits in proptest::collection::vec(
+            (0..8u8, any::<Index>(), any::<Index>(), any::<u8>()),
+            1..4,
+        ),
+        raw in proptest::option::of((any::<Index>(), any::<u8>())),
+    ) {
+        let (definition, setup) = adamw_setup();
+        let mut opt = Optimizer::new(&definition, setup.clone()).expect("optimizer");
+        let mut params = initial_params();
+        opt.step(&mut params, &grads(0)).expect("step");
+        let mut parts = Parts::of(&opt.checkpoint().to_bytes());
+        for (kind, at, other, byte) in &edits {
+            edit(&mut parts, *kind, at, other, *byte);
+        }
+        let mut bytes = parts.file();
+        if let Some((at, byte)) = raw {
+            let at = at.index(bytes.len());
+            bytes[at] = byte;
+        }
+        if let Ok(checkpoint) = Checkpoint::from_bytes(&bytes) {
+            let mut fresh = Optimizer::new(&definition, setup).expect("optimizer");
+            if fresh.restore(&checkpoint).is_ok() {
+                fresh.step(&mut params, &grads(1)).expect("a restored optimizer steps");
+            }
+        }
+    }
 }
