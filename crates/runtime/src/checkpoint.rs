@@ -221,7 +221,8 @@ pub(crate) fn check(
             )));
         }
         let declared: Vec<String> = binding.named_hypers(g).map(|(n, _)| n).collect();
-        same_names("hyperparameters", g, saved.hypers.keys(), &declared).map_err(refuse)?;
+        let what = format!("hyperparameters of param group {g}");
+        same_names(&what, saved.hypers.keys(), &declared).map_err(refuse)?;
         for (name, &value) in &saved.hypers {
             binding.check_hyper_value(
                 name,
@@ -230,7 +231,8 @@ pub(crate) fn check(
             )?;
         }
         let declared: Vec<String> = first.named_scalar_states(g).map(|(n, _)| n).collect();
-        same_names("scalar states", g, saved.scalar_states.keys(), &declared).map_err(refuse)?;
+        let what = format!("scalar states of param group {g}");
+        same_names(&what, saved.scalar_states.keys(), &declared).map_err(refuse)?;
     }
     let layout = layout(binding.lens.len(), kinds);
     if checkpoint.tensors.len() != layout.len() {
@@ -243,7 +245,7 @@ pub(crate) fn check(
     for (t, (saved, states)) in checkpoint.tensors.iter().zip(&layout).enumerate() {
         let declared: Vec<String> = states.iter().map(|(n, _, _)| n.clone()).collect();
         let what = format!("states of tensor {t}");
-        same_names(&what, usize::MAX, saved.keys(), &declared).map_err(refuse)?;
+        same_names(&what, saved.keys(), &declared).map_err(refuse)?;
         for (name, len, _) in states {
             let got = saved[name].len();
             if got != *len {
@@ -256,27 +258,22 @@ pub(crate) fn check(
     Ok(layout)
 }
 
-/// Says which names differ between a checkpoint's (`saved`) and an optimizer's (`declared`).
-/// `group` is `usize::MAX` for names that belong to no group.
+/// Says which names differ between a checkpoint's `what` (`saved`) and an optimizer's
+/// (`declared`).
 fn same_names<'a>(
     what: &str,
-    group: usize,
     saved: impl Iterator<Item = &'a String>,
     declared: &[String],
 ) -> Result<(), String> {
     let saved: Vec<&String> = saved.collect();
-    let place = match group {
-        usize::MAX => String::new(),
-        g => format!(" of param group {g}"),
-    };
     if let Some(extra) = saved.iter().find(|n| !declared.contains(n)) {
         return Err(format!(
-            "its {what}{place} include '{extra}', which this optimizer does not have (it has: {})",
+            "its {what} include '{extra}', which this optimizer does not have (it has: {})",
             declared.join(", ")
         ));
     }
     if let Some(missing) = declared.iter().find(|n| !saved.contains(n)) {
-        return Err(format!("its {what}{place} lack '{missing}'"));
+        return Err(format!("its {what} lack '{missing}'"));
     }
     Ok(())
 }
