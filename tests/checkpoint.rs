@@ -205,6 +205,70 @@ fn half_precision_states_resume_in_the_simulator_and_on_the_cpu() {
     assert_eq!(on_cpu.state(2, "exp_avg_sq"), saved.state(2, "exp_avg_sq"));
 }
 
+/// State from elsewhere, by PyTorch's names (here another optimizer's, as a user would copy
+/// `optimizer.state_dict()`), filled into a checkpoint of a fresh optimizer, resumes exactly.
+#[test]
+fn a_fresh_checkpoint_filled_in_by_name_resumes() {
+    let nadam = optjit::optim::NAdam::new().lr(0.01).build().expect("NAdam");
+    let setup = Setup {
+        shapes: shapes(),
+        hypers: nadam.hypers.clone(),
+        threads: 1,
+        ..Setup::default()
+    };
+    let mut source = Optimizer::new(&nadam.definition, setup.clone()).expect("optimizer");
+    let mut params = initial_params();
+    for k in 0..4 {
+        source.step(&mut params, &grads(k)).expect("step");
+    }
+
+    let mut target = Optimizer::new(&nadam.definition, setup).expect("optimizer");
+    let mut template = target.checkpoint();
+    assert_eq!(template.steps(), 0);
+    for t in 0..shapes().len() {
+        let names: Vec<String> = template.state_names(t).map(String::from).collect();
+        assert_eq!(names, ["exp_avg", "exp_avg_sq"], "PyTorch's names");
+        for name in names {
+            let values = source.state(t, &name).expect("the same state there");
+            template.set_state(t, &name, values).expect("set_state");
+        }
+    }
+    let mu_product = source
+        .scalar_state(0, "mu_product")
+        .expect("NAdam's mu_product");
+    assert!(mu_product != 1.0, "it moved");
+    template
+        .set_scalar_state(0, "mu_product", mu_product)
+        .expect("set");
+    template.set_steps(4).expect("set_steps");
+    target.restore(&template).expect("restore");
+
+    let mut resumed_params = params.clone();
+    for k in 4..7 {
+        source.step(&mut params, &grads(k)).expect("step");
+        target.step(&mut resumed_params, &grads(k)).expect("step");
+    }
+    assert_eq!(resumed_params, params);
+
+    let refused = |e: optjit::CheckpointError| e.to_string();
+    let message = refused(
+        template
+            .set_state(0, "momentum_buffer", &[0.0; 15])
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains("no state 'momentum_buffer' (it has: exp_avg, exp_avg_sq)"),
+        "{message}"
+    );
+    let message = refused(template.set_state(1, "exp_avg", &[0.0; 3]).unwrap_err());
+    assert!(message.contains("holds 7 values, got 3"), "{message}");
+    let message = refused(template.set_state(9, "exp_avg", &[]).unwrap_err());
+    assert!(message.contains("tensor 9 does not exist"), "{message}");
+    let message = refused(template.set_scalar_state(1, "mu_product", 1.0).unwrap_err());
+    assert!(message.contains("param group 1 (of 1)"), "{message}");
+    assert!(template.set_steps(u64::MAX).is_err());
+}
+
 /// A step replayed from a CUDA graph reads the restored states: a restore writes the buffers
 /// the graph was captured on, in place.
 #[test]

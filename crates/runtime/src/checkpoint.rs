@@ -4,6 +4,7 @@
 //! on a GPU. Its file format is in `checkpoint_file.rs`.
 
 use crate::binding::Binding;
+use crate::checkpoint_file::CheckpointError;
 use crate::error::OptimizerError;
 use crate::kind_step::KindStep;
 use optjit_ir::{Class, DType};
@@ -85,7 +86,81 @@ impl Checkpoint {
             .flatten()
             .map(|(n, _)| n.as_str())
     }
+
+    /// Replaces the values of tensor `tensor`'s state `name`, which it must hold, with as many
+    /// `values`. With [`Checkpoint::set_steps`], this brings state from elsewhere (PyTorch's
+    /// `optimizer.state_dict()`, whose names these are) into a checkpoint taken from a fresh
+    /// optimizer, to [restore](crate::Optimizer::restore).
+    pub fn set_state(
+        &mut self,
+        tensor: usize,
+        name: &str,
+        values: &[f32],
+    ) -> Result<(), CheckpointError> {
+        let refuse = |problem: String| CheckpointError {
+            origin: "checkpoint".into(),
+            problem,
+        };
+        let n_tensors = self.tensors.len();
+        let states = self.tensors.get_mut(tensor).ok_or_else(|| {
+            refuse(format!(
+                "set_state: tensor {tensor} does not exist ({n_tensors} tensors)"
+            ))
+        })?;
+        let names = states.keys().cloned().collect::<Vec<_>>().join(", ");
+        let Some(own) = states.get_mut(name) else {
+            return Err(refuse(format!(
+                "set_state: tensor {tensor} has no state '{name}' (it has: {names})"
+            )));
+        };
+        if own.len() != values.len() {
+            return Err(refuse(format!(
+                "set_state: state {name} of tensor {tensor} holds {} values, got {}",
+                own.len(),
+                values.len()
+            )));
+        }
+        own.copy_from_slice(values);
+        Ok(())
+    }
+
+    /// Sets the scalar state `name` of `group`, which it must hold.
+    pub fn set_scalar_state(
+        &mut self,
+        group: usize,
+        name: &str,
+        value: f64,
+    ) -> Result<(), CheckpointError> {
+        let n_groups = self.groups.len();
+        let slot = (self.groups.get_mut(group))
+            .and_then(|g| g.scalar_states.get_mut(name))
+            .ok_or_else(|| CheckpointError {
+                origin: "checkpoint".into(),
+                problem: format!(
+                    "set_scalar_state: param group {group} (of {n_groups}) has no scalar state '{name}'"
+                ),
+            })?;
+        *slot = value;
+        Ok(())
+    }
+
+    /// Sets the count of steps taken (PyTorch's `state[p]["step"]`), at most 2^53.
+    pub fn set_steps(&mut self, steps: u64) -> Result<(), CheckpointError> {
+        if steps > MAX_STEPS {
+            return Err(CheckpointError {
+                origin: "checkpoint".into(),
+                problem: format!(
+                    "set_steps: {steps} is more than the {MAX_STEPS} steps a count may reach"
+                ),
+            });
+        }
+        self.steps = steps;
+        Ok(())
+    }
 }
+
+/// The largest step count: every count up to it is exact in the f64 the scalar program uses.
+pub(crate) const MAX_STEPS: u64 = 1 << 53;
 
 /// Where one state of one tensor lives in an optimizer.
 #[derive(Clone, Copy, Debug)]

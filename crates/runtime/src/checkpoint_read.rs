@@ -4,7 +4,7 @@
 //! file makes the reader allocate more than its own size), canonical indices, and the ranges
 //! of the step count and the shapes.
 
-use crate::checkpoint::{Checkpoint, GroupCheckpoint};
+use crate::checkpoint::{Checkpoint, GroupCheckpoint, MAX_STEPS};
 use crate::checkpoint_file::{CHECKPOINT_FORMAT, checksum_text};
 use optjit_ir::DType;
 use serde_json::{Map, Value};
@@ -12,9 +12,6 @@ use std::collections::BTreeMap;
 
 /// The largest header a file may announce (as safetensors' own reader allows).
 const MAX_HEADER_BYTES: u64 = 100_000_000;
-
-/// The largest step count: every count up to it is exact in the f64 the scalar program uses.
-const MAX_STEPS: u64 = 1 << 53;
 
 /// The largest element count of a tensor (as `Setup` allows).
 const MAX_ELEMENTS: usize = isize::MAX as usize / 8;
