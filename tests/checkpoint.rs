@@ -269,6 +269,43 @@ fn a_fresh_checkpoint_filled_in_by_name_resumes() {
     assert!(template.set_steps(u64::MAX).is_err());
 }
 
+/// A restore into f16 storage refuses a finite state that f16 cannot hold (it would come back
+/// as infinity), with nothing written; bf16, whose range is f32's, takes it.
+#[test]
+fn states_beyond_the_range_of_f16_are_refused() {
+    let (definition, mut setup) = adamw_setup();
+    let mut cpu = Optimizer::new(&definition, setup.clone()).expect("optimizer");
+    let mut params = initial_params();
+    let large: Vec<Vec<f32>> = grads(0)
+        .iter()
+        .map(|g| g.iter().map(|x| x * 1e4).collect())
+        .collect();
+    cpu.step(&mut params, &large).expect("step");
+    let saved = cpu.checkpoint();
+    assert!(
+        saved
+            .state(0, "exp_avg_sq")
+            .unwrap()
+            .iter()
+            .any(|&v| v > 65504.0)
+    );
+
+    setup.dtype = DType::F16;
+    let mut f16 = CudaOptimizer::new(&definition, setup.clone(), SimGpu::new()).expect("f16");
+    let before = f16.checkpoint().expect("checkpoint");
+    let message = f16.restore(&saved).unwrap_err().to_string();
+    assert!(message.contains("beyond what f16 can hold"), "{message}");
+    assert_eq!(
+        f16.checkpoint().expect("checkpoint"),
+        before,
+        "nothing changed"
+    );
+
+    setup.dtype = DType::BF16;
+    let mut bf16 = CudaOptimizer::new(&definition, setup, SimGpu::new()).expect("bf16");
+    bf16.restore(&saved).expect("bf16 holds it");
+}
+
 /// A step replayed from a CUDA graph reads the restored states: a restore writes the buffers
 /// the graph was captured on, in place.
 #[test]

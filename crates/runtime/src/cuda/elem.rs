@@ -52,6 +52,15 @@ pub(crate) fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
     }
 }
 
+/// `x` stored as `dtype` (rounded to nearest even) and widened back to f32.
+pub(crate) fn round_trip(dtype: DType, x: f32) -> f32 {
+    match dtype {
+        DType::F16 => f16::from_f32(x).to_f32(),
+        DType::BF16 => bf16::from_f32(x).to_f32(),
+        _ => x,
+    }
+}
+
 /// The values of `bytes` stored as `dtype`, widened exactly to f32.
 pub(crate) fn decode(dtype: DType, bytes: &[u8]) -> Vec<f32> {
     let halves =

@@ -3,7 +3,7 @@
 //! a step that depends on the rank: see `part.rs`).
 
 use super::device::{CudaDevice, CudaError};
-use super::elem::{DeviceFloat, decode, encode};
+use super::elem::{DeviceFloat, decode, encode, round_trip};
 use super::gpu::Gpu;
 use super::part::CudaPart;
 use crate::binding::Binding;
@@ -243,11 +243,28 @@ impl<G: Gpu> CudaOptimizer<G> {
     /// Continues from `checkpoint`, made by an optimizer of the same rule, shapes and param
     /// groups (on any target): the next step is the one that would have followed it there.
     /// Hyperparameters take the checkpoint's values; states are stored as this optimizer's
-    /// dtype (f32 values round to f16 or bf16). The copies are enqueued on the stream. On a
-    /// mismatch nothing is modified; a failed copy leaves the states partly written.
+    /// dtype (f32 values round to f16 or bf16; a finite value beyond its range is refused). The
+    /// copies are enqueued on the stream. On a mismatch nothing is modified; a failed copy
+    /// leaves the states partly written.
     pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), OptimizerError> {
         let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
         let layout = checkpoint::check(checkpoint, &self.binding, &kinds)?;
+        // A finite value that the dtype cannot hold would come back as infinity: refuse first.
+        for (t, (saved, states)) in checkpoint.tensors.iter().zip(&layout).enumerate() {
+            for (name, _, slot) in states {
+                let values = &saved[name];
+                let overflows = |&x: &f32| x.is_finite() && !round_trip(self.dtype, x).is_finite();
+                if let (Slot::Elem { .. }, Some(i)) = (slot, values.iter().position(overflows)) {
+                    return Err(OptimizerError::Checkpoint {
+                        rule: self.binding.rule().to_string(),
+                        problem: format!(
+                            "its state {name} of tensor {t} holds {} at index {i}, beyond what {} can hold",
+                            values[i], self.dtype
+                        ),
+                    });
+                }
+            }
+        }
         for (saved, states) in checkpoint.tensors.iter().zip(&layout) {
             for (name, _, slot) in states {
                 if let Slot::Elem { part, local, state } = *slot {
