@@ -23,8 +23,8 @@
 pub use optjit_runtime::{
     AlignedBuf, Arch, CHECKPOINT_FORMAT, CacheOptions, CacheUse, Checkpoint, CheckpointError,
     CompileError, CompileOptions, Compiled, CpuCodegen, CudaDevice, CudaError, CudaOptimizer,
-    DeviceFloat, DeviceValue, Dump, Gpu, Group, Optimizer, OptimizerError, Setup, Stage, Stats,
-    Target, compile, compile_cached,
+    DeviceFloat, DeviceGraph, DeviceValue, Dump, Gpu, Group, Optimizer, OptimizerError, Setup,
+    Stage, Stats, Target, compile, compile_cached,
 };
 pub use optjit_trace::{
     Definition, Domain, GRAD_NORM, MAX_NORM, TraceError, Tracer, Value, clip_grad_norm, select,

@@ -717,3 +717,33 @@ fn a_rejected_gpu_step_modifies_nothing() {
         Some(vec![0.0f32; 8])
     );
 }
+
+/// A training loop may run on any thread: the optimizers (a captured graph included) and their
+/// checkpoints move between threads, and the CPU optimizer may be shared.
+#[test]
+fn optimizers_and_checkpoints_move_between_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<CudaOptimizer>();
+    send::<Optimizer>();
+    sync::<Optimizer>();
+    send::<optjit::Checkpoint>();
+    sync::<optjit::Checkpoint>();
+
+    let configured = optjit::optim::AdamW::new().build().expect("AdamW");
+    let setup = Setup {
+        shapes: vec![vec![37]],
+        hypers: configured.hypers.clone(),
+        ..Setup::default()
+    };
+    let mut opt = CudaOptimizer::new(&configured.definition, setup, SimGpu::new()).expect("opt");
+    opt.set_graph_capture(true);
+    let (mut params, grads) = (vec![data(1)[3].clone()], vec![data(2)[3].clone()]);
+    opt.step_host(&mut params, &grads).expect("step");
+    let replays = std::thread::spawn(move || {
+        opt.step_host(&mut params, &grads)
+            .expect("step on another thread");
+        (opt.replays_graph(), opt.stats().graph_captures)
+    });
+    assert_eq!(replays.join().expect("the thread"), (true, 1));
+}

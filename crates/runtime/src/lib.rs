@@ -30,7 +30,8 @@ pub use checkpoint::Checkpoint;
 pub use checkpoint_file::{CHECKPOINT_FORMAT, CheckpointError};
 pub use chunks::{CHUNK_ELEMS, max_threads};
 pub use cuda::{
-    CUDA_CHUNK_ELEMS, CudaDevice, CudaError, CudaOptimizer, DeviceFloat, DeviceValue, Gpu,
+    CUDA_CHUNK_ELEMS, CudaDevice, CudaError, CudaOptimizer, DeviceFloat, DeviceGraph, DeviceValue,
+    Gpu,
 };
 pub use cudarc;
 pub use error::{CompileError, OptimizerError};

@@ -5,10 +5,11 @@
 use super::device::{CudaDevice, CudaError, Doing};
 use crate::error::OptimizerError;
 use cudarc::driver::{
-    CudaFunction, CudaGraph, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
-    sys,
+    CudaContext, CudaFunction, CudaGraph, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
+    ValidAsZeroBits, sys,
 };
 use cudarc::nvrtc::Ptx;
+use std::sync::Arc;
 
 /// The element types of the buffers a step keeps on a device: u8, u64, f32 and f64, and no
 /// others (the trait is sealed), so a [`Gpu`] may copy them as plain bytes.
@@ -82,10 +83,30 @@ pub trait Gpu {
     fn replay(&self, graph: &Self::Graph) -> Result<(), CudaError>;
 }
 
+/// A captured CUDA graph that may move to another thread with its optimizer: cudarc's
+/// [`CudaGraph`] holds raw driver handles and so is not `Send`, though it binds its context
+/// before launching; this binds it before the handles are destroyed too.
+pub struct DeviceGraph {
+    graph: Option<CudaGraph>,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: the driver's graph handles may be used from any thread whose current context is
+// theirs: `CudaGraph::launch` binds it, and `drop` below binds it before destroying them.
+// Nothing else touches them, and `&self` only launches (the stream orders launches).
+unsafe impl Send for DeviceGraph {}
+
+impl Drop for DeviceGraph {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        drop(self.graph.take());
+    }
+}
+
 impl Gpu for CudaDevice {
     type Buffer<T: DeviceValue> = CudaSlice<T>;
     type Kernel = CudaFunction;
-    type Graph = CudaGraph;
+    type Graph = DeviceGraph;
 
     fn upload<T: DeviceValue>(&self, host: &[T]) -> Result<CudaSlice<T>, CudaError> {
         CudaDevice::upload(self, host)
@@ -150,7 +171,7 @@ impl Gpu for CudaDevice {
     fn capture(
         &self,
         work: &mut dyn FnMut() -> Result<(), OptimizerError>,
-    ) -> Result<CudaGraph, OptimizerError> {
+    ) -> Result<DeviceGraph, OptimizerError> {
         let stream = self.stream();
         let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
         stream
@@ -161,12 +182,16 @@ impl Gpu for CudaDevice {
         let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
         launched?;
         match ended.doing(|| "ending the CUDA graph capture".into())? {
-            Some(graph) => Ok(graph),
+            Some(graph) => Ok(DeviceGraph {
+                graph: Some(graph),
+                ctx: self.context().clone(),
+            }),
             None => Err(CudaError::EmptyGraph.into()),
         }
     }
 
-    fn replay(&self, graph: &CudaGraph) -> Result<(), CudaError> {
+    fn replay(&self, graph: &DeviceGraph) -> Result<(), CudaError> {
+        let graph = graph.graph.as_ref().expect("taken only when dropped");
         graph
             .launch()
             .doing(|| "replaying the step's CUDA graph".into())

@@ -9,5 +9,5 @@ mod part;
 
 pub use device::{CudaDevice, CudaError};
 pub use elem::DeviceFloat;
-pub use gpu::{DeviceValue, Gpu};
+pub use gpu::{DeviceGraph, DeviceValue, Gpu};
 pub use optimizer::{CUDA_CHUNK_ELEMS, CudaOptimizer};
