@@ -19,7 +19,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::checkpoint_read::parse;
 use serde_json::{Map, Value, json};
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use thiserror::Error;
@@ -117,17 +117,11 @@ impl Checkpoint {
         entries
     }
 
-    /// Writes the file to `out`: one pass over the data for the checksum, then the header and
-    /// the data, so that nothing is copied whole.
-    fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+    /// Writes the file to `out` in one pass over the data, hashing it on the way; the checksum
+    /// in the header is left as zeros and its hex digits' offset in the file returned, for the
+    /// caller to write the digest there ([`checksum_digits`]).
+    fn write_to(&self, out: &mut impl Write) -> std::io::Result<(usize, u64)> {
         let entries = self.entries();
-        let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
-        for (_, _, data) in &entries {
-            data.emit(&mut |bytes| {
-                hasher.update(bytes);
-                Ok(())
-            })?;
-        }
         let mut header = Map::new();
         let mut end = 0;
         for (name, shape, data) in &entries {
@@ -141,25 +135,35 @@ impl Checkpoint {
             "format": CHECKPOINT_FORMAT,
             "rule": self.rule,
             "dtype": self.dtype.name(),
-            "checksum": checksum_text(hasher.digest()),
+            "checksum": checksum_text(0),
         });
         header.insert("__metadata__".into(), metadata);
         let mut text = Value::Object(header).to_string().into_bytes();
         // Pad with spaces so that the data starts 8-byte aligned, as safetensors writes it.
         text.resize(text.len().next_multiple_of(8), b' ');
+        // Names are identifiers: the only `xxh3_64:` in the header is the checksum's.
+        let tag = checksum_text(0);
+        let at = (text.windows(tag.len()))
+            .position(|w| w == tag.as_bytes())
+            .expect("the header holds the checksum");
+        let digits = 8 + at + tag.len() - 16;
         out.write_all(&(text.len() as u64).to_le_bytes())?;
         out.write_all(&text)?;
+        let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
         for (_, _, data) in &entries {
-            data.emit(&mut |bytes| out.write_all(bytes))?;
+            data.emit(&mut |bytes| {
+                hasher.update(bytes);
+                out.write_all(bytes)
+            })?;
         }
-        Ok(())
+        Ok((digits, hasher.digest()))
     }
 
     /// The checkpoint as the bytes of a file (see the module's documentation).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
-        self.write_to(&mut bytes)
-            .expect("writing to memory cannot fail");
+        let (at, hash) = (self.write_to(&mut bytes)).expect("writing to memory cannot fail");
+        bytes[at..at + 16].copy_from_slice(&checksum_digits(hash));
         bytes
     }
 
@@ -187,8 +191,11 @@ impl Checkpoint {
         let partial = std::path::PathBuf::from(partial);
         let written = (|| {
             let mut file = std::io::BufWriter::new(std::fs::File::create(&partial)?);
-            self.write_to(&mut file)?;
-            file.into_inner().map_err(|e| e.into_error())?.sync_all()
+            let (at, hash) = self.write_to(&mut file)?;
+            let mut file = file.into_inner().map_err(|e| e.into_error())?;
+            file.seek(std::io::SeekFrom::Start(at as u64))?;
+            file.write_all(&checksum_digits(hash))?;
+            file.sync_all()
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_file(&partial);
@@ -221,4 +228,12 @@ impl Checkpoint {
 /// The `checksum` of data whose XXH3 64-bit hash is `hash`.
 pub(crate) fn checksum_text(hash: u64) -> String {
     format!("xxh3_64:{hash:016x}")
+}
+
+/// The 16 hex digits that end [`checksum_text`].
+fn checksum_digits(hash: u64) -> [u8; 16] {
+    let text = checksum_text(hash);
+    text.as_bytes()[text.len() - 16..]
+        .try_into()
+        .expect("16 digits")
 }
