@@ -17,8 +17,11 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cuda" and m.get("executable"):
         print(m["executable"])')"
+[ -n "$tests" ] || { echo "gpu-prepare.sh: cargo built no tests/cuda.rs binary" >&2; exit 1; }
 mkdir -p "$dir"
-cp target/release/optjit "$dir/optjit"
-cp "$tests" "$dir/cuda-tests"
-if [ -f ../shared/anchors/torch_adamw.py ]; then cp ../shared/anchors/torch_adamw.py "$dir/"; fi
+install -m 755 target/release/optjit "$dir/optjit"
+install -m 755 "$tests" "$dir/cuda-tests"
+if [ -f ../shared/anchors/torch_adamw.py ]; then
+    install -m 644 ../shared/anchors/torch_adamw.py "$dir/torch_adamw.py"
+fi
 du -sh "$dir"

@@ -28,7 +28,8 @@ echo "== optjit golden --target cuda (every case: the simulator passes them all 
 
 echo "== optjit golden --target cuda, checkpointed after step 9 and resumed on the GPU, then on the CPU"
 for on in cuda cpu; do
-    "$bin/optjit" golden --target cuda --resume-at 9 --resume-target "$on" tests/golden/*.json | tail -n 1 || failed=1
+    "$bin/optjit" golden --target cuda --resume-at 9 --resume-target "$on" tests/golden/*.json |
+        grep -E '^FAIL|passed,' || failed=1
 done
 
 echo "== optjit bench --target cuda"

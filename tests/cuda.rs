@@ -721,7 +721,7 @@ fn a_rejected_gpu_step_modifies_nothing() {
 /// A training loop may run on any thread: the optimizers (a captured graph included) and their
 /// checkpoints move between threads, and the CPU optimizer may be shared.
 #[test]
-fn optimizers_and_checkpoints_move_between_threads() {
+fn optimizers_and_checkpoints_are_send() {
     fn send<T: Send>() {}
     fn sync<T: Sync>() {}
     send::<CudaOptimizer>();
@@ -729,21 +729,50 @@ fn optimizers_and_checkpoints_move_between_threads() {
     sync::<Optimizer>();
     send::<optjit::Checkpoint>();
     sync::<optjit::Checkpoint>();
+}
 
+twins!(
+    a_graph_replays_on_another_thread_on_the_gpu,
+    a_graph_replays_on_another_thread_in_the_simulator,
+    graph_replays_on_another_thread
+);
+
+/// An optimizer whose step was captured in a graph on this thread replays it on another, and
+/// the graph is dropped there.
+fn graph_replays_on_another_thread<G: Gpu + Send + Sync + 'static>(device: &Arc<G>)
+where
+    CudaOptimizer<G>: Send,
+{
     let configured = optjit::optim::AdamW::new().build().expect("AdamW");
     let setup = Setup {
         shapes: vec![vec![37]],
         hypers: configured.hypers.clone(),
         ..Setup::default()
     };
-    let mut opt = CudaOptimizer::new(&configured.definition, setup, SimGpu::new()).expect("opt");
+    let open = || {
+        let definition = &configured.definition;
+        CudaOptimizer::new(definition, setup.clone(), device.clone()).expect("optimizer")
+    };
+    let mut opt = open();
     opt.set_graph_capture(true);
     let (mut params, grads) = (vec![data(1)[3].clone()], vec![data(2)[3].clone()]);
+    let mut eager = params.clone();
     opt.step_host(&mut params, &grads).expect("step");
-    let replays = std::thread::spawn(move || {
-        opt.step_host(&mut params, &grads)
+    let moved_grads = grads.clone();
+    let replayed = std::thread::spawn(move || {
+        opt.step_host(&mut params, &moved_grads)
             .expect("step on another thread");
-        (opt.replays_graph(), opt.stats().graph_captures)
+        let counts = (opt.replays_graph(), opt.stats().graph_captures);
+        (params, counts)
     });
-    assert_eq!(replays.join().expect("the thread"), (true, 1));
+    let (params, counts) = replayed.join().expect("the thread");
+    assert_eq!(counts, (true, 1));
+    let mut plain = open();
+    for _ in 0..2 {
+        plain.step_host(&mut eager, &grads).expect("step");
+    }
+    assert_eq!(
+        params, eager,
+        "the replay on the other thread took the step"
+    );
 }

@@ -144,7 +144,7 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Sets the count of steps taken (PyTorch's `state[p]["step"]`), at most 2^53.
+    /// Sets the count of steps taken (PyTorch's `state[p]["step"]`), below 2^53.
     pub fn set_steps(&mut self, steps: u64) -> Result<(), CheckpointError> {
         if steps > MAX_STEPS {
             return Err(CheckpointError {
@@ -159,8 +159,9 @@ impl Checkpoint {
     }
 }
 
-/// The largest step count: every count up to it is exact in the f64 the scalar program uses.
-pub(crate) const MAX_STEPS: u64 = 1 << 53;
+/// The largest step count: it and the count of the step after it are exact in the f64 the
+/// scalar program uses.
+pub(crate) const MAX_STEPS: u64 = (1 << 53) - 1;
 
 /// Where one state of one tensor lives in an optimizer.
 #[derive(Clone, Copy, Debug)]

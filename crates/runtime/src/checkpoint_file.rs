@@ -141,12 +141,13 @@ impl Checkpoint {
         let mut text = Value::Object(header).to_string().into_bytes();
         // Pad with spaces so that the data starts 8-byte aligned, as safetensors writes it.
         text.resize(text.len().next_multiple_of(8), b' ');
-        // Names are identifiers: the only `xxh3_64:` in the header is the checksum's.
-        let tag = checksum_text(0);
+        // Quotes inside JSON strings are escaped, so no name or value can hold this key and
+        // value together: it is the checksum's.
+        let tag = format!("\"checksum\":\"{}\"", checksum_text(0));
         let at = (text.windows(tag.len()))
             .position(|w| w == tag.as_bytes())
             .expect("the header holds the checksum");
-        let digits = 8 + at + tag.len() - 16;
+        let digits = 8 + at + tag.len() - 1 - 16;
         out.write_all(&(text.len() as u64).to_le_bytes())?;
         out.write_all(&text)?;
         let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();

@@ -84,21 +84,22 @@ pub trait Gpu {
 }
 
 /// A captured CUDA graph that may move to another thread with its optimizer: cudarc's
-/// [`CudaGraph`] holds raw driver handles and so is not `Send`, though it binds its context
-/// before launching; this binds it before the handles are destroyed too.
+/// [`CudaGraph`] holds raw driver handles and so is neither `Send` nor `Sync`.
 pub struct DeviceGraph {
     graph: Option<CudaGraph>,
     ctx: Arc<CudaContext>,
 }
 
-// SAFETY: the driver's graph handles may be used from any thread whose current context is
-// theirs: `CudaGraph::launch` binds it, and `drop` below binds it before destroying them.
-// Nothing else touches them, and `&self` only launches (the stream orders launches).
+// SAFETY: the driver's graph handles belong to no thread; what they need is that no two calls
+// use them at once, which holds because `DeviceGraph` stays `!Sync` (one owner launches or
+// drops it). `CudaGraph::launch` makes the context current on the calling thread, and `drop`
+// below does so before the handles are destroyed.
 unsafe impl Send for DeviceGraph {}
 
 impl Drop for DeviceGraph {
     fn drop(&mut self) {
-        let _ = self.ctx.bind_to_thread();
+        // As cudarc's own destructors do: an error is kept for the context's next check.
+        self.ctx.record_err(self.ctx.bind_to_thread());
         drop(self.graph.take());
     }
 }

@@ -52,6 +52,9 @@ fn chunk_elems() -> usize {
 /// [`CudaDevice::stream`] and does not wait for the kernels. Hyperparameters and the scalar program's results reach the kernels through a small
 /// device buffer written before the launches, so changing them never recompiles.
 pub struct CudaOptimizer<G: Gpu = CudaDevice> {
+    /// The captured launches of a step over the current tables. First, so that it is dropped
+    /// before the kernels and buffers it launches on.
+    graph: Option<G::Graph>,
     /// The whole setup: groups, hyperparameters, shapes (the parts hold their own copies).
     binding: Binding,
     device: Arc<G>,
@@ -65,8 +68,6 @@ pub struct CudaOptimizer<G: Gpu = CudaDevice> {
     /// Whether steps that can be are replayed from a CUDA graph (see
     /// [`CudaOptimizer::set_graph_capture`]).
     graphs: bool,
-    /// The captured launches of a step over the current tables.
-    graph: Option<G::Graph>,
     stats: Stats,
 }
 
