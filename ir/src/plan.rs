@@ -52,6 +52,17 @@ pub struct BufferUse {
     pub write: bool,
 }
 
+impl BufferUse {
+    /// `buffer`, loaded if `read`, stored if `write`.
+    pub fn new(buffer: Buffer, read: bool, write: bool) -> BufferUse {
+        BufferUse {
+            buffer,
+            read,
+            write,
+        }
+    }
+}
+
 /// How a phase's kernel walks each tensor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Walk {

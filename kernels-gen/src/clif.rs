@@ -900,28 +900,17 @@ mod tests {
             .expect("isa")
     }
 
-    fn buffer(buffer: Buffer, read: bool, write: bool) -> BufferUse {
-        BufferUse {
-            buffer,
-            read,
-            write,
-        }
-    }
-
     /// Every per-element op once, feeding each other.
     fn every_op() -> Kernel {
         let v = kernel::Value;
-        Kernel {
-            walk: Walk::Elements,
-            scopes: Vec::new(),
-            name: "every.phase0".into(),
-            elem_dtype: DType::F32,
-            buffers: vec![
-                buffer(Buffer::Param, true, true),
-                buffer(Buffer::Grad, true, false),
+        Kernel::elements(
+            "every.phase0",
+            vec![
+                BufferUse::new(Buffer::Param, true, true),
+                BufferUse::new(Buffer::Grad, true, false),
             ],
-            n_scalars: 1,
-            insts: vec![
+            1,
+            vec![
                 Inst::Load { buffer: 0 },
                 Inst::Load { buffer: 1 },
                 Inst::Scalar { slot: 0 },
@@ -941,7 +930,7 @@ mod tests {
                     value: v(13),
                 },
             ],
-        }
+        )
     }
 
     #[test]

@@ -230,6 +230,26 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// A kernel that walks contiguous elements stored as f32, as one writes by hand: `name`
+    /// (`<rule>.phase<n>`), its buffers in argument order, the floats of each scalar row, and
+    /// the instructions.
+    pub fn elements(
+        name: &str,
+        buffers: Vec<BufferUse>,
+        n_scalars: usize,
+        insts: Vec<Inst>,
+    ) -> Kernel {
+        Kernel {
+            name: name.to_string(),
+            elem_dtype: DType::F32,
+            walk: Walk::Elements,
+            scopes: Vec::new(),
+            buffers,
+            n_scalars,
+            insts,
+        }
+    }
+
     /// Words per chunk record (see [`ChunkAbi`]): a column walk's records end with the stride,
     /// the width and where their partials start.
     pub fn record_words(&self) -> usize {

@@ -1293,28 +1293,17 @@ mod tests {
     use super::*;
     use optjit_ir::{Buffer, BufferUse};
 
-    fn buffer(buffer: Buffer, read: bool, write: bool) -> BufferUse {
-        BufferUse {
-            buffer,
-            read,
-            write,
-        }
-    }
-
     /// `param = min(param, grad * scalar 0) + 0.5`, plus a `ne` select.
     fn small() -> Kernel {
         let v = Value;
-        Kernel {
-            walk: optjit_ir::Walk::Elements,
-            scopes: Vec::new(),
-            name: "sgd.phase0".into(),
-            elem_dtype: DType::F32,
-            buffers: vec![
-                buffer(Buffer::Param, true, true),
-                buffer(Buffer::Grad, true, false),
+        Kernel::elements(
+            "sgd.phase0",
+            vec![
+                BufferUse::new(Buffer::Param, true, true),
+                BufferUse::new(Buffer::Grad, true, false),
             ],
-            n_scalars: 2,
-            insts: vec![
+            2,
+            vec![
                 Inst::Load { buffer: 0 },
                 Inst::Load { buffer: 1 },
                 Inst::Scalar { slot: 1 },
@@ -1330,24 +1319,21 @@ mod tests {
                     value: v(9),
                 },
             ],
-        }
+        )
     }
 
     /// `param -= 0.5 * grad`, reducing `grad` to a sum of squares (partial 0) and the new
     /// param to a largest absolute value (partial 1), the reductions mixed with the store.
     fn reducing() -> Kernel {
         let v = Value;
-        Kernel {
-            walk: optjit_ir::Walk::Elements,
-            scopes: Vec::new(),
-            name: "norms.phase0".into(),
-            elem_dtype: DType::F32,
-            buffers: vec![
-                buffer(Buffer::Param, true, true),
-                buffer(Buffer::Grad, true, false),
+        Kernel::elements(
+            "norms.phase0",
+            vec![
+                BufferUse::new(Buffer::Param, true, true),
+                BufferUse::new(Buffer::Grad, true, false),
             ],
-            n_scalars: 0,
-            insts: vec![
+            0,
+            vec![
                 Inst::Load { buffer: 0 },
                 Inst::Load { buffer: 1 },
                 Inst::Const(-0.5),
@@ -1367,7 +1353,7 @@ mod tests {
                     value: v(3),
                 },
             ],
-        }
+        )
     }
 
     fn emit(kernel: &Kernel) -> String {
@@ -1583,14 +1569,11 @@ mod tests {
     #[test]
     fn values_of_constants_and_scalars_are_computed_once() {
         let v = Value;
-        let kernel = Kernel {
-            walk: optjit_ir::Walk::Elements,
-            scopes: Vec::new(),
-            name: "hoist.phase0".into(),
-            elem_dtype: DType::F32,
-            buffers: vec![buffer(Buffer::Param, true, true)],
-            n_scalars: 1,
-            insts: vec![
+        let kernel = Kernel::elements(
+            "hoist.phase0",
+            vec![BufferUse::new(Buffer::Param, true, true)],
+            1,
+            vec![
                 Inst::Load { buffer: 0 },
                 Inst::Scalar { slot: 0 },
                 Inst::Const(1.0),
@@ -1603,7 +1586,7 @@ mod tests {
                     value: v(6),
                 },
             ],
-        };
+        );
         let text = emit(&kernel);
         let (launch, rest) = text.split_once("$L_record:").expect("a record loop");
         let (record, elements) = rest.split_once("$L_vector:").expect("a vector loop");
@@ -1828,14 +1811,11 @@ mod tests {
     #[test]
     fn a_reduction_of_a_uniform_value_is_folded_per_element() {
         // sum of the constant 1 counts the elements; the reduction is never hoisted.
-        let kernel = Kernel {
-            walk: optjit_ir::Walk::Elements,
-            scopes: Vec::new(),
-            name: "count.phase0".into(),
-            elem_dtype: DType::F32,
-            buffers: vec![],
-            n_scalars: 0,
-            insts: vec![
+        let kernel = Kernel::elements(
+            "count.phase0",
+            vec![],
+            0,
+            vec![
                 Inst::Const(1.0),
                 Inst::Reduce {
                     op: ReduceOp::Sum,
@@ -1843,7 +1823,7 @@ mod tests {
                     value: Value(0),
                 },
             ],
-        };
+        );
         let text = emit(&kernel);
         let (_, elements) = text.split_once("$L_vector:").expect("a vector loop");
         let (elements, _) = elements.split_once("$L_reduce:").expect("a reduction");
@@ -1867,7 +1847,7 @@ mod tests {
             scopes: vec![ReduceScope::Row, ReduceScope::Column, ReduceScope::Record],
             name: "means.phase0".into(),
             elem_dtype: DType::F32,
-            buffers: vec![buffer(Buffer::Grad, true, false)],
+            buffers: vec![BufferUse::new(Buffer::Grad, true, false)],
             n_scalars: 0,
             insts: vec![
                 Inst::Load { buffer: 0 },

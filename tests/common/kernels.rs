@@ -47,8 +47,8 @@ pub fn per_op() -> Vec<(String, Kernel)> {
                 name: format!("{name}.phase0"),
                 elem_dtype: DType::F32,
                 buffers: vec![
-                    buffer(Buffer::Param, true, true),
-                    buffer(Buffer::Grad, true, false),
+                    BufferUse::new(Buffer::Param, true, true),
+                    BufferUse::new(Buffer::Grad, true, false),
                 ],
                 n_scalars: 0,
                 insts,
@@ -56,14 +56,6 @@ pub fn per_op() -> Vec<(String, Kernel)> {
             (name, kernel)
         })
         .collect()
-}
-
-fn buffer(buffer: Buffer, read: bool, write: bool) -> BufferUse {
-    BufferUse {
-        buffer,
-        read,
-        write,
-    }
 }
 
 /// Every per-element instruction kind: loads of a read-write and a read-only buffer, a scalar,
@@ -105,35 +97,29 @@ pub fn every_instruction() -> Kernel {
         buffer: 2,
         value: grad,
     });
-    Kernel {
-        walk: optjit_ir::Walk::Elements,
-        scopes: Vec::new(),
-        name: "every.phase0".into(),
-        elem_dtype: DType::F32,
-        buffers: vec![
-            buffer(Buffer::Param, true, true),
-            buffer(Buffer::Grad, true, false),
-            buffer(Buffer::State("copy".into()), false, true),
+    Kernel::elements(
+        "every.phase0",
+        vec![
+            BufferUse::new(Buffer::Param, true, true),
+            BufferUse::new(Buffer::Grad, true, false),
+            BufferUse::new(Buffer::State("copy".into()), false, true),
         ],
-        n_scalars: 2,
+        2,
         insts,
-    }
+    )
 }
 
 /// `param -= 0.01 * grad`, with no scalars.
 pub fn no_scalars() -> Kernel {
     let v = Value;
-    Kernel {
-        walk: optjit_ir::Walk::Elements,
-        scopes: Vec::new(),
-        name: "sgd_const.phase0".into(),
-        elem_dtype: DType::F32,
-        buffers: vec![
-            buffer(Buffer::Param, true, true),
-            buffer(Buffer::Grad, true, false),
+    Kernel::elements(
+        "sgd_const.phase0",
+        vec![
+            BufferUse::new(Buffer::Param, true, true),
+            BufferUse::new(Buffer::Grad, true, false),
         ],
-        n_scalars: 0,
-        insts: vec![
+        0,
+        vec![
             Inst::Load { buffer: 0 },
             Inst::Load { buffer: 1 },
             Inst::Const(-0.01),
@@ -143,26 +129,23 @@ pub fn no_scalars() -> Kernel {
                 value: v(3),
             },
         ],
-    }
+    )
 }
 
 /// An AdamW step as the lowering produces it: scalars `[decay = 1 - lr * wd, beta1, beta2,
 /// -step_size, 1 / sqrt(bias_correction2)]`, eps a constant.
 pub fn adamw() -> Kernel {
     let v = Value;
-    Kernel {
-        walk: optjit_ir::Walk::Elements,
-        scopes: Vec::new(),
-        name: "adamw.phase0".into(),
-        elem_dtype: DType::F32,
-        buffers: vec![
-            buffer(Buffer::Param, true, true),
-            buffer(Buffer::Grad, true, false),
-            buffer(Buffer::State("exp_avg".into()), true, true),
-            buffer(Buffer::State("exp_avg_sq".into()), true, true),
+    Kernel::elements(
+        "adamw.phase0",
+        vec![
+            BufferUse::new(Buffer::Param, true, true),
+            BufferUse::new(Buffer::Grad, true, false),
+            BufferUse::new(Buffer::State("exp_avg".into()), true, true),
+            BufferUse::new(Buffer::State("exp_avg_sq".into()), true, true),
         ],
-        n_scalars: 5,
-        insts: vec![
+        5,
+        vec![
             Inst::Load { buffer: 0 },                // v0 param
             Inst::Load { buffer: 1 },                // v1 grad
             Inst::Load { buffer: 2 },                // v2 exp_avg
@@ -200,7 +183,7 @@ pub fn adamw() -> Kernel {
                 value: v(17),
             },
         ],
-    }
+    )
 }
 
 /// `param -= lr * grad` with every reduction op, mixed with the store: the sum of squares of
@@ -208,17 +191,14 @@ pub fn adamw() -> Kernel {
 /// update (partial 1), slots out of instruction order.
 pub fn reductions() -> Kernel {
     let v = Value;
-    Kernel {
-        walk: optjit_ir::Walk::Elements,
-        scopes: Vec::new(),
-        name: "norms.phase0".into(),
-        elem_dtype: DType::F32,
-        buffers: vec![
-            buffer(Buffer::Param, true, true),
-            buffer(Buffer::Grad, true, false),
+    Kernel::elements(
+        "norms.phase0",
+        vec![
+            BufferUse::new(Buffer::Param, true, true),
+            BufferUse::new(Buffer::Grad, true, false),
         ],
-        n_scalars: 1,
-        insts: vec![
+        1,
+        vec![
             Inst::Load { buffer: 0 },              // v0 param
             Inst::Load { buffer: 1 },              // v1 grad
             Inst::Scalar { slot: 0 },              // v2 -lr
@@ -244,7 +224,7 @@ pub fn reductions() -> Kernel {
                 value: v(3),
             },
         ],
-    }
+    )
 }
 
 /// A column walk folding a scaled gradient with every op into partials of every scope (slot
@@ -272,7 +252,7 @@ pub fn column_walk() -> Kernel {
         scopes: ops.iter().flat_map(|_| scopes).collect(),
         name: "means.phase0".into(),
         elem_dtype: DType::F32,
-        buffers: vec![buffer(Buffer::Grad, true, false)],
+        buffers: vec![BufferUse::new(Buffer::Grad, true, false)],
         n_scalars: 1,
         insts,
     }

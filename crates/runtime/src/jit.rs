@@ -327,18 +327,10 @@ extern "C" fn optjit_powf(x: f32, y: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use optjit_ir::{Binary, Buffer, BufferUse, Cmp, DType, Unary};
+    use optjit_ir::{Binary, Buffer, BufferUse, Cmp, Unary};
     use optjit_kernels_gen::{ChunkAbi, Inst, ReduceOp, Value};
 
     const LENGTHS: [usize; 9] = [0, 1, 3, 15, 16, 17, 33, 1027, 4096 + 5];
-
-    fn rw(buffer: Buffer, read: bool, write: bool) -> BufferUse {
-        BufferUse {
-            buffer,
-            read,
-            write,
-        }
-    }
 
     fn load(kernel: &Kernel) -> CpuModule {
         let codegen = CpuCodegen::host().expect("host isa");
@@ -415,20 +407,17 @@ mod tests {
                 },
             ]);
         }
-        Kernel {
-            walk: optjit_ir::Walk::Elements,
-            scopes: Vec::new(),
-            name: format!("adamw{}.phase0", if fma { "_fma" } else { "" }),
-            elem_dtype: DType::F32,
-            buffers: vec![
-                rw(Buffer::Param, true, true),
-                rw(Buffer::Grad, true, false),
-                rw(Buffer::State("exp_avg".into()), true, true),
-                rw(Buffer::State("exp_avg_sq".into()), true, true),
+        Kernel::elements(
+            &format!("adamw{}.phase0", if fma { "_fma" } else { "" }),
+            vec![
+                BufferUse::new(Buffer::Param, true, true),
+                BufferUse::new(Buffer::Grad, true, false),
+                BufferUse::new(Buffer::State("exp_avg".into()), true, true),
+                BufferUse::new(Buffer::State("exp_avg_sq".into()), true, true),
             ],
-            n_scalars: 8,
+            8,
             insts,
-        }
+        )
     }
 
     /// AdamW written as plain Rust, independently of the kernel IR.
@@ -508,21 +497,18 @@ mod tests {
                 value: v(2),
             },
         ];
-        Kernel {
-            walk: optjit_ir::Walk::Elements,
-            scopes: Vec::new(),
-            name: "every.phase0".into(),
-            elem_dtype: DType::F32,
-            buffers: vec![
-                rw(Buffer::Param, true, true),
-                rw(Buffer::Grad, true, false),
-                rw(Buffer::State("sign".into()), false, true),
-                rw(Buffer::State("minmax".into()), false, true),
-                rw(Buffer::State("fill".into()), false, true),
+        Kernel::elements(
+            "every.phase0",
+            vec![
+                BufferUse::new(Buffer::Param, true, true),
+                BufferUse::new(Buffer::Grad, true, false),
+                BufferUse::new(Buffer::State("sign".into()), false, true),
+                BufferUse::new(Buffer::State("minmax".into()), false, true),
+                BufferUse::new(Buffer::State("fill".into()), false, true),
             ],
-            n_scalars: 2,
+            2,
             insts,
-        }
+        )
     }
 
     /// IEEE 754-2019 minimum / maximum: NaN wins, -0 < +0.
@@ -951,18 +937,15 @@ mod tests {
     fn kernels_without_scalars_never_read_the_row() {
         let v = Value;
         // param = |grad| (a store of a load's function), state = 2.5 (a broadcast literal).
-        let kernel = Kernel {
-            walk: optjit_ir::Walk::Elements,
-            scopes: Vec::new(),
-            name: "copy.phase0".into(),
-            elem_dtype: DType::F32,
-            buffers: vec![
-                rw(Buffer::Param, false, true),
-                rw(Buffer::Grad, true, false),
-                rw(Buffer::State("fill".into()), false, true),
+        let kernel = Kernel::elements(
+            "copy.phase0",
+            vec![
+                BufferUse::new(Buffer::Param, false, true),
+                BufferUse::new(Buffer::Grad, true, false),
+                BufferUse::new(Buffer::State("fill".into()), false, true),
             ],
-            n_scalars: 0,
-            insts: vec![
+            0,
+            vec![
                 Inst::Load { buffer: 1 },
                 Inst::Unary(Unary::Abs, v(0)),
                 Inst::Const(2.5),
@@ -975,7 +958,7 @@ mod tests {
                     value: v(2),
                 },
             ],
-        };
+        );
         let module = load(&kernel);
         for n in LENGTHS {
             let grad: Vec<f32> = (0..n).map(|i| i as f32 - 7.5).collect();
@@ -1002,17 +985,14 @@ mod tests {
     fn reductions_fold_each_record_into_its_partials() {
         let v = Value;
         // Three partials of grad (sum of squares, sum, max |x|) and a store beside them.
-        let kernel = Kernel {
-            walk: optjit_ir::Walk::Elements,
-            scopes: Vec::new(),
-            name: "reduce.phase0".into(),
-            elem_dtype: DType::F32,
-            buffers: vec![
-                rw(Buffer::Param, false, true),
-                rw(Buffer::Grad, true, false),
+        let kernel = Kernel::elements(
+            "reduce.phase0",
+            vec![
+                BufferUse::new(Buffer::Param, false, true),
+                BufferUse::new(Buffer::Grad, true, false),
             ],
-            n_scalars: 0,
-            insts: vec![
+            0,
+            vec![
                 Inst::Load { buffer: 1 },
                 Inst::Const(2.0),
                 Inst::Binary(Binary::Mul, v(0), v(1)),
@@ -1036,7 +1016,7 @@ mod tests {
                     value: v(0),
                 },
             ],
-        };
+        );
         let module = load(&kernel);
         let mut data = Data(11);
         let grads: Vec<Vec<f32>> = LENGTHS
