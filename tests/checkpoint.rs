@@ -515,7 +515,7 @@ fn damaged_or_foreign_files_are_refused() {
     let mut flipped = bytes.clone();
     *flipped.last_mut().unwrap() ^= 1;
     expect(&flipped, "checksum");
-    expect(&bytes[..bytes.len() - 4], "checksum");
+    expect(&bytes[..bytes.len() - 4], "bytes of data");
     expect(&bytes[..100], "header length");
     expect(&bytes[..5], "too short");
 

@@ -17,7 +17,7 @@
 //! caller's.
 
 use crate::checkpoint::Checkpoint;
-use crate::checkpoint_read::parse;
+use crate::checkpoint_read::{parse, read};
 use serde_json::{Map, Value, json};
 use std::io::{Seek, Write};
 use std::path::Path;
@@ -214,15 +214,18 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Reads the checkpoint file at `path`.
+    /// Reads the checkpoint file at `path`, decoding its data as it is read (only the values
+    /// are held, never the whole file), verifying every entry's range and the checksum.
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint, CheckpointError> {
         let path = path.as_ref();
         let origin = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| CheckpointError {
+        let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
+        let (len, file) = opened.map_err(|e| CheckpointError {
             origin: origin.clone(),
             problem: format!("cannot read: {e}"),
         })?;
-        parse(&bytes).map_err(|problem| CheckpointError { origin, problem })
+        let mut source = std::io::BufReader::new(file);
+        read(&mut source, len).map_err(|problem| CheckpointError { origin, problem })
     }
 }
 

@@ -1,14 +1,15 @@
-//! Reading a checkpoint file (the layout is in `checkpoint_file.rs`), trusting nothing: the
-//! header's length and JSON, the format, the checksum of the data, every entry's dtype, shape
-//! and byte range (the entries must tile the data exactly, as safetensors requires, so no
-//! file makes the reader allocate more than its own size), canonical indices, and the ranges
-//! of the step count and the shapes.
+//! Reading a checkpoint file (the layout is in `checkpoint_file.rs`) in one pass from its start,
+//! trusting nothing: the header's length and JSON, the format, every entry's dtype, shape and
+//! byte range (the entries must tile the data exactly, as safetensors requires, so no file makes
+//! the reader allocate more than its own size), the checksum of the data (hashed as the entries
+//! are decoded), canonical indices, and the ranges of the step count and the shapes.
 
 use crate::checkpoint::{Checkpoint, GroupCheckpoint, MAX_STEPS};
 use crate::checkpoint_file::{CHECKPOINT_FORMAT, checksum_text};
 use optjit_ir::DType;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::io::Read;
 
 /// The largest header a file may announce (as safetensors' own reader allows).
 const MAX_HEADER_BYTES: u64 = 100_000_000;
@@ -16,28 +17,41 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// The largest element count of a tensor (as `Setup` allows).
 const MAX_ELEMENTS: usize = isize::MAX as usize / 8;
 
-/// The checkpoint in `bytes`, or what is wrong with them.
+/// The checkpoint in `bytes` (a whole file), or what is wrong with them.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
-    let Some((length, rest)) = bytes.split_first_chunk::<8>() else {
-        return Err(format!(
-            "{} bytes: too short for a header length",
-            bytes.len()
-        ));
-    };
-    let length = u64::from_le_bytes(*length);
+    read(&mut &bytes[..], bytes.len() as u64)
+}
+
+/// The checkpoint that `source` holds, a file of `file_len` bytes, read once from its start:
+/// the header, then each entry's data straight into its values (hashed on the way), so that
+/// nothing but the values is ever held whole.
+pub(crate) fn read(source: &mut impl Read, file_len: u64) -> Result<Checkpoint, String> {
+    if file_len < 8 {
+        return Err(format!("{file_len} bytes: too short for a header length"));
+    }
+    let mut length = [0u8; 8];
+    source
+        .read_exact(&mut length)
+        .map_err(|e| format!("the header length: {e}"))?;
+    let length = u64::from_le_bytes(length);
     if length > MAX_HEADER_BYTES {
         return Err(format!(
             "the header length is {length} bytes, more than the {MAX_HEADER_BYTES} a checkpoint may have (a foreign file?)"
         ));
     }
-    if length > rest.len() as u64 {
+    if length > file_len - 8 {
         return Err(format!(
             "the header length is {length} bytes, but only {} bytes follow it (a truncated file?)",
-            rest.len()
+            file_len - 8
         ));
     }
-    let (header, data) = rest.split_at(length as usize);
-    let header = std::str::from_utf8(header).map_err(|e| format!("header: not UTF-8: {e}"))?;
+    let data_len = usize::try_from(file_len - 8 - length)
+        .map_err(|_| format!("{file_len} bytes: more than this machine can address"))?;
+    let mut header = vec![0u8; length as usize];
+    source
+        .read_exact(&mut header)
+        .map_err(|e| format!("the header: {e}"))?;
+    let header = std::str::from_utf8(&header).map_err(|e| format!("header: not UTF-8: {e}"))?;
     let header: Map<String, Value> =
         serde_json::from_str(header.trim_end()).map_err(|e| format!("header: not JSON: {e}"))?;
 
@@ -57,13 +71,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
             "__metadata__.format is '{format}', expected '{CHECKPOINT_FORMAT}'"
         ));
     }
-    let checksum = checksum_text(xxhash_rust::xxh3::xxh3_64(data));
-    if text("checksum")? != checksum {
-        return Err(format!(
-            "the data's checksum is {checksum}, the header says {} (the data is damaged)",
-            text("checksum")?
-        ));
-    }
+    let expected_checksum = text("checksum")?;
     let dtype = text("dtype")?;
     let dtype = DType::from_name(dtype)
         .filter(|d| matches!(d, DType::F32 | DType::F16 | DType::BF16))
@@ -71,17 +79,28 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
             "__metadata__.dtype is '{dtype}', expected f32, f16 or bf16"
         ))?;
 
-    let entries = (header.iter())
+    let mut entries = (header.iter())
         .filter(|(name, _)| *name != "__metadata__")
-        .map(|(name, entry)| Entry::parse(name, entry, data))
+        .map(|(name, entry)| Entry::parse(name, entry, data_len))
         .collect::<Result<Vec<_>, String>>()?;
-    check_tiling(&entries, data.len())?;
+    check_tiling(&entries, data_len)?;
+    entries.sort_unstable_by_key(|e| e.begin);
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    for entry in &mut entries {
+        entry.read(source, &mut hasher)?;
+    }
+    let checksum = checksum_text(hasher.digest());
+    if expected_checksum != checksum {
+        return Err(format!(
+            "the data's checksum is {checksum}, the header says {expected_checksum} (the data is damaged)"
+        ));
+    }
 
     let mut steps = None;
     let mut shapes: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut groups: BTreeMap<usize, GroupParts> = BTreeMap::new();
     let mut states: Vec<(usize, String, Vec<f32>)> = Vec::new();
-    for entry in &entries {
+    for entry in &mut entries {
         let name = entry.name;
         let words: Vec<&str> = name.splitn(4, '.').collect();
         let index = |word: &str| {
@@ -201,18 +220,26 @@ fn numbered<T>(what: &str, entries: BTreeMap<usize, T>) -> Result<Vec<T>, String
     }
 }
 
-/// One entry of the header, checked against the data.
+/// One entry of the header, checked against the length of the data, and then its values.
 struct Entry<'a> {
     name: &'a str,
     dtype: &'a str,
     shape: Vec<usize>,
     begin: usize,
     end: usize,
-    bytes: &'a [u8],
+    values: Values,
+}
+
+/// An entry's values, decoded from little-endian bytes.
+enum Values {
+    Unread,
+    U64(Vec<u64>),
+    F64(Vec<f64>),
+    F32(Vec<f32>),
 }
 
 impl<'a> Entry<'a> {
-    fn parse(name: &'a str, entry: &'a Value, data: &'a [u8]) -> Result<Entry<'a>, String> {
+    fn parse(name: &'a str, entry: &'a Value, data_len: usize) -> Result<Entry<'a>, String> {
         let dtype = entry
             .get("dtype")
             .and_then(Value::as_str)
@@ -234,10 +261,9 @@ impl<'a> Entry<'a> {
         };
         let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         let expected = count.and_then(|n| n.checked_mul(size));
-        if begin > end || end > data.len() || Some(end - begin) != expected {
+        if begin > end || end > data_len || Some(end - begin) != expected {
             return Err(format!(
-                "{name}: data_offsets [{begin}, {end}] do not hold a {dtype} tensor of shape {shape:?} within the {} bytes of data",
-                data.len()
+                "{name}: data_offsets [{begin}, {end}] do not hold a {dtype} tensor of shape {shape:?} within the {data_len} bytes of data"
             ));
         }
         Ok(Entry {
@@ -246,8 +272,51 @@ impl<'a> Entry<'a> {
             shape,
             begin,
             end,
-            bytes: &data[begin..end],
+            values: Values::Unread,
         })
+    }
+
+    /// Reads the entry's bytes, the next ones in `source`, into its values.
+    fn read(
+        &mut self,
+        source: &mut impl Read,
+        hasher: &mut xxhash_rust::xxh3::Xxh3Default,
+    ) -> Result<(), String> {
+        let size = if self.dtype == "F32" { 4 } else { 8 };
+        let n = (self.end - self.begin) / size;
+        let mut block = vec![0u8; (self.end - self.begin).min(1 << 16)];
+        let (mut words, mut floats) = (Vec::new(), Vec::new());
+        match self.dtype {
+            "F32" => floats.reserve_exact(n),
+            _ => words.reserve_exact(n),
+        }
+        let mut left = self.end - self.begin;
+        while left > 0 {
+            let bytes = &mut block[..left.min(1 << 16)];
+            source
+                .read_exact(bytes)
+                .map_err(|e| format!("{}: {e}", self.name))?;
+            hasher.update(bytes);
+            match size {
+                4 => floats.extend(
+                    bytes
+                        .chunks_exact(4)
+                        .map(|w| f32::from_le_bytes(w.try_into().expect("4 bytes"))),
+                ),
+                _ => words.extend(
+                    bytes
+                        .chunks_exact(8)
+                        .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))),
+                ),
+            }
+            left -= bytes.len();
+        }
+        self.values = match self.dtype {
+            "F32" => Values::F32(floats),
+            "F64" => Values::F64(words.into_iter().map(f64::from_bits).collect()),
+            _ => Values::U64(words),
+        };
+        Ok(())
     }
 
     fn expect(&self, dtype: &str, scalar: bool) -> Result<(), String> {
@@ -261,34 +330,37 @@ impl<'a> Entry<'a> {
         Ok(())
     }
 
-    fn u64s(&self) -> Result<Vec<u64>, String> {
+    fn u64s(&mut self) -> Result<Vec<u64>, String> {
         self.expect("U64", false)?;
-        let words = self.bytes.chunks_exact(8);
-        Ok(words
-            .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
-            .collect())
+        match std::mem::replace(&mut self.values, Values::Unread) {
+            Values::U64(v) => Ok(v),
+            _ => unreachable!("read as its dtype"),
+        }
     }
 
-    fn scalar_u64(&self) -> Result<u64, String> {
+    fn scalar_u64(&mut self) -> Result<u64, String> {
         self.expect("U64", true)?;
         Ok(self.u64s()?[0])
     }
 
-    fn scalar_f64(&self) -> Result<f64, String> {
+    fn scalar_f64(&mut self) -> Result<f64, String> {
         self.expect("F64", true)?;
-        Ok(f64::from_le_bytes(self.bytes.try_into().unwrap()))
+        match &self.values {
+            Values::F64(v) => Ok(v[0]),
+            _ => unreachable!("read as its dtype"),
+        }
     }
 
-    fn f32s(&self) -> Result<Vec<f32>, String> {
+    fn f32s(&mut self) -> Result<Vec<f32>, String> {
         self.expect("F32", false)?;
-        let words = self.bytes.chunks_exact(4);
-        Ok(words
-            .map(|w| f32::from_le_bytes(w.try_into().unwrap()))
-            .collect())
+        match std::mem::replace(&mut self.values, Values::Unread) {
+            Values::F32(v) => Ok(v),
+            _ => unreachable!("read as its dtype"),
+        }
     }
 
     /// A tensor's shape, whose element count must stay addressable.
-    fn shape_dims(&self) -> Result<Vec<usize>, String> {
+    fn shape_dims(&mut self) -> Result<Vec<usize>, String> {
         let dims: Vec<usize> = self.u64s()?.into_iter().map(|d| d as usize).collect();
         let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         match count.filter(|&n| n <= MAX_ELEMENTS) {
