@@ -604,6 +604,25 @@ fn checkpoints_that_do_not_fit_are_refused_with_nothing_modified() {
     let mut other = Optimizer::new(&amsgrad.definition, setup.clone()).expect("optimizer");
     refuses(&mut other, &bytes, "lack 'max_exp_avg_sq'");
 
+    // Options that change no name are the restoring optimizer's (docs/checkpoints.md).
+    let sgd = |nesterov: bool| {
+        let sgd = optjit::optim::Sgd::new().momentum(0.9).nesterov(nesterov);
+        let sgd = sgd.build().expect("SGD");
+        let setup = Setup {
+            shapes: shapes(),
+            hypers: sgd.hypers.clone(),
+            ..Setup::default()
+        };
+        Optimizer::new(&sgd.definition, setup).expect("optimizer")
+    };
+    let mut nesterov = sgd(true);
+    nesterov
+        .step(&mut initial_params(), &grads(0))
+        .expect("step");
+    sgd(false)
+        .restore(&nesterov.checkpoint())
+        .expect("plain momentum takes it");
+
     let parts = Parts::of(&bytes);
     let mut negative = parts.clone();
     negative.entry("group.1.hyper.lr").3 = (-1.0f64).to_le_bytes().to_vec();
