@@ -95,7 +95,11 @@ pub(crate) fn read(source: &mut impl Read, file_len: u64) -> Result<Checkpoint, 
             "the data's checksum is {checksum}, the header says {expected_checksum} (the data is damaged)"
         ));
     }
+    assemble(text("rule")?, dtype, entries)
+}
 
+/// The checkpoint that `entries`, read and checked, hold for `rule` stored as `dtype`.
+fn assemble(rule: &str, dtype: DType, mut entries: Vec<Entry<'_>>) -> Result<Checkpoint, String> {
     let mut steps = None;
     let mut shapes: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut groups: BTreeMap<usize, GroupParts> = BTreeMap::new();
@@ -172,7 +176,7 @@ pub(crate) fn read(source: &mut impl Read, file_len: u64) -> Result<Checkpoint, 
         own.insert(key, values);
     }
     Ok(Checkpoint {
-        rule: text("rule")?.to_string(),
+        rule: rule.to_string(),
         dtype,
         steps,
         shapes,
