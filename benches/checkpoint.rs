@@ -1,6 +1,6 @@
 //! Checkpoint times for AdamW over 16M parameters on the CPU (two states, 128 MiB): taking the
 //! checkpoint (copying the states), saving it (hash, write, fsync, rename), loading it (read,
-//! verify) and restoring it. Medians of 5 runs; the file goes to the system's temp directory.
+//! decode, verify) and restoring it. Medians of 5 runs; the file goes to the system's temp directory.
 //!
 //! `cargo bench --bench checkpoint`
 

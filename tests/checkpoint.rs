@@ -79,8 +79,9 @@ fn golden_cases_resume_from_the_cpu_on_the_gpu_and_back() {
 }
 
 /// Every built-in variant (each distinct kernel shape, clipping included) and Adafactor (its
-/// per-row and per-column states) over matrices, vectors, a scalar and an empty tensor, with a hyperparameter changed on the way: stopped
-/// after 3 steps, saved through bytes and resumed, it ends on the bits of the uninterrupted run.
+/// per-row and per-column states) over matrices, vectors, a scalar and an empty tensor, with
+/// `lr` changed before the save and after: stopped after 3 steps, saved through bytes and
+/// resumed, it ends on the bits of the uninterrupted run.
 #[test]
 fn every_builtin_resumes_bit_for_bit() {
     let shapes = vec![vec![4, 6], vec![3, 2, 5], vec![7], vec![], vec![0, 3]];
@@ -108,6 +109,11 @@ fn every_builtin_resumes_bit_for_bit() {
         let (mut straight, mut first) = (open(), open());
         let (mut p_straight, mut p_first) = (data(50), data(50));
         for k in 0..3 {
+            if k == 1 {
+                // Set before the save: the checkpoint carries it.
+                straight.set_hyper(None, "lr", 0.02).expect(case);
+                first.set_hyper(None, "lr", 0.02).expect(case);
+            }
             straight.step(&mut p_straight, &data(k)).expect(case);
             first.step(&mut p_first, &data(k)).expect(case);
         }
@@ -364,6 +370,39 @@ fn states_beyond_the_range_of_f16_are_refused() {
     bf16.restore(&saved).expect("bf16 holds it");
 }
 
+/// Options that change no name are the restoring optimizer's (docs/checkpoints.md): SGD saved
+/// with Nesterov momentum goes on with plain momentum, as an optimizer built that way would.
+#[test]
+fn options_that_change_no_name_are_the_restoring_optimizers() {
+    let sgd = |nesterov: bool| {
+        let sgd = optjit::optim::Sgd::new().lr(0.1).momentum(0.9);
+        let sgd = sgd.nesterov(nesterov).build().expect("SGD");
+        let setup = Setup {
+            shapes: shapes(),
+            hypers: sgd.hypers.clone(),
+            ..Setup::default()
+        };
+        Optimizer::new(&sgd.definition, setup).expect("optimizer")
+    };
+    // After one step both hold the same momentum buffer (the gradient): only the parameters
+    // differ, and they are the caller's.
+    let (mut nesterov, mut plain) = (sgd(true), sgd(false));
+    let (mut p_nesterov, mut p_plain) = (initial_params(), initial_params());
+    nesterov.step(&mut p_nesterov, &grads(0)).expect("step");
+    plain.step(&mut p_plain, &grads(0)).expect("step");
+    let mut restored = sgd(false);
+    restored
+        .restore(&nesterov.checkpoint())
+        .expect("plain momentum takes it");
+    let mut p_restored = p_plain.clone();
+    for k in 1..4 {
+        plain.step(&mut p_plain, &grads(k)).expect("step");
+        restored.step(&mut p_restored, &grads(k)).expect("step");
+    }
+    assert_eq!(p_restored, p_plain);
+    assert_ne!(p_nesterov, p_plain, "Nesterov's own step differs");
+}
+
 /// A step replayed from a CUDA graph reads the restored states: a restore writes the buffers
 /// the graph was captured on, in place.
 #[test]
@@ -603,25 +642,6 @@ fn checkpoints_that_do_not_fit_are_refused_with_nothing_modified() {
         .expect("AdamW");
     let mut other = Optimizer::new(&amsgrad.definition, setup.clone()).expect("optimizer");
     refuses(&mut other, &bytes, "lack 'max_exp_avg_sq'");
-
-    // Options that change no name are the restoring optimizer's (docs/checkpoints.md).
-    let sgd = |nesterov: bool| {
-        let sgd = optjit::optim::Sgd::new().momentum(0.9).nesterov(nesterov);
-        let sgd = sgd.build().expect("SGD");
-        let setup = Setup {
-            shapes: shapes(),
-            hypers: sgd.hypers.clone(),
-            ..Setup::default()
-        };
-        Optimizer::new(&sgd.definition, setup).expect("optimizer")
-    };
-    let mut nesterov = sgd(true);
-    nesterov
-        .step(&mut initial_params(), &grads(0))
-        .expect("step");
-    sgd(false)
-        .restore(&nesterov.checkpoint())
-        .expect("plain momentum takes it");
 
     let parts = Parts::of(&bytes);
     let mut negative = parts.clone();

@@ -1,7 +1,7 @@
 //! Reading a checkpoint file (the layout is in `checkpoint_file.rs`) in one pass from its start,
 //! trusting nothing: the header's length and JSON, the format, every entry's dtype, shape and
-//! byte range (the entries must tile the data exactly, as safetensors requires, so no file makes
-//! the reader allocate more than its own size), the checksum of the data (hashed as the entries
+//! byte range (the entries must tile the data exactly, as safetensors requires, so the values
+//! read never take more memory than the data), the checksum of the data (hashed as the entries
 //! are decoded), canonical indices, and the ranges of the step count and the shapes.
 
 use crate::checkpoint::{Checkpoint, GroupCheckpoint, MAX_STEPS};
@@ -266,8 +266,12 @@ impl<'a> Entry<'a> {
         let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         let expected = count.and_then(|n| n.checked_mul(size));
         if begin > end || end > data_len || Some(end - begin) != expected {
+            let hint = match end > data_len {
+                true => " (a truncated file?)",
+                false => "",
+            };
             return Err(format!(
-                "{name}: data_offsets [{begin}, {end}] do not hold a {dtype} tensor of shape {shape:?} within the {data_len} bytes of data"
+                "{name}: data_offsets [{begin}, {end}] do not hold a {dtype} tensor of shape {shape:?} within the {data_len} bytes of data{hint}"
             ));
         }
         Ok(Entry {
@@ -290,10 +294,11 @@ impl<'a> Entry<'a> {
         let n = (self.end - self.begin) / size;
         let mut block = vec![0u8; (self.end - self.begin).min(1 << 16)];
         let (mut words, mut floats) = (Vec::new(), Vec::new());
-        match self.dtype {
-            "F32" => floats.reserve_exact(n),
-            _ => words.reserve_exact(n),
-        }
+        let reserved = match self.dtype {
+            "F32" => floats.try_reserve_exact(n),
+            _ => words.try_reserve_exact(n),
+        };
+        reserved.map_err(|e| format!("{}: {n} values: {e}", self.name))?;
         let mut left = self.end - self.begin;
         while left > 0 {
             let bytes = &mut block[..left.min(1 << 16)];
