@@ -81,7 +81,8 @@ fn golden_cases_resume_from_the_cpu_on_the_gpu_and_back() {
 /// Every built-in variant (each distinct kernel shape, clipping included) and Adafactor (its
 /// per-row and per-column states) over matrices, vectors, a scalar and an empty tensor, with
 /// `lr` changed before the save and after: stopped after 3 steps, saved through bytes and
-/// resumed, it ends on the bits of the uninterrupted run.
+/// resumed, it ends on the bits of the uninterrupted run; and `save_checkpoint` writes the
+/// same bytes as `checkpoint().to_bytes()`.
 #[test]
 fn every_builtin_resumes_bit_for_bit() {
     let shapes = vec![vec![4, 6], vec![3, 2, 5], vec![7], vec![], vec![0, 3]];
@@ -118,6 +119,14 @@ fn every_builtin_resumes_bit_for_bit() {
             first.step(&mut p_first, &data(k)).expect(case);
         }
         let bytes = first.checkpoint().to_bytes();
+        // Saved straight from the states, the file is the same.
+        let path = scratch_file(&format!("{case}.safetensors"));
+        first.save_checkpoint(&path).expect(case);
+        assert!(
+            std::fs::read(&path).expect(case) == bytes,
+            "{case}: save_checkpoint"
+        );
+        std::fs::remove_file(&path).expect(case);
         drop(first);
         let mut resumed = open();
         let checkpoint = Checkpoint::from_bytes(&bytes).expect(case);

@@ -89,7 +89,7 @@ fn resume(
     let mut first = open()?;
     train(&mut first, &mut params, STEPS / 2)?;
     let path = std::env::temp_dir().join(format!("optjit-demo-{}.safetensors", std::process::id()));
-    first.checkpoint().save(&path).map_err(|e| e.to_string())?;
+    first.save_checkpoint(&path).map_err(|e| e.to_string())?;
     drop(first);
     let checkpoint = Checkpoint::load(&path).map_err(|e| e.to_string());
     let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());

@@ -238,22 +238,28 @@ pub(crate) fn capture(
         }
         tensors.push(values);
     }
-    let groups = (binding.groups.iter().enumerate())
+    Ok(Checkpoint {
+        rule: binding.rule().to_string(),
+        dtype,
+        steps: first.step_count,
+        shapes: binding.shapes.clone(),
+        groups: groups(binding, kinds),
+        tensors,
+    })
+}
+
+/// The param groups of an optimizer bound as `binding` and made of `kinds`, as a checkpoint
+/// holds them.
+pub(crate) fn groups(binding: &Binding, kinds: &[&KindStep]) -> Vec<GroupCheckpoint> {
+    let first = &kinds[0].binding;
+    (binding.groups.iter().enumerate())
         .map(|(g, group)| GroupCheckpoint {
             tensors: group.tensors.clone(),
             hypers: binding.named_hypers(g).collect(),
             // Every kind holds the same scalar states.
             scalar_states: first.named_scalar_states(g).collect(),
         })
-        .collect();
-    Ok(Checkpoint {
-        rule: binding.rule().to_string(),
-        dtype,
-        steps: first.step_count,
-        shapes: binding.shapes.clone(),
-        groups,
-        tensors,
-    })
+        .collect()
 }
 
 /// Checks that `checkpoint` fits an optimizer bound as `binding` and made of `kinds`: the same

@@ -16,9 +16,11 @@
 //! `checkpoint_read.rs`. The parameters themselves are not in a checkpoint: they are the
 //! caller's.
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, GroupCheckpoint};
 use crate::checkpoint_read::{parse, read};
+use optjit_ir::DType;
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use std::io::{Seek, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,7 +83,18 @@ impl Data<'_> {
     }
 }
 
-impl Checkpoint {
+/// What a file holds, borrowed: a [`Checkpoint`]'s contents, or an optimizer's states where
+/// they lie (see [`crate::Optimizer::save_checkpoint`]). States of each tensor in name order.
+pub(crate) struct CheckpointView<'a> {
+    pub(crate) rule: &'a str,
+    pub(crate) dtype: DType,
+    pub(crate) steps: u64,
+    pub(crate) shapes: &'a [Vec<usize>],
+    pub(crate) groups: &'a [GroupCheckpoint],
+    pub(crate) tensors: Vec<Vec<(&'a str, &'a [f32])>>,
+}
+
+impl CheckpointView<'_> {
     /// Every entry of the file, in the order of the data.
     fn entries(&self) -> Vec<(String, Vec<usize>, Data<'_>)> {
         let mut entries: Vec<(String, Vec<usize>, Data)> = Vec::new();
@@ -106,7 +119,7 @@ impl Checkpoint {
             let elems = self.shapes[t]
                 .iter()
                 .try_fold(1usize, |n, &d| n.checked_mul(d));
-            for (name, values) in states {
+            for &(name, values) in states {
                 let shape = match Some(values.len()) == elems {
                     true => self.shapes[t].clone(),
                     false => vec![values.len()],
@@ -160,28 +173,18 @@ impl Checkpoint {
         Ok((digits, hasher.digest()))
     }
 
-    /// The checkpoint as the bytes of a file (see the module's documentation).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The file's bytes.
+    fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
         let (at, hash) = (self.write_to(&mut bytes)).expect("writing to memory cannot fail");
         bytes[at..at + 16].copy_from_slice(&checksum_digits(hash));
         bytes
     }
 
-    /// Reads a checkpoint from the bytes of a file, verifying every entry's range and the
-    /// checksum.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
-        parse(bytes).map_err(|problem| CheckpointError {
-            origin: "checkpoint bytes".into(),
-            problem,
-        })
-    }
-
-    /// Writes the checkpoint to `path`, replacing it only once the whole file is written and
-    /// synced to disk (a crash leaves the old file or the new one, never half of one).
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+    /// Writes the file to `path`, replacing it only once the whole file is written and synced
+    /// to disk (a crash leaves the old file or the new one, never half of one).
+    pub(crate) fn save(&self, path: &Path) -> Result<(), CheckpointError> {
         static SAVES: AtomicUsize = AtomicUsize::new(0);
-        let path = path.as_ref();
         let fail = |what: &str, e: std::io::Error| CheckpointError {
             origin: path.display().to_string(),
             problem: format!("cannot {what}: {e}"),
@@ -212,6 +215,45 @@ impl Checkpoint {
             let _ = dir.sync_all();
         }
         Ok(())
+    }
+}
+
+impl Checkpoint {
+    /// The checkpoint as a file's contents.
+    fn view(&self) -> CheckpointView<'_> {
+        fn by_name(states: &BTreeMap<String, Vec<f32>>) -> Vec<(&str, &[f32])> {
+            (states.iter())
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect()
+        }
+        CheckpointView {
+            rule: &self.rule,
+            dtype: self.dtype,
+            steps: self.steps,
+            shapes: &self.shapes,
+            groups: &self.groups,
+            tensors: self.tensors.iter().map(by_name).collect(),
+        }
+    }
+
+    /// The checkpoint as the bytes of a file (see the module's documentation).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.view().to_bytes()
+    }
+
+    /// Reads a checkpoint from the bytes of a file, verifying every entry's range and the
+    /// checksum.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        parse(bytes).map_err(|problem| CheckpointError {
+            origin: "checkpoint bytes".into(),
+            problem,
+        })
+    }
+
+    /// Writes the checkpoint to `path`, replacing it only once the whole file is written and
+    /// synced to disk (a crash leaves the old file or the new one, never half of one).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        self.view().save(path.as_ref())
     }
 
     /// Reads the checkpoint file at `path`, decoding its data as it is read (only the values

@@ -5,6 +5,7 @@
 use crate::binding::Binding;
 use crate::cache::CacheUse;
 use crate::checkpoint::{self, Checkpoint, Slot};
+use crate::checkpoint_file::{CheckpointError, CheckpointView};
 use crate::error::OptimizerError;
 use crate::kind_step::{KindStep, check_global_levels, step_in_lockstep};
 use crate::part::{Part, kinds};
@@ -13,6 +14,7 @@ use crate::target::Target;
 use optjit_ir::DType;
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 /// A param group: which tensors it holds and which hyperparameters it overrides.
@@ -261,6 +263,42 @@ impl Optimizer {
         };
         checkpoint::capture(&self.binding, &kinds, DType::F32, elem)
             .expect("reading host states cannot fail")
+    }
+
+    /// Saves the checkpoint to `path`, written straight from the states where they lie: the
+    /// same file as `checkpoint().save(path)`, without a copy of the states in memory.
+    pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
+        let layout = checkpoint::layout(self.binding.lens.len(), &kinds);
+        let groups = checkpoint::groups(&self.binding, &kinds);
+        let tensors = (layout.iter())
+            .map(|states| {
+                let mut states: Vec<(&str, &[f32])> = (states.iter())
+                    .map(|(name, _, slot)| {
+                        let values = match *slot {
+                            Slot::Elem { part, local, state } => {
+                                self.parts[part].elem_state(local, state)
+                            }
+                            Slot::Factor { part, local, state } => {
+                                &kinds[part].binding.factor_states[local][state]
+                            }
+                        };
+                        (name.as_str(), values)
+                    })
+                    .collect();
+                states.sort_by_key(|&(name, _)| name);
+                states
+            })
+            .collect();
+        let view = CheckpointView {
+            rule: self.binding.rule(),
+            dtype: DType::F32,
+            steps: self.steps(),
+            shapes: &self.binding.shapes,
+            groups: &groups,
+            tensors,
+        };
+        view.save(path.as_ref())
     }
 
     /// Continues from `checkpoint`, made by an optimizer of the same rule, shapes and param
