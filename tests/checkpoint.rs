@@ -8,7 +8,7 @@ mod common;
 use common::sim_gpu::SimGpu;
 use optjit::ir::DType;
 use optjit::{Checkpoint, CudaOptimizer, Group, Optimizer, OptimizerError, Setup};
-use optjit_cli::golden::{Resume, run_file, run_file_resuming};
+use optjit_cli::golden::{CaseResult, Resume, run_file, run_file_resuming};
 use optjit_cli::stepper::Backend;
 use proptest::prelude::any;
 use proptest::sample::Index;
@@ -27,19 +27,23 @@ fn simulator() -> Backend {
     }
 }
 
+/// Golden case `case` run on `from`, checkpointed after step `after_step` and resumed on `to`.
+fn resumed(case: &str, from: &Backend, after_step: usize, to: &Backend) -> CaseResult {
+    let resume = Resume {
+        after_step,
+        on: to.clone(),
+    };
+    run_file_resuming(&common::golden_path(case), from, Some(&resume)).expect(case)
+}
+
 #[test]
 fn resuming_a_golden_case_on_the_cpu_changes_no_bit() {
     for case in common::GOLDEN_CASES {
-        let path = common::golden_path(case);
-        let plain = run_file(&path, &CPU).expect(case);
+        let plain = run_file(&common::golden_path(case), &CPU).expect(case);
         assert!(plain.passed(), "{plain}");
         for after_step in [0, 9] {
-            let resume = Resume {
-                after_step,
-                on: CPU,
-            };
-            let resumed = run_file_resuming(&path, &CPU, Some(&resume)).expect(case);
             // The largest errors against PyTorch are the same f64s: the same trajectory.
+            let resumed = resumed(case, &CPU, after_step, &CPU);
             assert_eq!(resumed, plain, "{case} resumed after step {after_step}");
         }
     }
@@ -49,15 +53,9 @@ fn resuming_a_golden_case_on_the_cpu_changes_no_bit() {
 fn resuming_a_golden_case_in_the_simulator_changes_no_bit() {
     let sim = simulator();
     for case in common::GOLDEN_CASES {
-        let path = common::golden_path(case);
-        let plain = run_file(&path, &sim).expect(case);
-        let resume = Resume {
-            after_step: 9,
-            on: sim.clone(),
-        };
-        let resumed = run_file_resuming(&path, &sim, Some(&resume)).expect(case);
+        let plain = run_file(&common::golden_path(case), &sim).expect(case);
         assert!(plain.passed(), "{plain}");
-        assert_eq!(resumed, plain, "{case}");
+        assert_eq!(resumed(case, &sim, 9, &sim), plain, "{case}");
     }
 }
 
@@ -65,13 +63,8 @@ fn resuming_a_golden_case_in_the_simulator_changes_no_bit() {
 fn golden_cases_resume_from_the_cpu_on_the_gpu_and_back() {
     let sim = simulator();
     for case in common::GOLDEN_CASES {
-        let path = common::golden_path(case);
         for (from, to) in [(&CPU, &sim), (&sim, &CPU)] {
-            let resume = Resume {
-                after_step: 9,
-                on: to.clone(),
-            };
-            let result = run_file_resuming(&path, from, Some(&resume)).expect(case);
+            let result = resumed(case, from, 9, to);
             let route = format!("{} to {}", from.name(), to.name());
             assert!(result.passed(), "{route}: {result}");
         }
@@ -86,16 +79,7 @@ fn golden_cases_resume_from_the_cpu_on_the_gpu_and_back() {
 #[test]
 fn every_builtin_resumes_bit_for_bit() {
     let shapes = vec![vec![4, 6], vec![3, 2, 5], vec![7], vec![], vec![0, 3]];
-    let data = |k: usize| -> Vec<Vec<f32>> {
-        (shapes.iter().enumerate())
-            .map(|(t, shape)| {
-                let n: usize = shape.iter().product();
-                (0..n)
-                    .map(|i| ((i * 7 + t * 13 + k * 31) % 17) as f32 / 8.0 - 1.0)
-                    .collect()
-            })
-            .collect()
-    };
+    let data = |k: usize| values(&shapes, k);
     let mut variants = common::builtin_variants();
     let adafactor = optjit::optim::Adafactor::new().build().expect("Adafactor");
     variants.push(("adafactor", adafactor));
@@ -151,11 +135,9 @@ fn every_builtin_resumes_bit_for_bit() {
     }
 }
 
-/// Gradient `k` of the tensors of [`shapes`].
-fn grads(k: usize) -> Vec<Vec<f32>> {
-    shapes()
-        .iter()
-        .enumerate()
+/// Values number `k` for tensors of `shapes`, in [-1, 1].
+fn values(shapes: &[Vec<usize>], k: usize) -> Vec<Vec<f32>> {
+    (shapes.iter().enumerate())
         .map(|(t, shape)| {
             let n: usize = shape.iter().product();
             (0..n)
@@ -163,6 +145,11 @@ fn grads(k: usize) -> Vec<Vec<f32>> {
                 .collect()
         })
         .collect()
+}
+
+/// Gradient `k` of the tensors of [`shapes`].
+fn grads(k: usize) -> Vec<Vec<f32>> {
+    values(&shapes(), k)
 }
 
 fn shapes() -> Vec<Vec<usize>> {
