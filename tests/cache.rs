@@ -1,6 +1,10 @@
 //! The compile cache's guarantees: data (hyperparameters, tensor counts and sizes, groups) never
 //! recompiles; a new rule, target or option compiles exactly once; the disk cache skips the
-//! e-graph in a fresh process, survives corrupt entries and concurrent writers.
+//! e-graph in a fresh process, survives corrupt entries and concurrent writers; it trusts
+//! nothing it reads (docs/cache.md): a tampered entry, one that other users could write, one in
+//! such a directory, and special files in place of entries are never used.
+
+mod common;
 
 use optjit::optim::{AdamW, Sgd};
 use optjit::{
@@ -255,5 +259,282 @@ fn concurrent_compiles_of_one_step_all_succeed() {
         .filter(|p| p.extension().is_none_or(|e| e != "optjit"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// FNV-1a twice, as the cache names and checksums entries: anyone can recompute it.
+fn stable_hash(bytes: &[u8]) -> String {
+    let fnv = |mut h: u64| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    };
+    format!(
+        "{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x8422_2325_cbf2_9ce4)
+    )
+}
+
+/// The one entry file in `dir`.
+fn the_entry(dir: &std::path::Path) -> PathBuf {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("cache dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "optjit"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries.pop().unwrap()
+}
+
+/// Rewrites the graph of the entry at `path` with `edit`, as someone who can write the file
+/// would: the length and checksum made right again, so that only the graph is wrong.
+fn tamper(path: &std::path::Path, edit: impl FnOnce(&str) -> String) {
+    let text = std::fs::read_to_string(path).expect("entry");
+    let mut lines = text.splitn(6, '\n');
+    let head: Vec<&str> = lines.by_ref().take(5).collect();
+    let body = lines.next().expect("a body");
+    let (section, rest) = body.split_once('\n').expect("a section header");
+    let n: usize = section["== graph ".len()..]
+        .parse()
+        .expect("the graph's length");
+    let (graph, after) = rest.split_at(n);
+    let graph = edit(graph);
+    let body = format!("== graph {}\n{graph}{after}", graph.len());
+    let head = format!(
+        "{}\n{}\n{}\nchecksum {}\nlength {}\n",
+        head[0],
+        head[1],
+        head[2],
+        stable_hash(body.as_bytes()),
+        body.len()
+    );
+    std::fs::write(path, head + &body).expect("tampered");
+}
+
+/// What the test `name` of this binary prints on stderr, run alone in a process of its own
+/// (the cache reports a problem once per process).
+fn stderr_of(name: &str) -> String {
+    let exe = std::env::current_exe().expect("the test binary");
+    let output = std::process::Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{name} failed:\n{stdout}");
+    assert!(stdout.contains("1 passed"), "{name} did not run:\n{stdout}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// SGD's step from the disk cache of `options`, run on one tensor: its stats and parameter.
+fn sgd_steps(sgd: &optjit::optim::Configured, options: &CompileOptions) -> (optjit::Stats, f32) {
+    let mut opt = Optimizer::with_options(&sgd.definition, setup(&[1], &sgd.hypers), options)
+        .expect("optimizer");
+    let mut params = vec![vec![1.0f32]];
+    opt.step(&mut params, &[vec![0.5f32]]).expect("step");
+    (opt.stats(), params[0][0])
+}
+
+/// An entry whose update was turned from `param - lr * grad` into `param + lr * grad`, its
+/// checksum recomputed, computes something else than SGD: it is not run, the step is compiled
+/// again and descends.
+#[test]
+fn a_tampered_entry_is_compiled_again() {
+    let (options, dir) = disk_only("tampered");
+    let sgd = Sgd::new().lr(0.1).build().expect("SGD");
+    let (stats, param) = sgd_steps(&sgd, &options);
+    assert_eq!((stats.compiles, param), (1, 0.95));
+    let entry = the_entry(&dir);
+    let good = std::fs::read(&entry).expect("entry");
+    tamper(&entry, |graph| {
+        assert!(graph.contains(" = sub %0, "), "{graph}");
+        graph.replacen(" = sub %0, ", " = add %0, ", 1)
+    });
+    let (stats, param) = sgd_steps(&sgd, &options);
+    assert_eq!(
+        (stats.compiles, stats.disk_hits),
+        (1, 0),
+        "the tampered entry ran"
+    );
+    assert_eq!(param, 0.95, "SGD descends");
+    assert_eq!(std::fs::read(&entry).expect("entry"), good, "rebuilt");
+    let (stats, _) = sgd_steps(&sgd, &options);
+    assert_eq!(stats.disk_hits, 1);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_tampered_entry_is_reported_on_stderr() {
+    let stderr = stderr_of("a_tampered_entry_is_compiled_again");
+    assert!(
+        stderr.contains("optjit: compile cache: ")
+            && stderr.contains(".optjit: the cached graph does not compute what the definition does: tensor 0's param[0] is")
+            && stderr.contains("; compiling again"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("optjit: compile cache").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+/// Entries that verify but do not fit the definition's interface (which panicked in the binding
+/// before), or do not verify, are refused: the step is compiled again, nothing panics.
+#[test]
+fn an_entry_with_another_interface_is_compiled_again() {
+    let (options, dir) = disk_only("interface");
+    let sgd = Sgd::new().lr(0.1).build().expect("SGD");
+    sgd_steps(&sgd, &options);
+    let entry = the_entry(&dir);
+    type Edit = fn(&str) -> String;
+    let edits: [(&str, Edit); 6] = [
+        ("an extra state", |g| {
+            g.replacen("  dtype f32\n", "  dtype f32\n  state extra = 0.0\n", 1)
+        }),
+        ("an extra state assigned", |g| {
+            let g = g.replacen("  dtype f32\n", "  dtype f32\n  state extra = 0.0\n", 1);
+            g.replacen("  param = ", "  extra = %1\n  param = ", 1)
+        }),
+        ("an extra row state", |g| {
+            g.replacen("  dtype f32\n", "  dtype f32\n  state r : row = 1.0\n", 1)
+        }),
+        ("a hyperparameter fewer", |g| {
+            g.replacen("  hyper dampening = 0.0\n", "", 1)
+        }),
+        ("another default", |g| {
+            g.replacen("hyper lr = ", "hyper lr = 1", 1)
+        }),
+        ("an undeclared state read", |g| {
+            g.replacen("= grad : elem f32", "= state nothing : elem f32", 1)
+        }),
+    ];
+    for (what, edit) in edits {
+        tamper(&entry, edit);
+        let (stats, param) = sgd_steps(&sgd, &options);
+        assert_eq!((stats.compiles, param), (1, 0.95), "{what}");
+        let (stats, _) = sgd_steps(&sgd, &options);
+        assert_eq!(stats.disk_hits, 1, "{what}: not rebuilt");
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// Steps that need shapes (Adafactor's per-row and per-column values) are checked too, on
+/// tensors of one element.
+#[test]
+fn a_tampered_factored_entry_is_compiled_again() {
+    let (options, dir) = disk_only("tampered-factored");
+    let (_, adafactor) = common::factored_cases().remove(0);
+    let (_, used) = compile_cached(&adafactor, &options).expect("cold");
+    assert_eq!(used, CacheUse::Compiled);
+    let entry = the_entry(&dir);
+    tamper(&entry, |graph| {
+        let line = (graph.lines())
+            .find(|l| l.contains(" = sub ") && l.ends_with(": row f64"))
+            .expect("a per-row subtraction");
+        graph.replacen(line, &line.replacen(" = sub ", " = add ", 1), 1)
+    });
+    let (_, used) = compile_cached(&adafactor, &options).expect("tampered");
+    assert_eq!(used, CacheUse::Compiled, "the tampered entry ran");
+    let (_, used) = compile_cached(&adafactor, &options).expect("rebuilt");
+    assert_eq!(used, CacheUse::DiskHit);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// No entry of a step optjit compiled itself is refused by the check: every built-in, both of
+/// Adafactor's steps and the naive forms hit the disk cache on their second compile.
+#[test]
+fn every_built_in_passes_the_check_of_its_own_entry() {
+    let (options, dir) = disk_only("every-built-in");
+    let mut cases = common::snapshot_cases();
+    cases.extend(common::factored_cases());
+    for (name, definition) in &cases {
+        let (cold, used) = compile_cached(definition, &options).expect(name);
+        assert_eq!(used, CacheUse::Compiled, "{name}");
+        let (warm, used) = compile_cached(definition, &options).expect(name);
+        assert_eq!(used, CacheUse::DiskHit, "{name}: its own entry was refused");
+        assert_eq!(warm.kernels, cold.kernels, "{name}");
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[cfg(unix)]
+#[test]
+fn what_other_users_could_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    let (options, dir) = disk_only("others");
+    let definition = unique_rule("cache_test_others");
+    let used = || compile_cached(&definition, &options).expect("compile").1;
+    assert_eq!(used(), CacheUse::Compiled);
+    let entry = the_entry(&dir);
+    assert_eq!(used(), CacheUse::DiskHit);
+
+    // A world-writable entry is refused (for root too: the mode bits decide), then replaced.
+    chmod(&entry, 0o666);
+    assert_eq!(used(), CacheUse::Compiled);
+    let mode = std::fs::metadata(&entry)
+        .expect("entry")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644, "replaced by one of this user's");
+    assert_eq!(used(), CacheUse::DiskHit);
+
+    // A world-writable directory is not used at all: not read, not written.
+    chmod(&dir, 0o777);
+    assert_eq!(used(), CacheUse::Compiled);
+    std::fs::remove_file(&entry).expect("remove");
+    assert_eq!(used(), CacheUse::Compiled);
+    assert!(!entry.exists(), "written into a directory others can write");
+    chmod(&dir, 0o775);
+    assert_eq!(used(), CacheUse::Compiled);
+    assert!(
+        !entry.exists(),
+        "written into a directory its group can write"
+    );
+    chmod(&dir, 0o755);
+    assert_eq!(used(), CacheUse::Compiled);
+    assert_eq!(used(), CacheUse::DiskHit);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// The answer of `f`, which must come within a minute: a regression fails instead of hanging.
+fn promptly<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()));
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("no answer within 60 s: the cache reader hangs")
+}
+
+/// A FIFO or a link to `/dev/zero` in place of an entry is refused before anything is read
+/// from it (a FIFO's reader waited for a writer forever, `/dev/zero` was read until memory ran
+/// out), and replaced by a real entry.
+#[cfg(unix)]
+#[test]
+fn special_files_in_place_of_entries_are_refused_promptly() {
+    let (options, dir) = disk_only("special");
+    let definition = unique_rule("cache_test_special");
+    compile_cached(&definition, &options).expect("cold");
+    let entry = the_entry(&dir);
+    let used = move || {
+        let (options, definition) = (options.clone(), definition.clone());
+        promptly(move || compile_cached(&definition, &options).expect("compile").1)
+    };
+
+    std::fs::remove_file(&entry).expect("remove");
+    let status = std::process::Command::new("mkfifo").arg(&entry).status();
+    assert!(status.expect("mkfifo runs").success(), "mkfifo");
+    assert_eq!(used(), CacheUse::Compiled);
+    assert!(std::fs::symlink_metadata(&entry).expect("entry").is_file());
+    assert_eq!(used(), CacheUse::DiskHit);
+
+    std::fs::remove_file(&entry).expect("remove");
+    std::os::unix::fs::symlink("/dev/zero", &entry).expect("symlink");
+    assert_eq!(used(), CacheUse::Compiled);
+    assert!(std::fs::symlink_metadata(&entry).expect("entry").is_file());
+    assert_eq!(used(), CacheUse::DiskHit);
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }

@@ -3,8 +3,8 @@
 //! trace → … → lower → ptx for CUDA (a CUDA step loads its PTX when it meets its device).
 
 use crate::cache::{
-    CacheKey, CacheOptions, CacheUse, DiskCache, Entry, Lookup, MemoryCache, cache_version,
-    disk_key, settings,
+    CacheKey, CacheOptions, CacheUse, DiskCache, Entry, Lookup, MemoryCache, Samples,
+    cache_version, check_entry, disk_key, settings,
 };
 use crate::error::CompileError;
 use crate::jit::{CpuCodegen, CpuModule};
@@ -168,15 +168,19 @@ pub fn compile(
     run(definition, options, None).map(|(compiled, _)| compiled)
 }
 
-/// What a disk-cache hit gives the pipeline: the optimized graph, and the PTX if any.
+/// What a disk-cache hit gives the pipeline: the optimized graph, checked against the
+/// definition (its code is made again from it).
 struct Cached {
     graph: Graph,
-    ptx: Vec<String>,
 }
 
 /// As [`compile`], through the caches of `options.cache`: a step compiled before in this
 /// process is returned as is, one found on disk skips the e-graph stages. Asking for stage
 /// texts (`keep_texts`, dumps) bypasses the caches, since a cached step has not run them all.
+///
+/// The disk cache is used only in a directory of this user's that no one else may write, and
+/// an entry only if it is such a file and its graph passes [`check_entry`] against the
+/// definition; anything else is reported once on stderr and compiled again (docs/cache.md).
 pub fn compile_cached(
     definition: &Definition,
     options: &CompileOptions,
@@ -203,57 +207,81 @@ pub fn compile_cached(
     {
         return Ok((compiled, CacheUse::MemoryHit));
     }
-    let disk = cache.dir.as_ref().map(DiskCache::new);
+    let disk = cache.dir.as_ref().and_then(|dir| {
+        let disk = DiskCache::new(dir);
+        match disk.check_dir() {
+            Ok(()) => Some(disk),
+            Err(why) => {
+                let once = dir.display().to_string();
+                report_once(&once, format!("{why}; the disk cache is not used"));
+                None
+            }
+        }
+    });
+    // An entry is used only once checked against the definition's results on sample inputs:
+    // a definition the interpreter cannot run is neither read from nor written to the disk.
+    let disk = disk.and_then(|disk| Some((disk, Samples::of(definition)?)));
     let file_key = disk_key(&key.settings, &graph.to_string());
-    let cached = disk
-        .as_ref()
-        .and_then(|disk| match disk.load(&file_key, cache_version()) {
-            Lookup::Hit(entry) => match optjit_ir::parse_graph(&entry.graph) {
-                Ok(graph) => Some(Cached {
-                    graph,
-                    ptx: entry.ptx,
-                }),
-                Err(e) => {
+    let mut used = CacheUse::Compiled;
+    let mut from_disk = None;
+    if let Some((disk, samples)) = &disk {
+        match disk.load(&file_key, cache_version()) {
+            Lookup::Hit(entry) => match from_entry(definition, options, &entry, samples) {
+                Ok(compiled) => (from_disk, used) = (Some(compiled), CacheUse::DiskHit),
+                Err(why) => {
                     let path = disk.path(&file_key);
                     report_once(
                         &file_key,
-                        format!(
-                            "{}: the cached graph does not parse ({e}); compiling again",
-                            path.display()
-                        ),
+                        format!("{}: {why}; compiling again", path.display()),
                     );
-                    None
                 }
             },
-            Lookup::Miss => None,
-            Lookup::Corrupt(why) => {
-                report_once(&file_key, format!("{why}; compiling again"));
-                None
-            }
-        });
-    let used = match cached {
-        Some(_) => CacheUse::DiskHit,
-        None => CacheUse::Compiled,
-    };
-    let (compiled, optimized) = run(definition, options, cached)?;
-    if let (Some(disk), CacheUse::Compiled) = (&disk, used) {
-        let entry = Entry {
-            graph: optimized,
-            ptx: compiled.ptx().map(<[String]>::to_vec).unwrap_or_default(),
-        };
-        if let Err(e) = disk.store(&file_key, cache_version(), &entry) {
-            let path = disk.path(&file_key);
-            report_once(
-                &file_key,
-                format!("cannot write {}: {e}; not cached on disk", path.display()),
-            );
+            Lookup::Miss => {}
+            Lookup::Corrupt(why) => report_once(&file_key, format!("{why}; compiling again")),
         }
     }
+    let compiled = match from_disk {
+        Some(compiled) => compiled,
+        None => {
+            let (compiled, optimized) = run(definition, options, None)?;
+            if let Some((disk, _)) = &disk {
+                let entry = Entry { graph: optimized };
+                if let Err(e) = disk.store(&file_key, cache_version(), &entry) {
+                    let path = disk.path(&file_key);
+                    report_once(
+                        &file_key,
+                        format!("cannot write {}: {e}; not cached on disk", path.display()),
+                    );
+                }
+            }
+            compiled
+        }
+    };
     let compiled = Arc::new(compiled);
     Ok(match cache.memory {
         true => (MemoryCache::insert(key, compiled), used),
         false => (compiled, used),
     })
+}
+
+/// The step compiled from a disk-cache entry, whose graph must parse and pass [`check_entry`];
+/// any failure, a panic of a later stage on a graph that passed included, is the reason not to
+/// use the entry (the caller compiles from the definition instead).
+fn from_entry(
+    definition: &Definition,
+    options: &CompileOptions,
+    entry: &Entry,
+    samples: &Samples,
+) -> Result<Compiled, String> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let graph = optjit_ir::parse_graph(&entry.graph)
+            .map_err(|e| format!("the cached graph does not parse ({e})"))?;
+        check_entry(&definition.graph, &graph, samples)?;
+        let (compiled, _) = run(definition, options, Some(Cached { graph }))
+            .map_err(|e| format!("the cached graph does not compile ({e})"))?;
+        Ok(compiled)
+    }));
+    attempt.unwrap_or_else(|_| Err("the cached graph made the compiler panic".to_string()))
 }
 
 /// The FMA contraction a compile uses: the option, else every GPU, else the host CPU's answer.
@@ -275,7 +303,7 @@ fn report_once(key: &str, message: String) {
     }
 }
 
-/// The pipeline; from a disk-cache hit, the e-graph stages are skipped (and the PTX reused).
+/// The pipeline; from a disk-cache hit, the e-graph stages are skipped.
 /// Returns the step and the optimized graph's text (for the disk cache; empty on a hit).
 fn run(
     definition: &Definition,
@@ -302,8 +330,8 @@ fn run(
     });
 
     let disk_hit = cached.is_some();
-    let (extracted, cached_ptx, optimized, simplify_report) = match cached {
-        Some(Cached { graph, ptx }) => (graph, Some(ptx), String::new(), None),
+    let (extracted, optimized, simplify_report) = match cached {
+        Some(Cached { graph }) => (graph, String::new(), None),
         None => {
             let simplified = optjit_rewrite::simplify(graph, &options.simplify)
                 .map_err(|e| rec.fail(Stage::Simplify, e))?;
@@ -314,7 +342,7 @@ fn run(
                 Some(_) => extracted.to_string(),
                 None => String::new(),
             };
-            (extracted, None, optimized, Some(simplified.report))
+            (extracted, optimized, Some(simplified.report))
         }
     };
     if cfg!(debug_assertions) {
@@ -350,15 +378,6 @@ fn run(
     });
 
     let code = match (options.target, codegen) {
-        (Target::Cuda { .. }, _)
-            if cached_ptx
-                .as_ref()
-                .is_some_and(|p| p.len() == kernels.len()) =>
-        {
-            let ptx = cached_ptx.unwrap_or_default();
-            rec.finish_stage(Stage::Ptx, || ptx.join("\n"));
-            Code::Ptx(ptx)
-        }
         (Target::Cuda { arch }, _) => {
             let ptx = kernels
                 .iter()
