@@ -506,8 +506,8 @@ impl Parts {
         self.entries.iter_mut().find(|e| e.0 == name).expect(name)
     }
 
-    /// The file: entries one after another, the checksum of their data, then `edit` applied
-    /// to the header.
+    /// The file: entries one after another, `edit` applied to the header, then the checksum
+    /// of the whole file.
     fn file_edited(&self, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
         let mut header = serde_json::json!({});
         let mut data = Vec::new();
@@ -518,19 +518,35 @@ impl Parts {
             data.extend_from_slice(bytes);
         }
         header["__metadata__"] = self.metadata.clone();
-        header["__metadata__"]["checksum"] =
-            format!("xxh3_64:{:016x}", xxhash_rust::xxh3::xxh3_64(&data)).into();
+        header["__metadata__"]["checksum"] = format!("xxh3_64:{}", "0".repeat(16)).into();
         edit(&mut header);
         let text = header.to_string();
         let mut file = (text.len() as u64).to_le_bytes().to_vec();
         file.extend_from_slice(text.as_bytes());
         file.extend_from_slice(&data);
-        file
+        with_checksum(file)
     }
 
     fn file(&self) -> Vec<u8> {
         self.file_edited(|_| ())
     }
+}
+
+/// What precedes the checksum's digits in a checkpoint's header.
+const CHECKSUM_TAG: &[u8] = b"\"checksum\":\"xxh3_64:";
+
+/// `file` with its checksum's digits set to the XXH3 of the whole file with them as `0`s (as
+/// docs/checkpoints.md says); unchanged if it has no checksum.
+fn with_checksum(mut file: Vec<u8>) -> Vec<u8> {
+    let tag = file
+        .windows(CHECKSUM_TAG.len())
+        .position(|w| w == CHECKSUM_TAG);
+    if let Some(at) = tag.map(|at| at + CHECKSUM_TAG.len()) {
+        file[at..at + 16].fill(b'0');
+        let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&file));
+        file[at..at + 16].copy_from_slice(hash.as_bytes());
+    }
+    file
 }
 
 #[test]
@@ -763,4 +779,229 @@ fn damaged_files_never_panic() {
         read >= 100 && restored >= 40,
         "{read} read, {restored} restored of 1000"
     );
+}
+
+/// The checksum covers the header: two entries' offsets swapped (the data of one read as the
+/// other's, every range still valid) are refused, as is any changed header byte.
+#[test]
+fn a_changed_header_fails_the_checksum() {
+    let (definition, setup) = adamw_setup();
+    let mut opt = Optimizer::new(&definition, setup).expect("optimizer");
+    let mut params = initial_params();
+    opt.step(&mut params, &grads(0)).expect("step");
+    let bytes = opt.checkpoint().to_bytes();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("JSON");
+    let (a, b) = ("state.0.exp_avg", "state.0.exp_avg_sq");
+    let offsets = header[a]["data_offsets"].clone();
+    header[a]["data_offsets"] = header[b]["data_offsets"].clone();
+    header[b]["data_offsets"] = offsets;
+    let mut text = header.to_string().into_bytes();
+    assert!(text.len() <= n, "the same header, padded as before");
+    text.resize(n, b' ');
+    let swapped = [&bytes[..8], &text, &bytes[8 + n..]].concat();
+    assert_ne!(swapped, bytes);
+    let message = Checkpoint::from_bytes(&swapped).unwrap_err().to_string();
+    assert!(
+        message.contains("the file's checksum is") && message.contains("(the file is damaged)"),
+        "{message}"
+    );
+    // The same swap with the checksum made right is read, the two states exchanged: only the
+    // checksum stood in its way.
+    let read = Checkpoint::from_bytes(&with_checksum(swapped)).expect("read");
+    assert_eq!(read.state(0, a), opt.checkpoint().state(0, b));
+
+    let rule = bytes
+        .windows(7)
+        .position(|w| w == b"\"adamw\"")
+        .expect("the rule");
+    let mut renamed = bytes.clone();
+    renamed[rule + 1] = b'A';
+    let message = Checkpoint::from_bytes(&renamed).unwrap_err().to_string();
+    assert!(message.contains("checksum"), "{message}");
+    assert_eq!(
+        opt.checkpoint().to_bytes(),
+        bytes,
+        "saving is deterministic"
+    );
+}
+
+/// A header of more entries or JSON values than a checkpoint may have is refused before it is
+/// parsed (a 99 MB header of empty entries took 1.96 GB), whatever its checksum.
+#[test]
+fn a_header_of_too_many_entries_is_refused_before_it_is_parsed() {
+    let file = |header: String| {
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header.as_bytes());
+        file
+    };
+    let checksum = format!(
+        "\"__metadata__\":{{\"checksum\":\"xxh3_64:{}\"}}",
+        "0".repeat(16)
+    );
+    let entries = (0..(1 << 20) + 1)
+        .map(|i| format!("\"{i}\":{{}},"))
+        .collect::<String>();
+    let started = std::time::Instant::now();
+    let message = Checkpoint::from_bytes(&file(format!("{{{entries}{checksum}}}")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("the header holds 1048577 entries or more, more than the 1048576"),
+        "{message}"
+    );
+    let values = "1,".repeat(1 << 24);
+    let header = format!("{{\"shape.0\":{{\"shape\":[{values}1]}},{checksum}}}");
+    let message = Checkpoint::from_bytes(&file(header))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("JSON values or more, more than the"),
+        "{message}"
+    );
+    let elapsed = started.elapsed();
+    assert!(elapsed.as_secs() < 10, "took {elapsed:?}");
+}
+
+/// A fresh scratch directory of its own for `test`.
+fn scratch_dir(test: &str) -> std::path::PathBuf {
+    let dir = scratch_file(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A saved optimizer's file, and the optimizer.
+fn stepped_adamw() -> Optimizer {
+    let (definition, setup) = adamw_setup();
+    let mut opt = Optimizer::new(&definition, setup).expect("optimizer");
+    let mut params = initial_params();
+    opt.step(&mut params, &grads(0)).expect("step");
+    opt
+}
+
+/// `save_checkpoint("/dev/null")` replaced the device node with a regular file when it could
+/// (as root): a save writes only regular files.
+#[cfg(unix)]
+#[test]
+fn saving_to_a_device_is_refused_and_leaves_it_alone() {
+    use std::os::unix::fs::FileTypeExt;
+    let opt = stepped_adamw();
+    let null = std::path::Path::new("/dev/null");
+    if std::fs::OpenOptions::new().write(true).open(null).is_ok() {
+        let message = opt.save_checkpoint(null).unwrap_err().to_string();
+        assert!(
+            message.contains("/dev/null: a character device: a checkpoint is written only"),
+            "{message}"
+        );
+        let kind = std::fs::symlink_metadata(null)
+            .expect("/dev/null")
+            .file_type();
+        assert!(kind.is_char_device(), "/dev/null is still a device");
+    }
+    // The same through a link, and for other special files.
+    let dir = scratch_dir("special-targets");
+    let link = dir.join("to-null");
+    std::os::unix::fs::symlink(null, &link).expect("symlink");
+    let message = opt.save_checkpoint(&link).unwrap_err().to_string();
+    assert!(
+        message.contains("a symbolic link to a character device"),
+        "{message}"
+    );
+    let fifo = dir.join("fifo");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(status.expect("mkfifo runs").success(), "mkfifo");
+    let message = opt.save_checkpoint(&fifo).unwrap_err().to_string();
+    assert!(
+        message.contains("a FIFO: a checkpoint is written only"),
+        "{message}"
+    );
+    let message = opt.save_checkpoint(&dir).unwrap_err().to_string();
+    assert!(message.contains("a directory"), "{message}");
+    let dangling = dir.join("dangling");
+    std::os::unix::fs::symlink(dir.join("nothing"), &dangling).expect("symlink");
+    let message = opt.save_checkpoint(&dangling).unwrap_err().to_string();
+    assert!(message.contains("a symbolic link to nothing"), "{message}");
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 3, "nothing else written: {names:?}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// A save through a symbolic link replaces the regular file it leads to, keeping its
+/// permissions, and leaves the link a link.
+#[cfg(unix)]
+#[test]
+fn saving_through_a_link_replaces_its_target() {
+    use std::os::unix::fs::PermissionsExt;
+    let opt = stepped_adamw();
+    let dir = scratch_dir("link-target");
+    let target = dir.join("real.safetensors");
+    std::fs::write(&target, b"an old checkpoint").expect("target");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let link = dir.join("latest.safetensors");
+    std::os::unix::fs::symlink("real.safetensors", &link).expect("symlink");
+    let chain = dir.join("chain.safetensors");
+    std::os::unix::fs::symlink(&link, &chain).expect("symlink");
+
+    opt.save_checkpoint(&chain).expect("save through two links");
+    for path in [&link, &chain] {
+        assert!(
+            std::fs::symlink_metadata(path).unwrap().is_symlink(),
+            "{path:?}"
+        );
+    }
+    let metadata = std::fs::symlink_metadata(&target).unwrap();
+    assert!(metadata.is_file());
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o640);
+    assert_eq!(Checkpoint::load(&target).expect("load"), opt.checkpoint());
+    assert_eq!(Checkpoint::load(&link).expect("load"), opt.checkpoint());
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 3, "no partial file left: {names:?}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// The answer of `f`, which must come within a minute: a regression fails instead of hanging.
+fn promptly<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()));
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("no answer within 60 s: the checkpoint reader hangs")
+}
+
+/// Loading a FIFO waited for a writer forever, and a link to `/dev/zero` read until memory ran
+/// out: only regular files are read.
+#[cfg(unix)]
+#[test]
+fn loading_a_fifo_or_a_device_is_refused_promptly() {
+    let dir = scratch_dir("special-sources");
+    let fifo = dir.join("fifo.safetensors");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(status.expect("mkfifo runs").success(), "mkfifo");
+    let zero = dir.join("zero.safetensors");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    for (path, kind) in [(fifo, "a FIFO"), (zero, "a character device")] {
+        let message = promptly(move || Checkpoint::load(&path).unwrap_err().to_string());
+        assert!(
+            message.contains(&format!("cannot read: {kind}, not a regular file")),
+            "{message}"
+        );
+    }
+    let message = Checkpoint::load(&dir).unwrap_err().to_string();
+    assert!(
+        message.contains("a directory, not a regular file"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
 }

@@ -11,23 +11,28 @@
 //! | `group.G.scalar_state.NAME` | F64 `[]` | a scalar state |
 //! | `state.T.NAME` | F32, the tensor's shape if it has as many values, else `[n]` | a state of tensor T |
 //!
-//! `__metadata__` holds `format` (`optjit-checkpoint/1`), `rule`, `dtype` and `checksum`
-//! (`xxh3_64:` and the XXH3 64-bit hash of the data after the header, in hex). Reading is in
+//! `__metadata__` holds `format` (`optjit-checkpoint/2`), `rule`, `dtype` and `checksum`
+//! (`xxh3_64:` and, in hex, the XXH3 64-bit hash of the whole file with these 16 hex digits
+//! written as `0`s: the header is covered as well as the data). Reading is in
 //! `checkpoint_read.rs`. The parameters themselves are not in a checkpoint: they are the
-//! caller's.
+//! caller's. A save writes only regular files: it follows a symbolic link to a regular file
+//! and replaces that file, and refuses anything else (a device, a FIFO, a directory, a link to
+//! one of those or to nothing).
 
+use crate::cache::regular_file::{kind_of, open_regular};
 use crate::checkpoint::{Checkpoint, GroupCheckpoint};
 use crate::checkpoint_read::{parse, read};
 use optjit_ir::DType;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
-use std::io::{Seek, Write};
-use std::path::Path;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use thiserror::Error;
 
-/// The `format` of the files this version writes and reads.
-pub const CHECKPOINT_FORMAT: &str = "optjit-checkpoint/1";
+/// The `format` of the files this version writes and reads (`/2`: the checksum covers the
+/// header too; files of `/1` are not read).
+pub const CHECKPOINT_FORMAT: &str = "optjit-checkpoint/2";
 
 /// A checkpoint could not be written, read or understood.
 #[derive(Debug, Error)]
@@ -130,9 +135,9 @@ impl CheckpointView<'_> {
         entries
     }
 
-    /// Writes the file to `out` in one pass over the data, hashing it on the way; the checksum
-    /// in the header is left as zeros and its hex digits' offset in the file returned, for the
-    /// caller to write the digest there ([`checksum_digits`]).
+    /// Writes the file to `out` in one pass over the data, hashing the whole file on the way;
+    /// the checksum in the header is left as zeros (as it is hashed) and its hex digits' offset
+    /// in the file returned, for the caller to write the digest there ([`checksum_digits`]).
     fn write_to(&self, out: &mut impl Write) -> std::io::Result<(usize, u64)> {
         let entries = self.entries();
         let mut header = Map::new();
@@ -161,9 +166,12 @@ impl CheckpointView<'_> {
             .position(|w| w == tag.as_bytes())
             .expect("the header holds the checksum");
         let digits = 8 + at + tag.len() - 1 - 16;
-        out.write_all(&(text.len() as u64).to_le_bytes())?;
-        out.write_all(&text)?;
         let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+        let length = (text.len() as u64).to_le_bytes();
+        hasher.update(&length);
+        hasher.update(&text);
+        out.write_all(&length)?;
+        out.write_all(&text)?;
         for (_, _, data) in &entries {
             data.emit(&mut |bytes| {
                 hasher.update(bytes);
@@ -182,39 +190,92 @@ impl CheckpointView<'_> {
     }
 
     /// Writes the file to `path`, replacing it only once the whole file is written and synced
-    /// to disk (a crash leaves the old file or the new one, never half of one).
+    /// to disk (a crash leaves the old file or the new one, never half of one). Only a regular
+    /// file is written or replaced ([`destination`]): a symbolic link to one is followed and
+    /// the file it names replaced, keeping its permissions.
     pub(crate) fn save(&self, path: &Path) -> Result<(), CheckpointError> {
         static SAVES: AtomicUsize = AtomicUsize::new(0);
-        let fail = |what: &str, e: std::io::Error| CheckpointError {
+        let fail = |problem: String| CheckpointError {
             origin: path.display().to_string(),
-            problem: format!("cannot {what}: {e}"),
+            problem,
         };
-        let mut partial = path.as_os_str().to_owned();
+        let (target, permissions) = destination(path).map_err(fail)?;
+        let mut partial = target.as_os_str().to_owned();
         let save = SAVES.fetch_add(1, Ordering::Relaxed);
         partial.push(format!(".partial-{}-{save}", std::process::id()));
-        let partial = std::path::PathBuf::from(partial);
+        let partial = PathBuf::from(partial);
         let written = (|| {
-            let mut file = std::io::BufWriter::new(std::fs::File::create(&partial)?);
+            // A new file, never one a link planted at this name leads to; a partial file a
+            // crashed process of the same id left is replaced.
+            let file = std::fs::File::create_new(&partial).or_else(|e| {
+                match e.kind() == std::io::ErrorKind::AlreadyExists {
+                    true => std::fs::remove_file(&partial)
+                        .and_then(|()| std::fs::File::create_new(&partial)),
+                    false => Err(e),
+                }
+            })?;
+            let mut file = std::io::BufWriter::new(file);
             let (at, hash) = self.write_to(&mut file)?;
             let mut file = file.into_inner().map_err(|e| e.into_error())?;
             file.seek(std::io::SeekFrom::Start(at as u64))?;
             file.write_all(&checksum_digits(hash))?;
+            if let Some(permissions) = permissions {
+                file.set_permissions(permissions)?;
+            }
             file.sync_all()
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_file(&partial);
-            return Err(fail(&format!("write {}", partial.display()), e));
+            return Err(fail(format!("cannot write {}: {e}", partial.display())));
         }
-        std::fs::rename(&partial, path).map_err(|e| {
+        // The target may have changed since it was looked at: never rename over anything but
+        // a regular file.
+        let replaced = match std::fs::symlink_metadata(&target) {
+            Ok(m) if !m.is_file() => Err(format!(
+                "{} became {}; not replaced",
+                target.display(),
+                kind_of(&m)
+            )),
+            _ => std::fs::rename(&partial, &target)
+                .map_err(|e| format!("cannot replace {}: {e}", target.display())),
+        };
+        if let Err(problem) = replaced {
             let _ = std::fs::remove_file(&partial);
-            fail("replace it", e)
-        })?;
+            return Err(fail(problem));
+        }
         // Make the rename itself durable where directories can be synced (not on Windows).
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let parent = target.parent().filter(|p| !p.as_os_str().is_empty());
         if let Ok(dir) = std::fs::File::open(parent.unwrap_or(Path::new("."))) {
             let _ = dir.sync_all();
         }
         Ok(())
+    }
+}
+
+/// Where a save to `path` writes, and the permissions the new file takes: `path` itself if
+/// nothing is there (default permissions) or a regular file is (its permissions); the regular
+/// file a symbolic link leads to (through any number of links); an error naming what is there
+/// otherwise. A device node, a FIFO, a socket or a directory is never replaced, nor a link to
+/// one or to nothing.
+fn destination(path: &Path) -> Result<(PathBuf, Option<std::fs::Permissions>), String> {
+    let only = "a checkpoint is written only to a regular file, or through a link to one";
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((path.to_path_buf(), None)),
+        Err(e) => Err(format!("cannot look at it: {e}")),
+        Ok(m) if m.is_file() => Ok((path.to_path_buf(), Some(m.permissions()))),
+        Ok(m) if m.is_symlink() => match std::fs::metadata(path) {
+            Ok(target) if target.is_file() => {
+                let resolved = std::fs::canonicalize(path)
+                    .map_err(|e| format!("cannot follow the symbolic link: {e}"))?;
+                Ok((resolved, Some(target.permissions())))
+            }
+            Ok(target) => Err(format!("a symbolic link to {}: {only}", kind_of(&target))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("a symbolic link to nothing: {only}"))
+            }
+            Err(e) => Err(format!("cannot follow the symbolic link: {e}")),
+        },
+        Ok(m) => Err(format!("{}: {only}", kind_of(&m))),
     }
 }
 
@@ -257,16 +318,18 @@ impl Checkpoint {
     }
 
     /// Reads the checkpoint file at `path`, decoding its data as it is read (only the values
-    /// are held, never the whole file), verifying every entry's range and the checksum.
+    /// are held, never the whole file), verifying every entry's range and the checksum. Only a
+    /// regular file (or a symbolic link to one) is read, and no more of it than its size when
+    /// opened: a FIFO or a device is refused before anything is read from it.
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint, CheckpointError> {
         let path = path.as_ref();
         let origin = path.display().to_string();
-        let opened = std::fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
-        let (len, file) = opened.map_err(|e| CheckpointError {
+        let (file, metadata) = open_regular(path, true).map_err(|e| CheckpointError {
             origin: origin.clone(),
             problem: format!("cannot read: {e}"),
         })?;
-        let mut source = std::io::BufReader::new(file);
+        let len = metadata.len();
+        let mut source = std::io::BufReader::new(file.take(len));
         read(&mut source, len).map_err(|problem| CheckpointError { origin, problem })
     }
 }

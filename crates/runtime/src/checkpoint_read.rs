@@ -1,8 +1,10 @@
 //! Reading a checkpoint file (the layout is in `checkpoint_file.rs`) in one pass from its start,
-//! trusting nothing: the header's length and JSON, the format, every entry's dtype, shape and
-//! byte range (the entries must tile the data exactly, as safetensors requires, so the values
-//! read never take more memory than the data), the checksum of the data (hashed as the entries
-//! are decoded), canonical indices, and the ranges of the step count and the shapes.
+//! trusting nothing: the header's length, its number of entries and of JSON values (bounded
+//! before it is parsed, so that a header costs a bounded multiple of its size), its JSON, the
+//! format, every entry's dtype, shape and byte range (the entries must tile the data exactly,
+//! as safetensors requires, so the values read never take more memory than the data), the
+//! checksum of the whole file (the header hashed first, the data as the entries are decoded),
+//! canonical indices, and the ranges of the step count and the shapes.
 
 use crate::checkpoint::{Checkpoint, GroupCheckpoint, MAX_STEPS};
 use crate::checkpoint_file::{CHECKPOINT_FORMAT, checksum_text};
@@ -13,6 +15,17 @@ use std::io::Read;
 
 /// The largest header a file may announce (as safetensors' own reader allows).
 const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The most entries a header may hold: a checkpoint of a model with a hundred thousand tensors
+/// and their states has a few hundred thousand.
+const MAX_ENTRIES: usize = 1 << 20;
+
+/// The most JSON values a header may hold: an entry is a dozen (its object, dtype, shape and
+/// offsets, a number per dimension), so this bound is met only by a header built to be large.
+const MAX_JSON_VALUES: usize = 16 * MAX_ENTRIES;
+
+/// What precedes the checksum's 16 hex digits in the header, exactly once.
+const CHECKSUM_TAG: &[u8] = b"\"checksum\":\"xxh3_64:";
 
 /// The largest element count of a tensor (as `Setup` allows).
 const MAX_ELEMENTS: usize = isize::MAX as usize / 8;
@@ -29,11 +42,11 @@ pub(crate) fn read(source: &mut impl Read, file_len: u64) -> Result<Checkpoint, 
     if file_len < 8 {
         return Err(format!("{file_len} bytes: too short for a header length"));
     }
-    let mut length = [0u8; 8];
+    let mut length_bytes = [0u8; 8];
     source
-        .read_exact(&mut length)
+        .read_exact(&mut length_bytes)
         .map_err(|e| format!("the header length: {e}"))?;
-    let length = u64::from_le_bytes(length);
+    let length = u64::from_le_bytes(length_bytes);
     if length > MAX_HEADER_BYTES {
         return Err(format!(
             "the header length is {length} bytes, more than the {MAX_HEADER_BYTES} a checkpoint may have (a foreign file?)"
@@ -51,7 +64,16 @@ pub(crate) fn read(source: &mut impl Read, file_len: u64) -> Result<Checkpoint, 
     source
         .read_exact(&mut header)
         .map_err(|e| format!("the header: {e}"))?;
+    check_header_size(&header)?;
+    // The checksum covers the whole file, its own digits read as `0`s.
+    let digits = checksum_at(&header)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    hasher.update(&length_bytes);
+    hasher.update(&header[..digits]);
+    hasher.update(&[b'0'; 16]);
+    hasher.update(&header[digits + 16..]);
     let header = std::str::from_utf8(&header).map_err(|e| format!("header: not UTF-8: {e}"))?;
+    let raw_checksum = format!("xxh3_64:{}", &header[digits..digits + 16]);
     let header: Map<String, Value> =
         serde_json::from_str(header.trim_end()).map_err(|e| format!("header: not JSON: {e}"))?;
 
@@ -72,6 +94,11 @@ pub(crate) fn read(source: &mut impl Read, file_len: u64) -> Result<Checkpoint, 
         ));
     }
     let expected_checksum = text("checksum")?;
+    if expected_checksum != raw_checksum {
+        return Err(format!(
+            "__metadata__.checksum is '{expected_checksum}', but the header's text holds {raw_checksum} (written otherwise than optjit writes it)"
+        ));
+    }
     let dtype = text("dtype")?;
     let dtype = DType::from_name(dtype)
         .filter(|d| matches!(d, DType::F32 | DType::F16 | DType::BF16))
@@ -85,17 +112,61 @@ pub(crate) fn read(source: &mut impl Read, file_len: u64) -> Result<Checkpoint, 
         .collect::<Result<Vec<_>, String>>()?;
     check_tiling(&entries, data_len)?;
     entries.sort_unstable_by_key(|e| e.begin);
-    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
     for entry in &mut entries {
         entry.read(source, &mut hasher)?;
     }
     let checksum = checksum_text(hasher.digest());
     if expected_checksum != checksum {
         return Err(format!(
-            "the data's checksum is {checksum}, the header says {expected_checksum} (the data is damaged)"
+            "the file's checksum is {checksum}, the header says {expected_checksum} (the file is damaged)"
         ));
     }
     assemble(text("rule")?, dtype, entries)
+}
+
+/// Refuses a header with more than [`MAX_ENTRIES`] entries or [`MAX_JSON_VALUES`] JSON values,
+/// counted from its bytes before it is parsed (an object per `{`, a value per `[`, `,` or `:`;
+/// such bytes inside strings count too, so the counts are upper bounds): parsed, a value takes
+/// some tens of bytes, so a header of tiny entries would take far more memory than its size.
+fn check_header_size(header: &[u8]) -> Result<(), String> {
+    let count = |bytes: &[u8]| header.iter().filter(|b| bytes.contains(b)).count();
+    let objects = count(b"{");
+    // One object is the header, one `__metadata__`.
+    if objects > MAX_ENTRIES + 2 {
+        return Err(format!(
+            "the header holds {} entries or more, more than the {MAX_ENTRIES} a checkpoint may have",
+            objects - 2
+        ));
+    }
+    let values = count(b"{[,:");
+    if values > MAX_JSON_VALUES {
+        return Err(format!(
+            "the header holds {values} JSON values or more, more than the {MAX_JSON_VALUES} a checkpoint's {MAX_ENTRIES} entries may have"
+        ));
+    }
+    Ok(())
+}
+
+/// Where the checksum's 16 hex digits are in `header`: after [`CHECKSUM_TAG`], which must occur
+/// exactly once, and followed by the closing quote.
+fn checksum_at(header: &[u8]) -> Result<usize, String> {
+    let mut found = (header.windows(CHECKSUM_TAG.len()).enumerate())
+        .filter(|(_, w)| *w == CHECKSUM_TAG)
+        .map(|(at, _)| at + CHECKSUM_TAG.len());
+    let at = found.next().ok_or(
+        "header: no checksum (`\"checksum\":\"xxh3_64:` and 16 hex digits in __metadata__)",
+    )?;
+    if found.next().is_some() {
+        return Err("header: more than one checksum".to_string());
+    }
+    let digits = header.get(at..at + 16).filter(|d| {
+        d.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    });
+    match digits.is_some() && header.get(at + 16) == Some(&b'"') {
+        true => Ok(at),
+        false => Err("header: the checksum is not 16 lowercase hex digits".to_string()),
+    }
 }
 
 /// The checkpoint that `entries`, read and checked, hold for `rule` stored as `dtype`.
