@@ -1,8 +1,11 @@
-//! The e-class analysis: value class (as the IR infers it) and f64 constant folding.
+//! The e-class analysis: value class (as the IR infers it), f64 constant folding, and the
+//! value range proven for the class (`value_range.rs`), which rule side conditions read.
 
 use crate::lang::{Konst, OptLang};
+use crate::value_range::ValueRange;
 use egg::{Analysis, DidMerge, EGraph, Id, Language};
 use optjit_ir::{Class, Input};
+use std::collections::BTreeMap;
 
 /// The e-graph type the rewriter works on.
 pub(crate) type OptEGraph = EGraph<OptLang, ClassAnalysis>;
@@ -14,11 +17,18 @@ pub(crate) struct Data {
     pub(crate) class: Class,
     /// The value, when it is a Scalar-class constant (never NaN).
     pub(crate) konst: Option<f64>,
+    /// What is proven about the class's non-NaN values. Every member's range is proven for
+    /// that member and the class keeps their meet: exact for exact rules; after a reassociating
+    /// rule, members agree only up to rounding, and so may the range.
+    pub(crate) range: ValueRange,
 }
 
-/// Value classes and constant folding.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct ClassAnalysis;
+/// Value classes, constant folding and value ranges.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClassAnalysis {
+    /// What the caller guarantees about each hyperparameter (its domain); others may be anything.
+    pub(crate) hyper_ranges: BTreeMap<String, ValueRange>,
+}
 
 /// The class of an input, as `Graph` infers it.
 pub(crate) fn input_class(input: &Input) -> Class {
@@ -72,7 +82,8 @@ fn fold(egraph: &OptEGraph, node: &OptLang) -> Option<f64> {
                 x.max(y)
             }
         }
-        L::Pow([a, b]) => c(a)?.powf(c(b)?),
+        // The host's `pow` (its special exponents included).
+        L::Pow([a, b]) => optjit_ir::eval_op(&node.to_op(), &[c(a)?, c(b)?]),
         L::Fma([a, b, d]) => c(a)?.mul_add(c(b)?, c(d)?),
         L::Neg(a) => -c(a)?,
         L::Sqrt(a) => c(a)?.sqrt(),
@@ -109,6 +120,26 @@ fn fold(egraph: &OptEGraph, node: &OptLang) -> Option<f64> {
     (value.is_finite() || (literal && !value.is_nan())).then_some(value)
 }
 
+/// The range of `node`'s value from its children's (each rounded to `class`'s precision when
+/// its class differs) or, for a leaf, from the hyperparameter ranges.
+fn node_range(egraph: &OptEGraph, node: &OptLang, class: Class) -> ValueRange {
+    if let OptLang::In(leaf) = node {
+        return ValueRange::of_input(&leaf.0, &egraph.analysis.hyper_ranges);
+    }
+    let operands: Vec<ValueRange> = node
+        .children()
+        .iter()
+        .map(|&c| {
+            let data = &egraph[c].data;
+            data.range.crossing(data.class, class)
+        })
+        .collect();
+    let children = node.children();
+    let first_two_same =
+        children.len() >= 2 && egraph.find(children[0]) == egraph.find(children[1]);
+    ValueRange::of_op(&node.to_op(), &operands, first_two_same)
+}
+
 impl Analysis<OptLang> for ClassAnalysis {
     type Data = Data;
 
@@ -119,7 +150,12 @@ impl Analysis<OptLang> for ClassAnalysis {
         } else {
             None
         };
-        Data { class, konst }
+        let range = node_range(egraph, node, class);
+        Data {
+            class,
+            konst,
+            range,
+        }
     }
 
     fn merge(&mut self, a: &mut Data, b: Data) -> DidMerge {
@@ -139,7 +175,17 @@ impl Analysis<OptLang> for ClassAnalysis {
             (Some(x), Some(y)) => DidMerge(false, x.to_bits() != y.to_bits()),
             (None, None) => DidMerge(false, false),
         };
-        DidMerge(konst.0 || class_changed, konst.1)
+        // Both ranges hold for the class's value. Disjoint ones (only possible when members
+        // differ by rounding) keep the first, so the range only ever shrinks.
+        let meet = a.range.meet(b.range);
+        let range = if meet.is_nan_only() && !a.range.is_nan_only() && !b.range.is_nan_only() {
+            DidMerge(false, a.range != b.range)
+        } else {
+            let merged = DidMerge(meet != a.range, meet != b.range);
+            a.range = meet;
+            merged
+        };
+        DidMerge(konst.0 || class_changed || range.0, konst.1 || range.1)
     }
 
     fn modify(egraph: &mut OptEGraph, id: Id) {

@@ -4,7 +4,10 @@
 //!   and runs the rule tables: exact identities, sign moves, small powers, constant folding (an
 //!   e-class analysis, f64 like the host's scalar program) and scalar hoisting, which regroups
 //!   arithmetic so that everything computed once per group (bias corrections, `lr / bc1`, ...)
-//!   forms Scalar-class subtrees.
+//!   forms Scalar-class subtrees. A rule that holds only for some values (a square root split
+//!   over a quotient needs a positive divisor) fires only where the analysis's value ranges
+//!   ([`ValueRange`]) prove it, from constants, the ops and hyperparameters' domains
+//!   ([`SimplifyOptions::hyper_ranges`]).
 //! * `extract` ([`extract`]) reads back the cheapest graph by a cost model that weighs an op by
 //!   how often it runs (per element ≫ per tensor ≫ per group), never by tensor sizes.
 //! * `fuse` ([`fuse`]) splits the extracted graph into the host scalar program and one kernel
@@ -36,6 +39,8 @@ mod fuse;
 mod lang;
 mod rules;
 mod simplify;
+mod state_signs;
+mod value_range;
 
 pub use counts::{OpCounts, count_elem_ops, plan_stats};
 
@@ -56,8 +61,13 @@ pub const SOURCES: &[&str] = &[
     include_str!("rules/strength_reduction.rs"),
     include_str!("rules/tests.rs"),
     include_str!("simplify.rs"),
+    include_str!("state_signs.rs"),
+    include_str!("value_range.rs"),
+    include_str!("value_range/tests.rs"),
 ];
 pub use error::RewriteError;
 pub use fuse::fuse;
 pub use rules::{Exactness, rule_names};
 pub use simplify::{Simplified, SimplifyOptions, SimplifyReport, extract, simplify};
+pub use state_signs::non_negative_states;
+pub use value_range::ValueRange;

@@ -6,9 +6,10 @@ use crate::cost::{ClassCost, graph_cost};
 use crate::error::RewriteError;
 use crate::lang::OptLang;
 use crate::rules::rule_set;
+use crate::value_range::ValueRange;
 use egg::{Extractor, Id, Language, Runner, SimpleScheduler, StopReason};
 use optjit_ir::{Graph, NodeIndex, Target};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -27,16 +28,23 @@ pub struct SimplifyOptions {
     pub node_limit: usize,
     /// Wall-clock safety net.
     pub time_limit: Duration,
+    /// What the caller guarantees about hyperparameters' values (their domains, checked
+    /// whenever one is set): the value ranges rules with a side condition may rely on, such as
+    /// `1 - beta2^step > 0` for a `beta2` in `[0, 1)`. A hyperparameter not listed may take
+    /// any value. This changes the generated code, so a cache keyed on the options must
+    /// include it.
+    pub hyper_ranges: BTreeMap<String, ValueRange>,
 }
 
 impl Default for SimplifyOptions {
-    /// All rules, 12 iterations, 5 000 e-nodes, 1 s.
+    /// All rules, 12 iterations, 5 000 e-nodes, 1 s, nothing known of hyperparameters.
     fn default() -> Self {
         SimplifyOptions {
             exact_only: false,
             iter_limit: 12,
             node_limit: 5_000,
             time_limit: Duration::from_secs(1),
+            hyper_ranges: BTreeMap::new(),
         }
     }
 }
@@ -121,14 +129,17 @@ pub fn simplify(graph: &Graph, options: &SimplifyOptions) -> Result<Simplified, 
     }
     let rules = rule_set(options.exact_only)?;
 
-    let mut egraph = OptEGraph::new(ClassAnalysis);
+    let analysis = ClassAnalysis {
+        hyper_ranges: options.hyper_ranges.clone(),
+    };
+    let mut egraph = OptEGraph::new(analysis.clone());
     let mut ids: HashMap<NodeIndex, Id> = HashMap::new();
     for n in live_nodes(graph) {
         let operands: Vec<Id> = graph.operands(n).iter().map(|o| ids[o]).collect();
         let id = egraph.add(OptLang::from_op(&graph.node(n).op, &operands));
         ids.insert(n, id);
     }
-    let mut runner = Runner::<OptLang, ClassAnalysis, ()>::new(ClassAnalysis)
+    let mut runner = Runner::<OptLang, ClassAnalysis, ()>::new(analysis)
         .with_egraph(egraph)
         .with_iter_limit(options.iter_limit)
         .with_node_limit(options.node_limit)

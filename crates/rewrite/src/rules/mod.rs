@@ -1,9 +1,12 @@
 //! Rewrite rules as tables, one file per topic, each rule tagged exact or reassociating.
 //!
 //! A rule is written as data ([`RuleDef`]): a kebab-case name, the two sides as s-expressions
-//! over the language of `lang.rs`, its exactness, and side conditions on the value classes of its
-//! pattern variables. The tables are turned into egg rewrites by [`rule_set`]; tests evaluate the
-//! same tables numerically.
+//! over the language of `lang.rs`, its exactness, and side conditions ([`Req`]) on its pattern
+//! variables: on their value classes (where a value is computed, which keeps rules from moving
+//! work the wrong way), or on their values, which a rule fires on only where the e-graph's
+//! analysis proves them (`value_range.rs`: a hyperparameter is any number unless its domain
+//! says otherwise). The tables are turned into egg rewrites by [`rule_set`]; tests evaluate the
+//! same tables numerically, a rule with a value condition also where the condition fails.
 //!
 //! *Exact* means: both sides give the same value for every input, NaN, ±inf, ±0 and subnormals
 //! included, in f32 and in f64 (a NaN equals any NaN: payloads and the sign of a NaN are not
@@ -14,9 +17,6 @@ mod identities;
 mod scalar_hoisting;
 mod signs;
 mod strength_reduction;
-
-#[cfg(test)]
-pub(crate) use strength_reduction::POSITIVE_SCALAR_ONLY;
 
 use crate::analysis::{ClassAnalysis, OptEGraph};
 use crate::error::RewriteError;
@@ -43,7 +43,7 @@ impl Exactness {
     }
 }
 
-/// A side condition on the class of one pattern variable.
+/// A side condition on one pattern variable: its class, or a proven fact about its values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Req {
     /// The variable is Scalar class (computed once per group).
@@ -55,6 +55,18 @@ pub(crate) enum Req {
     /// The first variable's class is below the second's (computed less often: a scalar under a
     /// per-tensor or per-element value, a per-tensor value under a per-element one).
     ClassBelow(&'static str, &'static str),
+    /// The variable is proven positive: every value `> 0` or NaN (neither zero).
+    Positive(&'static str),
+    /// The variable is proven positive and finite: every value in `(0, +inf)` or NaN.
+    PositiveFinite(&'static str),
+}
+
+impl Req {
+    /// Whether this is a condition on values (rather than on classes).
+    #[cfg(test)]
+    pub(crate) fn on_values(self) -> bool {
+        matches!(self, Req::Positive(_) | Req::PositiveFinite(_))
+    }
 }
 
 /// One rule of a table.
@@ -68,7 +80,7 @@ pub(crate) struct RuleDef {
     pub(crate) rhs: &'static str,
     /// Whether the rewrite preserves values exactly.
     pub(crate) exactness: Exactness,
-    /// Class conditions that must all hold for the rule to fire.
+    /// Conditions that must all hold for the rule to fire.
     pub(crate) requires: &'static [Req],
 }
 
@@ -101,7 +113,7 @@ pub(crate) fn all_rules() -> Vec<RuleDef> {
 }
 
 /// The checks of a rule's [`Req`]s, resolved to pattern variables.
-struct ClassCondition {
+struct SideConditions {
     checks: Vec<(Check, Var, Option<Var>)>,
 }
 
@@ -111,17 +123,22 @@ enum Check {
     Varying,
     AtMost,
     Below,
+    Positive,
+    PositiveFinite,
 }
 
-impl Condition<OptLang, ClassAnalysis> for ClassCondition {
+impl Condition<OptLang, ClassAnalysis> for SideConditions {
     fn check(&self, egraph: &mut OptEGraph, _eclass: Id, subst: &Subst) -> bool {
         self.checks.iter().all(|&(check, v, w)| {
-            let class = egraph[subst[v]].data.class;
+            let data = &egraph[subst[v]].data;
+            let class = data.class;
             match check {
                 Check::Scalar => class == Class::Scalar,
                 Check::Varying => class != Class::Scalar,
                 Check::AtMost => w.is_some_and(|w| class <= egraph[subst[w]].data.class),
                 Check::Below => w.is_some_and(|w| class < egraph[subst[w]].data.class),
+                Check::Positive => data.range.is_positive(),
+                Check::PositiveFinite => data.range.is_positive() && data.range.is_finite(),
             }
         })
     }
@@ -167,10 +184,12 @@ pub(crate) fn build(def: &RuleDef) -> Result<TaggedRewrite, RewriteError> {
                     (Check::AtMost, var(def.name, v)?, Some(var(def.name, w)?))
                 }
                 Req::ClassBelow(v, w) => (Check::Below, var(def.name, v)?, Some(var(def.name, w)?)),
+                Req::Positive(v) => (Check::Positive, var(def.name, v)?, None),
+                Req::PositiveFinite(v) => (Check::PositiveFinite, var(def.name, v)?, None),
             });
         }
         let applier = ConditionalApplier {
-            condition: ClassCondition { checks },
+            condition: SideConditions { checks },
             applier: rhs,
         };
         Rewrite::new(def.name, lhs, applier)
