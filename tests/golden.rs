@@ -4,7 +4,10 @@
 mod common;
 
 use common::GOLDEN_CASES as CASES;
-use optjit_cli::golden::{Outcome, run_case, run_file};
+use common::NONFINITE_CASES;
+use common::sim_gpu::SimGpu;
+use optjit::CudaOptimizer;
+use optjit_cli::golden::{Outcome, Resume, run_case, run_file, run_file_resuming};
 use optjit_cli::stepper::Backend;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +51,120 @@ fn adamw_cases_pass() {
 #[test]
 fn cases_pass_with_several_threads() {
     CASES.iter().for_each(|c| check(c, 4));
+}
+
+/// Non-finite parameters and gradients (inf, -inf, NaN) give what PyTorch (or optax) gives,
+/// for every built-in: parameters after every step and the final states, non-finite values
+/// matched by class.
+#[test]
+fn nonfinite_cases_pass() {
+    NONFINITE_CASES.iter().for_each(|c| check(c, 1));
+}
+
+#[test]
+fn nonfinite_cases_pass_with_several_threads() {
+    NONFINITE_CASES.iter().for_each(|c| check(c, 4));
+}
+
+/// The same cases through the GPU path, its PTX kernels on the interpreter.
+#[test]
+fn nonfinite_cases_pass_in_the_simulator() {
+    let sim = Backend::Other {
+        name: "sim",
+        open: |definition, setup| {
+            let optimizer = CudaOptimizer::new(definition, setup, SimGpu::new())?;
+            Ok(Box::new(optimizer))
+        },
+    };
+    for case in NONFINITE_CASES {
+        let result = run_file(&path(case), &sim).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert!(result.passed(), "{result}");
+    }
+}
+
+/// States holding inf and NaN go through a checkpoint unchanged: a run resumed after step 1
+/// ends as the uninterrupted one.
+#[test]
+fn nonfinite_cases_resume_from_a_checkpoint() {
+    for case in NONFINITE_CASES {
+        let plain = run_file(&path(case), &cpu(1)).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let resume = Resume {
+            after_step: 1,
+            on: cpu(1),
+        };
+        let resumed = run_file_resuming(&path(case), &cpu(1), Some(&resume))
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert!(plain.passed(), "{plain}");
+        assert_eq!(resumed, plain, "{case}");
+    }
+}
+
+/// `tests/golden/nonfinite/` holds exactly the listed cases (a new recording is not skipped).
+#[test]
+fn every_nonfinite_file_is_listed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/nonfinite");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/golden/nonfinite")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            format!(
+                "nonfinite/{}",
+                p.file_stem().expect("stem").to_string_lossy()
+            )
+        })
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = NONFINITE_CASES.iter().map(|c| c.to_string()).collect();
+    listed.sort();
+    assert_eq!(files, listed);
+}
+
+/// A non-finite expectation matches only its own class: an infinity is not met by a finite
+/// value or the other infinity, NaN by no number, and a finite value by no infinity.
+#[test]
+fn nonfinite_expectations_match_by_class() {
+    let text = std::fs::read_to_string(path("nonfinite/adam")).expect("read");
+    let case: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let last = case["expected"].as_array().expect("steps").len() - 1;
+    // Find a +inf, a NaN and a finite value among the expected parameters of the last step.
+    let params = &case["expected"][last]["params"];
+    let find = |want: &dyn Fn(&serde_json::Value) -> bool| {
+        (0..4)
+            .flat_map(|t| (0..params[t].as_array().map_or(0, Vec::len)).map(move |i| (t, i)))
+            .find(|&(t, i)| want(&params[t][i]))
+            .expect("the case holds such a value")
+    };
+    let inf = find(&|v| v == "inf");
+    let nan = find(&|v| v == "nan");
+    let finite = find(&|v| v.is_number());
+    let finite_value = params[finite.0][finite.1].clone();
+    for ((t, i), replacement) in [
+        (inf, serde_json::json!(3.0e38)),
+        (inf, serde_json::json!("-inf")),
+        (inf, serde_json::json!("nan")),
+        (nan, finite_value),
+        (nan, serde_json::json!("inf")),
+        (finite, serde_json::json!("inf")),
+        (finite, serde_json::json!("nan")),
+    ] {
+        let mut changed = case.clone();
+        changed["expected"][last]["params"][t][i] = replacement.clone();
+        let result = run_case(&changed, &cpu(1)).expect("runs");
+        let Outcome::Fail(m) = result.outcome else {
+            panic!("{replacement} in place of params[{t}][{i}] not detected: {result}")
+        };
+        assert_eq!(
+            (m.what, m.step, m.tensor, m.index),
+            ("params", last, t.to_string(), i),
+            "{replacement}"
+        );
+    }
+    // And a file naming a number any other way is refused with the field's name.
+    let mut bad = case.clone();
+    bad["init"][3][0] = serde_json::json!("Infinity");
+    let e = run_case(&bad, &cpu(1)).expect_err("refused");
+    assert!(e.to_string().contains("init[3]"), "{e}");
 }
 
 /// Every recorded file is readable by the runner; cases that need later features say so

@@ -135,12 +135,15 @@ impl Val {
 /// `cast f16` and `cast bf16` to the nearest half-precision value (ties to even, overflow to
 /// infinity, subnormals kept), rounded once from the f64 value rather than through f32;
 /// `cast f64` is the identity. Comparisons give 1.0 (true) or 0.0 (false) internally and
-/// `select` picks by them. `sign` follows `torch.sign` (NaN stays NaN, ±0 stays ±0), `min` and
-/// `max` propagate NaN as `torch.minimum`/`torch.maximum` and order -0 below +0, `rsqrt` is
-/// `1 / sqrt`, `pow` is `powf`, `fma` is `f64::mul_add`. Reductions: `norm`, `sum`, `mean` and
-/// `max_abs` over the current tensor (NaN-propagating; `mean` of an empty tensor is NaN,
-/// `max_abs` of one is 0), `global_norm` the square root of the sum of squares over every tensor
-/// given to [`interpret`].
+/// `select` picks by them. `sign` is `jnp.sign` (NaN stays NaN, ±0 stays ±0; `torch.sign` gives
+/// 0 for NaN and +0 for -0, which a graph spells with compares and selects), `min` and `max`
+/// propagate NaN as `torch.minimum`/`torch.maximum` and order -0 below +0, `rsqrt` is
+/// `1 / sqrt`, `pow` is `torch.pow` with a number exponent (C's `powf`, except that `x ^ 0.5`
+/// is `sqrt(x)` and `x ^ -0.5` is `1 / sqrt(x)`: `(-inf) ^ 0.5` is NaN), `fma` is
+/// `f64::mul_add`. Reductions: `norm`,
+/// `sum`, `mean` and `max_abs` over the current tensor (NaN-propagating; `mean` of an empty
+/// tensor is NaN, `max_abs` of one is 0), `global_norm` the square root of the sum of squares
+/// over every tensor given to [`interpret`].
 ///
 /// Hypers missing from `env` take their declared default and scalar states their declared `init`.
 /// A per-element state the graph reads must be present in every tensor
@@ -323,7 +326,8 @@ fn bool_value(b: bool) -> f64 {
 }
 
 /// One application of an element-wise op in f64 (`x` has the op's arity, checked by the
-/// verifier): `torch` semantics for `sign`, `minimum`, `maximum`; comparisons give 1 or 0, and
+/// verifier): `jnp.sign` for `sign`, `torch` semantics for `minimum`, `maximum` and `pow`;
+/// comparisons give 1 or 0, and
 /// `select` takes any nonzero condition as true. Inputs, constants and reductions give NaN (the
 /// caller evaluates those). The host scalar program uses this too, so both agree by
 /// construction.
@@ -350,7 +354,7 @@ pub fn eval_op(op: &Op, x: &[f64]) -> f64 {
             Binary::Div => a / b,
             Binary::Min => minimum(a, b),
             Binary::Max => maximum(a, b),
-            Binary::Pow => a.powf(b),
+            Binary::Pow => pow(a, b),
         },
         Op::Fma => a.mul_add(b, c),
         Op::Cmp(cmp) => bool_value(match cmp {
@@ -374,7 +378,7 @@ pub fn eval_op(op: &Op, x: &[f64]) -> f64 {
     }
 }
 
-/// `torch.sign`: -1, 0 or 1; NaN stays NaN and ±0 stays ±0.
+/// `jnp.sign`: -1, 0 or 1; NaN stays NaN and ±0 stays ±0 (`torch.sign` gives 0 and +0).
 fn sign(x: f64) -> f64 {
     if x.is_nan() || x == 0.0 {
         x
@@ -402,6 +406,19 @@ fn maximum(a: f64, b: f64) -> f64 {
         if a.is_sign_positive() { a } else { b }
     } else {
         a.max(b)
+    }
+}
+
+/// `torch.pow(x, y)` for a number `y`: ATen computes `x ^ 0.5` as `sqrt(x)` and `x ^ -0.5` as
+/// `1 / sqrt(x)`, so `(-inf) ^ 0.5` is NaN and `(-0) ^ 0.5` is -0 where C's `pow` gives inf and
+/// +0; every other exponent is C's `pow`.
+fn pow(x: f64, y: f64) -> f64 {
+    if y == 0.5 {
+        x.sqrt()
+    } else if y == -0.5 {
+        1.0 / x.sqrt()
+    } else {
+        x.powf(y)
     }
 }
 
@@ -665,6 +682,18 @@ mod tests {
         assert_eq!(maximum(2.0, -1.0), 2.0);
         assert_eq!(eval_op(&Op::Unary(Unary::Rsqrt), &[4.0]), 0.5);
         assert_eq!(eval_op(&Op::Binary(Binary::Pow), &[2.0, 0.5]), 2f64.sqrt());
+        // torch.pow(x, 0.5) is sqrt(x), torch.pow(x, -0.5) is 1 / sqrt(x), special values
+        // included; other exponents are C's pow.
+        let pow = |x: f64, y: f64| eval_op(&Op::Binary(Binary::Pow), &[x, y]);
+        assert!(pow(f64::NEG_INFINITY, 0.5).is_nan());
+        assert!(pow(-0.0, 0.5) == 0.0 && pow(-0.0, 0.5).is_sign_negative());
+        assert_eq!(pow(f64::INFINITY, 0.5), f64::INFINITY);
+        assert_eq!(pow(-0.0, -0.5), f64::NEG_INFINITY);
+        assert!(pow(f64::NEG_INFINITY, -0.5).is_nan());
+        assert_eq!(pow(4.0, -0.5), 0.5);
+        assert_eq!(pow(f64::NEG_INFINITY, 1.5), f64::INFINITY);
+        assert_eq!(pow(f64::NEG_INFINITY, 2.0), f64::INFINITY);
+        assert_eq!(pow(nan, 0.0), 1.0);
         assert_eq!(
             eval_op(&Op::Fma, &[0.1, 10.0, -1.0]),
             0.1f64.mul_add(10.0, -1.0)

@@ -57,7 +57,8 @@ pub enum Unary {
     Log,
     /// `|x|`
     Abs,
-    /// -1, 0 or 1 (NaN stays NaN, ±0 stays ±0), as `torch.sign`
+    /// -1, 0 or 1 (NaN stays NaN, ±0 stays ±0), as `jnp.sign`. Not `torch.sign`, which gives 0
+    /// for NaN and +0 for -0: that is `select(x > 0, 1, select(x < 0, -1, 0))` (Rprop's).
     Sign,
     /// `sin(x)` (scalar program only)
     Sin,
@@ -82,7 +83,8 @@ pub enum Binary {
     Min,
     /// `max(a, b)`, NaN-propagating as `torch.maximum`
     Max,
-    /// `a ^ b`
+    /// `a ^ b` as `torch.pow` with a number exponent: C's `pow`, except that `a ^ 0.5` is
+    /// `sqrt(a)` and `a ^ -0.5` is `1 / sqrt(a)` (ATen's special cases: `(-inf) ^ 0.5` is NaN)
     Pow,
 }
 

@@ -727,7 +727,20 @@ impl Emitter<'_> {
             // Cranelift's fmin/fmax propagate NaN and order -0 below +0.
             Binary::Min => b.ins().fmin(x, y),
             Binary::Max => b.ins().fmax(x, y),
-            Binary::Pow => self.call(b, ty, 2, &[x, y]),
+            // torch.pow: C's pow (the libcall), but sqrt for the exponent 0.5 and 1 / sqrt for
+            // -0.5, as ATen computes them (they differ from pow at -inf and -0).
+            Binary::Pow => {
+                let general = self.call(b, ty, 2, &[x, y]);
+                let root = b.ins().sqrt(x);
+                let one = constant(b, ty, 1.0);
+                let inverse_root = b.ins().fdiv(one, root);
+                let half = constant(b, ty, 0.5);
+                let minus_half = constant(b, ty, -0.5);
+                let is_half = compare(b, ty, FloatCC::Equal, y, half);
+                let is_minus_half = compare(b, ty, FloatCC::Equal, y, minus_half);
+                let other = select(b, ty, is_minus_half, inverse_root, general);
+                select(b, ty, is_half, root, other)
+            }
         }
     }
 
@@ -977,6 +990,142 @@ mod tests {
                 address,
                 Some(splats),
                 "only the splats are aligned: {line}\n{text}"
+            );
+        }
+    }
+
+    extern "C" fn test_expf(x: f32) -> f32 {
+        x.exp()
+    }
+
+    extern "C" fn test_logf(x: f32) -> f32 {
+        x.ln()
+    }
+
+    extern "C" fn test_powf(x: f32, y: f32) -> f32 {
+        x.powf(y)
+    }
+
+    /// Runs `kernel` (one record, no scalars, no reductions) over `buffers` in a JIT module of
+    /// its own, with the libcalls bound to plain Rust.
+    fn run(kernel: &Kernel, buffers: &mut [Vec<f32>]) {
+        use cranelift_jit::{JITBuilder, JITModule};
+        use cranelift_module::{Linkage, Module};
+        let isa = isa();
+        let function = emit_clif(kernel, &*isa).expect("emits");
+        let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+        let symbols = [
+            test_expf as *const u8,
+            test_logf as *const u8,
+            test_powf as *const u8,
+        ];
+        for (name, address) in LIBCALLS.iter().zip(symbols) {
+            builder.symbol(*name, address);
+        }
+        let mut jit = JITModule::new(builder);
+        // The libcalls first and in order: the emitter names them by index.
+        for name in LIBCALLS {
+            let mut sig = jit.make_signature();
+            let arity = if *name == "optjit_powf" { 2 } else { 1 };
+            sig.params
+                .extend(std::iter::repeat_n(AbiParam::new(types::F32), arity));
+            sig.returns.push(AbiParam::new(types::F32));
+            jit.declare_function(name, Linkage::Import, &sig)
+                .expect("declare");
+        }
+        let id = jit
+            .declare_function("kernel", Linkage::Local, &function.signature)
+            .expect("declare");
+        let mut ctx = jit.make_context();
+        ctx.func = function;
+        jit.define_function(id, &mut ctx).expect("compiles");
+        jit.finalize_definitions().expect("finalizes");
+        type KernelFn = unsafe extern "C" fn(*const u64, u64, u64, *mut f64);
+        // SAFETY: emitted with the ChunkAbi signature.
+        let f: KernelFn = unsafe { std::mem::transmute(jit.get_finalized_function(id)) };
+        let len = buffers[0].len();
+        let row = [0f32; 1];
+        let mut table = vec![len as u64, row.as_ptr() as u64];
+        table.extend(buffers.iter_mut().map(|b| b.as_mut_ptr() as u64));
+        // SAFETY: one record over live buffers of `len` elements each.
+        unsafe { f(table.as_ptr(), 0, 1, std::ptr::null_mut()) };
+        // SAFETY: nothing of the module is used after this.
+        unsafe { jit.free_memory() };
+    }
+
+    /// `pow` per element on the CPU is `optjit_ir::eval_op`'s (the host's and the interpreter's),
+    /// `torch.pow`: the exponents 0.5 and -0.5 are `sqrt` and `1 / sqrt` (`(-inf) ^ 0.5` is NaN,
+    /// `(-0) ^ 0.5` is -0), other exponents the libcall; in the vector loops and the scalar
+    /// tail: the same class, the same sign of zero, finite values to the libcall's rounding.
+    #[test]
+    fn pow_per_element_is_torch_pow_as_the_interpreter() {
+        let v = kernel::Value;
+        let kernel = Kernel::elements(
+            "pow.phase0",
+            vec![
+                BufferUse::new(Buffer::Param, true, true),
+                BufferUse::new(Buffer::Grad, true, false),
+            ],
+            0,
+            vec![
+                Inst::Load { buffer: 0 },
+                Inst::Load { buffer: 1 },
+                Inst::Binary(Binary::Pow, v(0), v(1)),
+                Inst::Store {
+                    buffer: 0,
+                    value: v(2),
+                },
+            ],
+        );
+        let bases = [
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            -0.0,
+            0.0,
+            f32::NAN,
+            -4.0,
+            4.0,
+            2.0,
+            0.25,
+            1e-40,
+        ];
+        let exponents = [0.5, -0.5, 2.0, 1.5, -1.0, 0.0];
+        // Every pair, then 9 more: 69 elements, so the 4 × f32x4 loop (64), the f32x4 loop (4)
+        // and the scalar tail (the last one) all see special values.
+        let more = [
+            (f32::NEG_INFINITY, -0.5),
+            (-0.0, 0.5),
+            (-0.0, -0.5),
+            (4.0, 0.5),
+            (f32::NEG_INFINITY, 0.5),
+            (f32::NAN, 0.5),
+            (2.0, -0.5),
+            (0.25, 0.5),
+            (f32::NEG_INFINITY, 0.5),
+        ];
+        let (x, y): (Vec<f32>, Vec<f32>) = exponents
+            .iter()
+            .flat_map(|&e| bases.iter().map(move |&b| (b, e)))
+            .chain(more)
+            .unzip();
+        assert_eq!(x.len(), 69);
+        let mut buffers = [x.clone(), y.clone()];
+        run(&kernel, &mut buffers);
+        for ((&got, &base), &exponent) in buffers[0].iter().zip(&x).zip(&y) {
+            let op = optjit_ir::Op::Binary(Binary::Pow);
+            let want = optjit_ir::eval_op(&op, &[base.into(), exponent.into()]) as f32;
+            // Special results exactly (the sign of a zero included), others to the libcall's
+            // rounding.
+            let agree = match want.is_finite() && want != 0.0 {
+                true => (got - want).abs() <= 1e-6 * want.abs(),
+                false => got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            };
+            assert!(agree, "pow({base}, {exponent}) = {got}, want {want}");
+        }
+        for i in [0, 64, 68] {
+            assert!(
+                buffers[0][i].is_nan(),
+                "(-inf) ^ 0.5 is NaN as in torch (element {i})"
             );
         }
     }

@@ -9,7 +9,7 @@ use optjit::optim::{
     Adadelta, Adagrad, Adam, AdamW, Adamax, Asgd, Configured, Lamb, Lars, Lion, NAdam, RAdam,
     RmsProp, Rprop, Sgd,
 };
-use optjit::{Definition, Domain, Tracer};
+use optjit::{Definition, Domain, Tracer, select};
 use std::path::{Path, PathBuf};
 
 /// The golden cases the built-ins of this version must pass.
@@ -53,6 +53,47 @@ pub const GOLDEN_CASES: [&str; 39] = [
     "rprop",
     "asgd",
     "adafactor",
+];
+
+/// The non-finite cases (`tests/golden/nonfinite/`, recorded by its `gen.py`): inf, -inf and
+/// NaN in parameters and gradients, for every built-in.
+pub const NONFINITE_CASES: [&str; 36] = [
+    "nonfinite/adadelta",
+    "nonfinite/adadelta-wd-maximize",
+    "nonfinite/adafactor",
+    "nonfinite/adafactor-wd-maximize",
+    "nonfinite/adagrad",
+    "nonfinite/adagrad-wd-maximize",
+    "nonfinite/adam",
+    "nonfinite/adam-l2-amsgrad",
+    "nonfinite/adam-low-beta1",
+    "nonfinite/adamax",
+    "nonfinite/adamax-wd",
+    "nonfinite/adamw",
+    "nonfinite/adamw-amsgrad-maximize",
+    "nonfinite/adamw-clip",
+    "nonfinite/asgd",
+    "nonfinite/asgd-wd",
+    "nonfinite/lamb",
+    "nonfinite/lamb-no-decay",
+    "nonfinite/lars",
+    "nonfinite/lars-no-decay-nesterov",
+    "nonfinite/lion",
+    "nonfinite/lion-no-decay",
+    "nonfinite/nadam",
+    "nonfinite/nadam-decoupled-wd",
+    "nonfinite/nadam-l2",
+    "nonfinite/radam",
+    "nonfinite/radam-decoupled-wd",
+    "nonfinite/radam-l2",
+    "nonfinite/rmsprop",
+    "nonfinite/rmsprop-centered-low-alpha",
+    "nonfinite/rmsprop-centered-momentum-wd",
+    "nonfinite/rprop",
+    "nonfinite/rprop-maximize",
+    "nonfinite/sgd",
+    "nonfinite/sgd-momentum-wd",
+    "nonfinite/sgd-nesterov-maximize",
 ];
 
 /// The repository's copy of golden case `case`: in the checkout the test was built in, or,
@@ -162,7 +203,8 @@ pub fn per_tensor_reductions() -> Definition {
 }
 
 /// AdamW as a paper writes it: bias-corrected moments per element, the correction of the
-/// second moment under the square root, and decoupled weight decay as its own term.
+/// second moment under the square root, and decoupled weight decay as its own term (the first
+/// moment is PyTorch's lerp, as the built-in's, so that both agree on non-finite values).
 pub fn adamw_naive() -> Definition {
     let t = Tracer::new("adamw_naive");
     let lr = t.hyper_in("lr", 1e-3, Domain::non_negative());
@@ -174,7 +216,10 @@ pub fn adamw_naive() -> Definition {
     let exp_avg = t.state("exp_avg", 0.0);
     let exp_avg_sq = t.state("exp_avg_sq", 0.0);
 
-    let m = &beta1 * &exp_avg + (1.0 - &beta1) * &grad;
+    // PyTorch's `exp_avg.lerp_(grad, 1 - beta1)`, in ATen's two forms (docs/nonfinite.md).
+    let w = 1.0 - &beta1;
+    let small = w.abs().lt(0.5);
+    let m = select(&small, &exp_avg, &grad) + select(&small, &w, &w - 1.0) * (&grad - &exp_avg);
     let v = &beta2 * &exp_avg_sq + (1.0 - &beta2) * grad.pow(2.0);
     let m_hat = &m / (1.0 - beta1.pow(&step));
     let v_hat = &v / (1.0 - beta2.pow(&step));

@@ -426,9 +426,12 @@ struct Comparison {
 impl Comparison {
     fn check(&mut self, got: f64, want: f64, at: impl FnOnce() -> Mismatch) {
         let err = (got - want).abs();
-        let ok = err <= self.atol + self.rtol * want.abs()
-            || (got.is_nan() && want.is_nan())
-            || got == want;
+        // A non-finite expectation matches by class only: NaN with NaN, an infinity with the
+        // same infinity (the tolerance would let any value match an infinity).
+        let ok = match want.is_finite() {
+            true => err <= self.atol + self.rtol * want.abs(),
+            false => got == want || (got.is_nan() && want.is_nan()),
+        };
         if err.is_finite() {
             self.max_abs = self.max_abs.max(err);
             if want != 0.0 {
@@ -639,9 +642,21 @@ fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value, BadInput> {
         .ok_or_else(|| BadInput(format!("missing field '{key}'")))
 }
 
+/// A number, or one JSON cannot write: the strings `"inf"`, `"-inf"` and `"nan"`.
 fn number(v: &Value, what: &str) -> Result<f64, BadInput> {
+    let non_finite = |s: &str| match s {
+        "inf" => Some(f64::INFINITY),
+        "-inf" => Some(f64::NEG_INFINITY),
+        "nan" => Some(f64::NAN),
+        _ => None,
+    };
     v.as_f64()
-        .ok_or_else(|| BadInput(format!("{what} must be a number, got {v}")))
+        .or_else(|| v.as_str().and_then(non_finite))
+        .ok_or_else(|| {
+            BadInput(format!(
+                "{what} must be a number (or \"inf\", \"-inf\", \"nan\"), got {v}"
+            ))
+        })
 }
 
 /// A number or a list of numbers.

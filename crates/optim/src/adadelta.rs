@@ -17,7 +17,7 @@ pub(crate) const ADADELTA: Spec = Spec {
     trace,
 };
 
-/// The update, in PyTorch's order: `g = ±grad + wd*param`;
+/// The update, in PyTorch's order: `g = ±grad + wd*param` (no decay term when `wd` is 0);
 /// `square_avg = rho*square_avg + (1-rho)*g*g`;
 /// `delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g`;
 /// `acc_delta = rho*acc_delta + (1-rho)*delta*delta`; `param -= lr*delta`.
@@ -36,7 +36,7 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     } else {
         t.grad()
     };
-    let g = &grad + &weight_decay * &param;
+    let g = crate::adam::l2_decay(&grad, &weight_decay, &param);
     let new_square_avg = &rho * &square_avg + (1.0 - &rho) * (&g * &g);
     let std = (&new_square_avg + &eps).sqrt();
     let delta = (&acc_delta + &eps).sqrt() / &std * &g;

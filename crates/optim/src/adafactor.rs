@@ -1,9 +1,10 @@
 //! Adafactor (factored second moment for tensors of two or more dimensions), as
 //! `torch.optim.Adafactor`.
 
+use crate::adam::lerp;
 use crate::kwargs::Kwarg;
 use crate::spec::{KwargKind, KwargSpec, Resolved, Spec, flag, no_check};
-use optjit_trace::{Definition, Domain, TraceError, Tracer, select};
+use optjit_trace::{Definition, Domain, TraceError, Tracer, Value, select};
 
 /// `beta2_decay <= 0`.
 const NON_POSITIVE: Domain = Domain {
@@ -43,11 +44,15 @@ pub(crate) const ADAFACTOR: Spec = Spec {
 /// The update, in PyTorch's order, per tensor seen as matrices (the last two dimensions; a
 /// tensor of fewer dimensions is one row):
 /// `g = ±grad`; `w = step^beta2_decay`; `rho = min(lr, 1/sqrt(step))`;
-/// `alpha = max(eps2, rms(param)) * rho`; `param *= 1 - lr*weight_decay`;
+/// `alpha = max(eps2, rms(param)) * rho` (Python's `max`: eps2 when the rms is NaN);
+/// `param *= 1 - lr*weight_decay`;
 /// `row_var = lerp(row_var, row_mean(g*g), w)`; `col_var = lerp(col_var, col_mean(g*g), w)`;
 /// with two or more dimensions `var = row_var * col_var / max(rows_mean(row_var), eps1)`,
 /// otherwise `var = col_var` (PyTorch's `variance`: the tensor's one row is itself);
-/// `u = g * rsqrt(max(var, eps1^2))`; `param -= alpha / max(1, rms(u)/d) * u`.
+/// `u = g * rsqrt(max(var, eps1^2))`; `param -= alpha / max(1, rms(u)/d) * u` (Python's `max`
+/// again: 1 when the rms is NaN, so a NaN gradient element spoils only its own parameter).
+/// The lerps are `torch.lerp`'s (see [`lerp`]): with `w = 1` on the first step an infinite
+/// mean square gives a NaN variance.
 fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     let t = Tracer::new("adafactor");
     let lr = t.hyper_in("lr", 1e-2, Domain::non_negative());
@@ -68,12 +73,11 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
 
     let weight = step.pow(&beta2_decay);
     let rho = lr.min(1.0 / step.sqrt());
-    let alpha = eps2.max((&param * &param).mean().sqrt()) * &rho;
+    let alpha = python_max(&eps2, &(&param * &param).mean().sqrt()) * &rho;
     let decayed = &param * (1.0 - &lr * &weight_decay);
     let squared = &grad * &grad;
-    let lerp = |from: &optjit_trace::Value, to: optjit_trace::Value| from + &weight * (to - from);
-    let new_row_var = lerp(&row_var, squared.row_mean());
-    let new_col_var = lerp(&col_var, squared.col_mean());
+    let new_row_var = lerp(&row_var, &squared.row_mean(), &weight);
+    let new_col_var = lerp(&col_var, &squared.col_mean(), &weight);
     let factored = t.rank().gt(1.0);
     let row_scale = select(
         &factored,
@@ -82,9 +86,16 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     );
     let variance = row_scale * &new_col_var;
     let update = &grad * variance.max(&eps1 * &eps1).rsqrt();
-    let denom = ((&update * &update).mean().sqrt() / &d).max(1.0);
+    let one = t.constant(1.0);
+    let denom = python_max(&one, &((&update * &update).mean().sqrt() / &d));
     t.set_param(decayed - &alpha / denom * update);
     t.set_state(&row_var, new_row_var);
     t.set_state(&col_var, new_col_var);
     t.finish()
+}
+
+/// Python's `max(a, b)` on floats: `b` if `b > a`, else `a` (so `a` when `b` is NaN), as
+/// PyTorch's Adafactor computes its per-tensor scalars with `.item()`.
+fn python_max(a: &Value, b: &Value) -> Value {
+    select(&b.gt(a), b, a)
 }

@@ -19,7 +19,7 @@ pub(crate) const ADAGRAD: Spec = Spec {
     trace,
 };
 
-/// The update, in PyTorch's order: `g = ±grad + wd*param`;
+/// The update, in PyTorch's order: `g = ±grad + wd*param` (no decay term when `wd` is 0);
 /// `clr = lr / (1 + (step-1)*lr_decay)`; `sum += g*g`; `param -= clr * g / (sqrt(sum) + eps)`.
 /// PyTorch fills `sum` with the group's `initial_accumulator_value` when the optimizer is built;
 /// here the buffer starts at 0 and step 1 reads the hyperparameter in its place, so a param
@@ -40,7 +40,7 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     } else {
         t.grad()
     };
-    let g = &grad + &weight_decay * &param;
+    let g = crate::adam::l2_decay(&grad, &weight_decay, &param);
     let clr = &lr / (1.0 + (&step - 1.0) * &lr_decay);
     let previous = optjit_trace::select(&step.eq(1.0), &initial, &sum);
     let new_sum = &previous + &g * &g;

@@ -2,7 +2,28 @@
 //! and `torch.optim.AdamW`.
 
 use crate::spec::{KwargSpec, Resolved, Spec, flag, no_check};
-use optjit_trace::{Definition, Domain, TraceError, Tracer};
+use optjit_trace::{Definition, Domain, TraceError, Tracer, Value, select};
+
+/// L2 weight decay, `grad + weight_decay * param`, skipped when `weight_decay` is 0 as PyTorch
+/// (`if weight_decay != 0`) and optax (`add_decayed_weights`) skip it: `0 * param` is NaN for
+/// an infinite parameter. The choice is a select on the group's scalar, made per step, so
+/// changing `weight_decay` never recompiles.
+pub(crate) fn l2_decay(grad: &Value, weight_decay: &Value, param: &Value) -> Value {
+    select(&weight_decay.ne(0.0), grad + weight_decay * param, grad)
+}
+
+/// `torch.lerp(start, end, weight)` as ATen computes it: `start + weight * (end - start)` when
+/// `|weight| < 0.5`, else `end + (weight - 1) * (end - start)`. The two differ on infinite
+/// inputs (the first is NaN where `start` is infinite, the second where `end` is), so an
+/// infinite moment followed by a finite gradient gives NaN or keeps the infinity as PyTorch
+/// does. `weight` is one value per group, row or column: the choice costs one select per
+/// element.
+pub(crate) fn lerp(start: &Value, end: &Value, weight: &Value) -> Value {
+    let small = weight.abs().lt(0.5);
+    let coefficient = select(&small, weight, weight - 1.0);
+    let base = select(&small, start, end);
+    base + coefficient * (end - start)
+}
 
 macro_rules! adam_kwargs {
     ($weight_decay:expr, $decoupled:expr) => {
@@ -52,7 +73,8 @@ pub(crate) const ADAMW: Spec = Spec {
 };
 
 /// The update, in PyTorch's order: decoupled decay `param *= 1 - lr*wd` (AdamW) or L2 decay
-/// `g += wd*param` (Adam); `m = b1*m + (1-b1)*g`; `v = b2*v + (1-b2)*g*g`; with amsgrad
+/// `g += wd*param` (Adam; neither when `wd` is 0); `m = lerp(m, g, 1-b1)`;
+/// `v = b2*v + (1-b2)*g*g`; with amsgrad
 /// `vmax = max(vmax, v)`; `denom = sqrt(v or vmax) / sqrt(1 - b2^step) + eps`;
 /// `param -= lr / (1 - b1^step) * m / denom`.
 fn trace(name: &str, default_weight_decay: f64, r: &Resolved) -> Result<Definition, TraceError> {
@@ -75,9 +97,9 @@ fn trace(name: &str, default_weight_decay: f64, r: &Resolved) -> Result<Definiti
     if decoupled {
         param = &param * (1.0 - &lr * &weight_decay);
     } else {
-        grad = &grad + &weight_decay * &param;
+        grad = l2_decay(&grad, &weight_decay, &param);
     }
-    let m = &beta1 * &exp_avg + (1.0 - &beta1) * &grad;
+    let m = lerp(&exp_avg, &grad, &(1.0 - &beta1));
     let v = &beta2 * &exp_avg_sq + (1.0 - &beta2) * (&grad * &grad);
     let bias_correction1 = 1.0 - beta1.pow(&step);
     let bias_correction2_sqrt = (1.0 - beta2.pow(&step)).sqrt();

@@ -18,7 +18,7 @@ pub(crate) const ADAMAX: Spec = Spec {
     trace,
 };
 
-/// The update, in PyTorch's order: `g = ±grad + wd*param`;
+/// The update, in PyTorch's order: `g = ±grad + wd*param` (no decay term when `wd` is 0);
 /// `exp_avg = lerp(exp_avg, g, 1-b1)`; `exp_inf = max(b2*exp_inf, |g| + eps)`;
 /// `param -= lr / (1 - b1^step) * exp_avg / exp_inf`.
 fn trace(r: &Resolved) -> Result<Definition, TraceError> {
@@ -38,8 +38,8 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     } else {
         t.grad()
     };
-    let g = &grad + &weight_decay * &param;
-    let m = &exp_avg + (1.0 - &beta1) * (&g - &exp_avg);
+    let g = crate::adam::l2_decay(&grad, &weight_decay, &param);
+    let m = crate::adam::lerp(&exp_avg, &g, &(1.0 - &beta1));
     let u = (&beta2 * &exp_inf).max(g.abs() + &eps);
     let clr = &lr / (1.0 - beta1.pow(&step));
     t.set_param(&param - &clr * (&m / &u));

@@ -19,7 +19,8 @@ pub(crate) const ASGD: Spec = Spec {
 };
 
 /// The update, in PyTorch's order, with the scalar states `eta` and `mu` as the previous step
-/// left them (`eta = lr`, `mu = 1` before the first): `g = ±grad + wd*param`;
+/// left them (`eta = lr`, `mu = 1` before the first): `g = ±grad + wd*param` (no decay term
+/// when `wd` is 0);
 /// `param *= 1 - lambd*eta`; `param -= eta*g`; `ax += (param - ax)*mu` if `mu != 1`, else
 /// `ax = param`; then, for the next step, `eta = lr / (1 + lambd*lr*step)^alpha` and
 /// `mu = 1 / max(1, step - t0)`.
@@ -43,7 +44,7 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     } else {
         t.grad()
     };
-    let g = &grad + &weight_decay * &param;
+    let g = crate::adam::l2_decay(&grad, &weight_decay, &param);
     let eta = select(&step.eq(1.0), &lr, &eta_state);
     let decayed = &param * (1.0 - &lambd * &eta);
     let new_param = &decayed - &eta * &g;

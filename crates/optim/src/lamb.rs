@@ -42,7 +42,7 @@ pub(crate) fn trust_ratio(
 /// The update, in optax's order (`scale_by_adam`, `add_decayed_weights`,
 /// `scale_by_trust_ratio`, `scale_by_learning_rate`): `m = b1*m + (1-b1)*g`;
 /// `v = b2*v + (1-b2)*g*g`; `u = (m / (1 - b1^step)) / (sqrt(v / (1 - b2^step) + eps_root) + eps)`;
-/// `u += wd*param` (unless `mask` is False); per tensor, `trust = |param| / |u|`, or 1 when
+/// `u += wd*param` (unless `mask` is False or `wd` is 0); per tensor, `trust = |param| / |u|`, or 1 when
 /// either norm is zero; `param -= lr * trust * u`.
 fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     let t = Tracer::new("lamb");
@@ -61,7 +61,7 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     let v_hat = &v / (1.0 - beta2.pow(&step));
     let mut update = &m_hat / ((&v_hat + &eps_root).sqrt() + &eps);
     if flag(r, "mask") {
-        update = &update + &weight_decay * &param;
+        update = crate::adam::l2_decay(&update, &weight_decay, &param);
     }
     let one = t.constant(1.0);
     let zero = t.constant(0.0);

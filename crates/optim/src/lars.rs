@@ -26,7 +26,7 @@ pub(crate) const LARS: Spec = Spec {
 
 /// The update, in optax's order (`add_decayed_weights`, `scale_by_trust_ratio`,
 /// `scale_by_learning_rate`, `trace`): `u = g + wd*param` (unless `weight_decay_mask` is
-/// False); per tensor (unless `trust_ratio_mask` is False)
+/// False or `wd` is 0); per tensor (unless `trust_ratio_mask` is False)
 /// `u *= trust_coefficient*|param| / (|u| + eps)`, or `u` unchanged when either norm is zero;
 /// `u = -lr*u`; `trace = u + momentum*trace`; `u = u + momentum*trace` (Nesterov) or
 /// `u = trace`; `param += u`.
@@ -42,7 +42,7 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
 
     let mut update = grad;
     if flag(r, "weight_decay_mask") {
-        update = &update + &weight_decay * &param;
+        update = crate::adam::l2_decay(&update, &weight_decay, &param);
     }
     if flag(r, "trust_ratio_mask") {
         update = crate::lamb::trust_ratio(&param, &update, &trust_coefficient, &eps);

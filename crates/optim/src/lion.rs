@@ -26,7 +26,8 @@ pub(crate) const LION: Spec = Spec {
 
 /// The update, in optax's order (`scale_by_lion`, `add_decayed_weights`,
 /// `scale_by_learning_rate`): `u = sign(b1*m + (1-b1)*g)`; `m = b2*m + (1-b2)*g`;
-/// `u += wd*param` (unless `mask` is False); `param -= lr*u`.
+/// `u += wd*param` (unless `mask` is False or `wd` is 0, as optax skips a zero decay);
+/// `param -= lr*u`.
 fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     let t = Tracer::new("lion");
     let lr = t.hyper_in("lr", 1e-4, Domain::non_negative());
@@ -39,7 +40,7 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     let mut update = ((1.0 - &beta1) * &grad + &beta1 * &exp_avg).sign();
     let m = (1.0 - &beta2) * &grad + &beta2 * &exp_avg;
     if flag(r, "mask") {
-        update = &update + &weight_decay * &param;
+        update = crate::adam::l2_decay(&update, &weight_decay, &param);
     }
     t.set_param(&param - &lr * &update);
     t.set_state(&exp_avg, m);

@@ -20,10 +20,10 @@ pub(crate) const NADAM: Spec = Spec {
 };
 
 /// The update, in PyTorch's order (`_single_tensor_nadam`): `g = ±grad`; decoupled decay
-/// `param *= 1 - lr*wd` or L2 decay `g += wd*param`;
+/// `param *= 1 - lr*wd` or L2 decay `g += wd*param` (neither when `wd` is 0);
 /// `mu = b1*(1 - 0.5*0.96^(step*momentum_decay))`,
 /// `mu_next = b1*(1 - 0.5*0.96^((step+1)*momentum_decay))`; `mu_product *= mu` (a per-group
-/// scalar state, starting at 1); `m = b1*m + (1-b1)*g`; `v = b2*v + (1-b2)*g*g`;
+/// scalar state, starting at 1); `m = lerp(m, g, 1-b1)`; `v = b2*v + (1-b2)*g*g`;
 /// `denom = sqrt(v / (1 - b2^step)) + eps`;
 /// `param -= lr*(1-mu)/(1-mu_product) * g/denom`;
 /// `param -= lr*mu_next/(1 - mu_product*mu_next) * m/denom`.
@@ -48,14 +48,14 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     if flag(r, "decoupled_weight_decay") {
         param = &param * (1.0 - &lr * &weight_decay);
     } else {
-        grad = &grad + &weight_decay * &param;
+        grad = crate::adam::l2_decay(&grad, &weight_decay, &param);
     }
     let bias_correction2 = 1.0 - beta2.pow(&step);
     let decay = t.constant(0.96);
     let mu = &beta1 * (1.0 - 0.5 * decay.pow(&step * &momentum_decay));
     let mu_next = &beta1 * (1.0 - 0.5 * decay.pow((&step + 1.0) * &momentum_decay));
     let new_mu_product = &mu_product * &mu;
-    let m = &beta1 * &exp_avg + (1.0 - &beta1) * &grad;
+    let m = crate::adam::lerp(&exp_avg, &grad, &(1.0 - &beta1));
     let v = &beta2 * &exp_avg_sq + (1.0 - &beta2) * (&grad * &grad);
     let denom = (&v / &bias_correction2).sqrt() + &eps;
     let grad_coef = &lr * (1.0 - &mu) / (1.0 - &new_mu_product);

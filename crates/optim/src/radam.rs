@@ -20,7 +20,7 @@ pub(crate) const RADAM: Spec = Spec {
 };
 
 /// The update, in PyTorch's order (`_single_tensor_radam`): `g = ±grad`; decoupled decay
-/// `param *= 1 - lr*wd` or L2 decay `g += wd*param`; `m = b1*m + (1-b1)*g`;
+/// `param *= 1 - lr*wd` or L2 decay `g += wd*param` (neither when `wd` is 0); `m = lerp(m, g, 1-b1)`;
 /// `v = b2*v + (1-b2)*g*g`; `m_hat = m / (1 - b1^step)`; `rho_inf = 2/(1-b2) - 1`;
 /// `rho_t = rho_inf - 2*step*b2^step / (1 - b2^step)`; if `rho_t > 5` (a per-step scalar
 /// choice): `rect = sqrt((rho_t-4)(rho_t-2)rho_inf / ((rho_inf-4)(rho_inf-2)rho_t))`,
@@ -45,9 +45,9 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     if flag(r, "decoupled_weight_decay") {
         param = &param * (1.0 - &lr * &weight_decay);
     } else {
-        grad = &grad + &weight_decay * &param;
+        grad = crate::adam::l2_decay(&grad, &weight_decay, &param);
     }
-    let m = &beta1 * &exp_avg + (1.0 - &beta1) * &grad;
+    let m = crate::adam::lerp(&exp_avg, &grad, &(1.0 - &beta1));
     let v = &beta2 * &exp_avg_sq + (1.0 - &beta2) * (&grad * &grad);
     let bias_correction1 = 1.0 - beta1.pow(&step);
     let beta2_step = beta2.pow(&step);

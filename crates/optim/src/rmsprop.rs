@@ -19,7 +19,7 @@ pub(crate) const RMSPROP: Spec = Spec {
     trace,
 };
 
-/// The update, in PyTorch's order: `g = ±grad + wd*param`;
+/// The update, in PyTorch's order: `g = ±grad + wd*param` (no decay term when `wd` is 0);
 /// `square_avg = alpha*square_avg + (1-alpha)*g*g`; centered:
 /// `grad_avg = lerp(grad_avg, g, 1-alpha)`, `avg = sqrt(square_avg - grad_avg^2) + eps`,
 /// otherwise `avg = sqrt(square_avg) + eps`; with momentum
@@ -53,11 +53,11 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     } else {
         t.grad()
     };
-    let g = &grad + &weight_decay * &param;
+    let g = crate::adam::l2_decay(&grad, &weight_decay, &param);
     let new_square_avg = &alpha * &square_avg + (1.0 - &alpha) * (&g * &g);
     let avg = if flag(r, "centered") {
         let grad_avg = t.state("grad_avg", 0.0);
-        let new_grad_avg = &grad_avg + (1.0 - &alpha) * (&g - &grad_avg);
+        let new_grad_avg = crate::adam::lerp(&grad_avg, &g, &(1.0 - &alpha));
         let avg = (&new_square_avg - &new_grad_avg * &new_grad_avg).sqrt();
         t.set_state(&grad_avg, new_grad_avg);
         avg

@@ -61,10 +61,11 @@ fn check(r: &Resolved) -> Result<(), Conflict> {
 }
 
 /// The update, in PyTorch's order: `g = ±grad`; `s = sign(g*prev)`; the factor is `etaplus`
-/// where `s > 0`, `etaminus` where `s < 0`, 1 elsewhere;
+/// where `s > 0`, `etaminus` where `s < 0`, 1 elsewhere (NaN included);
 /// `step_size = clamp(step_size*factor, step_size_min, step_size_max)`; `g = 0` where the factor
 /// is `etaminus` (exactly where `s < 0`, since `etaminus < 1 < etaplus`);
-/// `param -= sign(g)*step_size`; `prev = g`.
+/// `param -= sign(g)*step_size` with `torch.sign`, which is 0 for NaN (a NaN gradient leaves
+/// the parameter as it is, and is kept in `prev`); `prev = g`.
 /// PyTorch fills `step_size` with the group's `lr` on the first step; here the buffer starts at 0
 /// and step 1 reads `lr` in its place.
 fn trace(r: &Resolved) -> Result<Definition, TraceError> {
@@ -84,13 +85,17 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
     } else {
         t.grad()
     };
-    let s = (&grad * &prev).sign();
+    // Only the sign of the product is compared: the product itself gives the same choices
+    // (a NaN is neither above nor below zero, as torch.sign's 0 is not).
+    let s = &grad * &prev;
     let decrease = s.lt(0.0);
     let factor = select(&s.gt(0.0), &etaplus, select(&decrease, &etaminus, 1.0));
     let previous_size = select(&step.eq(1.0), &lr, &step_size);
     let new_size = (&previous_size * &factor).clamp(&step_size_min, &step_size_max);
     let g = select(&decrease, 0.0, &grad);
-    t.set_param(&param - g.sign() * &new_size);
+    // torch.sign(g): the IR's `sign` keeps a NaN (jnp.sign, which Lion needs), PyTorch's is 0.
+    let direction = select(&g.gt(0.0), 1.0, select(&g.lt(0.0), -1.0, 0.0));
+    t.set_param(&param - direction * &new_size);
     t.set_state(&prev, g);
     t.set_state(&step_size, new_size);
     t.finish()

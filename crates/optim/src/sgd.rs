@@ -37,7 +37,7 @@ fn check(r: &Resolved) -> Result<(), Conflict> {
 }
 
 /// The update, in PyTorch's order:
-/// `d = ±grad + wd*param; buf = momentum*buf + (1-dampening)*d` (the first step takes `d`
+/// `d = ±grad + wd*param` (no decay term when `wd` is 0); `buf = momentum*buf + (1-dampening)*d` (the first step takes `d`
 /// undampened); `d = d + momentum*buf` (Nesterov) or `d = buf`; `param -= lr*d`.
 /// A momentum of exactly 0 selects the buffer-free variant (PyTorch makes the same choice per
 /// step). The choice is structural here: the traced momentum's domain excludes crossing zero, so
@@ -67,7 +67,7 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
         t.grad()
     };
 
-    let mut d = &grad + &weight_decay * &param;
+    let mut d = crate::adam::l2_decay(&grad, &weight_decay, &param);
     if configured_momentum != 0.0 {
         let buf = t.state("momentum_buffer", 0.0);
         // On the first step PyTorch sets buf = d; with buf starting at 0 these coefficients give
