@@ -203,14 +203,21 @@ fn sgd_momentum_cannot_cross_zero_at_run_time() {
     };
     let mut opt = Optimizer::new(&plain.definition, setup(&plain.hypers)).expect("compile");
     let err = opt.set_hyper(None, "momentum", 0.9).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("momentum must be a number in [0, 0], got 0.9"),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        "sgd: momentum must be exactly 0 (momentum 0 or not is chosen when the optimizer is \
+         built: build one with momentum > 0 to use momentum), got 0.9"
     );
     let with = Sgd::new().lr(0.1).momentum(0.9).build().expect("SGD");
     let mut opt = Optimizer::new(&with.definition, setup(&with.hypers)).expect("compile");
-    assert!(opt.set_hyper(None, "momentum", 0.0).is_err());
+    let err = opt.set_hyper(None, "momentum", 0.0).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "momentum must be a finite number > 0 (momentum 0 or not is chosen when the \
+             optimizer is built: build one with momentum 0 to leave it out), got 0"
+        ),
+        "{err}"
+    );
     opt.set_hyper(None, "momentum", 0.5)
         .expect("a nonzero momentum stays in the same variant");
 }

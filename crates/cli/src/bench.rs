@@ -21,9 +21,9 @@ pub struct BenchArgs {
     pub schedule: Option<String>,
     /// Workload name.
     pub workload: String,
-    /// Timed steps (after 2 warm-up steps on the CPU, 3 on a GPU).
+    /// Timed steps, at least 1 (after 2 warm-up steps on the CPU, 3 on a GPU).
     pub steps: usize,
-    /// Worker threads (0: one per core).
+    /// Worker threads (0: one per core), at most [`optjit_runtime::max_threads`] on the CPU.
     pub threads: usize,
     /// Where the steps run.
     pub backend: Backend,
@@ -31,6 +31,16 @@ pub struct BenchArgs {
 
 /// Runs the benchmark and returns the machine-readable result line.
 pub fn run(args: &BenchArgs) -> Result<String, String> {
+    if args.steps == 0 {
+        return Err("--steps 0: nothing to time (give at least 1 step)".into());
+    }
+    let cap = optjit_runtime::max_threads();
+    if matches!(args.backend, Backend::Cpu { .. }) && args.threads > cap {
+        return Err(format!(
+            "--threads {}: at most {cap} here (the size of the worker pool; 0 takes one per core)",
+            args.threads
+        ));
+    }
     let sizes = workload::sizes(&args.workload).ok_or_else(|| {
         format!(
             "unknown workload '{}' (expected one of {})",
@@ -82,13 +92,13 @@ pub fn run(args: &BenchArgs) -> Result<String, String> {
     let median = cuda_bench::median(times);
     let elems: usize = sizes.iter().sum();
     let stats = opt.stats();
-    // The threads the step actually used: requests beyond the worker pool are capped.
+    // The threads the step actually used (one per core for 0, within the worker pool).
     let requested = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         args.threads
     };
-    let threads = requested.min(optjit_runtime::max_threads());
+    let threads = requested.min(cap);
     Ok(format!(
         "workload={} optimizer={} target=cpu tensors={} elems={} compile_ms={:.3} step_ms_median={:.3} \
          melem_per_s={:.1} gb_per_s={:.1} bytes_per_elem={} kernels_per_step={} compiles={} memory_hits={} disk_hits={} threads={} steps={}",

@@ -62,9 +62,10 @@ enum Command {
         workload: String,
         #[arg(long, value_enum, default_value = "cpu")]
         target: Target,
+        /// Timed steps (at least 1).
         #[arg(long, default_value_t = 20)]
         steps: usize,
-        /// Worker threads (0: one per core).
+        /// Worker threads (0: one per core); more than the worker pool holds is refused.
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Keyword arguments as JSON, e.g. '{"amsgrad": true}'.
@@ -73,8 +74,9 @@ enum Command {
         /// Fuse `clip_grad_norm_(params, MAX)` in front of the step.
         #[arg(long, value_name = "MAX", allow_negative_numbers = true)]
         clip_grad_norm: Option<f64>,
-        /// A PyTorch LR scheduler in force, as JSON: '{"name": "StepLR", "kwargs": {"step_size": 3}}'.
-        #[arg(long, value_name = "JSON")]
+        /// A PyTorch LR scheduler in force, as JSON: '{"name": "StepLR", "kwargs": {"step_size": 3}}',
+        /// or a .step file of `schedule` blocks.
+        #[arg(long, value_name = "JSON|FILE.step")]
         schedule: Option<String>,
         /// How params, grads and states are stored: f32, or bf16 / f16 (with --target cuda).
         #[arg(long, default_value = "f32", value_parser = parse_dtype)]
@@ -152,10 +154,14 @@ fn parse_dtype(text: &str) -> Result<DType, String> {
     }
 }
 
+/// `--kwargs`: a JSON object giving each key once.
 fn parse_kwargs(text: Option<&str>) -> Result<optjit_optim::Kwargs, String> {
-    text.map_or(Ok(Default::default()), |t| {
-        golden::kwargs_from_json(t).map_err(|e| e.0)
-    })
+    let Some(text) = text else {
+        return Ok(Default::default());
+    };
+    let kwargs = golden::kwargs_from_json(text).map_err(|e| e.0)?;
+    optjit_cli::rule::refuse_duplicate_keys("--kwargs", text)?;
+    Ok(kwargs)
 }
 
 fn run(command: Command) -> Result<ExitCode, String> {

@@ -52,25 +52,138 @@ pub fn choose(
     Ok(chosen)
 }
 
-/// `chosen` with the PyTorch scheduler `json` in force: `{"name": "StepLR", "kwargs": {...}}`,
-/// as golden files write it (scheduled values are computed in the step; a metric-driven
-/// `ReduceLROnPlateau` changes nothing unless metrics are reported).
-pub fn with_schedule(mut chosen: Chosen, json: &str) -> Result<Chosen, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("--schedule: not JSON: {e}"))?;
-    let name = value
-        .get("name")
-        .and_then(serde_json::Value::as_str)
-        .ok_or("--schedule: expected {\"name\": \"StepLR\", \"kwargs\": {...}}")?;
-    let config = crate::golden::scheduler_config(name, value.get("kwargs"))
-        .map_err(|e| format!("--schedule: {}", e.0))?;
-    chosen.definition = config
-        .apply(&chosen.definition)
-        .map_err(|e| format!("--schedule: {e}"))?;
+/// `chosen` with `schedule` in force: a PyTorch scheduler as JSON, `{"name": "StepLR", "kwargs":
+/// {...}}` as golden files write it, or a `.step` file of `schedule` blocks, applied in file
+/// order (scheduled values are computed in the step; a metric-driven schedule such as
+/// `ReduceLROnPlateau` changes nothing unless metrics are reported). A schedule's own
+/// hyperparameters take the values it declares.
+pub fn with_schedule(mut chosen: Chosen, schedule: &str) -> Result<Chosen, String> {
+    chosen.definition = match is_step_file(schedule) {
+        true => step_file_schedules(&chosen.definition, Path::new(schedule))?,
+        false => json_schedule(&chosen.definition, schedule)?,
+    };
     for h in &chosen.definition.graph.hypers {
         chosen.hypers.entry(h.name.clone()).or_insert(h.default);
     }
     Ok(chosen)
+}
+
+/// `definition` with the PyTorch scheduler of `json` in force.
+fn json_schedule(definition: &Definition, json: &str) -> Result<Definition, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("--schedule: not JSON: {e}"))?;
+    refuse_duplicate_keys("--schedule", json)?;
+    let name = value
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("--schedule: expected {\"name\": \"StepLR\", \"kwargs\": {...}} or a .step file")?;
+    let config = crate::golden::scheduler_config(name, value.get("kwargs"))
+        .map_err(|e| format!("--schedule: {}", e.0))?;
+    config
+        .apply(definition)
+        .map_err(|e| format!("--schedule: {e}"))
+}
+
+/// `definition` with the `schedule` blocks of the `.step` file at `path` in force, in file
+/// order. The file holds schedules only: an optimizer block belongs to `--optimizer`.
+fn step_file_schedules(definition: &Definition, path: &Path) -> Result<Definition, String> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| format!("--schedule {file}: cannot read: {e}"))?;
+    let loaded = optjit_trace::step::load(&file, &source).map_err(|e| e.to_string())?;
+    if loaded.optimizer.is_some() {
+        return Err(format!(
+            "--schedule {file}: the file has an `optimizer` block; give it as --optimizer (its \
+             schedules come with it), or keep only `schedule` blocks in a --schedule file"
+        ));
+    }
+    if loaded.schedules.is_empty() {
+        return Err(format!("--schedule {file}: no `schedule` block"));
+    }
+    let mut scheduled = definition.clone();
+    for schedule in &loaded.schedules {
+        scheduled = schedule.apply(&scheduled).map_err(|e| e.to_string())?;
+    }
+    Ok(scheduled)
+}
+
+/// Refuses a JSON object (at any depth of `json`, valid JSON) that gives a key twice, naming
+/// the key: serde_json keeps the last value silently, where one of the two was a mistake.
+pub fn refuse_duplicate_keys(what: &str, json: &str) -> Result<(), String> {
+    /// An open object (its keys so far, whether a key comes next, the last key) or array.
+    enum Open {
+        Object {
+            keys: Vec<String>,
+            key_next: bool,
+            last: Option<String>,
+        },
+        Array,
+    }
+    let mut stack: Vec<Open> = Vec::new();
+    let mut chars = json.char_indices();
+    while let Some((start, c)) = chars.next() {
+        match c {
+            '{' => stack.push(Open::Object {
+                keys: Vec::new(),
+                key_next: true,
+                last: None,
+            }),
+            '[' => stack.push(Open::Array),
+            '}' | ']' => {
+                stack.pop();
+            }
+            ',' | ':' => {
+                if let Some(Open::Object { key_next, .. }) = stack.last_mut() {
+                    *key_next = c == ',';
+                }
+            }
+            '"' => {
+                // The literal up to its closing quote, escapes skipped.
+                let mut end = json.len();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => {
+                            end = i + 1;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                // The keys leading to the innermost open object (arrays left out).
+                let path: Vec<&str> = stack[..stack.len().saturating_sub(1)]
+                    .iter()
+                    .filter_map(|open| match open {
+                        Open::Object { last: Some(k), .. } => Some(k.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                let place = match path.is_empty() {
+                    true => String::new(),
+                    false => format!(" in {}", path.join(".")),
+                };
+                let Some(Open::Object {
+                    keys,
+                    key_next: true,
+                    last,
+                }) = stack.last_mut()
+                else {
+                    continue;
+                };
+                let key: String = serde_json::from_str(&json[start..end])
+                    .map_err(|e| format!("{what}: not JSON: {e}"))?;
+                if keys.contains(&key) {
+                    return Err(format!("{what}: the key {key:?}{place} is given twice"));
+                }
+                keys.push(key.clone());
+                *last = Some(key);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The optimizer of the `.step` file at `path`, its schedules applied in file order, and

@@ -15,6 +15,16 @@ pub enum OptimError {
         /// Every built-in name.
         available: String,
     },
+    /// No built-in scheduler has this name.
+    #[error("unknown scheduler '{name}'{suggestion} (available: {available})")]
+    UnknownScheduler {
+        /// The name given.
+        name: String,
+        /// `; did you mean 'StepLR'?` or empty.
+        suggestion: String,
+        /// Every built-in scheduler name.
+        available: String,
+    },
     /// The optimizer has no keyword of this name.
     #[error("{optimizer}: unknown keyword argument '{name}'{suggestion} (accepted: {accepted})")]
     UnknownKwarg {

@@ -6,10 +6,10 @@ use optjit_trace::{Definition, Domain, TraceError, Tracer, select};
 
 /// `etaminus` lies in (0, 1).
 const ETAMINUS: Domain = Domain {
-    min: 0.0,
     min_inclusive: false,
     max: 1.0,
     max_inclusive: false,
+    ..Domain::non_negative()
 };
 
 /// `etaplus` exceeds 1.

@@ -25,6 +25,32 @@ pub enum SchedulerArg {
     Schedulers(Vec<SchedulerConfig>),
 }
 
+/// As Python writes the value: `0.5`, `True`, `"cos"`, `[30, 80]`, `[StepLR, ExponentialLR]`.
+impl std::fmt::Display for SchedulerArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |f: &mut std::fmt::Formatter<'_>, items: Vec<String>| {
+            write!(f, "[{}]", items.join(", "))
+        };
+        match self {
+            SchedulerArg::Number(x) => write!(f, "{x}"),
+            SchedulerArg::Bool(b) => f.write_str(if *b { "True" } else { "False" }),
+            SchedulerArg::Text(s) => write!(f, "{s:?}"),
+            SchedulerArg::Numbers(v) => list(f, v.iter().map(f64::to_string).collect()),
+            SchedulerArg::Schedulers(v) => list(f, v.iter().map(|c| c.name.clone()).collect()),
+        }
+    }
+}
+
+/// A keyword's value in an error message: `nothing` when it is missing, `an empty list`.
+fn given(arg: Option<&SchedulerArg>) -> String {
+    match arg {
+        None => "nothing".into(),
+        Some(SchedulerArg::Numbers(v)) if v.is_empty() => "an empty list".into(),
+        Some(SchedulerArg::Schedulers(v)) if v.is_empty() => "an empty list".into(),
+        Some(arg) => arg.to_string(),
+    }
+}
+
 /// A scheduler by PyTorch's class name, with its keyword arguments.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
@@ -93,7 +119,7 @@ impl<'a> Args<'a> {
         );
         match (self.config.kwargs.get(name), default) {
             (Some(SchedulerArg::Number(x)), _) if x.is_finite() => Ok(*x),
-            (Some(other), _) => Err(self.error(name, "a finite number", format!("{other:?}"))),
+            (Some(other), _) => Err(self.error(name, "a finite number", given(Some(other)))),
             (None, Some(d)) => Ok(d),
             (None, None) => Err(self.error(name, "a number (it has no default)", "nothing".into())),
         }
@@ -124,7 +150,7 @@ impl<'a> Args<'a> {
         match self.config.kwargs.get(name) {
             None => Ok(default),
             Some(SchedulerArg::Bool(b)) => Ok(*b),
-            Some(other) => Err(self.error(name, "True or False", format!("{other:?}"))),
+            Some(other) => Err(self.error(name, "True or False", given(Some(other)))),
         }
     }
 
@@ -138,11 +164,15 @@ impl<'a> Args<'a> {
         let text = match self.config.kwargs.get(name) {
             None => default.to_string(),
             Some(SchedulerArg::Text(s)) => s.clone(),
-            Some(other) => return Err(self.error(name, "a string", format!("{other:?}"))),
+            Some(other) => return Err(self.error(name, "a string", given(Some(other)))),
         };
         match allowed.contains(&text.as_str()) {
             true => Ok(text),
-            false => Err(self.error(name, &format!("one of {}", allowed.join(", ")), text)),
+            false => Err(self.error(
+                name,
+                &format!("one of {}", allowed.join(", ")),
+                format!("{text:?}"),
+            )),
         }
     }
 
@@ -151,7 +181,7 @@ impl<'a> Args<'a> {
         match self.config.kwargs.get(name) {
             Some(SchedulerArg::Numbers(v)) if v.iter().all(|x| x.is_finite()) => Ok(v.clone()),
             Some(SchedulerArg::Number(x)) if x.is_finite() => Ok(vec![*x]),
-            other => Err(self.error(name, "a list of numbers", format!("{other:?}"))),
+            other => Err(self.error(name, "a list of finite numbers", given(other))),
         }
     }
 
@@ -161,8 +191,8 @@ impl<'a> Args<'a> {
             Some(SchedulerArg::Schedulers(v)) if !v.is_empty() => Ok(v.clone()),
             other => Err(self.error(
                 name,
-                "a list of [name, kwargs] schedulers",
-                format!("{other:?}"),
+                "a non-empty list of [name, kwargs] schedulers",
+                given(other),
             )),
         }
     }
@@ -354,14 +384,14 @@ fn read_assignments(
             let mut milestones = a.numbers("milestones")?;
             milestones.sort_by(f64::total_cmp);
             if milestones.len() + 1 != children.len() {
+                let n = children.len() - 1;
                 return Err(a.error(
                     "milestones",
                     &format!(
-                        "{} milestones for {} schedulers",
-                        children.len() - 1,
-                        children.len()
+                        "a list of {n} number{} (one per scheduler after the first)",
+                        if n == 1 { "" } else { "s" }
                     ),
-                    format!("{}", milestones.len()),
+                    given(Some(&SchedulerArg::Numbers(milestones))),
                 ));
             }
             // Child k runs from milestone k - 1 on, with its own t counted from there.
@@ -417,7 +447,7 @@ fn read_assignments(
             ));
         }
         other => {
-            return Err(OptimError::UnknownOptimizer {
+            return Err(OptimError::UnknownScheduler {
                 name: other.to_string(),
                 suggestion: crate::error::suggest(other, SCHEDULERS.iter().copied()),
                 available: SCHEDULERS.join(", "),

@@ -51,11 +51,17 @@ fn trace(r: &Resolved) -> Result<Definition, TraceError> {
             max: 0.0,
             ..Domain::non_negative()
         }
+        .with_note(
+            "momentum 0 or not is chosen when the optimizer is built: build one with momentum > 0 to use momentum",
+        )
     } else {
         Domain {
             min_inclusive: false,
             ..Domain::non_negative()
         }
+        .with_note(
+            "momentum 0 or not is chosen when the optimizer is built: build one with momentum 0 to leave it out",
+        )
     };
     let momentum = t.hyper_in("momentum", configured_momentum, momentum_domain);
     let dampening = t.hyper("dampening", 0.0);

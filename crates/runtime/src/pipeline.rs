@@ -50,7 +50,7 @@ impl Default for CompileOptions {
             simplify: SimplifyOptions::default(),
             dump: Dump::from_env(),
             keep_texts: false,
-            print_times: std::env::var("OPTJIT_TIME").is_ok_and(|v| v == "1"),
+            print_times: crate::stage::times_from_env(),
             fma: None,
             target: Target::Cpu,
             storage: DType::F32,

@@ -1,4 +1,5 @@
-//! The named stages of the compile pipeline, in order, and the `OPTJIT_DUMP` selection of them.
+//! The named stages of the compile pipeline, in order, the `OPTJIT_DUMP` selection of them, and
+//! `OPTJIT_TIME`, which asks for their timings.
 
 use std::fmt;
 
@@ -129,6 +130,54 @@ impl Dump {
                 }
             }
             None => eprintln!("// ----- after {stage} ({rule}) -----\n{text}"),
+        }
+    }
+}
+
+/// Whether `OPTJIT_TIME` asks for the per-stage timing table: `1` does; unset, empty or `0`
+/// does not. Any other value does not either, and is reported once on stderr.
+pub(crate) fn times_from_env() -> bool {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let (print, warning) = times_from(std::env::var_os("OPTJIT_TIME").as_deref());
+    if let Some(warning) = warning {
+        WARNED.call_once(|| eprintln!("optjit: {warning}"));
+    }
+    print
+}
+
+/// [`times_from_env`] for the value `value`, with the warning about an unknown one, if any.
+fn times_from(value: Option<&std::ffi::OsStr>) -> (bool, Option<String>) {
+    match value.map(|v| v.to_string_lossy()).as_deref() {
+        Some("1") => (true, None),
+        None | Some("" | "0") => (false, None),
+        Some(other) => (
+            false,
+            Some(format!(
+                "OPTJIT_TIME={other:?} is not one of 0, 1: stage times are not printed"
+            )),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::times_from;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn optjit_time_is_one_or_zero_and_anything_else_is_reported() {
+        assert_eq!(times_from(Some(OsStr::new("1"))), (true, None));
+        for quiet in [None, Some(OsStr::new("")), Some(OsStr::new("0"))] {
+            assert_eq!(times_from(quiet), (false, None), "{quiet:?}");
+        }
+        for unknown in ["yes", "true", "on", " 1"] {
+            let (print, warning) = times_from(Some(OsStr::new(unknown)));
+            assert!(!print, "{unknown}");
+            let warning = warning.expect("a warning");
+            assert!(
+                warning.starts_with(&format!("OPTJIT_TIME={unknown:?} is not one of 0, 1")),
+                "{warning}"
+            );
         }
     }
 }

@@ -15,6 +15,9 @@ pub struct Domain {
     pub max: f64,
     /// Whether `max` itself is allowed.
     pub max_inclusive: bool,
+    /// Why the domain is what it is, where the bounds alone do not say (SGD's momentum: zero or
+    /// not is chosen when the optimizer is built); printed after them.
+    pub note: Option<&'static str>,
 }
 
 impl Domain {
@@ -25,6 +28,7 @@ impl Domain {
             min_inclusive: true,
             max: f64::MAX,
             max_inclusive: true,
+            note: None,
         }
     }
 
@@ -35,6 +39,7 @@ impl Domain {
             min_inclusive: true,
             max: f64::MAX,
             max_inclusive: true,
+            note: None,
         }
     }
 
@@ -45,6 +50,7 @@ impl Domain {
             min_inclusive: true,
             max: 1.0,
             max_inclusive: false,
+            note: None,
         }
     }
 
@@ -55,6 +61,15 @@ impl Domain {
             min_inclusive: true,
             max: 1.0,
             max_inclusive: true,
+            note: None,
+        }
+    }
+
+    /// The domain with `note` printed after its bounds.
+    pub const fn with_note(self, note: &'static str) -> Domain {
+        Domain {
+            note: Some(note),
+            ..self
         }
     }
 
@@ -80,6 +95,9 @@ impl fmt::Display for Domain {
             }
         };
         match (self.min == f64::MIN, self.max == f64::MAX) {
+            _ if self.min == self.max && self.min_inclusive && self.max_inclusive => {
+                write!(f, "exactly {}", bound(self.min))
+            }
             (true, true) => f.write_str("a finite number"),
             (false, true) => {
                 let op = if self.min_inclusive { ">=" } else { ">" };
@@ -95,6 +113,10 @@ impl fmt::Display for Domain {
                 bound(self.min),
                 bound(self.max)
             ),
+        }?;
+        match self.note {
+            Some(note) => write!(f, " ({note})"),
+            None => Ok(()),
         }
     }
 }
