@@ -127,6 +127,18 @@ fn import_libcalls(
     refs
 }
 
+/// Whether `inst` compares two scalars (scalar slots or constants): the same for every element
+/// (see `Emitter::body`).
+fn invariant_compare(kernel: &Kernel, inst: &Inst) -> bool {
+    let scalar = |v: kernel::Value| {
+        matches!(
+            kernel.insts[v.index()],
+            Inst::Scalar { .. } | Inst::Const(_)
+        )
+    };
+    matches!(*inst, Inst::Cmp(_, x, y) if scalar(x) && scalar(y))
+}
+
 /// The [`LIBCALLS`] index an instruction calls, if any.
 fn libcall_of(inst: &Inst) -> Option<usize> {
     match inst {
@@ -622,6 +634,12 @@ impl Emitter<'_> {
     /// AdamW, 13 of an instance's 33); splats held in registers across the loop were spilled
     /// (x86 has 16 vector registers). The scalar tail loop reads lane 0 of the same copy.
     ///
+    /// A compare of two scalars (a condition made once per group, such as `weight_decay != 0`)
+    /// is the same for every element: the first instance makes its mask and the others use it.
+    /// (A mask made once per record would be held across the loop, and Cranelift sinks such a
+    /// compare back into the loop anyway; one loaded from memory would not be known to be a
+    /// mask, and a select on it would take three instructions instead of one blend.)
+    ///
     /// Returns the accumulators with this iteration's reductions folded in (see
     /// [`Accumulators`]).
     fn body(
@@ -647,11 +665,17 @@ impl Emitter<'_> {
                 self.kernel.insts.iter().map(|inst| load(inst, b)).collect()
             })
             .collect();
+        // A compare of two scalars, made by the first instance, serves them all.
+        let mut invariant: Vec<Option<Value>> = vec![None; self.kernel.insts.len()];
         for (k, loaded) in loads.iter().enumerate() {
             let offset = vector_bytes * k as i32;
             // A scalar is loaded where it is first used (see above), so `None` until then.
             let mut values: Vec<Option<Value>> = Vec::with_capacity(self.kernel.insts.len());
-            for (inst, &loaded) in self.kernel.insts.iter().zip(loaded) {
+            for (index, (inst, &loaded)) in self.kernel.insts.iter().zip(loaded).enumerate() {
+                if invariant[index].is_some() {
+                    values.push(invariant[index]);
+                    continue;
+                }
                 for x in inst.operands() {
                     if values[x.index()].is_none() {
                         let Inst::Scalar { slot } = self.kernel.insts[x.index()] else {
@@ -671,7 +695,13 @@ impl Emitter<'_> {
                     Inst::Unary(u, a) => Some(self.unary(b, l.ty, u, v(a))),
                     Inst::Binary(op, x, y) => Some(self.binary(b, l.ty, op, v(x), v(y))),
                     Inst::Fma(x, y, z) => Some(b.ins().fma(v(x), v(y), v(z))),
-                    Inst::Cmp(c, x, y) => Some(compare(b, l.ty, float_cc(c), v(x), v(y))),
+                    Inst::Cmp(c, x, y) => {
+                        let mask = compare(b, l.ty, float_cc(c), v(x), v(y));
+                        if invariant_compare(self.kernel, inst) {
+                            invariant[index] = Some(mask);
+                        }
+                        Some(mask)
+                    }
                     Inst::Select(c, x, y) => Some(select(b, l.ty, v(c), v(x), v(y))),
                     Inst::Store { buffer, value } => {
                         b.ins().store(mf, v(value), addresses[buffer], offset);
@@ -701,7 +731,8 @@ impl Emitter<'_> {
             }
             Unary::Abs => b.ins().fabs(x),
             Unary::Sign => {
-                // torch.sign: 1 above zero, -1 below, x itself for ±0 and NaN.
+                // jnp.sign: 1 above zero, -1 below, x itself for ±0 and NaN (torch.sign's 0 for
+                // NaN is a graph of compares and selects).
                 let zero = constant(b, ty, 0.0);
                 let one = constant(b, ty, 1.0);
                 let minus_one = constant(b, ty, -1.0);

@@ -111,7 +111,7 @@ impl ReduceScope {
 ///
 /// Arithmetic is IEEE f32 with one rounding per instruction (`Fma` rounds
 /// once). `min`/`max` propagate NaN and order `-0` below `+0` (IEEE 754-2019 `minimum` /
-/// `maximum`); `sign` is `torch.sign` (NaN and ±0 map to themselves); `rsqrt x` is exactly
+/// `maximum`); `sign` is `jnp.sign` (NaN and ±0 map to themselves); `rsqrt x` is exactly
 /// `1 / sqrt(x)`; comparisons are false on NaN except `ne`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Inst {

@@ -1258,7 +1258,7 @@ impl<'a> Body<'a> {
                 let ln_2 = hex(std::f32::consts::LN_2);
                 self.op(Class::F32, "mul.rn.f32", &[&log2, &ln_2])
             }
-            // torch.sign: 1 above zero, -1 below, x itself for ±0 and NaN.
+            // jnp.sign: 1 above zero, -1 below, x itself for ±0 and NaN.
             Unary::Sign => {
                 let zero = hex(0.0);
                 let below = self.op(Class::Pred, "setp.lt.f32", &[x, &zero]);
