@@ -42,4 +42,18 @@ pub enum RewriteError {
         /// What is wrong.
         message: String,
     },
+    /// The graph or the plan is larger than a compile-time limit allows (`limits.rs`).
+    #[error(
+        "too large: {size} {what}, more than the limit of {limit} (optjit_rewrite::{name}; docs/perf.md, \"Large programs\")"
+    )]
+    TooLarge {
+        /// What was counted.
+        what: &'static str,
+        /// How many there are.
+        size: usize,
+        /// The most allowed.
+        limit: usize,
+        /// The limit's constant in this crate.
+        name: &'static str,
+    },
 }

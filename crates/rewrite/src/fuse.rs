@@ -18,16 +18,43 @@
 //! (`split_column_walks`).
 
 use crate::error::RewriteError;
+use crate::limits::{MAX_KERNEL_BUFFERS, MAX_PHASES, check_graph_size, too_large};
 use optjit_ir::{
     Buffer, BufferUse, Class, FusionPlan, Graph, Input, NodeIndex, Op, Phase, Reduction, Target,
     Walk,
 };
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// The declared states, looked up by name without walking the list each time.
+struct StateIndex<'g> {
+    /// The class of the first state of each name (what `Graph::state` finds).
+    class: HashMap<&'g str, Class>,
+    /// The position in `graph.states` of the first state of each name and class.
+    position: HashMap<(&'g str, Class), usize>,
+}
+
+impl<'g> StateIndex<'g> {
+    fn new(graph: &'g Graph) -> Self {
+        let mut index = StateIndex {
+            class: HashMap::new(),
+            position: HashMap::new(),
+        };
+        for (i, s) in graph.states.iter().enumerate() {
+            index.class.entry(s.name.as_str()).or_insert(s.class);
+            index
+                .position
+                .entry((s.name.as_str(), s.class))
+                .or_insert(i);
+        }
+        index
+    }
+}
 
 /// The input that an output to `target` would leave unchanged.
-fn own_input(graph: &Graph, target: &Target) -> Input {
+fn own_input(states: &StateIndex<'_>, target: &Target) -> Input {
     match target {
         Target::Param => Input::Param,
-        Target::State(n) => match graph.state(n).map(|s| s.class) {
+        Target::State(n) => match states.class.get(n.as_str()) {
             Some(Class::Row) => Input::RowState(n.clone()),
             Some(Class::Col) => Input::ColState(n.clone()),
             _ => Input::State(n.clone()),
@@ -49,6 +76,8 @@ fn bad_output(target: &Target, message: impl Into<String>) -> RewriteError {
 /// An output that assigns a value its own current value (`exp_avg = state exp_avg`) is neither
 /// stored nor computed. A reduction must reduce a per-element value.
 pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
+    check_graph_size(graph)?;
+    let states = StateIndex::new(graph);
     // Stores (param first, then states in declaration order) and scalar-state updates.
     let mut param_store = None;
     let mut state_stores: Vec<(usize, NodeIndex)> = Vec::new();
@@ -62,13 +91,14 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
             ));
         }
         let value = graph.node(output.value);
-        if value.op == Op::Input(own_input(graph, target)) {
+        if value.op == Op::Input(own_input(&states, target)) {
             continue;
         }
         let factor_state = match target {
-            Target::State(name) => graph
-                .state(name)
-                .is_some_and(|s| matches!(s.class, Class::Row | Class::Col)),
+            Target::State(name) => states
+                .class
+                .get(name.as_str())
+                .is_some_and(|class| matches!(class, Class::Row | Class::Col)),
             _ => false,
         };
         match target {
@@ -78,18 +108,16 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
                 scalar_outputs.push((target.clone(), output.value));
             }
             Target::State(name) => {
-                let position = graph
-                    .states
-                    .iter()
-                    .position(|s| &s.name == name && s.class == Class::Elem)
+                let position = *states
+                    .position
+                    .get(&(name.as_str(), Class::Elem))
                     .ok_or_else(|| bad_output(target, "no per-element state of this name"))?;
                 state_stores.push((position, output.value));
             }
             Target::ScalarState(name) => {
-                if !graph
-                    .states
-                    .iter()
-                    .any(|s| &s.name == name && s.class == Class::Scalar)
+                if !states
+                    .position
+                    .contains_key(&(name.as_str(), Class::Scalar))
                 {
                     return Err(bad_output(target, "no scalar state of this name"));
                 }
@@ -167,6 +195,14 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         .max()
         .unwrap_or(1)
         .max(1);
+    if n_phases > MAX_PHASES {
+        return Err(too_large(
+            "kernel phases (levels of reduction)",
+            n_phases,
+            MAX_PHASES,
+            "MAX_PHASES",
+        ));
+    }
 
     // The scalar program: every live Scalar and Tensor node (the host computes them, once per
     // group or once per tensor), by stage (its level), then topologically.
@@ -207,6 +243,24 @@ pub fn fuse(graph: &Graph) -> Result<FusionPlan, RewriteError> {
         false => (recomputing, 0),
     };
     let (mut phases, phase_levels) = split_column_walks(graph, phases, temps)?;
+    if phases.len() > MAX_PHASES {
+        return Err(too_large(
+            "kernel phases (with the column walks)",
+            phases.len(),
+            MAX_PHASES,
+            "MAX_PHASES",
+        ));
+    }
+    if let Some(widest) = phases.iter().map(|p| p.buffers.len()).max()
+        && widest > MAX_KERNEL_BUFFERS
+    {
+        return Err(too_large(
+            "buffers in one kernel phase",
+            widest,
+            MAX_KERNEL_BUFFERS,
+            "MAX_KERNEL_BUFFERS",
+        ));
+    }
     for (phase, &level) in phases.iter_mut().zip(&phase_levels) {
         phase.level = level;
     }
@@ -307,26 +361,35 @@ fn early_stores(
     col_loads: &[(Buffer, NodeIndex)],
 ) -> (Vec<Phase>, usize) {
     // The phase each buffer is overwritten in.
-    let stored_in: Vec<(Input, usize)> = stores
-        .iter()
-        .filter_map(|(b, v)| Some((buffer_input(b)?, level[v.index()])))
-        .collect();
-    // Whether `n`'s value reads a buffer overwritten before phase `k`.
-    let stale = |n: NodeIndex, k: usize| -> bool {
-        let mut stack = vec![n];
-        let mut seen = std::collections::HashSet::new();
-        while let Some(m) = stack.pop() {
-            if graph.node(m).class != Class::Elem || !seen.insert(m) {
+    let mut stored_in: HashMap<Input, usize> = HashMap::new();
+    for (buffer, value) in stores {
+        if let Some(input) = buffer_input(buffer) {
+            let at = level[value.index()];
+            stored_in
+                .entry(input)
+                .and_modify(|s| *s = (*s).min(at))
+                .or_insert(at);
+        }
+    }
+    // Whether each node's value reads a buffer overwritten before phase `k`: per-element nodes
+    // that are such an input or have such an operand, in one pass in topological order
+    // (ascending index), computed once per phase.
+    let stale_before = |k: usize| -> HashSet<NodeIndex> {
+        let mut stale = HashSet::new();
+        for n in graph.nodes() {
+            let node = graph.node(n);
+            if node.class != Class::Elem {
                 continue;
             }
-            if let Op::Input(input) = &graph.node(m).op
-                && stored_in.iter().any(|(i, s)| i == input && *s < k)
-            {
-                return true;
+            let reads_overwritten = match &node.op {
+                Op::Input(input) => stored_in.get(input).is_some_and(|&s| s < k),
+                _ => false,
+            };
+            if reads_overwritten || graph.operands(n).iter().any(|o| stale.contains(o)) {
+                stale.insert(n);
             }
-            stack.extend(graph.operands(m));
         }
-        false
+        stale
     };
     let mut roots: Vec<Vec<NodeIndex>> = vec![Vec::new(); n_phases];
     let mut phase_stores: Vec<Vec<(Buffer, NodeIndex)>> = vec![Vec::new(); n_phases];
@@ -334,6 +397,13 @@ fn early_stores(
         let k = level[value.index()].min(n_phases - 1);
         roots[k].push(*value);
         phase_stores[k].push((buffer.clone(), *value));
+    }
+    // The buffer and phase of each stored value (the first store of it, by phase then order).
+    let mut stored: HashMap<NodeIndex, (usize, Buffer)> = HashMap::new();
+    for (k, list) in phase_stores.iter().enumerate() {
+        for (buffer, value) in list {
+            stored.entry(*value).or_insert((k, buffer.clone()));
+        }
     }
     for (k, phase_roots) in roots.iter_mut().enumerate() {
         phase_roots.extend(
@@ -345,35 +415,33 @@ fn early_stores(
     // From the last phase back: what a phase needs but cannot compute is materialized by the
     // phase of its level (which may in turn need earlier values).
     let mut temps: Vec<NodeIndex> = Vec::new();
+    let mut temp_slot: HashMap<NodeIndex, usize> = HashMap::new();
     let mut loads: Vec<Vec<(Buffer, NodeIndex)>> = vec![col_loads.to_vec(); n_phases];
     for k in (0..n_phases).rev() {
+        let stale = if k > 0 {
+            stale_before(k)
+        } else {
+            HashSet::new()
+        };
         let mut stack = roots[k].clone();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         while let Some(n) = stack.pop() {
             if graph.node(n).class != Class::Elem || !seen.insert(n) {
                 continue;
             }
             let at = level[n.index()];
             // A value stored by an earlier phase is read back from its own buffer.
-            if let Some((buffer, _)) = phase_stores[..k]
-                .iter()
-                .flatten()
-                .find(|(b, v)| *v == n && !matches!(b, Buffer::Temp(_)))
-            {
+            if let Some((_, buffer)) = stored.get(&n).filter(|(s, _)| *s < k) {
                 loads[k].push((buffer.clone(), n));
                 continue;
             }
-            if at < k && stale(n, k) {
-                let slot = match temps.iter().position(|&t| t == n) {
-                    Some(slot) => slot,
-                    None => {
-                        temps.push(n);
-                        let buffer = Buffer::Temp(temps.len() - 1);
-                        roots[at].push(n);
-                        phase_stores[at].push((buffer, n));
-                        temps.len() - 1
-                    }
-                };
+            if at < k && stale.contains(&n) {
+                let slot = *temp_slot.entry(n).or_insert_with(|| {
+                    temps.push(n);
+                    roots[at].push(n);
+                    phase_stores[at].push((Buffer::Temp(temps.len() - 1), n));
+                    temps.len() - 1
+                });
                 loads[k].push((Buffer::Temp(slot), n));
                 continue;
             }
@@ -407,11 +475,17 @@ fn phase(
     loads: Vec<(Buffer, NodeIndex)>,
     temps: usize,
 ) -> Phase {
-    let loaded: Vec<NodeIndex> = loads.iter().map(|&(_, n)| n).collect();
+    let loaded: HashSet<NodeIndex> = loads.iter().map(|&(_, n)| n).collect();
     let nodes = computed_nodes(graph, roots, &loaded);
-    let needed =
-        |n: NodeIndex| roots.contains(&n) || nodes.iter().any(|&m| graph.operands(m).contains(&n));
-    let loads: Vec<(Buffer, NodeIndex)> = loads.into_iter().filter(|&(_, n)| needed(n)).collect();
+    let needed: HashSet<NodeIndex> = roots
+        .iter()
+        .copied()
+        .chain(nodes.iter().flat_map(|&m| graph.operands(m)))
+        .collect();
+    let loads: Vec<(Buffer, NodeIndex)> = loads
+        .into_iter()
+        .filter(|(_, n)| needed.contains(n))
+        .collect();
     let buffers = buffer_uses(graph, &nodes, &stores, &loads, temps);
     Phase {
         walk: Walk::Elements,
@@ -436,8 +510,12 @@ fn buffer_input(buffer: &Buffer) -> Option<Input> {
 
 /// The per-element nodes `roots` depend on, ascending, not descending past `loaded` values
 /// (which are loaded, not computed).
-fn computed_nodes(graph: &Graph, roots: &[NodeIndex], loaded: &[NodeIndex]) -> Vec<NodeIndex> {
-    let mut seen = std::collections::BTreeSet::new();
+fn computed_nodes(
+    graph: &Graph,
+    roots: &[NodeIndex],
+    loaded: &HashSet<NodeIndex>,
+) -> Vec<NodeIndex> {
+    let mut seen = BTreeSet::new();
     let mut stack = roots.to_vec();
     while let Some(n) = stack.pop() {
         if graph.node(n).class == Class::Elem && !loaded.contains(&n) && seen.insert(n) {
@@ -456,14 +534,19 @@ fn buffer_uses(
     loads: &[(Buffer, NodeIndex)],
     temps: usize,
 ) -> Vec<BufferUse> {
+    let inputs: HashSet<&Input> = nodes
+        .iter()
+        .filter_map(|&n| match &graph.node(n).op {
+            Op::Input(input) => Some(input),
+            _ => None,
+        })
+        .collect();
+    let loaded: HashSet<&Buffer> = loads.iter().map(|(b, _)| b).collect();
+    let stored: HashSet<&Buffer> = stores.iter().map(|(b, _)| b).collect();
     let reads = |buffer: &Buffer| {
-        loads.iter().any(|(b, _)| b == buffer)
-            || buffer_input(buffer).is_some_and(|input| {
-                let op = Op::Input(input);
-                nodes.iter().any(|&n| graph.node(n).op == op)
-            })
+        loaded.contains(buffer) || buffer_input(buffer).is_some_and(|i| inputs.contains(&i))
     };
-    let writes = |buffer: &Buffer| stores.iter().any(|(b, _)| b == buffer);
+    let writes = |buffer: &Buffer| stored.contains(buffer);
     let mut candidates = vec![Buffer::Param, Buffer::Grad];
     candidates.extend(
         graph

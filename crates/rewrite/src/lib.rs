@@ -32,11 +32,13 @@
 #![warn(missing_docs)]
 
 mod analysis;
+mod cheapest;
 mod cost;
 mod counts;
 mod error;
 mod fuse;
 mod lang;
+mod limits;
 mod rules;
 mod simplify;
 mod state_signs;
@@ -48,12 +50,14 @@ pub use counts::{OpCounts, count_elem_ops, plan_stats};
 /// cached optimized graph is never reused by a build whose rules or cost model differ.
 pub const SOURCES: &[&str] = &[
     include_str!("analysis.rs"),
+    include_str!("cheapest.rs"),
     include_str!("cost.rs"),
     include_str!("counts.rs"),
     include_str!("error.rs"),
     include_str!("fuse.rs"),
     include_str!("lang.rs"),
     include_str!("lib.rs"),
+    include_str!("limits.rs"),
     include_str!("rules/identities.rs"),
     include_str!("rules/mod.rs"),
     include_str!("rules/scalar_hoisting.rs"),
@@ -67,6 +71,7 @@ pub const SOURCES: &[&str] = &[
 ];
 pub use error::RewriteError;
 pub use fuse::fuse;
+pub use limits::{MAX_GRAPH_NODES, MAX_KERNEL_BUFFERS, MAX_PHASES};
 pub use rules::{Exactness, rule_names};
 pub use simplify::{Simplified, SimplifyOptions, SimplifyReport, extract, simplify};
 pub use state_signs::non_negative_states;

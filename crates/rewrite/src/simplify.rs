@@ -2,12 +2,13 @@
 //! back the cheapest graph.
 
 use crate::analysis::{ClassAnalysis, OptEGraph};
+use crate::cheapest::Cheapest;
 use crate::cost::{ClassCost, graph_cost};
 use crate::error::RewriteError;
 use crate::lang::OptLang;
-use crate::rules::rule_set;
+use crate::rules::{TaggedRewrite, rule_set};
 use crate::value_range::ValueRange;
-use egg::{Extractor, Id, Language, Runner, SimpleScheduler, StopReason};
+use egg::{Id, Language, Runner, SimpleScheduler, StopReason};
 use optjit_ir::{Graph, NodeIndex, Target};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -80,15 +81,12 @@ impl fmt::Display for SimplifyReport {
     }
 }
 
-/// The saturated e-graph of a step graph, with one root per output.
+/// What the e-graph run of a step graph gave: the cheapest graph in the saturated e-graph
+/// (extracted once, when the run ends) and the run's report.
 #[derive(Clone, Debug)]
 pub struct Simplified {
-    egraph: OptEGraph,
-    roots: Vec<Id>,
-    /// The source graph's name, dtype and declarations, without nodes or outputs.
-    template: Graph,
-    /// The source graph's output targets, in order (one per root).
-    targets: Vec<Target>,
+    /// The cheapest graph in the e-graph ([`extract`] returns it).
+    extracted: Graph,
     /// What the run did.
     pub report: SimplifyReport,
 }
@@ -120,15 +118,12 @@ fn live_nodes(graph: &Graph) -> Vec<NodeIndex> {
     live
 }
 
-/// Stage `simplify`: builds the e-graph of `graph` (one root per output) and runs the rules.
-pub fn simplify(graph: &Graph, options: &SimplifyOptions) -> Result<Simplified, RewriteError> {
-    if let Some(o) = graph.outputs.iter().find(|o| !graph.contains(o.value)) {
-        return Err(RewriteError::MissingNode {
-            target: o.target.name().to_string(),
-        });
-    }
-    let rules = rule_set(options.exact_only)?;
-
+/// The rules run on the e-graph of `graph`, one root per output: the finished run.
+pub(crate) fn run_rules(
+    graph: &Graph,
+    options: &SimplifyOptions,
+    rules: &[TaggedRewrite],
+) -> Runner<OptLang, ClassAnalysis, ()> {
     let analysis = ClassAnalysis {
         hyper_ranges: options.hyper_ranges.clone(),
     };
@@ -146,13 +141,28 @@ pub fn simplify(graph: &Graph, options: &SimplifyOptions) -> Result<Simplified, 
         .with_time_limit(options.time_limit)
         .with_scheduler(SimpleScheduler);
     runner.roots = graph.outputs.iter().map(|o| ids[&o.value]).collect();
-    let runner = runner.run(rules.iter().map(|(rewrite, _)| rewrite));
+    runner.run(rules.iter().map(|(rewrite, _)| rewrite))
+}
+
+/// Stage `simplify`: builds the e-graph of `graph` (one root per output), runs the rules and
+/// extracts the cheapest graph.
+///
+/// Refuses a graph of more than [`crate::MAX_GRAPH_NODES`] nodes.
+pub fn simplify(graph: &Graph, options: &SimplifyOptions) -> Result<Simplified, RewriteError> {
+    if let Some(o) = graph.outputs.iter().find(|o| !graph.contains(o.value)) {
+        return Err(RewriteError::MissingNode {
+            target: o.target.name().to_string(),
+        });
+    }
+    crate::limits::check_graph_size(graph)?;
+    let rules = rule_set(options.exact_only)?;
+    let runner = run_rules(graph, options, &rules);
 
     let mut template = Graph::new(graph.name.clone());
     template.elem_dtype = graph.elem_dtype;
     template.hypers = graph.hypers.clone();
     template.states = graph.states.clone();
-    let report = SimplifyReport {
+    let mut report = SimplifyReport {
         iterations: runner.iterations.len(),
         egraph_nodes: runner.egraph.total_number_of_nodes(),
         egraph_classes: runner.egraph.number_of_classes(),
@@ -161,35 +171,45 @@ pub fn simplify(graph: &Graph, options: &SimplifyOptions) -> Result<Simplified, 
         cost_after: 0.0,
         rules: rules.len(),
     };
-    let mut simplified = Simplified {
-        egraph: runner.egraph,
-        roots: runner.roots,
-        template,
-        targets: graph.outputs.iter().map(|o| o.target.clone()).collect(),
-        report,
-    };
-    simplified.report.cost_after = graph_cost(&extract(&simplified));
-    Ok(simplified)
+    let targets: Vec<Target> = graph.outputs.iter().map(|o| o.target.clone()).collect();
+    let extracted = cheapest_graph(&runner.egraph, &runner.roots, template, &targets);
+    report.cost_after = graph_cost(&extracted);
+    Ok(Simplified { extracted, report })
 }
 
 /// Stage `extract`: the cheapest graph in the e-graph by the class cost model, with the source
 /// graph's name, dtype, declarations and output targets; hash-consed and pruned.
 ///
-/// Nodes are added in depth-first post-order from the outputs (operands in position order), so
-/// the same e-graph always gives the same graph text.
+/// The graph is extracted once, at the end of [`simplify`] (its cost is the report's
+/// `cost_after`); this returns a copy.
 pub fn extract(simplified: &Simplified) -> Graph {
-    let egraph = &simplified.egraph;
-    let extractor = Extractor::new(egraph, ClassCost { egraph });
-    let mut graph = simplified.template.clone();
+    simplified.extracted.clone()
+}
+
+/// The cheapest graph in `egraph` for `roots` (one per target of `targets`), built on
+/// `template`.
+///
+/// Nodes are added in depth-first post-order from the outputs (operands in position order), so
+/// the same e-graph always gives the same graph text. Time and memory are linear in the e-graph's
+/// size ([`Cheapest`]).
+fn cheapest_graph(egraph: &OptEGraph, roots: &[Id], template: Graph, targets: &[Target]) -> Graph {
+    let cheapest = Cheapest::new(egraph, ClassCost { egraph });
+    let best_node = |id: Id| -> &OptLang {
+        cheapest
+            .best(id)
+            .map(|(node, _)| node)
+            .expect("every e-class made from a graph node has a finite tree")
+    };
+    let mut graph = template;
     let mut built: HashMap<Id, NodeIndex> = HashMap::new();
-    for (target, &root) in simplified.targets.iter().zip(&simplified.roots) {
+    for (target, &root) in targets.iter().zip(roots) {
         let root = egraph.find(root);
         let mut stack = vec![(root, false)];
         while let Some((id, ready)) = stack.pop() {
             if built.contains_key(&id) {
                 continue;
             }
-            let node = extractor.find_best_node(id);
+            let node = best_node(id);
             if ready {
                 let operands: Vec<NodeIndex> = node
                     .children()
