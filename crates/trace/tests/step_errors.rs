@@ -186,7 +186,8 @@ fn types_and_shapes_are_checked() {
         3,
         3,
         "s",
-        "scalar state 's' cannot hold a per-element value",
+        "scalar state 's' cannot hold a per-element value; it takes scalar values only \
+         (hyperparameters, step, scalar states)",
     );
 }
 

@@ -55,6 +55,11 @@ const INSERTS: &[&str] = &[
     "let",
     "scalar",
     "alias",
+    "in",
+    "inf",
+    "[",
+    "]",
+    " in [0, inf)",
     "when",
     "rank",
     "optimizer",
@@ -124,7 +129,16 @@ fn check_expr(source: &str, expr: &Expr) -> Result<(), TestCaseError> {
         }
         ExprKind::Name(_) => vec![],
         ExprKind::Neg(operand) => vec![operand],
-        ExprKind::Binary(_, a, b) | ExprKind::Compare(_, a, b) => vec![a, b],
+        ExprKind::Chain { first, rest } => {
+            prop_assert!(!rest.is_empty());
+            for link in rest {
+                check_span(source, link.at)?;
+            }
+            std::iter::once(&**first)
+                .chain(rest.iter().map(|link| &link.operand))
+                .collect()
+        }
+        ExprKind::Compare(_, a, b) => vec![a, b],
         ExprKind::Call { func, args } => {
             check_span(source, func.span)?;
             args.iter().collect()
@@ -144,9 +158,19 @@ fn check_program(source: &str, program: &Program) -> Result<(), TestCaseError> {
         check_span(source, item.name.span)?;
         for stmt in &item.body {
             let (name, value) = match stmt {
-                Stmt::Hyper { name, value }
-                | Stmt::Let { name, value }
-                | Stmt::Assign { name, value } => (name, value),
+                Stmt::Hyper {
+                    name,
+                    value,
+                    domain,
+                } => {
+                    if let Some(interval) = domain {
+                        check_span(source, interval.span)?;
+                        check_expr(source, &interval.low)?;
+                        check_expr(source, &interval.high)?;
+                    }
+                    (name, value)
+                }
+                Stmt::Let { name, value } | Stmt::Assign { name, value } => (name, value),
                 Stmt::State { name, init, .. } => (name, init),
                 Stmt::Alias { alias, state, .. } => {
                     check_span(source, alias.span)?;
@@ -163,7 +187,12 @@ fn check_program(source: &str, program: &Program) -> Result<(), TestCaseError> {
 
 fn check_error(source: &str, error: &StepError) -> Result<(), TestCaseError> {
     check_span(source, error.span)?;
-    prop_assert_eq!(&error.text, &source[error.span.start..error.span.end]);
+    // The offending text, or its first 64 characters and `…` when it is longer.
+    let offending = &source[error.span.start..error.span.end];
+    match offending.char_indices().nth(64) {
+        None => prop_assert_eq!(&error.text, offending),
+        Some((cut, _)) => prop_assert_eq!(&error.text, &format!("{}…", &offending[..cut])),
+    }
     prop_assert!(!error.message.is_empty());
     let shown = error.to_string();
     prop_assert!(

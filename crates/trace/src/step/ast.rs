@@ -55,12 +55,15 @@ pub struct Ident {
 /// One statement of a block.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
-    /// `hyper NAME = EXPR`: a hyperparameter with its default (a constant expression).
+    /// `hyper NAME = EXPR [in INTERVAL]`: a hyperparameter with its default (a constant
+    /// expression) and the values it may take.
     Hyper {
         /// The hyperparameter.
         name: Ident,
         /// The default.
         value: Expr,
+        /// `in [low, high)` and the like: the values it may be set to; any finite one without.
+        domain: Option<Box<Interval>>,
     },
     /// `state NAME = EXPR` (per element), `state NAME: scalar = EXPR` (one per group),
     /// `state NAME: row = EXPR` or `state NAME: col = EXPR` (one per row or column of each
@@ -100,6 +103,22 @@ pub enum Stmt {
     },
 }
 
+/// `[low, high]`, `[low, high)`, `(low, high]` or `(low, high)`: the values a hyperparameter
+/// may take. A bound is a constant expression, `inf` or `-inf`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interval {
+    /// The lower bound as written.
+    pub low: Expr,
+    /// `[`: the lower bound itself is allowed; `(`: it is not.
+    pub low_inclusive: bool,
+    /// The upper bound as written.
+    pub high: Expr,
+    /// `]`: the upper bound itself is allowed; `)`: it is not.
+    pub high_inclusive: bool,
+    /// From the opening bracket to the closing one.
+    pub span: Span,
+}
+
 /// An expression with its place.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Expr {
@@ -120,6 +139,17 @@ pub enum BinOp {
     Mul,
     /// `/`
     Div,
+}
+
+/// One step of a [`ExprKind::Chain`]: an operator and its right operand.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Link {
+    /// The operator.
+    pub op: BinOp,
+    /// Where the operator is.
+    pub at: Span,
+    /// Its right operand.
+    pub operand: Expr,
 }
 
 /// Comparison operators (they bind looser than arithmetic and do not chain).
@@ -148,8 +178,15 @@ pub enum ExprKind {
     Name(String),
     /// `-x`.
     Neg(Box<Expr>),
-    /// `a op b`.
-    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// `a op b op c ...`: operators of one precedence level (`+` and `-`, or `*` and `/`)
+    /// applied left to right, `((a op b) op c) ...`. A chain of any length is one node, so that
+    /// walking it takes no recursion (a long flat sum is not deeply nested).
+    Chain {
+        /// The leftmost operand.
+        first: Box<Expr>,
+        /// Each operator with its right operand, in order (at least one).
+        rest: Vec<Link>,
+    },
     /// `a op b`, a comparison.
     Compare(CmpOp, Box<Expr>, Box<Expr>),
     /// `f(args)`.

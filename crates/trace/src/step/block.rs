@@ -1,12 +1,12 @@
 //! Running a block's statements in order: declarations, `let`s and assignments, with sequential
 //! semantics (a read sees the latest assignment), shared by optimizers and schedules.
 
-use super::ast::{Ident, Item, Span, Stmt};
+use super::ast::{Expr, ExprKind, Ident, Interval, Item, Span, Stmt};
 use super::error::StepError;
-use super::scope::{BlockKind, Scope, function_names};
-use crate::definition::StateAlias;
+use super::scope::{BlockKind, Declared, Scope, function_names};
+use crate::definition::{Domain, StateAlias};
 use optjit_ir::{Class, Graph, Input, NodeIndex};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Names no declaration may take.
 const RESERVED: &[&str] = &["param", "grad", "step", "rank", "t", "pi", "metric"];
@@ -16,6 +16,8 @@ pub(crate) struct Assigned {
     pub(crate) values: Vec<(Ident, NodeIndex)>,
     /// The `alias` statements' names for states.
     pub(crate) aliases: Vec<StateAlias>,
+    /// The domains the block's `hyper` statements declare (`in [0, 1)`).
+    pub(crate) domains: BTreeMap<String, Domain>,
 }
 
 /// Who may be assigned in a block, decided by the block's kind.
@@ -53,16 +55,46 @@ pub(crate) fn run(
         kind,
         names,
         later: definitions(item),
+        declared: HashMap::new(),
     };
     let mut declared: HashMap<String, Span> = HashMap::new();
     let mut assigned: Vec<(Ident, NodeIndex)> = Vec::new();
+    // Where each assigned name is in `assigned`.
+    let mut assigned_at: HashMap<String, usize> = HashMap::new();
     let mut aliases = Vec::new();
+    let mut domains = BTreeMap::new();
     for stmt in &item.body {
+        let at = match stmt {
+            Stmt::Hyper { name, .. }
+            | Stmt::State { name, .. }
+            | Stmt::Let { name, .. }
+            | Stmt::Assign { name, .. } => name.span,
+            Stmt::Alias { alias, .. } => alias.span,
+        };
+        scope.check_room(at)?;
         match stmt {
-            Stmt::Hyper { name, value } => {
+            Stmt::Hyper {
+                name,
+                value,
+                domain,
+            } => {
                 declare(&scope, &mut declared, name)?;
                 let default = scope.constant(value)?;
+                if let Some(interval) = domain {
+                    let domain = hyper_domain(&scope, interval)?;
+                    if !domain.contains(default) {
+                        return Err(scope.error(
+                            value.span,
+                            format!(
+                                "the default {default} of '{}' is outside its domain: {domain}",
+                                name.name
+                            ),
+                        ));
+                    }
+                    domains.insert(name.name.clone(), domain);
+                }
                 scope.graph.declare_hyper(&name.name, default);
+                scope.declared.insert(name.name.clone(), Declared::Hyper);
                 scope.bind_input(&name.name, Input::Hyper(name.name.clone()));
             }
             Stmt::State { name, class, init } => {
@@ -85,6 +117,9 @@ pub(crate) fn run(
                     _ => Input::State(state),
                 };
                 scope.graph.declare_state(&name.name, init, *class);
+                scope
+                    .declared
+                    .insert(name.name.clone(), Declared::State(*class));
                 scope.bind_input(&name.name, input);
             }
             Stmt::Alias {
@@ -96,8 +131,8 @@ pub(crate) fn run(
                     let message = "a schedule keeps no tensor state to alias";
                     return Err(scope.error(alias.span, message));
                 }
-                match scope.graph.state(&state.name).map(|s| s.class) {
-                    Some(Class::Scalar) | None => {
+                match scope.declared.get(&state.name) {
+                    Some(Declared::State(Class::Scalar) | Declared::Hyper) | None => {
                         let message = format!(
                             "'{}' is not a per-element, row or column state declared above",
                             state.name
@@ -133,9 +168,12 @@ pub(crate) fn run(
                 }
                 assignable.check(&scope, name, node)?;
                 scope.names.insert(name.name.clone(), node);
-                match assigned.iter_mut().find(|(n, _)| n.name == name.name) {
-                    Some(slot) => slot.1 = node,
-                    None => assigned.push((name.clone(), node)),
+                match assigned_at.get(&name.name) {
+                    Some(&at) => assigned[at].1 = node,
+                    None => {
+                        assigned_at.insert(name.name.clone(), assigned.len());
+                        assigned.push((name.clone(), node));
+                    }
                 }
             }
         }
@@ -146,6 +184,52 @@ pub(crate) fn run(
     Ok(Assigned {
         values: assigned,
         aliases,
+        domains,
+    })
+}
+
+/// A bound of an interval: a constant, `inf` or `-inf`.
+fn bound(scope: &Scope<'_>, expr: &Expr) -> Result<f64, StepError> {
+    let is_inf = |e: &Expr| matches!(&e.kind, ExprKind::Name(n) if n == "inf");
+    match &expr.kind {
+        _ if is_inf(expr) => Ok(f64::INFINITY),
+        ExprKind::Neg(x) if is_inf(x) => Ok(f64::NEG_INFINITY),
+        _ => scope.constant(expr),
+    }
+}
+
+/// The domain `interval` declares (`in [0, inf)`): infinite bounds allow every finite value on
+/// their side; an interval that holds no finite value is refused.
+fn hyper_domain(scope: &Scope<'_>, interval: &Interval) -> Result<Domain, StepError> {
+    let low = bound(scope, &interval.low)?;
+    let high = bound(scope, &interval.high)?;
+    if low == f64::INFINITY {
+        return Err(scope.error(interval.low.span, "the lower bound cannot be inf"));
+    }
+    if high == f64::NEG_INFINITY {
+        return Err(scope.error(interval.high.span, "the upper bound cannot be -inf"));
+    }
+    let (min, min_inclusive) = match low {
+        f64::NEG_INFINITY => (f64::MIN, true),
+        _ => (low, interval.low_inclusive),
+    };
+    let (max, max_inclusive) = match high {
+        f64::INFINITY => (f64::MAX, true),
+        _ => (high, interval.high_inclusive),
+    };
+    if min > max || (min == max && !(min_inclusive && max_inclusive)) {
+        let text = scope.source.get(interval.span.start..interval.span.end);
+        return Err(scope.error(
+            interval.span,
+            format!("the interval {} holds no value", text.unwrap_or("").trim()),
+        ));
+    }
+    Ok(Domain {
+        min,
+        min_inclusive,
+        max,
+        max_inclusive,
+        ..Domain::finite()
     })
 }
 

@@ -2,6 +2,7 @@
 
 use super::ast::Span;
 use super::error::StepError;
+use super::limits::{ECHO_CHARS, MAX_NAME_CHARS, shorten};
 
 /// The reserved words of the language; none of them can be used as a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +14,8 @@ pub(crate) enum Keyword {
     Let,
     Scalar,
     Alias,
+    /// `in`, before a hyperparameter's interval.
+    In,
 }
 
 impl Keyword {
@@ -26,6 +29,7 @@ impl Keyword {
             "let" => Keyword::Let,
             "scalar" => Keyword::Scalar,
             "alias" => Keyword::Alias,
+            "in" => Keyword::In,
             _ => return None,
         })
     }
@@ -43,6 +47,10 @@ pub(crate) enum TokenKind {
     RightBrace,
     LeftParen,
     RightParen,
+    /// `[`, opening an interval.
+    LeftBracket,
+    /// `]`, closing an interval.
+    RightBracket,
     Comma,
     Colon,
     Semicolon,
@@ -116,6 +124,8 @@ impl<'s> Lexer<'s> {
             '}' => TokenKind::RightBrace,
             '(' => TokenKind::LeftParen,
             ')' => TokenKind::RightParen,
+            '[' => TokenKind::LeftBracket,
+            ']' => TokenKind::RightBracket,
             ',' => TokenKind::Comma,
             ':' => TokenKind::Colon,
             ';' => TokenKind::Semicolon,
@@ -131,7 +141,16 @@ impl<'s> Lexer<'s> {
                 TokenKind::NotEqual
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
-                self.bump_while(is_word_char);
+                let length = 1 + self.bump_while(is_word_char);
+                if length > MAX_NAME_CHARS {
+                    let span = self.span_from(line, col, start);
+                    return Err(self.error(
+                        span,
+                        format!(
+                            "a name of {length} characters; names are at most {MAX_NAME_CHARS}"
+                        ),
+                    ));
+                }
                 let word = self.source.get(start..self.pos).unwrap_or("");
                 Keyword::from_word(word).map_or(TokenKind::Ident, TokenKind::Keyword)
             }
@@ -180,8 +199,9 @@ impl<'s> Lexer<'s> {
         // Letters, digits or dots glued on (`1x`, `1.2.3`) make the whole run one bad literal.
         well_formed &= self.bump_while(|c| is_word_char(c) || c == '.') == 0;
         let span = self.span_from(line, col, start);
-        let text = self.source.get(start..self.pos).unwrap_or("");
-        let value = match text.parse::<f64>() {
+        let whole = self.source.get(start..self.pos).unwrap_or("");
+        let text = shorten(whole, ECHO_CHARS);
+        let value = match whole.parse::<f64>() {
             Ok(value) if well_formed => value,
             _ => return Err(self.error(span, format!("malformed number `{text}`"))),
         };

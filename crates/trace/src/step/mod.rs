@@ -16,6 +16,7 @@ pub mod ast;
 mod block;
 mod error;
 mod lexer;
+mod limits;
 mod optimizer;
 mod parser;
 mod schedule;
@@ -23,6 +24,7 @@ mod scope;
 
 use crate::definition::Definition;
 pub use error::StepError;
+pub use limits::{MAX_DEPTH, MAX_GRAPH_NODES, MAX_NAME_CHARS, MAX_SOURCE_BYTES};
 pub use parser::parse;
 pub use schedule::{Schedule, in_force_state};
 

@@ -3,7 +3,7 @@
 use super::ast::{Ident, Item};
 use super::block::{self, Assignable};
 use super::error::StepError;
-use super::scope::{BlockKind, Scope};
+use super::scope::{BlockKind, Declared, Scope, class_words};
 use crate::definition::Definition;
 use optjit_ir::{Class, Graph, Input, NodeIndex, Target};
 use std::collections::HashMap;
@@ -13,39 +13,64 @@ struct OptimizerTargets;
 
 impl Assignable for OptimizerTargets {
     fn check(&self, scope: &Scope<'_>, name: &Ident, value: NodeIndex) -> Result<(), StepError> {
-        let graph = &scope.graph;
-        if name.name == "param" {
+        let class = scope.graph.node(value).class;
+        let state = match scope.declared.get(&name.name) {
+            _ if name.name == "param" => Class::Elem,
+            Some(Declared::Hyper) => {
+                return Err(scope.error(
+                    name.span,
+                    format!(
+                        "'{}' is a hyperparameter, read-only in an optimizer (a schedule sets it)",
+                        name.name
+                    ),
+                ));
+            }
+            Some(Declared::State(state)) => *state,
+            None => {
+                return Err(scope.error(
+                    name.span,
+                    format!(
+                        "assignment to undeclared state '{0}'; declare it first: `state {0} = 0`",
+                        name.name
+                    ),
+                ));
+            }
+        };
+        // What `ir::verify` requires of an output, said in `.step` terms.
+        let takes = match state {
+            Class::Scalar => "scalar values only (hyperparameters, step, scalar states)",
+            Class::Row => {
+                "per-row values (row_mean, `: row` states) or ones the same for the whole row \
+                 (per matrix, per tensor, scalar)"
+            }
+            Class::Col => {
+                "per-column values (col_mean, `: col` states) or ones the same for the whole \
+                 column (per matrix, per tensor, scalar)"
+            }
+            _ => "per-element values or scalars (the same for every element)",
+        };
+        let fits = match state {
+            Class::Scalar => class == Class::Scalar,
+            Class::Row | Class::Col => state.join(class) == state,
+            _ => matches!(class, Class::Elem | Class::Scalar),
+        };
+        if fits {
             return Ok(());
         }
-        if graph.hyper(&name.name).is_some() {
-            return Err(scope.error(
-                name.span,
-                format!(
-                    "'{}' is a hyperparameter, read-only in an optimizer (a schedule sets it)",
-                    name.name
-                ),
-            ));
-        }
-        match graph.state(&name.name) {
-            Some(s) if s.class == Class::Scalar && graph.node(value).class != Class::Scalar => {
-                let what = match graph.node(value).class {
-                    Class::Elem => "per-element",
-                    _ => "per-tensor",
-                };
-                Err(scope.error(
-                    name.span,
-                    format!("scalar state '{}' cannot hold a {what} value", name.name),
-                ))
-            }
-            Some(_) => Ok(()),
-            None => Err(scope.error(
-                name.span,
-                format!(
-                    "assignment to undeclared state '{0}'; declare it first: `state {0} = 0`",
-                    name.name
-                ),
-            )),
-        }
+        let target = match state {
+            _ if name.name == "param" => "param".to_string(),
+            Class::Scalar => format!("scalar state '{}'", name.name),
+            Class::Row => format!("row state '{}'", name.name),
+            Class::Col => format!("col state '{}'", name.name),
+            _ => format!("state '{}'", name.name),
+        };
+        Err(scope.error(
+            name.span,
+            format!(
+                "{target} cannot hold a {} value; it takes {takes}",
+                class_words(class)
+            ),
+        ))
     }
 }
 
@@ -99,7 +124,7 @@ pub(crate) fn build(file: &str, source: &str, item: &Item) -> Result<Definition,
     })?;
     Ok(Definition {
         graph,
-        domains: Default::default(),
+        domains: assigned.domains,
         on_metric: None,
         state_aliases: assigned.aliases,
     })

@@ -1,13 +1,21 @@
 //! Recursive-descent parser from `.step` source text to the syntax tree ([`Program`]).
 
-use super::ast::{BinOp, CmpOp, Expr, ExprKind, Ident, Item, ItemKind, Program, Span, Stmt};
+use super::ast::{
+    BinOp, CmpOp, Expr, ExprKind, Ident, Interval, Item, ItemKind, Link, Program, Span, Stmt,
+};
 use super::error::StepError;
 use super::lexer::{Keyword, Lexer, Token, TokenKind};
+use super::limits::{ECHO_CHARS, MAX_DEPTH, MAX_SOURCE_BYTES, shorten};
 use optjit_ir::Class;
 
-/// How deeply expressions may nest (parentheses, calls, unary minus, and operator chains, which
-/// build trees as tall as they are long); deeper ones are refused rather than overflow the stack.
-const MAX_DEPTH: u32 = 200;
+/// The error for an expression nested deeper than [`MAX_DEPTH`] (refused rather than overflow
+/// the stack of the passes that walk the tree).
+fn too_deep() -> String {
+    format!(
+        "expression nested too deeply: more than {MAX_DEPTH} levels of parentheses, calls, unary \
+         minus and operators of different precedence (docs/step-language.md, \"Limits\")"
+    )
+}
 
 /// Errors are boxed inside the parser so that the results passed up its recursive calls stay
 /// small, and so do their stack frames.
@@ -25,6 +33,20 @@ type Fallible<T> = Result<T, Box<StepError>>;
 /// ```
 pub fn parse(file: &str, source: &str) -> Result<Program, StepError> {
     let file = if file.is_empty() { "<input>" } else { file };
+    if source.len() > MAX_SOURCE_BYTES {
+        let start = Span {
+            line: 1,
+            col: 1,
+            start: 0,
+            end: 0,
+        };
+        let message = format!(
+            "the source is {} bytes, more than the limit of {MAX_SOURCE_BYTES} bytes (4 MiB) \
+             of a .step file",
+            source.len()
+        );
+        return Err(StepError::at(file, source, start, message));
+    }
     parse_items(file, source).map_err(|error| *error)
 }
 
@@ -118,7 +140,7 @@ impl<'s> Parser<'s> {
 
     /// How error messages name the current token: `` `text` ``, the keyword `text`, or the end.
     fn found(&self) -> String {
-        let text = self.text(self.current.span);
+        let text = shorten(self.text(self.current.span), ECHO_CHARS);
         match self.current.kind {
             TokenKind::End => "end of input".to_string(),
             TokenKind::Keyword(_) => format!("the keyword `{text}`"),
@@ -214,7 +236,18 @@ impl<'s> Parser<'s> {
                 let name = self.name_after("hyper")?;
                 self.expect(TokenKind::Equals, "`=` after the hyperparameter name")?;
                 let value = self.expr()?;
-                Ok(Stmt::Hyper { name, value })
+                let domain = match self.current.kind {
+                    TokenKind::Keyword(Keyword::In) => {
+                        self.advance()?;
+                        Some(Box::new(self.interval()?))
+                    }
+                    _ => None,
+                };
+                Ok(Stmt::Hyper {
+                    name,
+                    value,
+                    domain,
+                })
             }
             TokenKind::Keyword(Keyword::State) => {
                 self.advance()?;
@@ -288,11 +321,38 @@ impl<'s> Parser<'s> {
         }
     }
 
+    /// interval := ("[" | "(") expr "," expr ("]" | ")"), after `in`.
+    fn interval(&mut self) -> Fallible<Interval> {
+        let what = "`[` or `(` to open the interval (`in [0, 1)`, `in (0, inf)`)";
+        let low_inclusive = match self.current.kind {
+            TokenKind::LeftBracket => true,
+            TokenKind::LeftParen => false,
+            _ => return Err(self.expected(what)),
+        };
+        let open = self.advance()?;
+        let low = self.expr()?;
+        self.expect(TokenKind::Comma, "`,` between the interval's bounds")?;
+        let high = self.expr()?;
+        let high_inclusive = match self.current.kind {
+            TokenKind::RightBracket => true,
+            TokenKind::RightParen => false,
+            _ => return Err(self.expected("`]` or `)` to close the interval")),
+        };
+        let close = self.advance()?;
+        Ok(Interval {
+            low,
+            low_inclusive,
+            high,
+            high_inclusive,
+            span: join(open.span, close.span),
+        })
+    }
+
     /// Enters one level of nesting, refusing to go past [`MAX_DEPTH`].
     fn enter(&mut self) -> Fallible<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(self.error_at(self.current.span, "expression nested too deeply"));
+            return Err(self.error_at(self.current.span, too_deep()));
         }
         Ok(())
     }
@@ -302,7 +362,7 @@ impl<'s> Parser<'s> {
     fn node(&self, kind: ExprKind, span: Span, child_height: u32, at: Span) -> Fallible<Parsed> {
         let height = child_height + 1;
         if height > MAX_DEPTH {
-            return Err(self.error_at(at, "expression nested too deeply"));
+            return Err(self.error_at(at, too_deep()));
         }
         Ok(Parsed {
             expr: Box::new(Expr { kind, span }),
@@ -344,43 +404,53 @@ impl<'s> Parser<'s> {
 
     /// sum := product (("+"|"-") product)*
     fn sum(&mut self) -> Fallible<Parsed> {
-        let mut left = self.product()?;
-        loop {
-            let op = match self.current.kind {
-                TokenKind::Plus => BinOp::Add,
-                TokenKind::Minus => BinOp::Sub,
-                _ => return Ok(left),
-            };
-            let operator = self.advance()?;
-            let right = self.product()?;
-            left = self.binary(op, left, right, operator.span)?;
-        }
+        self.chain(Self::product, |kind| match kind {
+            TokenKind::Plus => Some(BinOp::Add),
+            TokenKind::Minus => Some(BinOp::Sub),
+            _ => None,
+        })
     }
 
     /// product := unary (("*"|"/") unary)*
     fn product(&mut self) -> Fallible<Parsed> {
-        let mut left = self.unary()?;
-        loop {
-            let op = match self.current.kind {
-                TokenKind::Star => BinOp::Mul,
-                TokenKind::Slash => BinOp::Div,
-                _ => return Ok(left),
-            };
-            let operator = self.advance()?;
-            let right = self.unary()?;
-            left = self.binary(op, left, right, operator.span)?;
-        }
+        self.chain(Self::unary, |kind| match kind {
+            TokenKind::Star => Some(BinOp::Mul),
+            TokenKind::Slash => Some(BinOp::Div),
+            _ => None,
+        })
     }
 
-    fn binary(&self, op: BinOp, left: Parsed, right: Parsed, operator: Span) -> Fallible<Parsed> {
-        let span = join(left.expr.span, right.expr.span);
-        let child_height = left.height.max(right.height);
-        self.node(
-            ExprKind::Binary(op, left.expr, right.expr),
-            span,
-            child_height,
-            operator,
-        )
+    /// `operand (op operand)*` for the operators `op_of` knows: the operand alone, or one
+    /// [`ExprKind::Chain`] one level taller than its tallest operand, however many there are.
+    fn chain(
+        &mut self,
+        operand: fn(&mut Self) -> Fallible<Parsed>,
+        op_of: fn(TokenKind) -> Option<BinOp>,
+    ) -> Fallible<Parsed> {
+        let first = operand(self)?;
+        let mut rest: Vec<Link> = Vec::new();
+        let mut child_height = first.height;
+        let mut end = first.expr.span;
+        while let Some(op) = op_of(self.current.kind) {
+            let at = self.advance()?.span;
+            let right = operand(self)?;
+            child_height = child_height.max(right.height);
+            end = right.expr.span;
+            rest.push(Link {
+                op,
+                at,
+                operand: *right.expr,
+            });
+        }
+        let Some(at) = rest.first().map(|link| link.at) else {
+            return Ok(first);
+        };
+        let span = join(first.expr.span, end);
+        let kind = ExprKind::Chain {
+            first: first.expr,
+            rest,
+        };
+        self.node(kind, span, child_height, at)
     }
 
     /// unary := "-" unary | primary
@@ -506,7 +576,9 @@ mod tests {
             ExprKind::Number(value) => value.to_string(),
             ExprKind::Name(text) => text.clone(),
             ExprKind::Neg(operand) => format!("(neg {})", shape(operand)),
-            ExprKind::Binary(op, a, b) => format!("({op:?} {} {})", shape(a), shape(b)),
+            ExprKind::Chain { first, rest } => rest.iter().fold(shape(first), |left, link| {
+                format!("({:?} {left} {})", link.op, shape(&link.operand))
+            }),
             ExprKind::Compare(op, a, b) => format!("({op:?} {} {})", shape(a), shape(b)),
             ExprKind::Call { func, args } => {
                 let args: Vec<String> = args.iter().map(shape).collect();
@@ -540,7 +612,12 @@ mod tests {
         assert_eq!((lion.span.line, lion.span.col), (1, 1));
         assert_eq!(lion.span.end, LION.trim_end().len());
 
-        let Stmt::Hyper { name: lr, value } = &lion.body[0] else {
+        let Stmt::Hyper {
+            name: lr,
+            value,
+            domain: None,
+        } = &lion.body[0]
+        else {
             panic!("{:?}", lion.body[0])
         };
         assert_eq!((lr.name.as_str(), &value.kind), ("lr", &num(1e-4)));
@@ -569,10 +646,10 @@ mod tests {
             &LION[value.span.start..value.span.end],
             "beta1 * exp_avg + (1 - beta1) * grad"
         );
-        let ExprKind::Binary(_, _, scaled_grad) = &value.kind else {
+        let ExprKind::Chain { rest, .. } = &value.kind else {
             unreachable!()
         };
-        let ExprKind::Binary(_, paren, _) = &scaled_grad.kind else {
+        let ExprKind::Chain { first: paren, .. } = &rest[0].operand.kind else {
             unreachable!()
         };
         assert_eq!(&LION[paren.span.start..paren.span.end], "(1 - beta1)");
@@ -586,12 +663,15 @@ mod tests {
             shape(value),
             "(Sub (Mul param (Sub 1 (Mul lr weight_decay))) (Mul lr sign(c)))"
         );
-        let ExprKind::Binary(BinOp::Sub, _, step) = &value.kind else {
+        let ExprKind::Chain { rest, .. } = &value.kind else {
             unreachable!()
         };
-        let ExprKind::Binary(BinOp::Mul, _, call) = &step.kind else {
+        assert_eq!(rest[0].op, BinOp::Sub);
+        let ExprKind::Chain { rest, .. } = &rest[0].operand.kind else {
             unreachable!()
         };
+        assert_eq!(rest[0].op, BinOp::Mul);
+        let call = &rest[0].operand;
         let ExprKind::Call { func, args } = &call.kind else {
             panic!("{call:?}")
         };
@@ -852,12 +932,13 @@ mod tests {
         );
         let minuses = format!("optimizer o {{ x = {}1 }}", "-".repeat(100_000));
         let calls = format!("optimizer o {{ x = {}1 }}", "f(".repeat(100_000));
-        let chain = format!("optimizer o {{ x = 1{} }}", " + 1".repeat(100_000));
-        let products = format!("optimizer o {{ x = 1{} }}", " * 1".repeat(100_000));
-        for source in [parens, minuses, calls, chain, products] {
-            assert_eq!(
-                parse("t.step", &source).unwrap_err().message,
-                "expression nested too deeply"
+        // Alternating precedence nests: `1 * (1 + 1 * (1 + ...`.
+        let mixed = format!("optimizer o {{ x = {}1 }}", "1 + 1 * (".repeat(100_000));
+        for source in [parens, minuses, calls, mixed] {
+            let message = parse("t.step", &source).unwrap_err().message;
+            assert!(
+                message.starts_with("expression nested too deeply: more than 200 levels"),
+                "{message}"
             );
         }
         // Just under the limit is fine.
@@ -867,8 +948,83 @@ mod tests {
             ")".repeat(150)
         );
         assert!(parse("t.step", &fine).is_ok());
-        let fine = format!("optimizer o {{ x = 1{} }}", " + 1".repeat(150));
-        assert!(parse("t.step", &fine).is_ok());
+    }
+
+    #[test]
+    fn flat_chains_are_one_level_however_long() {
+        for (op, name) in [
+            (" + ", "Add"),
+            (" - ", "Sub"),
+            (" * ", "Mul"),
+            (" / ", "Div"),
+        ] {
+            let terms: Vec<String> = (0..100_000).map(|i| format!("x{i}")).collect();
+            let source = format!("optimizer o {{ x = {} }}", terms.join(op));
+            let program = parse("t.step", &source).unwrap();
+            let Stmt::Assign { value, .. } = &program.items[0].body[0] else {
+                unreachable!()
+            };
+            let ExprKind::Chain { first, rest } = &value.kind else {
+                panic!("not a chain")
+            };
+            assert_eq!(first.kind, named("x0"));
+            assert_eq!(rest.len(), 99_999);
+            assert_eq!(format!("{:?}", rest[5].op), name);
+            assert_eq!(rest[99_998].operand.kind, named("x99999"));
+        }
+        // A chain inside a chain of the other level is one level deeper: a sum of 100 000
+        // products of 3 factors.
+        let source = format!("optimizer o {{ x = 1{} }}", " + a * b * c".repeat(100_000));
+        assert!(parse("t.step", &source).is_ok());
+        assert_eq!(
+            shape(&value_of("a + b * c - d")),
+            "(Sub (Add a (Mul b c)) d)"
+        );
+    }
+
+    #[test]
+    fn hyperparameter_domains() {
+        let source =
+            "optimizer o { hyper lr = 1e-3 in [0, inf)  hyper b = 0.9 in (0, 1] hyper c = 1 }";
+        let program = parse("t.step", source).unwrap();
+        let body = &program.items[0].body;
+        let Stmt::Hyper {
+            domain: Some(lr), ..
+        } = &body[0]
+        else {
+            panic!("{:?}", body[0])
+        };
+        assert_eq!((lr.low_inclusive, lr.high_inclusive), (true, false));
+        assert_eq!((&lr.low.kind, &lr.high.kind), (&num(0.0), &named("inf")));
+        assert_eq!(&source[lr.span.start..lr.span.end], "[0, inf)");
+        let Stmt::Hyper {
+            domain: Some(b), ..
+        } = &body[1]
+        else {
+            panic!("{:?}", body[1])
+        };
+        assert_eq!((b.low_inclusive, b.high_inclusive), (false, true));
+        assert!(matches!(&body[2], Stmt::Hyper { domain: None, .. }));
+        for (statement, expected) in [
+            (
+                "hyper lr = 1 in 0, 1",
+                "expected `[` or `(` to open the interval (`in [0, 1)`, `in (0, inf)`), found `0`",
+            ),
+            (
+                "hyper lr = 1 in [0 1]",
+                "expected `,` between the interval's bounds, found `1`",
+            ),
+            (
+                "hyper lr = 1 in [0, 1}",
+                "expected `]` or `)` to close the interval, found `}`",
+            ),
+        ] {
+            assert_eq!(
+                message(&format!("optimizer o {{ {statement} }}")),
+                expected,
+                "{statement}"
+            );
+        }
     }
 
     #[test]

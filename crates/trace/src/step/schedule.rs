@@ -4,10 +4,11 @@
 use super::ast::{Expr, ExprKind, Ident, Item, Stmt};
 use super::block::{self, Assignable};
 use super::error::StepError;
-use super::scope::{BlockKind, Scope};
-use crate::definition::Definition;
+use super::limits::list;
+use super::scope::{BlockKind, Declared, Scope};
+use crate::definition::{Definition, Domain};
 use optjit_ir::{Binary, Class, Cmp, Graph, Input, NodeIndex, Op, Target};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A parsed schedule, ready to be applied to any optimizer that has the hyperparameters it sets.
 #[derive(Clone, Debug)]
@@ -26,15 +27,29 @@ pub fn in_force_state(hyper: &str) -> String {
 /// A schedule assigns the optimizer's hyperparameters and its own scalar states.
 struct ScheduleTargets<'a> {
     optimizer: &'a Graph,
+    /// The optimizer's hyperparameters and states, by name.
+    hypers: HashSet<&'a str>,
+    states: HashSet<&'a str>,
+}
+
+impl<'a> ScheduleTargets<'a> {
+    fn new(optimizer: &'a Graph) -> Self {
+        ScheduleTargets {
+            optimizer,
+            hypers: optimizer.hypers.iter().map(|h| h.name.as_str()).collect(),
+            states: optimizer.states.iter().map(|s| s.name.as_str()).collect(),
+        }
+    }
 }
 
 impl Assignable for ScheduleTargets<'_> {
     fn check(&self, scope: &Scope<'_>, name: &Ident, _: NodeIndex) -> Result<(), StepError> {
         let text = name.name.as_str();
-        if self.optimizer.hyper(text).is_some() {
+        if self.hypers.contains(text) {
             return Ok(());
         }
-        if scope.graph.state(text).is_some() && self.optimizer.state(text).is_none() {
+        let declared = scope.declared.get(text);
+        if matches!(declared, Some(Declared::State(_))) && !self.states.contains(text) {
             return Ok(());
         }
         let hypers: Vec<&str> = self
@@ -43,12 +58,14 @@ impl Assignable for ScheduleTargets<'_> {
             .iter()
             .map(|h| h.name.as_str())
             .collect();
-        let what = match scope.graph.hyper(text) {
-            Some(_) => format!("'{text}' is the schedule's own hyperparameter, read-only"),
-            None => format!(
+        let what = match declared {
+            Some(Declared::Hyper) => {
+                format!("'{text}' is the schedule's own hyperparameter, read-only")
+            }
+            _ => format!(
                 "'{text}' is not a hyperparameter of optimizer '{}' (it has {}){}",
                 self.optimizer.name,
-                hypers.join(", "),
+                list(&hypers, 20),
                 super::scope::suggestion(text, hypers.iter().copied())
             ),
         };
@@ -97,7 +114,12 @@ impl Schedule {
             }
         }
         copy_rule(source, &mut graph, &scheduled);
-        self.finish(definition, graph, definition.on_metric.clone())
+        self.finish(
+            definition,
+            graph,
+            definition.on_metric.clone(),
+            &assigned.domains,
+        )
     }
 
     /// Whether the schedule reads `metric`: it then runs on the host each time a metric is
@@ -110,7 +132,10 @@ impl Schedule {
                 ExprKind::Name(name) => name == "metric",
                 ExprKind::Number(_) => false,
                 ExprKind::Neg(x) => reads(x),
-                ExprKind::Binary(_, x, y) | ExprKind::Compare(_, x, y) => reads(x) || reads(y),
+                ExprKind::Chain { first, rest } => {
+                    reads(first) || rest.iter().any(|link| reads(&link.operand))
+                }
+                ExprKind::Compare(_, x, y) => reads(x) || reads(y),
                 ExprKind::Call { args, .. } => args.iter().any(reads),
             }
         }
@@ -182,7 +207,7 @@ impl Schedule {
                 ),
             )
         })?;
-        self.finish(definition, graph, Some(program))
+        self.finish(definition, graph, Some(program), &assigned.domains)
     }
 
     /// The names a schedule sees first: the rule's hyperparameters (base values) and `t`.
@@ -205,7 +230,7 @@ impl Schedule {
         graph: &mut Graph,
         names: HashMap<String, NodeIndex>,
     ) -> Result<block::Assigned, StepError> {
-        let targets = ScheduleTargets { optimizer: source };
+        let targets = ScheduleTargets::new(source);
         let assigned = block::run(
             &self.file,
             &self.source,
@@ -215,6 +240,15 @@ impl Schedule {
             names,
             &targets,
         )?;
+        // The hyperparameters the rule reads.
+        let read: HashSet<&str> = source
+            .nodes()
+            .into_iter()
+            .filter_map(|n| match &source.node(n).op {
+                Op::Input(Input::Hyper(h)) => Some(h.as_str()),
+                _ => None,
+            })
+            .collect();
         for (name, value) in &assigned.values {
             if graph.node(*value).class != Class::Scalar {
                 return Err(self.error(name, format!("'{}' must be a scalar", name.name)));
@@ -222,11 +256,7 @@ impl Schedule {
             // A hyperparameter the rule never reads was left out by a structural choice (SGD
             // with momentum 0 has no momentum buffer): scheduling it would change nothing here
             // while it changes the update in PyTorch.
-            let read = source
-                .nodes()
-                .into_iter()
-                .any(|n| source.node(n).op == Op::Input(Input::Hyper(name.name.clone())));
-            if source.hyper(&name.name).is_some() && !read {
+            if targets.hypers.contains(name.name.as_str()) && !read.contains(name.name.as_str()) {
                 return Err(self.error(
                     name,
                     format!(
@@ -253,12 +283,14 @@ impl Schedule {
         StepError::at(&self.file, &self.source, at.span, message)
     }
 
-    /// Prunes and verifies the scheduled rule.
+    /// Prunes and verifies the scheduled rule; the schedule's own hyperparameters' `domains`
+    /// join the rule's.
     fn finish(
         &self,
         definition: &Definition,
         mut graph: Graph,
         on_metric: Option<Graph>,
+        domains: &BTreeMap<String, Domain>,
     ) -> Result<Definition, StepError> {
         graph.prune();
         optjit_ir::verify(&graph).map_err(|e| {
@@ -269,7 +301,12 @@ impl Schedule {
         })?;
         Ok(Definition {
             graph,
-            domains: definition.domains.clone(),
+            domains: definition
+                .domains
+                .iter()
+                .chain(domains)
+                .map(|(name, domain)| (name.clone(), *domain))
+                .collect(),
             on_metric,
             state_aliases: definition.state_aliases.clone(),
         })

@@ -3,6 +3,7 @@
 
 use super::ast::{BinOp, CmpOp, Expr, ExprKind, Ident, Span};
 use super::error::StepError;
+use super::limits::MAX_GRAPH_NODES;
 use optjit_ir::{Binary, Class, Cmp, DType, Graph, Input, NodeIndex, Op, Reduction, Unary};
 use std::collections::HashMap;
 
@@ -58,6 +59,18 @@ pub(crate) enum BlockKind {
     Schedule,
 }
 
+/// How a value of `class` is called in `.step` terms.
+pub(crate) fn class_words(class: Class) -> &'static str {
+    match class {
+        Class::Scalar => "scalar",
+        Class::Tensor => "per-tensor",
+        Class::Matrix => "per-matrix",
+        Class::Row => "per-row",
+        Class::Col => "per-column",
+        Class::Elem => "per-element",
+    }
+}
+
 /// The names visible at the current statement, and the graph being built.
 pub(crate) struct Scope<'a> {
     pub(crate) file: &'a str,
@@ -68,6 +81,17 @@ pub(crate) struct Scope<'a> {
     pub(crate) names: HashMap<String, NodeIndex>,
     /// Names the block defines later, with where (for "used before its definition").
     pub(crate) later: HashMap<String, Span>,
+    /// What each name the block has declared so far is.
+    pub(crate) declared: HashMap<String, Declared>,
+}
+
+/// What a `hyper` or `state` statement declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Declared {
+    /// A hyperparameter.
+    Hyper,
+    /// A state of this class.
+    State(Class),
 }
 
 /// The edit distance between `a` and `b` (insertions, deletions, substitutions and swaps of
@@ -96,11 +120,22 @@ fn distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
-/// `; did you mean 'x'?` for the closest of `candidates` within a third of `name`'s length.
+/// The longest name a suggestion is looked for (each candidate costs the product of the
+/// lengths).
+const SUGGEST_CHARS: usize = 32;
+
+/// `; did you mean 'x'?` for the closest of `candidates` within a third of `name`'s length
+/// (none for a name longer than 32 characters).
 pub(crate) fn suggestion<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> String {
-    let limit = (name.chars().count() / 3).max(1);
+    let length = name.chars().count();
+    if length > SUGGEST_CHARS {
+        return String::new();
+    }
+    let limit = (length / 3).max(1);
     candidates
         .filter(|c| *c != name)
+        // The distance is at least the difference of the lengths: skip what cannot be close.
+        .filter(|c| c.chars().count().abs_diff(length) <= limit)
         .map(|c| (distance(name, c), c))
         .filter(|&(d, _)| d <= limit)
         .min()
@@ -119,7 +154,7 @@ impl Scope<'_> {
             return Ok(node);
         }
         let message = match (name, self.kind) {
-            ("pi", _) => return Ok(self.graph.constant(std::f64::consts::PI)),
+            ("pi", _) => return self.add(Op::Const(std::f64::consts::PI), &[], span),
             ("t", BlockKind::Optimizer) => {
                 "'t' is a schedule's step index; an optimizer reads `step` (t = step - 1)".into()
             }
@@ -144,8 +179,26 @@ impl Scope<'_> {
         Err(self.error(span, message))
     }
 
-    fn add(&mut self, op: Op, operands: &[NodeIndex]) -> NodeIndex {
-        self.graph.add(op, operands)
+    /// Adds (or finds) `op` on `operands` for the expression at `at`, refusing to grow the
+    /// graph past [`MAX_GRAPH_NODES`].
+    fn add(&mut self, op: Op, operands: &[NodeIndex], at: Span) -> Result<NodeIndex, StepError> {
+        self.check_room(at)?;
+        Ok(self.graph.add(op, operands))
+    }
+
+    /// Refuses the code at `at` when the graph already has [`MAX_GRAPH_NODES`] nodes.
+    pub(crate) fn check_room(&self, at: Span) -> Result<(), StepError> {
+        if self.graph.len() < MAX_GRAPH_NODES {
+            return Ok(());
+        }
+        Err(self.error(
+            at,
+            format!(
+                "this would take the block's graph past {MAX_GRAPH_NODES} nodes (operations, \
+                 inputs and constants), the most a step may have (docs/step-language.md, \
+                 \"Limits\")"
+            ),
+        ))
     }
 
     /// `node`, checked to be a number (not a comparison result).
@@ -161,26 +214,31 @@ impl Scope<'_> {
 
     /// The graph node of `expr`, its names resolved in this scope.
     pub(crate) fn expr(&mut self, expr: &Expr) -> Result<NodeIndex, StepError> {
+        let at = expr.span;
         match &expr.kind {
-            ExprKind::Number(x) => Ok(self.graph.constant(*x)),
+            ExprKind::Number(x) => self.add(Op::Const(*x), &[], at),
             ExprKind::Name(name) => self.lookup(name, expr.span),
             ExprKind::Neg(x) => {
                 let a = self.expr(x)?;
                 let a = self.number(a, x)?;
-                Ok(self.add(Op::Unary(Unary::Neg), &[a]))
+                self.add(Op::Unary(Unary::Neg), &[a], at)
             }
-            ExprKind::Binary(op, x, y) => {
-                let a = self.expr(x)?;
-                let a = self.number(a, x)?;
-                let b = self.expr(y)?;
-                let b = self.number(b, y)?;
-                let op = match op {
-                    BinOp::Add => Binary::Add,
-                    BinOp::Sub => Binary::Sub,
-                    BinOp::Mul => Binary::Mul,
-                    BinOp::Div => Binary::Div,
-                };
-                Ok(self.add(Op::Binary(op), &[a, b]))
+            // Left to right, without recursing along the chain.
+            ExprKind::Chain { first, rest } => {
+                let value = self.expr(first)?;
+                let mut value = self.number(value, first)?;
+                for link in rest {
+                    let b = self.expr(&link.operand)?;
+                    let b = self.number(b, &link.operand)?;
+                    let op = match link.op {
+                        BinOp::Add => Binary::Add,
+                        BinOp::Sub => Binary::Sub,
+                        BinOp::Mul => Binary::Mul,
+                        BinOp::Div => Binary::Div,
+                    };
+                    value = self.add(Op::Binary(op), &[value, b], link.at)?;
+                }
+                Ok(value)
             }
             ExprKind::Compare(op, x, y) => {
                 let a = self.expr(x)?;
@@ -195,7 +253,7 @@ impl Scope<'_> {
                     CmpOp::Eq => Cmp::Eq,
                     CmpOp::Ne => Cmp::Ne,
                 };
-                Ok(self.add(Op::Cmp(op), &[a, b]))
+                self.add(Op::Cmp(op), &[a, b], at)
             }
             ExprKind::Call { func, args } => self.call(expr, func, args),
         }
@@ -240,12 +298,12 @@ impl Scope<'_> {
                     ),
                 ));
             }
-            return Ok(self.add(Op::Unary(u), &[x]));
+            return self.add(Op::Unary(u), &[x], expr.span);
         }
         if let Some(&(_, b)) = BINARY.iter().find(|(n, _)| *n == name) {
             self.arity(func, args, 2)?;
             let x = self.numbers(args)?;
-            return Ok(self.add(Op::Binary(b), &x));
+            return self.add(Op::Binary(b), &x, expr.span);
         }
         if let Some(&(_, r)) = REDUCTIONS.iter().find(|(n, _)| *n == name) {
             self.arity(func, args, 1)?;
@@ -263,14 +321,14 @@ impl Scope<'_> {
                 };
                 return Err(self.error(args[0].span, message));
             }
-            return Ok(self.add(Op::Reduce(r), &[x]));
+            return self.add(Op::Reduce(r), &[x], expr.span);
         }
         match name {
             "clamp" => {
                 self.arity(func, args, 3)?;
                 let x = self.numbers(args)?;
-                let low = self.add(Op::Binary(Binary::Max), &[x[0], x[1]]);
-                Ok(self.add(Op::Binary(Binary::Min), &[low, x[2]]))
+                let low = self.add(Op::Binary(Binary::Max), &[x[0], x[1]], expr.span)?;
+                self.add(Op::Binary(Binary::Min), &[low, x[2]], expr.span)
             }
             "where" => {
                 self.arity(func, args, 3)?;
@@ -282,7 +340,7 @@ impl Scope<'_> {
                     ));
                 }
                 let values = self.numbers(&args[1..])?;
-                Ok(self.add(Op::Select, &[condition, values[0], values[1]]))
+                self.add(Op::Select, &[condition, values[0], values[1]], expr.span)
             }
             _ => Err(self.error(
                 func.span,
@@ -301,14 +359,28 @@ impl Scope<'_> {
             ExprKind::Number(x) => *x,
             ExprKind::Name(n) if n == "pi" => std::f64::consts::PI,
             ExprKind::Neg(x) => -self.constant(x)?,
-            ExprKind::Binary(op, x, y) => {
-                let (a, b) = (self.constant(x)?, self.constant(y)?);
-                match op {
-                    BinOp::Add => a + b,
-                    BinOp::Sub => a - b,
-                    BinOp::Mul => a * b,
-                    BinOp::Div => a / b,
+            ExprKind::Chain { first, rest } => {
+                // Every partial result must be finite, as each operation's was when the chain
+                // was a tree of them.
+                let mut value = self.constant(first)?;
+                for link in rest {
+                    let b = self.constant(&link.operand)?;
+                    value = match link.op {
+                        BinOp::Add => value + b,
+                        BinOp::Sub => value - b,
+                        BinOp::Mul => value * b,
+                        BinOp::Div => value / b,
+                    };
+                    if !value.is_finite() {
+                        let span = Span {
+                            end: link.operand.span.end,
+                            ..first.span
+                        };
+                        let message = format!("the constant is {value}, not finite");
+                        return Err(self.error(span, message));
+                    }
                 }
+                value
             }
             _ => {
                 return Err(self.error(
