@@ -165,6 +165,25 @@ fn nonfinite_expectations_match_by_class() {
     bad["init"][3][0] = serde_json::json!("Infinity");
     let e = run_case(&bad, &cpu(1)).expect_err("refused");
     assert!(e.to_string().contains("init[3]"), "{e}");
+
+/// Scheduler arguments given per param group (`OneCycleLR(max_lr=[...])`, CyclicLR's bounds,
+/// ReduceLROnPlateau's `min_lr`): every case in `tests/golden/sched-groups/`.
+#[test]
+fn per_group_schedule_cases_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sched-groups");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/golden/sched-groups")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "expected 3 cases, found {}", files.len());
+    for file in files {
+        for threads in [1, 3] {
+            let result = run_file(&file, &cpu(threads)).unwrap_or_else(|e| panic!("{e}"));
+            assert!(result.passed(), "{}: {result}", file.display());
+        }
+    }
 }
 
 /// Every recorded file is readable by the runner; cases that need later features say so

@@ -1,8 +1,9 @@
-//! `optjit demo`: the README's main job. Compiles AdamW (plain and with gradient clipping fused
-//! in), Adafactor (a matrix and a vector) and a custom Lion traced in a few lines, trains a
+//! `optjit demo`: the README's main job. Compiles AdamW (plain, with gradient clipping fused
+//! in, and with clipping and a OneCycleLR peak per param group), Adafactor (a matrix and a vector) and a custom Lion traced in a few lines, trains a
 //! logistic-regression model on synthetic data on the CPU, and prints the loss going down, the
 //! compile time and the step time; resumes AdamW from a checkpoint file half-way.
 
+use optjit_optim::SchedulerArg;
 use optjit_runtime::{Checkpoint, Group, Optimizer, Setup};
 use optjit_trace::{Definition, Domain, Tracer};
 use std::collections::BTreeMap;
@@ -39,6 +40,26 @@ pub fn run() -> Result<(), String> {
     train(
         "AdamW with clip_grad_norm(0.01) fused in (a norm phase, then the update)",
         &clipped.definition,
+        clipped.hypers.clone(),
+        &data,
+        &[FEATURES],
+    )?;
+
+    // The fine-tuning recipe: every param group with its own peak learning rate
+    // (`OneCycleLR(max_lr=[...])`), clipping, AdamW; still one compiled step.
+    let one_cycle = optjit_optim::SchedulerConfig::new(
+        "OneCycleLR",
+        [
+            ("max_lr", SchedulerArg::Numbers(vec![0.05, 0.01])),
+            ("total_steps", SchedulerArg::Number(STEPS as f64)),
+        ],
+    );
+    let recipe = one_cycle
+        .apply(&clipped.definition)
+        .map_err(|e| e.to_string())?;
+    train(
+        "AdamW + clip_grad_norm(0.01) + OneCycleLR(max_lr=[0.05, 0.01]): a peak per param group",
+        &recipe,
         clipped.hypers.clone(),
         &data,
         &[FEATURES],
@@ -188,8 +209,18 @@ fn train(
                 Some(norm) if step > 0 => format!("  grad_norm {norm:.4}"),
                 _ => String::new(),
             };
+            // With a schedule: each group's learning rate in force during the last step.
+            let lr_in_force = optjit_trace::step::in_force_state("lr");
+            let lrs: Vec<String> = (0..opt.n_groups())
+                .filter_map(|g| opt.scalar_state(g, &lr_in_force))
+                .map(|lr| format!("{lr:.4}"))
+                .collect();
+            let lrs = match lrs.is_empty() || step == 0 {
+                true => String::new(),
+                false => format!("  lr per group [{}]", lrs.join(", ")),
+            };
             println!(
-                "  step {step:>4}  loss {loss:.4}  accuracy {:.1}%{norm}",
+                "  step {step:>4}  loss {loss:.4}  accuracy {:.1}%{norm}{lrs}",
                 accuracy * 100.0
             );
         }

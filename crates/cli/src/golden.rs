@@ -243,18 +243,17 @@ impl Rule {
             .iter()
             .map(|h| h.name.clone())
             .collect();
-        let generated;
+        let mut generated = None;
         let source = match name {
             "custom" => field(schedule, "step")?
                 .as_str()
                 .ok_or_else(|| BadInput("schedule.step must be a string".into()))?,
             _ => {
                 let config = scheduler_config(name, schedule.get("kwargs"))?;
-                generated = match optjit_optim::scheduler_source(&config, &hypers) {
-                    Ok(source) => source,
+                match optjit_optim::scheduler_source(&config, &hypers) {
+                    Ok(source) => &generated.insert(source).source,
                     Err(e) => return Ok(Err(e.to_string())),
-                };
-                generated.as_str()
+                }
             }
         };
         let applied = optjit_trace::step::load("schedule.step", source).and_then(|loaded| {
@@ -264,7 +263,10 @@ impl Rule {
             schedule.apply(&self.definition).map(Some)
         });
         let definition = match applied {
-            Ok(Some(definition)) => definition,
+            Ok(Some(definition)) => match &generated {
+                Some(generated) => generated.with_groups(definition),
+                None => definition,
+            },
             Ok(None) => return Ok(Err("schedule.step has no `schedule` block".into())),
             Err(e) => return Ok(Err(e.to_string())),
         };

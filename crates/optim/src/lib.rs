@@ -38,6 +38,6 @@ pub use builders::{
 pub use error::OptimError;
 pub use kwargs::{Kwarg, Kwargs};
 pub use schedulers::{
-    SCHEDULERS, SchedulerArg, SchedulerConfig, scheduler_kwargs, scheduler_source,
+    SCHEDULERS, ScheduleSource, SchedulerArg, SchedulerConfig, scheduler_kwargs, scheduler_source,
 };
 pub use spec::{Configured, KwargKind, KwargSpec, Spec, builtins, find};

@@ -7,6 +7,7 @@
 //! gives the values PyTorch's `step()` gives (the golden recordings replay `step()`).
 
 use crate::error::OptimError;
+use optjit_trace::PerGroupValues;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -80,18 +81,56 @@ pub const SCHEDULERS: &[&str] = &[
 /// Reads the keyword arguments of one scheduler, checking names and types.
 struct Args<'a> {
     config: &'a SchedulerConfig,
+    /// The optimizer's hyperparameters (a per-group argument must not take one's name).
+    hypers: &'a [String],
     used: Vec<&'static str>,
     /// Every keyword read, with its default in words (`required` without one).
     defaults: Vec<(&'static str, String)>,
+    /// The arguments given one value per group, each a hyperparameter of the schedule.
+    per_group: Vec<PerGroupValues>,
 }
 
 impl<'a> Args<'a> {
-    fn new(config: &'a SchedulerConfig) -> Args<'a> {
+    fn new(config: &'a SchedulerConfig, hypers: &'a [String]) -> Args<'a> {
         Args {
             config,
+            hypers,
             used: Vec::new(),
             defaults: Vec::new(),
+            per_group: Vec::new(),
         }
+    }
+
+    /// A number, or a list of one number per param group (as PyTorch takes `max_lr=[...]`): the
+    /// number, or a hyperparameter of the schedule (named as the argument) that every group
+    /// sets to its own value.
+    fn per_group(&mut self, name: &'static str, default: Option<f64>) -> Result<Bound, OptimError> {
+        let default_text = default.map_or("required".into(), |d| format!("{d:?}"));
+        self.read(name, format!("{default_text} (or a list: one per group)"));
+        let Some(SchedulerArg::Numbers(values)) = self.config.kwargs.get(name) else {
+            return self.number(name, default).map(Bound::Number);
+        };
+        if values.is_empty() || values.iter().any(|x| !x.is_finite()) {
+            let got = format!("{values:?}");
+            return Err(self.error(
+                name,
+                "a finite number or a list of one per param group",
+                got,
+            ));
+        }
+        if self.hypers.iter().any(|h| h == name) {
+            return Err(self.error(
+                name,
+                "a number (the optimizer has a hyperparameter of that name, so one per group cannot be given)",
+                format!("{values:?}"),
+            ));
+        }
+        self.per_group.push(PerGroupValues {
+            hyper: name.to_string(),
+            values: values.clone(),
+            given_by: format!("{} {name}", self.config.name),
+        });
+        Ok(Bound::Expr(name.to_string()))
     }
 
     /// Notes that keyword `name` was read, with `default`.
@@ -228,6 +267,32 @@ fn num(x: f64) -> String {
 /// What a scheduler assigns: (hyperparameter, expression of `base` names and `t`).
 type Assignments = Vec<(String, String)>;
 
+/// A value a schedule computes with: a number, or an expression of the schedule's own
+/// hyperparameters (an argument given per param group).
+#[derive(Clone, Debug)]
+enum Bound {
+    Number(f64),
+    Expr(String),
+}
+
+impl Bound {
+    /// As `.step` source.
+    fn text(&self) -> String {
+        match self {
+            Bound::Number(x) => num(*x),
+            Bound::Expr(e) => e.clone(),
+        }
+    }
+
+    /// `self / by`, computed now when `self` is a number.
+    fn divided(&self, by: f64) -> Bound {
+        match self {
+            Bound::Number(x) => Bound::Number(x / by),
+            Bound::Expr(e) => Bound::Expr(format!("({e} / {})", num(by))),
+        }
+    }
+}
+
 /// The momentum-like hyperparameter a cycling scheduler drives: `momentum` (SGD, RMSprop) or
 /// `beta1` (Adam-style `betas`), as PyTorch picks `betas[0]` when the optimizer has betas.
 fn momentum_name(config: &SchedulerConfig, hypers: &[String]) -> Result<String, OptimError> {
@@ -247,15 +312,38 @@ fn momentum_name(config: &SchedulerConfig, hypers: &[String]) -> Result<String, 
 
 /// The closed form of `config` at step `t` (an expression) for an optimizer whose
 /// hyperparameters are `hypers`: what each scheduled hyperparameter is, in terms of its base
-/// value (the name itself) and `t`.
+/// value (the name itself) and `t`; and the arguments given per param group, which the
+/// expressions read as the schedule's own hyperparameters.
 fn assignments(
     config: &SchedulerConfig,
     t: &str,
     hypers: &[String],
-) -> Result<Assignments, OptimError> {
-    let mut a = Args::new(config);
+) -> Result<(Assignments, Vec<PerGroupValues>), OptimError> {
+    let mut a = Args::new(config, hypers);
     let out = read_assignments(&mut a, t, hypers)?;
+    let per_group = std::mem::take(&mut a.per_group);
     a.finish()?;
+    Ok((out, per_group))
+}
+
+/// [`assignments`] of a child scheduler, its per-group arguments joining `a`'s.
+fn child_assignments(
+    a: &mut Args<'_>,
+    child: &SchedulerConfig,
+    t: &str,
+    hypers: &[String],
+) -> Result<Assignments, OptimError> {
+    let (out, per_group) = assignments(child, t, hypers)?;
+    for list in per_group {
+        if a.per_group.iter().any(|l| l.hyper == list.hyper) {
+            return Err(a.error(
+                &list.hyper,
+                "one value per group in at most one child scheduler",
+                list.given_by,
+            ));
+        }
+        a.per_group.push(list);
+    }
     Ok(out)
 }
 
@@ -285,7 +373,12 @@ fn read_assignments(
                 .iter()
                 .map(|m| format!("where({t} >= {}, 1, 0)", num(*m)))
                 .collect();
-            lr(format!("lr * pow({}, {})", num(gamma), passed.join(" + ")))
+            // No milestone: the rate never decays (PyTorch accepts `milestones=[]`).
+            let passed = match passed.is_empty() {
+                true => "0".to_string(),
+                false => passed.join(" + "),
+            };
+            lr(format!("lr * pow({}, {passed})", num(gamma)))
         }
         "ConstantLR" => {
             let factor = a.number("factor", Some(1.0 / 3.0))?;
@@ -399,7 +492,7 @@ fn read_assignments(
             for (k, child) in children.iter().enumerate().rev() {
                 let start = if k == 0 { 0.0 } else { milestones[k - 1] };
                 let child_t = format!("({t} - {})", num(start));
-                for (hyper, expr) in assignments(child, &child_t, hypers)? {
+                for (hyper, expr) in child_assignments(a, child, &child_t, hypers)? {
                     let later = by_hyper.remove(&hyper).unwrap_or_else(|| hyper.clone());
                     let combined = match k == children.len() - 1 {
                         true => expr,
@@ -431,7 +524,7 @@ fn read_assignments(
                         child.name.clone(),
                     ));
                 }
-                for (hyper, e) in assignments(child, t, hypers)? {
+                for (hyper, e) in child_assignments(a, child, t, hypers)? {
                     if hyper == "lr" {
                         expr = e.replacen("lr", &format!("({expr})"), 1);
                     }
@@ -460,8 +553,8 @@ fn read_assignments(
 /// `CyclicLR`: lr between base_lr and max_lr (the optimizer's configured lr is ignored), and
 /// by default momentum cycling the opposite way between max_momentum and base_momentum.
 fn cyclic(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments, OptimError> {
-    let base_lr = a.number("base_lr", None)?;
-    let max_lr = a.number("max_lr", None)?;
+    let base_lr = a.per_group("base_lr", None)?;
+    let max_lr = a.per_group("max_lr", None)?;
     let up = a.positive("step_size_up", Some(2000.0))?;
     let down = a.optional("step_size_down")?.unwrap_or(up);
     let mode = a.text(
@@ -471,8 +564,8 @@ fn cyclic(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments, O
     )?;
     let gamma = a.number("gamma", Some(1.0))?;
     let cycle_momentum = a.flag("cycle_momentum", true)?;
-    let base_m = a.number("base_momentum", Some(0.8))?;
-    let max_m = a.number("max_momentum", Some(0.9))?;
+    let base_m = a.per_group("base_momentum", Some(0.8))?;
+    let max_m = a.per_group("max_momentum", Some(0.9))?;
     let total = up + down;
     let ratio = up / total;
     let cycle = format!("floor(1 + {t} / {})", num(total));
@@ -490,8 +583,8 @@ fn cyclic(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments, O
         "lr".to_string(),
         format!(
             "{b} + ({m} - {b}) * {factor} * {scale}",
-            b = num(base_lr),
-            m = num(max_lr)
+            b = base_lr.text(),
+            m = max_lr.text()
         ),
     )];
     if cycle_momentum {
@@ -500,8 +593,8 @@ fn cyclic(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments, O
             name,
             format!(
                 "{mx} - ({mx} - {b}) * {factor} * {scale}",
-                mx = num(max_m),
-                b = num(base_m)
+                mx = max_m.text(),
+                b = base_m.text()
             ),
         ));
     }
@@ -511,15 +604,15 @@ fn cyclic(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments, O
 /// One phase of `OneCycleLR`: the step it ends at, and (from, to) of lr and momentum.
 struct Phase {
     end: f64,
-    lr: (f64, f64),
-    momentum: (f64, f64),
+    lr: (Bound, Bound),
+    momentum: (Bound, Bound),
 }
 
 /// `OneCycleLR`: warm up from max_lr / div_factor to max_lr, then anneal to
 /// initial / final_div_factor (three_phase: back to the initial value first), with momentum
 /// (or beta1) annealed the opposite way; the optimizer's configured lr is ignored.
 fn one_cycle(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments, OptimError> {
-    let max_lr = a.number("max_lr", None)?;
+    let max_lr = a.per_group("max_lr", None)?;
     let total = match a.optional("total_steps")? {
         Some(n) if n > 0.0 => n,
         Some(n) => return Err(a.error("total_steps", "a number > 0", format!("{n}"))),
@@ -532,35 +625,48 @@ fn one_cycle(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments
     let pct = a.number("pct_start", Some(0.3))?;
     let strategy = a.text("anneal_strategy", "cos", &["cos", "linear"])?;
     let cycle_momentum = a.flag("cycle_momentum", true)?;
-    let base_m = a.number("base_momentum", Some(0.85))?;
-    let max_m = a.number("max_momentum", Some(0.95))?;
+    let base_m = a.per_group("base_momentum", Some(0.85))?;
+    let max_m = a.per_group("max_momentum", Some(0.95))?;
     let div = a.number("div_factor", Some(25.0))?;
     let final_div = a.number("final_div_factor", Some(1e4))?;
     let three_phase = a.flag("three_phase", false)?;
-    let initial = max_lr / div;
-    let min_lr = initial / final_div;
+    let initial = max_lr.divided(div);
+    let min_lr = initial.divided(final_div);
     // As PyTorch's _schedule_phases.
     let phase = |end, lr, momentum| Phase { end, lr, momentum };
+    let c = Clone::clone;
     let phases: Vec<Phase> = match three_phase {
         false => vec![
-            phase(pct * total - 1.0, (initial, max_lr), (max_m, base_m)),
-            phase(total - 1.0, (max_lr, min_lr), (base_m, max_m)),
+            phase(
+                pct * total - 1.0,
+                (c(&initial), c(&max_lr)),
+                (c(&max_m), c(&base_m)),
+            ),
+            phase(total - 1.0, (c(&max_lr), min_lr), (c(&base_m), c(&max_m))),
         ],
         true => vec![
-            phase(pct * total - 1.0, (initial, max_lr), (max_m, base_m)),
-            phase(2.0 * pct * total - 2.0, (max_lr, initial), (base_m, max_m)),
-            phase(total - 1.0, (initial, min_lr), (max_m, max_m)),
+            phase(
+                pct * total - 1.0,
+                (c(&initial), c(&max_lr)),
+                (c(&max_m), c(&base_m)),
+            ),
+            phase(
+                2.0 * pct * total - 2.0,
+                (c(&max_lr), c(&initial)),
+                (base_m, c(&max_m)),
+            ),
+            phase(total - 1.0, (initial, min_lr), (c(&max_m), max_m)),
         ],
     };
-    let anneal = |from: f64, to: f64, p: &str| match strategy.as_str() {
+    let anneal = |from: &Bound, to: &Bound, p: &str| match strategy.as_str() {
         "cos" => format!(
             "{e} + ({s} - {e}) / 2 * (cos(pi * {p}) + 1)",
-            s = num(from),
-            e = num(to)
+            s = from.text(),
+            e = to.text()
         ),
-        _ => format!("({e} - {s}) * {p} + {s}", s = num(from), e = num(to)),
+        _ => format!("({e} - {s}) * {p} + {s}", s = from.text(), e = to.text()),
     };
-    let piecewise = |value: fn(&Phase) -> (f64, f64)| {
+    let piecewise = |value: fn(&Phase) -> &(Bound, Bound)| {
         let mut expr = String::new();
         let mut start = 0.0;
         for (k, phase) in phases.iter().enumerate() {
@@ -578,20 +684,25 @@ fn one_cycle(a: &mut Args<'_>, t: &str, hypers: &[String]) -> Result<Assignments
         expr.push_str(&")".repeat(phases.len() - 1));
         expr
     };
-    let mut out = vec![("lr".to_string(), piecewise(|p| p.lr))];
+    let mut out = vec![("lr".to_string(), piecewise(|p| &p.lr))];
     if cycle_momentum {
         let name = momentum_name(a.config, hypers)?;
-        out.push((name, piecewise(|p| p.momentum)));
+        out.push((name, piecewise(|p| &p.momentum)));
     }
     Ok(out)
 }
 
 /// `ReduceLROnPlateau`, a metric-driven schedule (see examples/plateau.step).
-fn plateau(config: &SchedulerConfig) -> Result<String, OptimError> {
-    let mut a = Args::new(config);
-    let source = read_plateau(&mut a)?;
+fn plateau(config: &SchedulerConfig, hypers: &[String]) -> Result<ScheduleSource, OptimError> {
+    let mut a = Args::new(config, hypers);
+    let body = read_plateau(&mut a)?;
+    let per_group = std::mem::take(&mut a.per_group);
     a.finish()?;
-    Ok(source)
+    Ok(ScheduleSource::new(
+        "reduce_lr_on_plateau",
+        &body,
+        per_group,
+    ))
 }
 
 /// [`plateau`], reading the keyword arguments through `a`.
@@ -603,7 +714,7 @@ fn read_plateau(a: &mut Args<'_>) -> Result<String, OptimError> {
     let threshold = a.number("threshold", Some(1e-4))?;
     let threshold_mode = a.text("threshold_mode", "rel", &["rel", "abs"])?;
     let cooldown = a.number("cooldown", Some(0.0))?;
-    let min_lr = a.number("min_lr", Some(0.0))?;
+    let min_lr = a.per_group("min_lr", Some(0.0))?;
     let eps = a.number("eps", Some(1e-8))?;
     if factor >= 1.0 {
         return Err(OptimError::BadValue {
@@ -622,8 +733,7 @@ fn read_plateau(a: &mut Args<'_>) -> Result<String, OptimError> {
         _ => ("-1e308", format!("metric > best + {th}")),
     };
     Ok(format!(
-        "schedule reduce_lr_on_plateau {{
-  state best: scalar = {worst}
+        "  state best: scalar = {worst}
   state bad: scalar = 0
   state cooling: scalar = 0
   state current: scalar = -1
@@ -638,10 +748,9 @@ fn read_plateau(a: &mut Args<'_>) -> Result<String, OptimError> {
   cooling = where(bad > {patience}, {cooldown}, cooling)
   bad = where(bad > {patience}, 0, bad)
   lr = current
-}}
 ",
         factor = num(factor),
-        min_lr = num(min_lr),
+        min_lr = min_lr.text(),
         patience = num(patience),
         eps = num(eps),
         cooldown = num(cooldown),
@@ -649,12 +758,15 @@ fn read_plateau(a: &mut Args<'_>) -> Result<String, OptimError> {
 }
 
 /// The `.step` schedule source of `config` for an optimizer with hyperparameters `hypers`.
-pub fn scheduler_source(config: &SchedulerConfig, hypers: &[String]) -> Result<String, OptimError> {
+pub fn scheduler_source(
+    config: &SchedulerConfig,
+    hypers: &[String],
+) -> Result<ScheduleSource, OptimError> {
     if config.name == "ReduceLROnPlateau" {
-        return plateau(config);
+        return plateau(config, hypers);
     }
-    let assigned = assignments(config, "t", hypers)?;
-    let mut source = format!("schedule {} {{\n", config.name.to_lowercase());
+    let (assigned, per_group) = assignments(config, "t", hypers)?;
+    let mut body = String::new();
     for (hyper, expr) in assigned {
         if !hypers.contains(&hyper) {
             return Err(OptimError::BadValue {
@@ -665,10 +777,41 @@ pub fn scheduler_source(config: &SchedulerConfig, hypers: &[String]) -> Result<S
                 place: String::new(),
             });
         }
-        writeln!(source, "  {hyper} = {expr}").expect("string");
+        writeln!(body, "  {hyper} = {expr}").expect("string");
     }
-    source.push_str("}\n");
-    Ok(source)
+    let name = config.name.to_lowercase();
+    Ok(ScheduleSource::new(&name, &body, per_group))
+}
+
+/// A built-in scheduler as `.step` schedule source, with the values of its arguments given
+/// per param group (the source declares each as a hyperparameter of the schedule).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleSource {
+    /// The `schedule` block.
+    pub source: String,
+    /// The arguments given one value per group, to put on the scheduled definition
+    /// (`Definition::per_group`).
+    pub per_group: Vec<PerGroupValues>,
+}
+
+impl ScheduleSource {
+    /// `schedule name { hyper ...; body }`, a hyperparameter declared for each argument given
+    /// per group (group 0's value as its default).
+    fn new(name: &str, body: &str, per_group: Vec<PerGroupValues>) -> ScheduleSource {
+        let mut source = format!("schedule {name} {{\n");
+        for list in &per_group {
+            writeln!(source, "  hyper {} = {}", list.hyper, num(list.values[0])).expect("string");
+        }
+        source.push_str(body);
+        source.push_str("}\n");
+        ScheduleSource { source, per_group }
+    }
+
+    /// `scheduled` (this source applied to a definition) with the per-group values in force.
+    pub fn with_groups(&self, mut scheduled: optjit_trace::Definition) -> optjit_trace::Definition {
+        scheduled.per_group.extend(self.per_group.iter().cloned());
+        scheduled
+    }
 }
 
 impl SchedulerConfig {
@@ -704,12 +847,13 @@ impl SchedulerConfig {
             optimizer: self.name.clone(),
             message: e.to_string(),
         };
-        let loaded = optjit_trace::step::load(&self.name, &source).map_err(trace_error)?;
+        let loaded = optjit_trace::step::load(&self.name, &source.source).map_err(trace_error)?;
         let schedule = loaded.schedules.first().ok_or_else(|| OptimError::Trace {
             optimizer: self.name.clone(),
             message: "generated source has no schedule".into(),
         })?;
-        schedule.apply(definition).map_err(trace_error)
+        let scheduled = schedule.apply(definition).map_err(trace_error)?;
+        Ok(source.with_groups(scheduled))
     }
 }
 
@@ -735,10 +879,11 @@ pub fn scheduler_kwargs(name: &str) -> Vec<(&'static str, String)> {
         _ => Vec::new(),
     };
     let config = SchedulerConfig::new(name, required);
-    let mut a = Args::new(&config);
+    let hypers = ["lr".to_string(), "momentum".to_string()];
+    let mut a = Args::new(&config, &hypers);
     let read = match name {
         "ReduceLROnPlateau" => read_plateau(&mut a).map(|_| ()),
-        _ => read_assignments(&mut a, "t", &["lr".into(), "momentum".into()]).map(|_| ()),
+        _ => read_assignments(&mut a, "t", &hypers).map(|_| ()),
     };
     match read {
         Ok(()) => a.defaults,

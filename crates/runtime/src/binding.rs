@@ -57,6 +57,16 @@ impl Binding {
             setup.groups.clone()
         };
         check_partition(rule, &groups, n_tensors)?;
+        for list in &definition.per_group {
+            if list.values.len() != groups.len() {
+                return Err(OptimizerError::PerGroupLength {
+                    rule: rule.to_string(),
+                    given_by: list.given_by.clone(),
+                    got: list.values.len(),
+                    n_groups: groups.len(),
+                });
+            }
+        }
 
         let mut group_states = Vec::with_capacity(groups.len());
         for (g, group) in groups.iter().enumerate() {
@@ -66,7 +76,17 @@ impl Binding {
             } else {
                 String::new()
             };
-            for (layer, place) in [(&setup.hypers, ""), (&group.hypers, place.as_str())] {
+            // From the least to the most specific: the optimizer's values, a schedule's value
+            // for this group, the group's own.
+            let scheduled: BTreeMap<String, f64> = (definition.per_group.iter())
+                .map(|list| (list.hyper.clone(), list.values[g]))
+                .collect();
+            let layers = [
+                (&setup.hypers, ""),
+                (&scheduled, place.as_str()),
+                (&group.hypers, place.as_str()),
+            ];
+            for (layer, place) in layers {
                 for (name, &value) in layer {
                     let index = hyper_index(definition, name)?;
                     check_hyper(definition, name, value, place)?;

@@ -90,6 +90,21 @@ pub enum OptimizerError {
         /// Which tensor is missing, repeated or out of range.
         problem: String,
     },
+    /// A schedule argument given per param group has a value count other than the number of
+    /// groups.
+    #[error(
+        "{rule}: {given_by} has {got} values, one per param group, but there are {n_groups} param groups"
+    )]
+    PerGroupLength {
+        /// The update rule.
+        rule: String,
+        /// Who gave the list: `OneCycleLR max_lr`.
+        given_by: String,
+        /// How many values it has.
+        got: usize,
+        /// How many groups there are.
+        n_groups: usize,
+    },
     /// A shape's element count overflows or cannot be allocated.
     #[error(
         "{rule}: tensor {tensor} has shape {shape:?}, whose element count exceeds what memory can hold"

@@ -90,5 +90,6 @@ pub fn clip_grad_norm(definition: &Definition, max_norm: f64) -> Result<Definiti
         domains,
         on_metric: definition.on_metric.clone(),
         state_aliases: definition.state_aliases.clone(),
+        per_group: definition.per_group.clone(),
     })
 }

@@ -134,6 +134,22 @@ pub struct Definition {
     pub on_metric: Option<Graph>,
     /// Other names PyTorch gives some states on tensors of few dimensions.
     pub state_aliases: Vec<StateAlias>,
+    /// Hyperparameters given one value per param group by a schedule's arguments
+    /// (`OneCycleLR(max_lr=[...])`): group `g` starts with `values[g]`.
+    pub per_group: Vec<PerGroupValues>,
+}
+
+/// One value per param group for a hyperparameter, and where the values came from (a
+/// scheduler's argument given as a list, as PyTorch takes `OneCycleLR(max_lr=[...])`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PerGroupValues {
+    /// The hyperparameter they set.
+    pub hyper: String,
+    /// Group `g`'s value at index `g`; an optimizer refuses a list whose length is not its
+    /// number of groups.
+    pub values: Vec<f64>,
+    /// Who gave them, for errors: `OneCycleLR max_lr`.
+    pub given_by: String,
 }
 
 /// A name PyTorch gives a state on tensors of fewer than `below_rank` dimensions (Adafactor's

@@ -29,7 +29,7 @@ mod tracer;
 mod value;
 
 pub use clip::{GRAD_NORM, MAX_NORM, clip_grad_norm};
-pub use definition::{Definition, Domain, StateAlias};
+pub use definition::{Definition, Domain, PerGroupValues, StateAlias};
 pub use error::TraceError;
 pub use tracer::Tracer;
 pub use value::{Value, select};

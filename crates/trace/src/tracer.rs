@@ -242,6 +242,7 @@ impl Tracer {
             domains: s.domains.clone(),
             on_metric: None,
             state_aliases: s.aliases.clone(),
+            per_group: Vec::new(),
         })
     }
 }

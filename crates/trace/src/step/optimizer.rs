@@ -127,5 +127,6 @@ pub(crate) fn build(file: &str, source: &str, item: &Item) -> Result<Definition,
         domains: assigned.domains,
         on_metric: None,
         state_aliases: assigned.aliases,
+        per_group: Vec::new(),
     })
 }

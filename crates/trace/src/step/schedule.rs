@@ -309,6 +309,7 @@ impl Schedule {
                 .collect(),
             on_metric,
             state_aliases: definition.state_aliases.clone(),
+            per_group: definition.per_group.clone(),
         })
     }
 }
