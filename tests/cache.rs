@@ -65,10 +65,12 @@ fn data_never_recompiles() {
         Group {
             tensors: (0..5_000).collect(),
             hypers: BTreeMap::from([("lr".to_string(), 0.25)]),
+            rule: None,
         },
         Group {
             tensors: (5_000..10_000).collect(),
             hypers: BTreeMap::new(),
+            rule: None,
         },
     ];
     let many = Setup {

@@ -167,10 +167,12 @@ fn adamw_setup() -> (optjit::Definition, Setup) {
         Group {
             tensors: vec![0, 2],
             hypers: BTreeMap::new(),
+            rule: None,
         },
         Group {
             tensors: vec![1, 3],
             hypers: BTreeMap::from([("weight_decay".to_string(), 0.0)]),
+            rule: None,
         },
     ];
     let setup = Setup {

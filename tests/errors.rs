@@ -174,6 +174,7 @@ fn pytorch_cross_checks_and_group_errors() {
     let groups = vec![Group {
         tensors: vec![0],
         hypers: BTreeMap::new(),
+        rule: None,
     }];
     let setup = Setup {
         shapes: vec![vec![2], vec![2]],

@@ -282,10 +282,12 @@ fn a_schedule_sets_several_hyperparameters_per_group_from_their_base_values() {
         optjit::Group {
             tensors: vec![0],
             hypers: BTreeMap::new(),
+            rule: None,
         },
         optjit::Group {
             tensors: vec![1],
             hypers: BTreeMap::from([("lr".to_string(), 0.02), ("momentum".to_string(), 0.5)]),
+            rule: None,
         },
     ];
     let mut hypers = sgd.hypers.clone();

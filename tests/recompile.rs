@@ -10,10 +10,12 @@ fn two_groups() -> Vec<Group> {
         Group {
             tensors: vec![0],
             hypers: BTreeMap::new(),
+            rule: None,
         },
         Group {
             tensors: vec![1],
             hypers: BTreeMap::from([("lr".to_string(), 0.01)]),
+            rule: None,
         },
     ]
 }

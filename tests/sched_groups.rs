@@ -56,6 +56,7 @@ fn run(config: &SchedulerConfig, tensors: &[usize]) -> (Vec<Vec<f32>>, InForce) 
         .map(|local| Group {
             tensors: vec![local],
             hypers: BTreeMap::new(),
+            rule: None,
         })
         .collect();
     let setup = Setup {
@@ -117,6 +118,7 @@ fn a_list_of_the_wrong_length_names_the_scheduler_argument_and_counts() {
         .map(|t| Group {
             tensors: vec![t],
             hypers: BTreeMap::new(),
+            rule: None,
         })
         .collect();
     let setup = Setup {
@@ -220,6 +222,7 @@ fn a_sequential_child_takes_lists() {
             .map(|t| Group {
                 tensors: vec![t],
                 hypers: BTreeMap::new(),
+                rule: None,
             })
             .collect(),
         hypers: sgd.hypers.clone(),

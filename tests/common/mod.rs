@@ -12,8 +12,9 @@ use optjit::optim::{
 use optjit::{Definition, Domain, Tracer, select};
 use std::path::{Path, PathBuf};
 
-/// The golden cases the built-ins of this version must pass.
-pub const GOLDEN_CASES: [&str; 39] = [
+/// The golden cases the built-ins of this version must pass (those in a subfolder extend the
+/// format: scheduler arguments per group, param groups with rules of their own).
+pub const GOLDEN_CASES: [&str; 44] = [
     "sgd-plain",
     "sgd-momentum-wd",
     "sgd-nesterov",
@@ -53,6 +54,11 @@ pub const GOLDEN_CASES: [&str; 39] = [
     "rprop",
     "asgd",
     "adafactor",
+    "sched-groups/sched-groups-cyclic-lists",
+    "sched-groups/sched-groups-onecycle-maxlr-list",
+    "sched-groups/sched-groups-plateau-minlr-list",
+    "groups/groups-adam-amsgrad-per-group",
+    "groups/groups-mixed-adamw-sgd",
 ];
 
 /// The non-finite cases (`tests/golden/nonfinite/`, recorded by its `gen.py`): inf, -inf and

@@ -159,10 +159,12 @@ fn setup(hypers: BTreeMap<String, f64>, weight_shape: &[usize]) -> Setup {
         Group {
             tensors: vec![0],
             hypers: BTreeMap::new(),
+            rule: None,
         },
         Group {
             tensors: vec![1],
             hypers: BTreeMap::from([("weight_decay".to_string(), 0.0)]),
+            rule: None,
         },
     ];
     Setup {

@@ -156,6 +156,9 @@ pub fn run_case_resuming(
 
 struct Prepared {
     rule: Rule,
+    /// Per param group, its own rule when it follows another (`param_groups[i].optimizer`, or
+    /// structural options of its own).
+    group_rules: Vec<Option<Rule>>,
     setup: Setup,
     tolerance: (f64, f64),
 }
@@ -182,12 +185,7 @@ impl Rule {
         if name != "custom" {
             return Ok(
                 match optjit_optim::find(name).and_then(|spec| spec.configure(&base_kwargs)) {
-                    Ok(c) => Ok(Rule {
-                        name: c.name.to_string(),
-                        definition: c.definition.clone(),
-                        hypers: c.hypers.clone(),
-                        builtin: Some(c),
-                    }),
+                    Ok(c) => Ok(Rule::configured(c)),
                     Err(e) => Err(e.to_string()),
                 },
             );
@@ -206,6 +204,43 @@ impl Rule {
                 Err(e) => Err(e),
             },
         )
+    }
+
+    /// The built-in configured as `c`.
+    fn configured(c: Configured) -> Rule {
+        Rule {
+            name: c.name.to_string(),
+            definition: c.definition.clone(),
+            hypers: c.hypers.clone(),
+            builtin: Some(c),
+        }
+    }
+
+    /// The case's schedule and clipping applied, as to every rule of the case.
+    fn finish(&mut self, case: &Value) -> Result<Result<(), String>, BadInput> {
+        if let Some(schedule) = case.get("schedule").filter(|v| !v.is_null())
+            && let Err(why) = self.schedule(schedule)?
+        {
+            return Ok(Err(why));
+        }
+        if let Some(clip) = case.get("clip_grad_norm").filter(|v| !v.is_null()) {
+            let max_norm = number(field(clip, "max_norm")?, "clip_grad_norm.max_norm")?;
+            if let Err(why) = self.clip(max_norm) {
+                return Ok(Err(why));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Param group `g`'s own rule when its `overrides` change a structural option of this
+    /// built-in (`amsgrad`, ...): the built-in configured with them.
+    fn structural_variant(&self, g: usize, overrides: &Kwargs) -> Result<Option<Rule>, String> {
+        match &self.builtin {
+            Some(c) => (c.for_group(g, overrides))
+                .map(|own| own.map(Rule::configured))
+                .map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
     }
 
     /// Sets hyperparameters by name (a custom rule's kwargs are its hyperparameters).
@@ -366,19 +401,12 @@ fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
         Ok(rule) => rule,
         Err(why) => return Ok(Err(why)),
     };
-    if let Some(schedule) = case.get("schedule").filter(|v| !v.is_null())
-        && let Err(why) = rule.schedule(schedule)?
-    {
+    if let Err(why) = rule.finish(case)? {
         return Ok(Err(why));
-    }
-    if let Some(clip) = case.get("clip_grad_norm").filter(|v| !v.is_null()) {
-        let max_norm = number(field(clip, "max_norm")?, "clip_grad_norm.max_norm")?;
-        if let Err(why) = rule.clip(max_norm) {
-            return Ok(Err(why));
-        }
     }
     let shapes = shapes(field(case, "shapes")?)?;
     let mut groups = Vec::new();
+    let mut group_rules = Vec::new();
     if let Some(list) = case.get("param_groups").and_then(Value::as_array) {
         for (g, group) in list.iter().enumerate() {
             let tensors = field(group, "params")?
@@ -394,10 +422,37 @@ fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
                     ))
                 })?;
             let overrides = kwargs(group.get("kwargs"), &format!("param_groups[{g}].kwargs"))?;
-            match rule.group_hypers(g, &overrides) {
-                Ok(hypers) => groups.push(Group { tensors, hypers }),
+            // Its own optimizer, or the case's with structural options of its own.
+            let own = match group.get("optimizer").filter(|v| !v.is_null()) {
+                Some(optimizer) => Rule::new(optimizer)?.map(Some),
+                None => rule.structural_variant(g, &overrides),
+            };
+            let mut own = match own {
+                Ok(own) => own,
+                Err(why) => return Ok(Err(format!("param group {g}: {why}"))),
+            };
+            if let Some(own) = &mut own
+                && let Err(why) = own.finish(case)?
+            {
+                return Ok(Err(format!("param group {g}: {why}")));
+            }
+            let hypers = match &own {
+                Some(own) => own.group_hypers(g, &overrides).map(|overrides| {
+                    let mut hypers = own.hypers.clone();
+                    hypers.extend(overrides);
+                    hypers
+                }),
+                None => rule.group_hypers(g, &overrides),
+            };
+            match hypers {
+                Ok(hypers) => groups.push(Group {
+                    tensors,
+                    hypers,
+                    rule: own.as_ref().map(|own| own.definition.clone()),
+                }),
                 Err(e) => return Ok(Err(e)),
             }
+            group_rules.push(own);
         }
     }
     let tolerance = field(case, "tolerance")?;
@@ -410,6 +465,7 @@ fn prepare(case: &Value) -> Result<Result<Prepared, String>, BadInput> {
         ..Setup::default()
     };
     Ok(Ok(Prepared {
+        group_rules,
         setup,
         tolerance: (tol("rtol")?, tol("atol")?),
         rule,
@@ -458,6 +514,7 @@ fn replay(
 ) -> Result<Outcome, BadInput> {
     let Prepared {
         rule,
+        group_rules,
         setup,
         tolerance: (rtol, atol),
     } = prepared;
@@ -506,6 +563,7 @@ fn replay(
                 };
                 for (key, want_value) in values {
                     let wants = numbers(want_value, key)?;
+                    let rule = group_rules.get(g).and_then(Option::as_ref).unwrap_or(&rule);
                     let Some(got) = rule.in_force(&*opt, g, key) else {
                         return Ok(Outcome::Unsupported(format!(
                             "hyperparameter '{key}' is not known to {}",

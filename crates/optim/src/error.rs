@@ -54,7 +54,7 @@ pub enum OptimError {
     /// A structural option differs between groups (each variant is its own template, which the
     /// runtime does not launch together yet).
     #[error(
-        "{optimizer}: {name}={got} in param group {group} differs from {base} in the defaults; per-group structural options are not supported yet"
+        "{optimizer}: {name}={got} in param group {group} differs from {base} in the defaults: a structural option, so the group needs a rule of its own (Configured::for_group, Group::rule)"
     )]
     StructuralOverride {
         /// The optimizer.

@@ -267,8 +267,47 @@ impl Configured {
         find(self.name).expect("a configured optimizer names a built-in")
     }
 
+    /// Param group `group` given PyTorch-style `kwargs`: `None` when the group follows this
+    /// configuration's rule (its hyperparameter overrides are [`Configured::group_hypers`]),
+    /// or this built-in configured with the group's keywords over these when a structural
+    /// option differs (`amsgrad=True` in one group of an Adam without it, `momentum` zero or
+    /// not for SGD and RMSprop): the group's own rule, as `Group::rule` takes it.
+    pub fn for_group(
+        &self,
+        group: usize,
+        kwargs: &Kwargs,
+    ) -> Result<Option<Configured>, OptimError> {
+        match self.group_hypers(group, kwargs) {
+            Ok(_) => Ok(None),
+            Err(OptimError::StructuralOverride { .. }) => {
+                let mut merged: Kwargs = (self.kwargs.iter())
+                    .map(|(&name, &value)| (name.to_string(), value))
+                    .collect();
+                merged.extend(kwargs.iter().map(|(k, &v)| (k.clone(), v)));
+                let place = |e: OptimError| match e {
+                    OptimError::BadValue {
+                        optimizer,
+                        name,
+                        expected,
+                        got,
+                        ..
+                    } => OptimError::BadValue {
+                        optimizer,
+                        name,
+                        expected,
+                        got,
+                        place: format!(" in param group {group}"),
+                    },
+                    other => other,
+                };
+                self.spec().configure(&merged).map(Some).map_err(place)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The hyperparameter overrides of param group `group` given PyTorch-style `kwargs`;
-    /// structural options must match the defaults.
+    /// structural options must match the defaults (else see [`Configured::for_group`]).
     pub fn group_hypers(
         &self,
         group: usize,

@@ -22,7 +22,6 @@ pub(crate) struct GroupState {
 /// The target-independent part of an optimizer (the CPU and the CUDA one hold the same).
 pub(crate) struct Binding {
     pub(crate) definition: Definition,
-    pub(crate) shapes: Vec<Vec<usize>>,
     /// Element count of every tensor.
     pub(crate) lens: Vec<usize>,
     /// Every tensor seen as matrices (for per-row and per-column values).
@@ -52,6 +51,7 @@ impl Binding {
             vec![Group {
                 tensors: (0..n_tensors).collect(),
                 hypers: BTreeMap::new(),
+                rule: None,
             }]
         } else {
             setup.groups.clone()
@@ -88,7 +88,7 @@ impl Binding {
             ];
             for (layer, place) in layers {
                 for (name, &value) in layer {
-                    let index = hyper_index(definition, name)?;
+                    let index = hyper_index(definition, name).map_err(|e| e.at(place))?;
                     check_hyper(definition, name, value, place)?;
                     values[index] = value;
                 }
@@ -116,7 +116,6 @@ impl Binding {
             .collect();
         Ok(Binding {
             definition: definition.clone(),
-            shapes: setup.shapes.clone(),
             lens,
             views,
             factor_states: Vec::new(),
@@ -130,6 +129,11 @@ impl Binding {
         &self.definition.graph.name
     }
 
+    /// Whether the rule has a hyperparameter `name`.
+    pub(crate) fn declares(&self, name: &str) -> bool {
+        self.definition.graph.hyper(name).is_some()
+    }
+
     fn group_index(&self, group: usize) -> Result<usize, OptimizerError> {
         if group < self.groups.len() {
             Ok(group)
@@ -140,10 +144,6 @@ impl Binding {
                 n_groups: self.groups.len(),
             })
         }
-    }
-
-    pub(crate) fn group_tensors(&self, group: usize) -> Option<&[usize]> {
-        self.groups.get(group).map(|g| g.tensors.as_slice())
     }
 
     pub(crate) fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError> {
@@ -257,42 +257,6 @@ impl Binding {
     pub(crate) fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
         let index = self.state_index(name, Class::Scalar)?;
         self.groups.get(group).map(|g| g.scalar_states[index])
-    }
-
-    /// Checks the lengths of the tensors handed to a step: `params[i]` and `grads[i]` are the
-    /// element counts of tensor i.
-    pub(crate) fn check_lengths(
-        &self,
-        params: &[usize],
-        grads: &[usize],
-    ) -> Result<(), OptimizerError> {
-        let rule = self.rule().to_string();
-        for (what, got) in [("param", params.len()), ("grad", grads.len())] {
-            if got != self.lens.len() {
-                return Err(OptimizerError::TensorCount {
-                    rule,
-                    what,
-                    expected: self.lens.len(),
-                    got,
-                });
-            }
-        }
-        for (tensor, &expected) in self.lens.iter().enumerate() {
-            for (what, got) in [("param", params[tensor]), ("grad", grads[tensor])] {
-                if got != expected {
-                    let shape = self.shapes[tensor].clone();
-                    return Err(OptimizerError::TensorLength {
-                        rule,
-                        what,
-                        tensor,
-                        got,
-                        expected,
-                        shape,
-                    });
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Runs stage `stage` of the next step's scalar program for every group (and every tensor,
@@ -515,13 +479,54 @@ pub(crate) struct StageScratch {
     pub(crate) cols: Vec<Vec<Vec<f32>>>,
 }
 
+/// Checks the lengths of the tensors handed to a step of rule `rule` over tensors of `lens`
+/// elements (of `shapes`): `params[i]` and `grads[i]` are the element counts of tensor i.
+pub(crate) fn check_lengths(
+    rule: &str,
+    lens: &[usize],
+    shapes: &[Vec<usize>],
+    params: &[usize],
+    grads: &[usize],
+) -> Result<(), OptimizerError> {
+    let rule = rule.to_string();
+    for (what, got) in [("param", params.len()), ("grad", grads.len())] {
+        if got != lens.len() {
+            return Err(OptimizerError::TensorCount {
+                rule,
+                what,
+                expected: lens.len(),
+                got,
+            });
+        }
+    }
+    for (tensor, &expected) in lens.iter().enumerate() {
+        for (what, got) in [("param", params[tensor]), ("grad", grads[tensor])] {
+            if got != expected {
+                let shape = shapes[tensor].clone();
+                return Err(OptimizerError::TensorLength {
+                    rule,
+                    what,
+                    tensor,
+                    got,
+                    expected,
+                    shape,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Floats per row of kernel scalars (at least one, so that every row has an address).
 pub(crate) fn row_width(program: &ScalarProgram) -> usize {
     program.n_kernel_scalars().max(1)
 }
 
 /// Element counts of `shapes`, refusing any that overflow or exceed what memory can address.
-fn tensor_lengths(rule: &str, shapes: &[Vec<usize>]) -> Result<Vec<usize>, OptimizerError> {
+pub(crate) fn tensor_lengths(
+    rule: &str,
+    shapes: &[Vec<usize>],
+) -> Result<Vec<usize>, OptimizerError> {
     let limit = isize::MAX as usize / (2 * size_of::<f32>());
     shapes
         .iter()
@@ -546,6 +551,7 @@ fn hyper_index(definition: &Definition, name: &str) -> Result<usize, OptimizerEr
         .ok_or_else(|| OptimizerError::UnknownHyper {
             rule: definition.graph.name.clone(),
             name: name.to_string(),
+            place: String::new(),
             declared: hypers
                 .iter()
                 .map(|h| h.name.as_str())
@@ -573,7 +579,11 @@ fn check_hyper(
     })
 }
 
-fn check_partition(rule: &str, groups: &[Group], n_tensors: usize) -> Result<(), OptimizerError> {
+pub(crate) fn check_partition(
+    rule: &str,
+    groups: &[Group],
+    n_tensors: usize,
+) -> Result<(), OptimizerError> {
     let mut owner = vec![None; n_tensors];
     for (g, group) in groups.iter().enumerate() {
         for &t in &group.tensors {

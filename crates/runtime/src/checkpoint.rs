@@ -3,10 +3,10 @@
 //! on every target, so that training resumes bit for bit in a fresh optimizer, on the CPU or
 //! on a GPU. Its file format is in `checkpoint_file.rs`.
 
-use crate::binding::Binding;
 use crate::checkpoint_file::CheckpointError;
 use crate::error::OptimizerError;
 use crate::kind_step::KindStep;
+use crate::variant::GroupTable;
 use optjit_ir::{Class, DType};
 use std::collections::BTreeMap;
 
@@ -215,17 +215,17 @@ pub(crate) fn layout(n_tensors: usize, kinds: &[&KindStep]) -> Layout {
     layout
 }
 
-/// Makes the checkpoint of an optimizer bound as `binding` (its whole setup) and made of
-/// `kinds`, stored as `dtype`; `elem` reads a per-element state (see [`Slot::Elem`]).
+/// Makes the checkpoint of an optimizer over `table`'s tensors and groups, made of `kinds`
+/// (its parts), stored as `dtype`; `elem` reads a per-element state (see [`Slot::Elem`]).
 pub(crate) fn capture(
-    binding: &Binding,
+    table: &GroupTable,
     kinds: &[&KindStep],
     dtype: DType,
     mut elem: impl FnMut(usize, usize, usize) -> Result<Vec<f32>, OptimizerError>,
 ) -> Result<Checkpoint, OptimizerError> {
     let first = &kinds[0].binding;
-    let mut tensors = Vec::with_capacity(binding.lens.len());
-    for states in layout(binding.lens.len(), kinds) {
+    let mut tensors = Vec::with_capacity(table.lens.len());
+    for states in layout(table.lens.len(), kinds) {
         let mut values = BTreeMap::new();
         for (name, _, slot) in states {
             let data = match slot {
@@ -239,38 +239,41 @@ pub(crate) fn capture(
         tensors.push(values);
     }
     Ok(Checkpoint {
-        rule: binding.rule().to_string(),
+        rule: table.rule.clone(),
         dtype,
         steps: first.step_count,
-        shapes: binding.shapes.clone(),
-        groups: groups(binding, kinds),
+        shapes: table.shapes.clone(),
+        groups: groups(table, kinds),
         tensors,
     })
 }
 
-/// The param groups of an optimizer bound as `binding` and made of `kinds`, as a checkpoint
+/// The param groups of an optimizer over `table`'s groups made of `kinds`, as a checkpoint
 /// holds them.
-pub(crate) fn groups(binding: &Binding, kinds: &[&KindStep]) -> Vec<GroupCheckpoint> {
-    let first = &kinds[0].binding;
-    (binding.groups.iter().enumerate())
-        .map(|(g, group)| GroupCheckpoint {
-            tensors: group.tensors.clone(),
-            hypers: binding.named_hypers(g).collect(),
-            // Every kind holds the same scalar states.
-            scalar_states: first.named_scalar_states(g).collect(),
+pub(crate) fn groups(table: &GroupTable, kinds: &[&KindStep]) -> Vec<GroupCheckpoint> {
+    (table.tensors.iter().enumerate())
+        .map(|(g, tensors)| {
+            // Every kind of the group's variant holds the same values.
+            let holder = &table.holders(kinds, g).next().expect("a part").binding;
+            GroupCheckpoint {
+                tensors: tensors.clone(),
+                hypers: holder.named_hypers(g).collect(),
+                scalar_states: holder.named_scalar_states(g).collect(),
+            }
         })
         .collect()
 }
 
-/// Checks that `checkpoint` fits an optimizer bound as `binding` and made of `kinds`: the same
-/// rule, shapes and groups, every hyperparameter declared and inside its domain, and exactly
-/// the states this optimizer holds, each of its length. Returns where each tensor's states go.
+/// Checks that `checkpoint` fits an optimizer over `table`'s tensors and groups made of
+/// `kinds`: the same rule, shapes and groups, every hyperparameter declared (by the group's
+/// rule) and inside its domain, and exactly the states this optimizer holds, each of its
+/// length. Returns where each tensor's states go.
 pub(crate) fn check(
     checkpoint: &Checkpoint,
-    binding: &Binding,
+    table: &GroupTable,
     kinds: &[&KindStep],
 ) -> Result<Layout, OptimizerError> {
-    let rule = binding.rule();
+    let rule = table.rule.as_str();
     let refuse = |problem: String| OptimizerError::Checkpoint {
         rule: rule.to_string(),
         problem,
@@ -281,27 +284,27 @@ pub(crate) fn check(
             checkpoint.rule
         )));
     }
-    if checkpoint.shapes != binding.shapes {
+    if checkpoint.shapes != table.shapes {
         return Err(refuse(format!(
             "its tensors have shapes {:?}, this optimizer's {:?}",
-            checkpoint.shapes, binding.shapes
+            checkpoint.shapes, table.shapes
         )));
     }
-    if checkpoint.groups.len() != binding.groups.len() {
+    if checkpoint.groups.len() != table.n_groups() {
         return Err(refuse(format!(
             "it has {} param group(s), this optimizer {}",
             checkpoint.groups.len(),
-            binding.groups.len()
+            table.n_groups()
         )));
     }
-    let first = &kinds[0].binding;
-    for (g, (saved, group)) in checkpoint.groups.iter().zip(&binding.groups).enumerate() {
-        if saved.tensors != group.tensors {
+    for (g, (saved, tensors)) in checkpoint.groups.iter().zip(&table.tensors).enumerate() {
+        if &saved.tensors != tensors {
             return Err(refuse(format!(
                 "its param group {g} holds tensors {:?}, this optimizer's {:?}",
-                saved.tensors, group.tensors
+                saved.tensors, tensors
             )));
         }
+        let binding = &table.holders(kinds, g).next().expect("a part").binding;
         let declared: Vec<String> = binding.named_hypers(g).map(|(n, _)| n).collect();
         let what = format!("hyperparameters of param group {g}");
         same_names(&what, saved.hypers.keys(), &declared).map_err(refuse)?;
@@ -312,11 +315,11 @@ pub(crate) fn check(
                 &format!(" in param group {g} of the checkpoint"),
             )?;
         }
-        let declared: Vec<String> = first.named_scalar_states(g).map(|(n, _)| n).collect();
+        let declared: Vec<String> = binding.named_scalar_states(g).map(|(n, _)| n).collect();
         let what = format!("scalar states of param group {g}");
         same_names(&what, saved.scalar_states.keys(), &declared).map_err(refuse)?;
     }
-    let layout = layout(binding.lens.len(), kinds);
+    let layout = layout(table.lens.len(), kinds);
     if checkpoint.tensors.len() != layout.len() {
         return Err(refuse(format!(
             "it has the states of {} tensors, this optimizer {}",
@@ -360,20 +363,22 @@ fn same_names<'a>(
     Ok(())
 }
 
-/// Sets what a checked `checkpoint` holds on the host side of an optimizer: hyperparameters
-/// (in `binding` and every kind's), scalar states, per-row and per-column states and the step
-/// count. The caller writes the per-element states ([`Slot::Elem`] of `layout`).
+/// Sets what a checked `checkpoint` holds on the host side of an optimizer over `table`'s
+/// groups: hyperparameters and scalar states (in every kind of each group's variant), per-row
+/// and per-column states and the step count. The caller writes the per-element states
+/// ([`Slot::Elem`] of `layout`).
 pub(crate) fn restore_host(
     checkpoint: &Checkpoint,
     layout: &Layout,
-    binding: &mut Binding,
+    table: &GroupTable,
     kinds: &mut [&mut KindStep],
 ) {
     for (g, group) in checkpoint.groups.iter().enumerate() {
-        binding.set_named(g, &group.hypers, &BTreeMap::new());
         for kind in kinds.iter_mut() {
-            kind.binding
-                .set_named(g, &group.hypers, &group.scalar_states);
+            if kind.variant == table.variant[g] {
+                kind.binding
+                    .set_named(g, &group.hypers, &group.scalar_states);
+            }
         }
     }
     for (saved, states) in checkpoint.tensors.iter().zip(layout) {

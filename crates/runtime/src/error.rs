@@ -63,12 +63,14 @@ pub enum OptimizerError {
         message: String,
     },
     /// No hyperparameter of this name exists.
-    #[error("{rule}: unknown hyperparameter '{name}' (declared: {declared})")]
+    #[error("{rule}: unknown hyperparameter '{name}'{place} (declared: {declared})")]
     UnknownHyper {
         /// The update rule.
         rule: String,
         /// The name given.
         name: String,
+        /// Where it was given (` in param group 1`), or empty.
+        place: String,
         /// The declared names.
         declared: String,
     },
@@ -165,4 +167,24 @@ pub enum OptimizerError {
         /// The target.
         target: &'static str,
     },
+}
+
+impl OptimizerError {
+    /// This error, placed (` in param group 1`) where it names no place yet.
+    pub(crate) fn at(self, place: &str) -> OptimizerError {
+        match self {
+            OptimizerError::UnknownHyper {
+                rule,
+                name,
+                place: unplaced,
+                declared,
+            } if unplaced.is_empty() => OptimizerError::UnknownHyper {
+                rule,
+                name,
+                place: place.to_string(),
+                declared,
+            },
+            other => other,
+        }
+    }
 }

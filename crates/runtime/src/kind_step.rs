@@ -5,18 +5,18 @@
 use crate::binding::{Binding, Source, StageScratch, buffer_sources};
 use crate::chunks::ChunkTable;
 use crate::error::OptimizerError;
-use crate::optimizer::Setup;
-use crate::part::part_setup;
 use crate::pipeline::Compiled;
 use crate::reduce::{self, Records, Reduced};
+use crate::variant::PartPlan;
 use optjit_ir::{Op, Reduction, Walk};
-use optjit_trace::Definition;
 use std::sync::Arc;
 
 /// One kind's compiled step and everything about it that does not depend on the target.
 pub(crate) struct KindStep {
     /// The optimizer's index of each of this kind's tensors (ascending).
     pub(crate) tensors: Vec<usize>,
+    /// The variant (update rule) this kind belongs to (see `variant.rs`).
+    pub(crate) variant: usize,
     pub(crate) binding: Binding,
     pub(crate) compiled: Arc<Compiled>,
     /// Per phase, the source of each kernel buffer.
@@ -34,16 +34,27 @@ pub(crate) struct KindStep {
     pub(crate) reduced: Reduced,
 }
 
+impl AsRef<KindStep> for KindStep {
+    fn as_ref(&self) -> &KindStep {
+        self
+    }
+}
+
+impl AsMut<KindStep> for KindStep {
+    fn as_mut(&mut self) -> &mut KindStep {
+        self
+    }
+}
+
 impl KindStep {
-    /// The step of `definition`, compiled as `compiled`, for `setup`'s `tensors` (the
-    /// optimizer's indices), with its row and column states allocated.
+    /// The step of the part `plan`, compiled as `compiled`, with its row and column states
+    /// allocated.
     pub(crate) fn new(
-        definition: &Definition,
-        setup: &Setup,
-        tensors: Vec<usize>,
+        part: &PartPlan,
         compiled: Arc<Compiled>,
     ) -> Result<KindStep, OptimizerError> {
-        let mut binding = Binding::new(definition, &part_setup(setup, &tensors))?;
+        let definition = &part.definition;
+        let mut binding = Binding::new(definition, &part.setup)?;
         binding.allocate_factor_states();
         let buffer_sources = buffer_sources(definition, &compiled.plan);
         let per_col = buffer_sources
@@ -70,7 +81,8 @@ impl KindStep {
             }
         }
         Ok(KindStep {
-            tensors,
+            tensors: part.tensors.clone(),
+            variant: part.variant,
             binding,
             compiled,
             buffer_sources,
@@ -189,7 +201,7 @@ pub(crate) fn check_global_levels(
         Some(other) => Err(OptimizerError::NotOnTarget {
             rule: rule.to_string(),
             what: format!(
-                "reductions over every tensor at different phase levels for tensors of different ranks ({:?} and {:?})",
+                "reductions over every tensor at different phase levels for tensors of different kinds or rules ({:?} and {:?}; every rule of the param groups must clip, or none)",
                 levels(first),
                 levels(other)
             ),

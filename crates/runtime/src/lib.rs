@@ -22,6 +22,7 @@ mod reduce;
 mod scalar_program;
 mod stage;
 mod target;
+mod variant;
 mod view;
 
 pub use buffer::{ALIGN, AlignedBuf};

@@ -1,29 +1,37 @@
 //! `Optimizer`: a compiled step bound to tensor shapes and param groups, holding the state, and
-//! stepping every tensor of every group through one kernel call per phase (per kind of tensor,
-//! for a step that depends on the rank: see `part.rs`).
+//! stepping every tensor of every group through one kernel call per phase (per part: a kind of
+//! tensor of one variant, for a step that depends on the rank or groups that follow different
+//! rules: see `variant.rs`).
 
-use crate::binding::Binding;
 use crate::cache::CacheUse;
 use crate::checkpoint::{self, Checkpoint, Slot};
 use crate::checkpoint_file::{CheckpointError, CheckpointView};
 use crate::error::OptimizerError;
 use crate::kind_step::{KindStep, check_global_levels, step_in_lockstep};
-use crate::part::{Part, kinds};
+use crate::part::Part;
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
 use crate::target::Target;
+use crate::variant::GroupTable;
 use optjit_ir::DType;
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-/// A param group: which tensors it holds and which hyperparameters it overrides.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A param group: which tensors it holds, which hyperparameters it overrides, and the update
+/// rule it follows when it is not the optimizer's.
+#[derive(Clone, Debug, Default)]
 pub struct Group {
     /// Indices into the tensor list (`Setup::shapes`, and the slices passed to `step`).
     pub tensors: Vec<usize>,
     /// Hyperparameter values that differ from the optimizer's.
     pub hypers: BTreeMap<String, f64>,
+    /// The group's own update rule: another optimizer (SGD for some heads of an AdamW model),
+    /// or the optimizer's with other structural options (`amsgrad` in one group). `None`: the
+    /// optimizer's. Groups with the same rule share its compiled step, and all rules run in
+    /// lockstep: still one kernel call per phase per rule, and a reduction over every tensor
+    /// (`clip_grad_norm`) covers the tensors of every rule (each rule must have it).
+    pub rule: Option<Definition>,
 }
 
 /// What an optimizer is built for.
@@ -33,7 +41,8 @@ pub struct Setup {
     pub shapes: Vec<Vec<usize>>,
     /// Param groups; empty means one group holding every tensor.
     pub groups: Vec<Group>,
-    /// Hyperparameter values for every group (missing ones take the definition's defaults).
+    /// Hyperparameter values for every group (missing ones take the definition's defaults);
+    /// a group with its own rule takes those its rule has.
     pub hypers: BTreeMap<String, f64>,
     /// Worker threads per step (0: one per available core).
     pub threads: usize,
@@ -125,8 +134,8 @@ impl Stats {
 /// (see [`Optimizer::compiled_kinds`]); the steps run phase level by phase level together, and a
 /// reduction over every tensor (`clip_grad_norm`'s) adds up all kinds before any uses it.
 pub struct Optimizer {
-    /// The whole setup: groups, hyperparameters, shapes (the parts hold their own copies).
-    binding: Binding,
+    /// The tensors and param groups, and which parts hold each group.
+    table: GroupTable,
     parts: Vec<Part>,
     /// Per tensor: its part and its index there.
     placement: Vec<(usize, usize)>,
@@ -146,9 +155,9 @@ impl Optimizer {
         setup: Setup,
         options: &CompileOptions,
     ) -> Result<Optimizer, OptimizerError> {
-        let binding = Binding::new(definition, &setup)?;
+        let (table, plans) = GroupTable::plan(definition, &setup)?;
         let wrong_target = || OptimizerError::WrongTarget {
-            rule: binding.rule().to_string(),
+            rule: table.rule.clone(),
             target: options.target.to_string(),
             expected: "cpu",
         };
@@ -157,28 +166,28 @@ impl Optimizer {
         }
         if setup.dtype != DType::F32 {
             return Err(OptimizerError::NotOnTarget {
-                rule: binding.rule().to_string(),
+                rule: table.rule.clone(),
                 what: format!("{} tensors (Setup::dtype)", setup.dtype),
                 target: "cpu",
             });
         }
         let mut parts = Vec::new();
         let mut part_stats = Vec::new();
-        for (kind, tensors) in kinds(definition, &setup.shapes) {
+        for plan in &plans {
             let started = Instant::now();
-            let (compiled, used) = compile_cached(&kind, options)?;
+            let (compiled, used) = compile_cached(&plan.definition, options)?;
             let elapsed = started.elapsed();
             if compiled.cpu_module().is_none() {
                 return Err(wrong_target());
             }
-            let elems: usize = tensors.iter().map(|&t| binding.lens[t]).sum();
+            let elems: usize = plan.tensors.iter().map(|&t| table.lens[t]).sum();
             part_stats.push((Stats::of(&compiled, used, elapsed), elems));
-            parts.push(Part::new(&kind, &setup, tensors, compiled)?);
+            parts.push(Part::new(plan, compiled)?);
         }
-        // Every kind must reduce over all tensors at the same levels, to add their sums up.
+        // Every part must reduce over all tensors at the same levels, to add their sums up.
         let kinds: Vec<&KindStep> = parts.iter().map(|p| &p.kind).collect();
-        check_global_levels(&kinds, binding.rule(), "cpu")?;
-        let mut placement = vec![(0, 0); binding.lens.len()];
+        check_global_levels(&kinds, &table.rule, "cpu")?;
+        let mut placement = vec![(0, 0); table.lens.len()];
         for (p, part) in parts.iter().enumerate() {
             for (local, &t) in part.kind.tensors.iter().enumerate() {
                 placement[t] = (p, local);
@@ -189,7 +198,7 @@ impl Optimizer {
             n => n,
         };
         Ok(Optimizer {
-            binding,
+            table,
             parts,
             placement,
             threads,
@@ -197,14 +206,14 @@ impl Optimizer {
         })
     }
 
-    /// The compiled step (plan, kernels, stage texts) of the first kind of tensors (the only
-    /// one unless the definition depends on the rank).
+    /// The compiled step (plan, kernels, stage texts) of the first part (the only one unless
+    /// the definition depends on the rank or groups follow other rules).
     pub fn compiled(&self) -> &Compiled {
         &self.parts[0].kind.compiled
     }
 
-    /// Every compiled step, one per kind of tensors, with the optimizer's indices of the
-    /// tensors each one steps.
+    /// Every compiled step, one per part (a kind of tensors of one rule), with the optimizer's
+    /// indices of the tensors each one steps.
     pub fn compiled_kinds(&self) -> impl Iterator<Item = (&Compiled, &[usize])> {
         self.parts
             .iter()
@@ -218,32 +227,28 @@ impl Optimizer {
 
     /// How many param groups there are.
     pub fn n_groups(&self) -> usize {
-        self.binding.groups.len()
+        self.table.n_groups()
     }
 
     /// The tensor indices of param group `group`.
     pub fn group_tensors(&self, group: usize) -> Option<&[usize]> {
-        self.binding.group_tensors(group)
+        self.table.tensors.get(group).map(Vec::as_slice)
     }
 
     /// The value of hyperparameter `name` in force for `group`.
     pub fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError> {
-        self.binding.hyper(group, name)
+        self.table.hyper(&self.parts, group, name)
     }
 
-    /// Sets hyperparameter `name` for one group (`Some(g)`) or all (`None`). It takes effect
-    /// at the next step and never recompiles.
+    /// Sets hyperparameter `name` for one group (`Some(g)`) or all (`None`: every group whose
+    /// rule has it). It takes effect at the next step and never recompiles.
     pub fn set_hyper(
         &mut self,
         group: Option<usize>,
         name: &str,
         value: f64,
     ) -> Result<(), OptimizerError> {
-        self.binding.set_hyper(group, name, value)?;
-        for part in &mut self.parts {
-            part.kind.binding.set_hyper(group, name, value)?;
-        }
-        Ok(())
+        self.table.set_hyper(&mut self.parts, group, name, value)
     }
 
     /// The state `name` of tensor `tensor` (PyTorch's state names): per element, or per row
@@ -261,7 +266,7 @@ impl Optimizer {
         let elem = |part: usize, local: usize, state: usize| {
             Ok(self.parts[part].elem_state(local, state).to_vec())
         };
-        checkpoint::capture(&self.binding, &kinds, DType::F32, elem)
+        checkpoint::capture(&self.table, &kinds, DType::F32, elem)
             .expect("reading host states cannot fail")
     }
 
@@ -269,8 +274,8 @@ impl Optimizer {
     /// same file as `checkpoint().save(path)`, without a copy of the states in memory.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
         let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
-        let layout = checkpoint::layout(self.binding.lens.len(), &kinds);
-        let groups = checkpoint::groups(&self.binding, &kinds);
+        let layout = checkpoint::layout(self.table.lens.len(), &kinds);
+        let groups = checkpoint::groups(&self.table, &kinds);
         let tensors = (layout.iter())
             .map(|states| {
                 let mut states: Vec<(&str, &[f32])> = (states.iter())
@@ -291,10 +296,10 @@ impl Optimizer {
             })
             .collect();
         let view = CheckpointView {
-            rule: self.binding.rule(),
+            rule: &self.table.rule,
             dtype: DType::F32,
             steps: self.steps(),
-            shapes: &self.binding.shapes,
+            shapes: &self.table.shapes,
             groups: &groups,
             tensors,
         };
@@ -306,9 +311,9 @@ impl Optimizer {
     /// Hyperparameters take the checkpoint's values. On error nothing is modified.
     pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), OptimizerError> {
         let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
-        let layout = checkpoint::check(checkpoint, &self.binding, &kinds)?;
+        let layout = checkpoint::check(checkpoint, &self.table, &kinds)?;
         let mut kinds: Vec<&mut KindStep> = self.parts.iter_mut().map(|p| &mut p.kind).collect();
-        checkpoint::restore_host(checkpoint, &layout, &mut self.binding, &mut kinds);
+        checkpoint::restore_host(checkpoint, &layout, &self.table, &mut kinds);
         for (saved, states) in checkpoint.tensors.iter().zip(&layout) {
             for (name, _, slot) in states {
                 if let Slot::Elem { part, local, state } = *slot {
@@ -325,16 +330,12 @@ impl Optimizer {
     /// `ReduceLROnPlateau.step(metric)`): what it sets is in force from the next step. Fails
     /// when no schedule of this optimizer reads `metric`.
     pub fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
-        // Every kind holds the same scalar states: the first one fails (or not) for all.
-        for part in &mut self.parts {
-            part.kind.binding.report_metric(metric)?;
-        }
-        Ok(())
+        report_metric(&mut self.parts, metric)
     }
 
     /// The scalar state `name` of param group `group`.
     pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
-        self.parts[0].kind.binding.scalar_state(group, name)
+        self.table.scalar_state(&self.parts, group, name)
     }
 
     /// Steps taken so far.
@@ -355,7 +356,7 @@ impl Optimizer {
         let grads: Vec<&[f32]> = grads.iter().map(|g| g.as_ref()).collect();
         let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
         let grad_lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
-        self.binding.check_lengths(&param_lens, &grad_lens)?;
+        self.table.check_lengths(&param_lens, &grad_lens)?;
         // Each part's tensors, in its order (ascending optimizer indices).
         let mut part_params: Vec<Vec<&mut [f32]>> = self.parts.iter().map(|_| Vec::new()).collect();
         let mut part_grads: Vec<Vec<&[f32]>> = self.parts.iter().map(|_| Vec::new()).collect();
@@ -372,4 +373,24 @@ impl Optimizer {
         self.stats.steps = self.steps();
         Ok(())
     }
+}
+
+/// Reports `metric` to every part's metric-driven schedule (see [`Optimizer::report_metric`]):
+/// every part must have one, else nothing changes.
+pub(crate) fn report_metric<K: AsMut<KindStep>>(
+    parts: &mut [K],
+    metric: f64,
+) -> Result<(), OptimizerError> {
+    for part in parts.iter_mut() {
+        let binding = &part.as_mut().binding;
+        if binding.definition.on_metric.is_none() {
+            return Err(OptimizerError::NoMetricSchedule {
+                rule: binding.rule().to_string(),
+            });
+        }
+    }
+    for part in parts.iter_mut() {
+        part.as_mut().binding.report_metric(metric)?;
+    }
+    Ok(())
 }

@@ -1,80 +1,19 @@
 //! One compiled step over the tensors of one kind, stepped phase by phase so that an optimizer
-//! can run the steps of several kinds in lockstep (see [`kinds`]).
+//! can run the steps of several kinds, and variants, in lockstep (see `variant.rs`).
 
 use crate::binding::{Source, row_width};
 use crate::buffer::AlignedBuf;
 use crate::chunks::{self, CHUNK_ELEMS, ChunkTable};
 use crate::error::OptimizerError;
 use crate::kind_step::KindStep;
-use crate::optimizer::{Group, Setup};
 use crate::pipeline::Compiled;
 use crate::reduce::Records;
+use crate::variant::PartPlan;
 use optjit_ir::Class;
-use optjit_trace::Definition;
 use std::sync::Arc;
 
 /// Distance between the 4 KiB offsets of successive state buffers.
 const STATE_STAGGER_BYTES: usize = 1024 + 64;
-
-/// Splits the tensors of `shapes` by the step they need: one kind for all of them, unless the
-/// definition reads per-column values or the rank, whose steps differ between tensors of two
-/// or more dimensions (the definition as it is) and tensors of fewer (one row each: see
-/// [`optjit_ir::specialize_one_row`]), as PyTorch's Adafactor groups its tensors. Returns each
-/// kind's definition and tensors (ascending), kinds with no tensor left out.
-pub(crate) fn kinds(
-    definition: &Definition,
-    shapes: &[Vec<usize>],
-) -> Vec<(Definition, Vec<usize>)> {
-    if !optjit_ir::depends_on_rank(&definition.graph) {
-        return vec![(definition.clone(), (0..shapes.len()).collect())];
-    }
-    let of_rank = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> {
-        (0..shapes.len())
-            .filter(|&t| keep(shapes[t].len()))
-            .collect()
-    };
-    let mut kinds = vec![(definition.clone(), of_rank(&|rank| rank >= 2))];
-    for rank in 0..2 {
-        let mut one_row = definition.clone();
-        one_row.graph = optjit_ir::specialize_one_row(&definition.graph, rank);
-        kinds.push((one_row, of_rank(&|r| r == rank)));
-    }
-    kinds.retain(|(_, tensors)| !tensors.is_empty());
-    if kinds.is_empty() {
-        kinds.push((definition.clone(), Vec::new()));
-    }
-    kinds
-}
-
-/// The part of `setup` that holds `tensors` (renumbered `0..`): their shapes, and every group
-/// with its tensors among them (a group may be left empty).
-pub(crate) fn part_setup(setup: &Setup, tensors: &[usize]) -> Setup {
-    let mut local = vec![None; setup.shapes.len()];
-    for (i, &t) in tensors.iter().enumerate() {
-        local[t] = Some(i);
-    }
-    let groups = match setup.groups.is_empty() {
-        true => vec![Group {
-            tensors: (0..tensors.len()).collect(),
-            hypers: Default::default(),
-        }],
-        false => setup
-            .groups
-            .iter()
-            .map(|g| Group {
-                tensors: g.tensors.iter().filter_map(|&t| local[t]).collect(),
-                hypers: g.hypers.clone(),
-            })
-            .collect(),
-    };
-    Setup {
-        shapes: tensors.iter().map(|&t| setup.shapes[t].clone()).collect(),
-        groups,
-        hypers: setup.hypers.clone(),
-        threads: setup.threads,
-        dtype: setup.dtype,
-    }
-}
 
 /// The compiled step of one kind of tensors on the CPU: its [`KindStep`] and its state.
 pub(crate) struct Part {
@@ -91,6 +30,12 @@ impl AsMut<KindStep> for Part {
     }
 }
 
+impl AsRef<KindStep> for Part {
+    fn as_ref(&self) -> &KindStep {
+        &self.kind
+    }
+}
+
 /// A phase's chunk table and partials, reused from phase to phase.
 #[derive(Default)]
 struct Scratch {
@@ -102,16 +47,10 @@ struct Scratch {
 }
 
 impl Part {
-    /// The part of `definition`, compiled as `compiled`, for `setup`'s `tensors` (the
-    /// optimizer's indices).
-    pub(crate) fn new(
-        definition: &Definition,
-        setup: &Setup,
-        tensors: Vec<usize>,
-        compiled: Arc<Compiled>,
-    ) -> Result<Part, OptimizerError> {
-        let kind = KindStep::new(definition, setup, tensors, compiled)?;
-        let graph = &definition.graph;
+    /// The part `plan`, compiled as `compiled`.
+    pub(crate) fn new(plan: &PartPlan, compiled: Arc<Compiled>) -> Result<Part, OptimizerError> {
+        let kind = KindStep::new(plan, compiled)?;
+        let graph = &plan.definition.graph;
         let temps = kind.compiled.plan.temps;
         let states = kind
             .binding

@@ -6,14 +6,13 @@ use super::device::{CudaDevice, CudaError};
 use super::elem::{DeviceFloat, decode, encode, round_trip};
 use super::gpu::Gpu;
 use super::part::CudaPart;
-use crate::binding::Binding;
 use crate::checkpoint::{self, Checkpoint, Slot};
 use crate::error::OptimizerError;
 use crate::kind_step::{KindStep, check_global_levels, step_in_lockstep};
-use crate::optimizer::{Setup, Stats};
-use crate::part::kinds;
+use crate::optimizer::{Setup, Stats, report_metric};
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
 use crate::target::Target;
+use crate::variant::GroupTable;
 use cudarc::driver::CudaSlice;
 use optjit_ir::DType;
 use optjit_trace::Definition;
@@ -55,8 +54,8 @@ pub struct CudaOptimizer<G: Gpu = CudaDevice> {
     /// The captured launches of a step over the current tables. First, so that it is dropped
     /// before the kernels and buffers it launches on.
     graph: Option<G::Graph>,
-    /// The whole setup: groups, hyperparameters, shapes (the parts hold their own copies).
-    binding: Binding,
+    /// The tensors and param groups, and which parts hold each group.
+    table: GroupTable,
     device: Arc<G>,
     parts: Vec<CudaPart<G>>,
     /// Per tensor: its part and its index there.
@@ -94,9 +93,9 @@ impl<G: Gpu> CudaOptimizer<G> {
         device: Arc<G>,
         options: &CompileOptions,
     ) -> Result<CudaOptimizer<G>, OptimizerError> {
-        let binding = Binding::new(definition, &setup)?;
+        let (table, plans) = GroupTable::plan(definition, &setup)?;
         let wrong_target = || OptimizerError::WrongTarget {
-            rule: binding.rule().to_string(),
+            rule: table.rule.clone(),
             target: options.target.to_string(),
             expected: "cuda",
         };
@@ -109,32 +108,32 @@ impl<G: Gpu> CudaOptimizer<G> {
             storage: setup.dtype,
             ..options.clone()
         };
-        for (kind, tensors) in kinds(definition, &setup.shapes) {
+        for plan in &plans {
             let started = Instant::now();
-            let (compiled, used) = compile_cached(&kind, &options)?;
+            let (compiled, used) = compile_cached(&plan.definition, &options)?;
             let elapsed = started.elapsed();
             if compiled.ptx().is_none() {
                 return Err(wrong_target());
             }
-            let elems: usize = tensors.iter().map(|&t| binding.lens[t]).sum();
+            let elems: usize = plan.tensors.iter().map(|&t| table.lens[t]).sum();
             let started = Instant::now();
-            let part = CudaPart::new(&kind, &setup, tensors, compiled.clone(), &*device)?;
+            let part = CudaPart::new(plan, compiled.clone(), &*device)?;
             let mut stats = Stats::of(&compiled, used, elapsed);
             stats.compile_ms += started.elapsed().as_secs_f64() * 1e3;
             part_stats.push((stats, elems));
             parts.push(part);
         }
-        // Every kind must reduce over all tensors at the same levels, to add their sums up.
+        // Every part must reduce over all tensors at the same levels, to add their sums up.
         let kinds: Vec<&KindStep> = parts.iter().map(|p| &p.kind).collect();
-        check_global_levels(&kinds, binding.rule(), "cuda")?;
-        let mut placement = vec![(0, 0); binding.lens.len()];
+        check_global_levels(&kinds, &table.rule, "cuda")?;
+        let mut placement = vec![(0, 0); table.lens.len()];
         for (p, part) in parts.iter().enumerate() {
             for (local, &t) in part.kind.tensors.iter().enumerate() {
                 placement[t] = (p, local);
             }
         }
         Ok(CudaOptimizer {
-            binding,
+            table,
             device,
             parts,
             placement,
@@ -191,32 +190,28 @@ impl<G: Gpu> CudaOptimizer<G> {
 
     /// How many param groups there are.
     pub fn n_groups(&self) -> usize {
-        self.binding.groups.len()
+        self.table.n_groups()
     }
 
     /// The tensor indices of param group `group`.
     pub fn group_tensors(&self, group: usize) -> Option<&[usize]> {
-        self.binding.group_tensors(group)
+        self.table.tensors.get(group).map(Vec::as_slice)
     }
 
     /// The value of hyperparameter `name` in force for `group`.
     pub fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError> {
-        self.binding.hyper(group, name)
+        self.table.hyper(&self.parts, group, name)
     }
 
-    /// Sets hyperparameter `name` for one group (`Some(g)`) or all (`None`). It takes effect
-    /// at the next step and never recompiles.
+    /// Sets hyperparameter `name` for one group (`Some(g)`) or all (`None`: every group whose
+    /// rule has it). It takes effect at the next step and never recompiles.
     pub fn set_hyper(
         &mut self,
         group: Option<usize>,
         name: &str,
         value: f64,
     ) -> Result<(), OptimizerError> {
-        self.binding.set_hyper(group, name, value)?;
-        for part in &mut self.parts {
-            part.kind.binding.set_hyper(group, name, value)?;
-        }
-        Ok(())
+        self.table.set_hyper(&mut self.parts, group, name, value)
     }
 
     /// The state `name` of tensor `tensor` (PyTorch's state names), copied to the host (waits
@@ -238,7 +233,7 @@ impl<G: Gpu> CudaOptimizer<G> {
         let elem = |part: usize, local: usize, state: usize| {
             self.parts[part].elem_state(&self.device, local, state)
         };
-        checkpoint::capture(&self.binding, &kinds, self.dtype, elem)
+        checkpoint::capture(&self.table, &kinds, self.dtype, elem)
     }
 
     /// Continues from `checkpoint`, made by an optimizer of the same rule, shapes and param
@@ -249,7 +244,7 @@ impl<G: Gpu> CudaOptimizer<G> {
     /// leaves the states partly written.
     pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), OptimizerError> {
         let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
-        let layout = checkpoint::check(checkpoint, &self.binding, &kinds)?;
+        let layout = checkpoint::check(checkpoint, &self.table, &kinds)?;
         // A finite value that the dtype cannot hold would come back as infinity: refuse first.
         for (t, (saved, states)) in checkpoint.tensors.iter().zip(&layout).enumerate() {
             for (name, _, slot) in states {
@@ -257,7 +252,7 @@ impl<G: Gpu> CudaOptimizer<G> {
                 let overflows = |&x: &f32| x.is_finite() && !round_trip(self.dtype, x).is_finite();
                 if let (Slot::Elem { .. }, Some(i)) = (slot, values.iter().position(overflows)) {
                     return Err(OptimizerError::Checkpoint {
-                        rule: self.binding.rule().to_string(),
+                        rule: self.table.rule.clone(),
                         problem: format!(
                             "its state {name} of tensor {t} holds {} at index {i}, beyond what {} can hold",
                             values[i], self.dtype
@@ -275,7 +270,7 @@ impl<G: Gpu> CudaOptimizer<G> {
             }
         }
         let mut kinds: Vec<&mut KindStep> = self.parts.iter_mut().map(|p| &mut p.kind).collect();
-        checkpoint::restore_host(checkpoint, &layout, &mut self.binding, &mut kinds);
+        checkpoint::restore_host(checkpoint, &layout, &self.table, &mut kinds);
         self.stats.steps = checkpoint.steps;
         Ok(())
     }
@@ -284,16 +279,12 @@ impl<G: Gpu> CudaOptimizer<G> {
     /// `ReduceLROnPlateau.step(metric)`): what it sets is in force from the next step. Fails
     /// when no schedule of this optimizer reads `metric`.
     pub fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
-        // Every kind holds the same scalar states: the first one fails (or not) for all.
-        for part in &mut self.parts {
-            part.kind.binding.report_metric(metric)?;
-        }
-        Ok(())
+        report_metric(&mut self.parts, metric)
     }
 
     /// The scalar state `name` of param group `group`.
     pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
-        self.parts[0].kind.binding.scalar_state(group, name)
+        self.table.scalar_state(&self.parts, group, name)
     }
 
     /// Steps taken so far.
@@ -313,12 +304,12 @@ impl<G: Gpu> CudaOptimizer<G> {
     /// must not alias a buffer the step writes); and all must stay valid, with no other stream
     /// writing them, until this device's stream has run the step.
     pub unsafe fn step_raw(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
-        let n = self.binding.lens.len();
+        let n = self.table.lens.len();
         let claimed = |given: usize| match given == n {
-            true => self.binding.lens.clone(),
+            true => self.table.lens.clone(),
             false => vec![0; given],
         };
-        self.binding
+        self.table
             .check_lengths(&claimed(params.len()), &claimed(grads.len()))?;
         let bytes = self.dtype.size_bytes();
         for (what, addresses) in [("param", params), ("grad", grads)] {
@@ -349,7 +340,7 @@ impl<G: Gpu> CudaOptimizer<G> {
         let grads: Vec<&[f32]> = grads.iter().map(|g| g.as_ref()).collect();
         let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
         let grad_lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
-        self.binding.check_lengths(&param_lens, &grad_lens)?;
+        self.table.check_lengths(&param_lens, &grad_lens)?;
         let dtype = self.dtype;
         let upload = |host: &[f32]| -> Result<Option<G::Buffer<u8>>, CudaError> {
             match host.len() {
@@ -446,7 +437,7 @@ impl CudaOptimizer<CudaDevice> {
         }
         let param_lens: Vec<usize> = params.iter().map(CudaSlice::len).collect();
         let grad_lens: Vec<usize> = grads.iter().map(CudaSlice::len).collect();
-        self.binding.check_lengths(&param_lens, &grad_lens)?;
+        self.table.check_lengths(&param_lens, &grad_lens)?;
         for (what, owned) in [
             (
                 "param",

@@ -8,13 +8,12 @@ use crate::binding::{Source, row_width};
 use crate::chunks::ChunkTable;
 use crate::error::OptimizerError;
 use crate::kind_step::KindStep;
-use crate::optimizer::Setup;
 use crate::pipeline::Compiled;
 use crate::reduce::Records;
+use crate::variant::PartPlan;
 use crate::view::View;
 use optjit_ir::{Class, DType, Walk};
 use optjit_kernels_gen::{PTX_BLOCK_THREADS, ptx_entry_name};
-use optjit_trace::Definition;
 use std::sync::Arc;
 
 /// Most blocks one launch starts; blocks walk the records with a grid stride beyond that.
@@ -87,17 +86,22 @@ impl<G: Gpu> AsMut<KindStep> for CudaPart<G> {
     }
 }
 
+impl<G: Gpu> AsRef<KindStep> for CudaPart<G> {
+    fn as_ref(&self) -> &KindStep {
+        &self.kind
+    }
+}
+
 impl<G: Gpu> CudaPart<G> {
-    /// Loads `compiled` (PTX) on `device` for `setup`'s `tensors` (the optimizer's indices) and
-    /// allocates their state there.
+    /// Loads `compiled` (PTX) on `device` for the part `plan` and allocates its tensors' state
+    /// there.
     pub(super) fn new(
-        definition: &Definition,
-        setup: &Setup,
-        tensors: Vec<usize>,
+        plan: &PartPlan,
         compiled: Arc<Compiled>,
         device: &G,
     ) -> Result<CudaPart<G>, OptimizerError> {
-        let kind = KindStep::new(definition, setup, tensors, compiled)?;
+        let definition = &plan.definition;
+        let kind = KindStep::new(plan, compiled)?;
         let compiled = &kind.compiled;
         let modules = compiled.ptx().expect("the caller checked the target");
         let mut phases = Vec::with_capacity(modules.len());
@@ -121,7 +125,7 @@ impl<G: Gpu> CudaPart<G> {
 
         let binding = &kind.binding;
         let graph = &definition.graph;
-        let dtype = setup.dtype;
+        let dtype = plan.setup.dtype;
         let buffer = |len: usize, init: f64, dtype: DType| match len {
             0 => Ok(None),
             _ => device
