@@ -88,6 +88,7 @@ fn push_op(out: &mut Vec<u64>, op: &Op) {
         }
         Op::Input(Input::Rank) => out.push(22),
         Op::Input(Input::Step) => out.push(6),
+        Op::Input(Input::OptimizerStep) => out.push(23),
         Op::Const(c) => out.extend([7, c.to_bits()]),
         Op::Unary(u) => out.extend([8, *u as u64]),
         Op::Binary(b) => out.extend([9, *b as u64]),

@@ -22,8 +22,12 @@ pub enum Input {
     ScalarState(String),
     /// A hyperparameter in force for the group, by name (`lr`).
     Hyper(String),
-    /// The 1-based count of optimizer steps, including the one being taken (PyTorch's `state["step"]`).
+    /// The tensor's 1-based count of steps, including the one being taken (PyTorch's
+    /// `state["step"]`): it does not advance on a step where the tensor has no gradient.
     Step,
+    /// The optimizer's 1-based count of steps, including the one being taken, the same for
+    /// every tensor (what a schedule counts: PyTorch's `last_epoch + 1`).
+    OptimizerStep,
 }
 
 impl fmt::Display for Input {
@@ -38,6 +42,7 @@ impl fmt::Display for Input {
             Input::ScalarState(n) => write!(f, "scalar_state {n}"),
             Input::Hyper(n) => write!(f, "hyper {n}"),
             Input::Step => f.write_str("step"),
+            Input::OptimizerStep => f.write_str("optimizer_step"),
         }
     }
 }

@@ -403,6 +403,7 @@ fn known_ops() -> String {
         "param",
         "grad",
         "step",
+        "optimizer_step",
         "state",
         "scalar_state",
         "row_state",
@@ -555,6 +556,7 @@ impl Parser {
             "param" => (Op::Input(Input::Param), Vec::new()),
             "grad" => (Op::Input(Input::Grad), Vec::new()),
             "step" => (Op::Input(Input::Step), Vec::new()),
+            "optimizer_step" => (Op::Input(Input::OptimizerStep), Vec::new()),
             "state" => (
                 Op::Input(Input::State(name(cur, "a state name")?)),
                 Vec::new(),

@@ -551,7 +551,7 @@ fn replay(
         first_failure: None,
     };
     for (k, (grad, want)) in grads.iter().zip(expected).enumerate() {
-        let grad = tensors(grad, &format!("grads[{k}]"))?;
+        let grad = gradients(grad, &format!("grads[{k}]"))?;
         if let Err(e) = opt.step(&mut params, &grad) {
             return Err(BadInput(format!("step {k}: {e}")));
         }
@@ -644,7 +644,11 @@ fn replay(
                     }
                     other => {
                         let w = number(other, name)?;
-                        let Some(got) = opt.scalar_state(group, name) else {
+                        // The tensor's own (PyTorch keeps scalar states per parameter), or its
+                        // group's.
+                        let got = (opt.tensor_scalar_state(t, name))
+                            .or_else(|| opt.scalar_state(group, name));
+                        let Some(got) = got else {
                             return Ok(Outcome::Unsupported(format!("no scalar state '{name}'")));
                         };
                         cmp.check(got, w, || {
@@ -738,6 +742,24 @@ fn tensors(v: &Value, what: &str) -> Result<Vec<Vec<f32>>, BadInput> {
                 .into_iter()
                 .map(|x| x as f32)
                 .collect())
+        })
+        .collect()
+}
+
+/// A step's gradients: `null` for a tensor without one (see `groups/README.md`).
+fn gradients(v: &Value, what: &str) -> Result<Vec<Option<Vec<f32>>>, BadInput> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| BadInput(format!("{what} must be a list of tensors")))?;
+    list.iter()
+        .enumerate()
+        .map(|(t, x)| match x {
+            Value::Null => Ok(None),
+            x => Ok(Some(
+                (numbers(x, &format!("{what}[{t}]"))?.into_iter())
+                    .map(|x| x as f32)
+                    .collect(),
+            )),
         })
         .collect()
 }

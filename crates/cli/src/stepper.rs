@@ -57,8 +57,12 @@ impl Backend {
 
 /// What `golden` asks of a compiled optimizer, stepping host tensors, on any target.
 pub trait Steps {
-    /// One step over host tensors.
-    fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) -> Result<(), OptimizerError>;
+    /// One step over host tensors; a tensor whose gradient is `None` does not step.
+    fn step(
+        &mut self,
+        params: &mut [Vec<f32>],
+        grads: &[Option<Vec<f32>>],
+    ) -> Result<(), OptimizerError>;
     /// The hyperparameter `name` in force for `group`.
     fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError>;
     /// The param groups.
@@ -69,6 +73,8 @@ pub trait Steps {
     fn state(&self, tensor: usize, name: &str) -> Result<Option<Vec<f32>>, OptimizerError>;
     /// The scalar state `name` of param group `group`.
     fn scalar_state(&self, group: usize, name: &str) -> Option<f64>;
+    /// The scalar state `name` of tensor `tensor`, when each tensor has its own.
+    fn tensor_scalar_state(&self, tensor: usize, name: &str) -> Option<f64>;
     /// Reports the metric of the step just taken to the metric-driven schedule.
     fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError>;
     /// The optimizer's counters.
@@ -86,8 +92,12 @@ pub trait Steps {
 }
 
 impl Steps for Optimizer {
-    fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) -> Result<(), OptimizerError> {
-        Optimizer::step(self, params, grads)
+    fn step(
+        &mut self,
+        params: &mut [Vec<f32>],
+        grads: &[Option<Vec<f32>>],
+    ) -> Result<(), OptimizerError> {
+        Optimizer::step_optional(self, params, grads)
     }
     fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError> {
         Optimizer::hyper(self, group, name)
@@ -103,6 +113,9 @@ impl Steps for Optimizer {
     }
     fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
         Optimizer::scalar_state(self, group, name)
+    }
+    fn tensor_scalar_state(&self, tensor: usize, name: &str) -> Option<f64> {
+        Optimizer::tensor_scalar_state(self, tensor, name)
     }
     fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
         Optimizer::report_metric(self, metric)
@@ -120,8 +133,19 @@ impl Steps for Optimizer {
 
 /// Host tensors are copied to the device and back each step.
 impl<G: Gpu> Steps for CudaOptimizer<G> {
-    fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) -> Result<(), OptimizerError> {
-        self.step_host(params, grads)
+    fn step(
+        &mut self,
+        params: &mut [Vec<f32>],
+        grads: &[Option<Vec<f32>>],
+    ) -> Result<(), OptimizerError> {
+        let Some(grads) = grads.iter().cloned().collect::<Option<Vec<Vec<f32>>>>() else {
+            return Err(OptimizerError::NotOnTarget {
+                rule: "golden".into(),
+                what: "tensors without a gradient (Optimizer::step_optional)".into(),
+                target: "cuda",
+            });
+        };
+        self.step_host(params, &grads)
     }
     fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError> {
         CudaOptimizer::hyper(self, group, name)
@@ -137,6 +161,9 @@ impl<G: Gpu> Steps for CudaOptimizer<G> {
     }
     fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
         CudaOptimizer::scalar_state(self, group, name)
+    }
+    fn tensor_scalar_state(&self, tensor: usize, name: &str) -> Option<f64> {
+        CudaOptimizer::tensor_scalar_state(self, tensor, name)
     }
     fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
         CudaOptimizer::report_metric(self, metric)

@@ -37,7 +37,9 @@ pub(crate) fn input_class(input: &Input) -> Class {
         Input::RowState(_) => Class::Row,
         Input::ColState(_) => Class::Col,
         Input::Rank => Class::Tensor,
-        Input::ScalarState(_) | Input::Hyper(_) | Input::Step => Class::Scalar,
+        Input::ScalarState(_) | Input::Hyper(_) | Input::Step | Input::OptimizerStep => {
+            Class::Scalar
+        }
     }
 }
 

@@ -50,6 +50,7 @@ impl fmt::Display for Leaf {
             Input::Param => f.write_str("param"),
             Input::Grad => f.write_str("grad"),
             Input::Step => f.write_str("step"),
+            Input::OptimizerStep => f.write_str("optimizer_step"),
             Input::Rank => f.write_str("rank"),
             Input::State(n) => write!(f, "state:{n}"),
             Input::RowState(n) => write!(f, "rstate:{n}"),
@@ -68,6 +69,7 @@ impl FromStr for Leaf {
             "param" => Input::Param,
             "grad" => Input::Grad,
             "step" => Input::Step,
+            "optimizer_step" => Input::OptimizerStep,
             "rank" => Input::Rank,
             _ => match s.split_once(':') {
                 Some(("state", n)) if !n.is_empty() => Input::State(n.to_string()),
@@ -250,6 +252,7 @@ mod tests {
             Op::Input(Input::Param),
             Op::Input(Input::Grad),
             Op::Input(Input::Step),
+            Op::Input(Input::OptimizerStep),
             Op::Input(Input::State("exp_avg".into())),
             Op::Input(Input::ScalarState("mu".into())),
             Op::Input(Input::Hyper("lr".into())),

@@ -1,5 +1,6 @@
 //! What an optimizer is bound to, whatever the target: the definition, the tensors' shapes, the
-//! param groups with their hyperparameters and scalar states, and the step count.
+//! param groups with their hyperparameters and scalar states, each tensor's step count and
+//! scalar states, and the optimizer's step count.
 
 use crate::error::OptimizerError;
 use crate::optimizer::{Group, Setup};
@@ -15,8 +16,29 @@ pub(crate) struct GroupState {
     pub(crate) tensors: Vec<usize>,
     /// Value in force of every declared hyperparameter, in declaration order.
     hypers: Vec<f64>,
-    /// Scalar states, indexed like the graph's states (per-element entries unused).
+    /// The group's scalar states (`Definition::group_states`: a schedule's, the clipping norm),
+    /// indexed like the graph's states (other entries unused).
     scalar_states: Vec<f64>,
+}
+
+/// What one tensor carries from step to step on the host, as PyTorch keeps it per parameter:
+/// how many steps it took (a step without its gradient does not count) and its own scalar
+/// states (`mu_product`, ASGD's `eta` and `mu`).
+#[derive(Clone, Debug)]
+pub(crate) struct TensorState {
+    pub(crate) steps: u64,
+    /// Indexed like the graph's states (only the tensor's own scalar states used).
+    pub(crate) scalar_states: Vec<f64>,
+}
+
+impl TensorState {
+    /// Whether `other` is at the same step with the same scalar states, bit for bit (a NaN
+    /// state equals itself).
+    fn same(&self, other: &TensorState) -> bool {
+        self.steps == other.steps
+            && (self.scalar_states.iter().zip(&other.scalar_states))
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
 }
 
 /// The target-independent part of an optimizer (the CPU and the CUDA one hold the same).
@@ -33,12 +55,38 @@ pub(crate) struct Binding {
     /// Per tensor, the index of its first row of kernel scalars when rows are per row.
     row_base: Vec<usize>,
     pub(crate) groups: Vec<GroupState>,
+    /// Per tensor, its step count and scalar states.
+    pub(crate) tensors: Vec<TensorState>,
+    /// Per graph state, whether it is the group's (else each tensor's, for a scalar state).
+    group_level: Vec<bool>,
+    /// Steps the optimizer took (what schedules count).
     pub(crate) step_count: u64,
 }
 
-/// Scalar-state updates of one step, per group, and row- and column-state updates, per
-/// tensor, applied by [`Binding::finish_step`].
-pub(crate) struct PendingStep(Vec<Vec<(usize, f64)>>, Vec<Vec<(usize, Vec<f32>)>>);
+/// What one step changes on the host, applied by [`Binding::finish_step`].
+pub(crate) struct PendingStep {
+    /// Per cohort (see [`Cohort`]), its scalar-state updates: (graph state, value).
+    scalar: Vec<Vec<(usize, f64)>>,
+    /// Per stepping tensor, its row- and column-state updates.
+    factors: Vec<(usize, FactorUpdates)>,
+}
+
+/// A tensor's row- and column-state updates: (graph state, values).
+type FactorUpdates = Vec<(usize, Vec<f32>)>;
+
+/// The tensors of one param group that take a step with the same step count and scalar states,
+/// so with the same scalar program: one per group while every tensor has its gradient at every
+/// step; a group splits into more when some of its tensors skipped steps. A group none of whose
+/// tensors steps has one cohort without tensors, for its own (schedule) states.
+#[derive(Clone, Debug)]
+pub(crate) struct Cohort {
+    pub(crate) group: usize,
+    /// Its stepping tensors (binding indices, ascending).
+    pub(crate) tensors: Vec<usize>,
+}
+
+/// Marks a tensor that does not step (see `StageScratch::cohort_of`).
+const NOT_STEPPING: usize = usize::MAX;
 
 impl Binding {
     /// Checks `setup` against `definition` (groups partition the tensors, every hyperparameter
@@ -99,6 +147,13 @@ impl Binding {
                 scalar_states: graph.states.iter().map(|s| s.init).collect(),
             });
         }
+        let tensor_state = TensorState {
+            steps: 0,
+            scalar_states: graph.states.iter().map(|s| s.init).collect(),
+        };
+        let group_level = (graph.states.iter())
+            .map(|s| definition.group_states.contains(&s.name))
+            .collect();
         let lens = tensor_lengths(rule, &setup.shapes)?;
         let views: Vec<View> = setup
             .shapes
@@ -121,6 +176,8 @@ impl Binding {
             factor_states: Vec::new(),
             row_base,
             groups: group_states,
+            tensors: vec![tensor_state; setup.shapes.len()],
+            group_level,
             step_count: 0,
         })
     }
@@ -178,12 +235,48 @@ impl Binding {
         (graph.hypers.iter().zip(&self.groups[g].hypers)).map(|(h, &v)| (h.name.clone(), v))
     }
 
-    /// Every scalar state of group `g` with its value, in declaration order.
+    /// Every scalar state of group `g` (the group's own: see [`GroupState::scalar_states`])
+    /// with its value, in declaration order.
     pub(crate) fn named_scalar_states(&self, g: usize) -> impl Iterator<Item = (String, f64)> + '_ {
         let graph = &self.definition.graph;
-        (graph.states.iter().zip(&self.groups[g].scalar_states))
-            .filter(|(s, _)| s.class == Class::Scalar)
-            .map(|(s, &v)| (s.name.clone(), v))
+        (graph
+            .states
+            .iter()
+            .zip(&self.groups[g].scalar_states)
+            .zip(&self.group_level))
+        .filter(|((s, _), group)| s.class == Class::Scalar && **group)
+        .map(|((s, &v), _)| (s.name.clone(), v))
+    }
+
+    /// Every scalar state of tensor `t` (its own: see [`TensorState`]) with its value, in
+    /// declaration order.
+    pub(crate) fn named_tensor_scalar_states(
+        &self,
+        t: usize,
+    ) -> impl Iterator<Item = (String, f64)> + '_ {
+        let graph = &self.definition.graph;
+        (graph
+            .states
+            .iter()
+            .zip(&self.tensors[t].scalar_states)
+            .zip(&self.group_level))
+        .filter(|((s, _), group)| s.class == Class::Scalar && !**group)
+        .map(|((s, &v), _)| (s.name.clone(), v))
+    }
+
+    /// Sets the scalar states of tensor `t` that `scalar_states` names (checked by the caller).
+    pub(crate) fn set_tensor_scalar_states(
+        &mut self,
+        t: usize,
+        scalar_states: &BTreeMap<String, f64>,
+    ) {
+        let graph = &self.definition.graph;
+        let own = &mut self.tensors[t].scalar_states;
+        for ((s, value), &group) in graph.states.iter().zip(own).zip(&self.group_level) {
+            if s.class == Class::Scalar && !group {
+                *value = scalar_states.get(&s.name).copied().unwrap_or(*value);
+            }
+        }
     }
 
     /// Checks that `value` lies in the domain of the hyperparameter `name` (` in param group
@@ -211,8 +304,10 @@ impl Binding {
         for (h, value) in graph.hypers.iter().zip(&mut group.hypers) {
             *value = hypers.get(&h.name).copied().unwrap_or(*value);
         }
-        for (s, value) in graph.states.iter().zip(&mut group.scalar_states) {
-            if s.class == Class::Scalar {
+        for ((s, value), &own) in
+            (graph.states.iter().zip(&mut group.scalar_states)).zip(&self.group_level)
+        {
+            if s.class == Class::Scalar && own {
                 *value = scalar_states.get(&s.name).copied().unwrap_or(*value);
             }
         }
@@ -254,14 +349,30 @@ impl Binding {
         self.factor_states.get(tensor).map(|s| s[index].as_slice())
     }
 
+    /// The scalar state `name` of `group`: the group's own, or, for each tensor's own, that of
+    /// the group's first tensor.
     pub(crate) fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
         let index = self.state_index(name, Class::Scalar)?;
-        self.groups.get(group).map(|g| g.scalar_states[index])
+        let group = self.groups.get(group)?;
+        match self.group_level[index] {
+            true => Some(group.scalar_states[index]),
+            false => Some(self.tensors[*group.tensors.first()?].scalar_states[index]),
+        }
     }
 
-    /// Runs stage `stage` of the next step's scalar program for every group (and every tensor,
-    /// for per-tensor values). Stage 0 starts the step and sizes `scratch`: one row of
-    /// `program.n_kernel_scalars().max(1)` kernel scalars per group, or per tensor when kernels
+    /// The scalar state `name` of tensor `t`, when it is each tensor's own.
+    pub(crate) fn tensor_scalar_state(&self, t: usize, name: &str) -> Option<f64> {
+        let index = self.state_index(name, Class::Scalar)?;
+        match self.group_level[index] {
+            true => None,
+            false => Some(self.tensors.get(t)?.scalar_states[index]),
+        }
+    }
+
+    /// Runs stage `stage` of the next step's scalar program for every cohort (see [`Cohort`])
+    /// of the tensors marked in `stepping` (and every tensor, for per-tensor values). Stage 0
+    /// starts the step: it forms the cohorts and sizes `scratch`: one row of
+    /// `program.n_kernel_scalars().max(1)` kernel scalars per cohort, or per tensor when kernels
     /// read per-tensor values (see [`Binding::row_of`]). Each stage fills the row slots it
     /// computes; `reduced` holds the step's reductions finished so far. Nothing is modified
     /// until [`Binding::finish_step`] takes [`Binding::pending_step`].
@@ -270,18 +381,21 @@ impl Binding {
         program: &ScalarProgram,
         stage: usize,
         reduced: &Reduced,
+        stepping: &[bool],
         scratch: &mut StageScratch,
     ) {
-        let step = (self.step_count + 1) as f64;
         let width = row_width(program);
         let n = program.n_values().max(1);
         let per_tensor = program.rows_per_tensor();
         let per_row = program.rows_per_row();
         if stage == 0 {
+            self.form_cohorts(stepping, scratch);
             scratch.rows.clear();
-            scratch.rows.resize(self.n_rows(program) * width, 0.0);
-            scratch.group_values.clear();
-            scratch.group_values.resize(self.groups.len() * n, 0.0);
+            scratch
+                .rows
+                .resize(self.n_rows(program, scratch) * width, 0.0);
+            scratch.cohort_values.clear();
+            scratch.cohort_values.resize(scratch.cohorts.len() * n, 0.0);
             scratch.tensor_values.clear();
             scratch.tensor_values.resize(self.lens.len() * n, 0.0);
             if per_row {
@@ -299,22 +413,28 @@ impl Binding {
         }
         let StageScratch {
             rows,
-            group_values,
+            cohorts,
+            cohort_states,
+            cohort_steps,
+            cohort_values,
             tensor_values,
             factors,
             cols,
+            ..
         } = scratch;
-        for (g, group) in self.groups.iter().enumerate() {
+        let n_states = self.group_level.len();
+        for (c, cohort) in cohorts.iter().enumerate() {
             let inputs = StageInputs {
-                hypers: &group.hypers,
-                step,
-                states: &group.scalar_states,
+                hypers: &self.groups[cohort.group].hypers,
+                step: cohort_steps[c] as f64,
+                optimizer_step: (self.step_count + 1) as f64,
+                states: &cohort_states[c * n_states..(c + 1) * n_states],
                 reduced,
             };
-            let values = &mut group_values[g * n..(g + 1) * n];
+            let values = &mut cohort_values[c * n..(c + 1) * n];
             program.run_group(stage, &inputs, values);
             if per_row {
-                for &t in &group.tensors {
+                for &t in &cohort.tensors {
                     let view = &self.views[t];
                     let own = &mut tensor_values[t * n..(t + 1) * n];
                     let states = &self.factor_states[t];
@@ -336,10 +456,10 @@ impl Binding {
                 continue;
             }
             if !per_tensor {
-                program.fill_row(stage, values, None, &mut rows[g * width..(g + 1) * width]);
+                program.fill_row(stage, values, None, &mut rows[c * width..(c + 1) * width]);
                 continue;
             }
-            for &t in &group.tensors {
+            for &t in &cohort.tensors {
                 let own = &mut tensor_values[t * n..(t + 1) * n];
                 program.run_tensor(stage, t, &inputs, values, own);
                 let row = &mut rows[t * width..(t + 1) * width];
@@ -348,8 +468,69 @@ impl Binding {
         }
     }
 
-    /// How many rows of kernel scalars a step fills (see [`Binding::row_of`]).
-    pub(crate) fn n_rows(&self, program: &ScalarProgram) -> usize {
+    /// Splits each group's tensors marked in `stepping` into cohorts (see [`Cohort`]), with the
+    /// step count and scalar states each runs the scalar program with.
+    pub(crate) fn form_cohorts(&self, stepping: &[bool], scratch: &mut StageScratch) {
+        let n_states = self.group_level.len();
+        scratch.cohorts.clear();
+        scratch.cohort_states.clear();
+        scratch.cohort_steps.clear();
+        scratch.cohort_of.clear();
+        scratch.cohort_of.resize(self.lens.len(), NOT_STEPPING);
+        for (g, group) in self.groups.iter().enumerate() {
+            let first = scratch.cohorts.len();
+            for &t in group.tensors.iter().filter(|&&t| stepping[t]) {
+                let own = &self.tensors[t];
+                let same = |c: &Cohort| self.tensors[c.tensors[0]].same(own);
+                let c = match scratch.cohorts[first..].iter().position(same) {
+                    Some(c) => first + c,
+                    None => {
+                        scratch.cohorts.push(Cohort {
+                            group: g,
+                            tensors: Vec::new(),
+                        });
+                        scratch.cohort_steps.push(own.steps + 1);
+                        let states =
+                            (self.group_level.iter().enumerate()).map(|(i, &group)| match group {
+                                true => self.groups[g].scalar_states[i],
+                                false => own.scalar_states[i],
+                            });
+                        scratch.cohort_states.extend(states);
+                        scratch.cohorts.len() - 1
+                    }
+                };
+                scratch.cohorts[c].tensors.push(t);
+                scratch.cohort_of[t] = c;
+            }
+            if scratch.cohorts.len() == first {
+                // Nothing of the group steps: its own states still follow the optimizer.
+                scratch.cohorts.push(Cohort {
+                    group: g,
+                    tensors: Vec::new(),
+                });
+                scratch.cohort_steps.push(self.step_count + 1);
+                scratch.cohort_states.extend(&self.groups[g].scalar_states);
+            }
+        }
+        debug_assert_eq!(
+            scratch.cohort_states.len(),
+            scratch.cohorts.len() * n_states
+        );
+    }
+
+    /// Whether the tensors of each group are at the same step count with the same scalar
+    /// states (then each group steps as one cohort).
+    pub(crate) fn uniform_groups(&self) -> bool {
+        self.groups.iter().all(|g| {
+            let mut states = g.tensors.iter().map(|&t| &self.tensors[t]);
+            let first = states.next();
+            states.all(|s| first.is_some_and(|first| first.same(s)))
+        })
+    }
+
+    /// How many rows of kernel scalars a step fills when each group is one cohort (every
+    /// tensor of a group at the same step count: always, unless some tensors skipped steps).
+    pub(crate) fn group_rows(&self, program: &ScalarProgram) -> usize {
         match (program.rows_per_row(), program.rows_per_tensor()) {
             (true, _) => self.views.iter().map(View::total_rows).sum(),
             (false, true) => self.lens.len(),
@@ -357,21 +538,35 @@ impl Binding {
         }
     }
 
-    /// The row of kernel scalars that row `row` (over all matrices) of tensor `tensor` of group
-    /// `group` reads: rows are per group unless kernels read per-tensor values (one per tensor)
-    /// or the step has per-row values (one per row of every tensor).
+    /// How many rows of kernel scalars a step fills (see [`Binding::row_of`]).
+    pub(crate) fn n_rows(&self, program: &ScalarProgram, scratch: &StageScratch) -> usize {
+        match (program.rows_per_row(), program.rows_per_tensor()) {
+            (true, _) => self.views.iter().map(View::total_rows).sum(),
+            (false, true) => self.lens.len(),
+            (false, false) => scratch.cohorts.len(),
+        }
+    }
+
+    /// The row of kernel scalars that row `row` (over all matrices) of tensor `tensor` reads,
+    /// in a step whose stage 0 filled `scratch`: rows are per cohort unless kernels read
+    /// per-tensor values (one per tensor) or the step has per-row values (one per row of every
+    /// tensor). `None` for a tensor that does not step.
     pub(crate) fn row_of(
         &self,
         program: &ScalarProgram,
-        group: usize,
+        scratch: &StageScratch,
         tensor: usize,
         row: usize,
-    ) -> usize {
-        match (program.rows_per_row(), program.rows_per_tensor()) {
+    ) -> Option<usize> {
+        let cohort = scratch.cohort_of[tensor];
+        if cohort == NOT_STEPPING {
+            return None;
+        }
+        Some(match (program.rows_per_row(), program.rows_per_tensor()) {
             (true, _) => self.row_base[tensor] + row,
             (false, true) => tensor,
-            (false, false) => group,
-        }
+            (false, false) => cohort,
+        })
     }
 
     /// The scalar-state updates of a step whose every stage ran.
@@ -382,22 +577,19 @@ impl Binding {
     ) -> PendingStep {
         let n_values = program.n_values().max(1);
         let factor_updates = match program.rows_per_row() {
-            true => scratch
-                .factors
-                .iter()
-                .map(|f| program.factor_updates(f))
+            true => (scratch.cohorts.iter())
+                .flat_map(|c| c.tensors.iter())
+                .map(|&t| (t, program.factor_updates(&scratch.factors[t])))
                 .collect(),
             false => Vec::new(),
         };
-        PendingStep(
-            scratch
-                .group_values
-                .chunks(n_values)
-                .take(self.groups.len())
+        PendingStep {
+            scalar: (scratch.cohort_values.chunks(n_values))
+                .take(scratch.cohorts.len())
                 .map(|v| program.state_updates(v))
                 .collect(),
-            factor_updates,
-        )
+            factors: factor_updates,
+        }
     }
 
     /// Runs the metric-driven schedule for every group with `metric`, as PyTorch's
@@ -429,6 +621,7 @@ impl Binding {
                 hypers,
                 step: self.step_count as f64,
                 scalar_states,
+                optimizer_step: Some(self.step_count as f64),
             };
             let out = optjit_ir::interpret(program, &env, &[]).map_err(|e| {
                 OptimizerError::MetricSchedule {
@@ -448,16 +641,31 @@ impl Binding {
         Ok(())
     }
 
-    /// Commits a step whose kernels ran: scalar states take their new values, the count grows.
-    pub(crate) fn finish_step(&mut self, pending: PendingStep) {
-        for (group, updates) in self.groups.iter_mut().zip(pending.0) {
+    /// Commits a step whose kernels ran over the cohorts of `scratch` (the step's): the
+    /// group's scalar states take the values its first cohort computed, each stepping tensor's
+    /// its cohort's, and its step count grows, as the optimizer's does.
+    pub(crate) fn finish_step(&mut self, pending: PendingStep, scratch: &StageScratch) {
+        let mut group_done = vec![false; self.groups.len()];
+        for (cohort, updates) in scratch.cohorts.iter().zip(pending.scalar) {
+            let first = !std::mem::replace(&mut group_done[cohort.group], true);
             for (state, value) in updates {
-                group.scalar_states[state] = value;
+                match self.group_level[state] {
+                    true if first => self.groups[cohort.group].scalar_states[state] = value,
+                    true => {}
+                    false => {
+                        for &t in &cohort.tensors {
+                            self.tensors[t].scalar_states[state] = value;
+                        }
+                    }
+                }
+            }
+            for &t in &cohort.tensors {
+                self.tensors[t].steps += 1;
             }
         }
-        for (states, updates) in self.factor_states.iter_mut().zip(pending.1) {
+        for (t, updates) in pending.factors {
             for (state, values) in updates {
-                states[state] = values;
+                self.factor_states[t][state] = values;
             }
         }
         self.step_count += 1;
@@ -469,8 +677,16 @@ impl Binding {
 pub(crate) struct StageScratch {
     /// The rows of kernel scalars, `row_width` floats each.
     pub(crate) rows: Vec<f32>,
-    /// Per group, every instruction's value (per-tensor ones unused).
-    group_values: Vec<f64>,
+    /// The step's cohorts (see [`Cohort`]).
+    pub(crate) cohorts: Vec<Cohort>,
+    /// Per tensor, its cohort, or `NOT_STEPPING`.
+    cohort_of: Vec<usize>,
+    /// Per cohort, the scalar states it steps from (indexed like the graph's states).
+    cohort_states: Vec<f64>,
+    /// Per cohort, the step count it takes (1-based, this step included).
+    cohort_steps: Vec<u64>,
+    /// Per cohort, every instruction's value (per-tensor ones unused).
+    cohort_values: Vec<f64>,
     /// Per tensor, every instruction's value (only per-tensor ones used).
     tensor_values: Vec<f64>,
     /// Per tensor, its per-matrix, per-row and per-column values (steps with per-row values).

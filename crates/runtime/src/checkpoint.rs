@@ -19,12 +19,17 @@ pub struct Checkpoint {
     pub(crate) rule: String,
     /// How the optimizer stored its tensors and per-element states.
     pub(crate) dtype: DType,
-    /// Steps taken.
+    /// Steps the optimizer took.
     pub(crate) steps: u64,
     pub(crate) shapes: Vec<Vec<usize>>,
     pub(crate) groups: Vec<GroupCheckpoint>,
     /// Per tensor, its states by name.
     pub(crate) tensors: Vec<BTreeMap<String, Vec<f32>>>,
+    /// Per tensor, the steps it took (fewer than the optimizer's if it lacked a gradient at
+    /// some).
+    pub(crate) tensor_steps: Vec<u64>,
+    /// Per tensor, its own scalar states by name (NAdam's `mu_product`, ...).
+    pub(crate) tensor_scalar_states: Vec<BTreeMap<String, f64>>,
 }
 
 /// One param group of a [`Checkpoint`].
@@ -43,9 +48,19 @@ impl Checkpoint {
         &self.rule
     }
 
-    /// Steps taken when it was made.
+    /// Steps the optimizer took when it was made.
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Steps tensor `tensor` took (PyTorch's `state[p]["step"]`).
+    pub fn tensor_steps(&self, tensor: usize) -> Option<u64> {
+        self.tensor_steps.get(tensor).copied()
+    }
+
+    /// The scalar state `name` of tensor `tensor`, when each tensor has its own.
+    pub fn tensor_scalar_state(&self, tensor: usize, name: &str) -> Option<f64> {
+        self.tensor_scalar_states.get(tensor)?.get(name).copied()
     }
 
     /// How the optimizer stored its tensors and per-element states.
@@ -68,9 +83,14 @@ impl Checkpoint {
         self.groups.get(group)?.hypers.get(name).copied()
     }
 
-    /// The scalar state `name` of `group`.
+    /// The scalar state `name` of `group`: the group's own, or, for one each tensor has, that
+    /// of the group's first tensor.
     pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
-        self.groups.get(group)?.scalar_states.get(name).copied()
+        let group = self.groups.get(group)?;
+        match group.scalar_states.get(name) {
+            Some(&value) => Some(value),
+            None => self.tensor_scalar_state(*group.tensors.first()?, name),
+        }
     }
 
     /// The state `name` of tensor `tensor` (per element, or per row or column of each matrix).
@@ -124,7 +144,8 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Sets the scalar state `name` of `group`, which it must hold.
+    /// Sets the scalar state `name` of `group`, which it must hold: the group's own, or, for
+    /// one each tensor has, that of every tensor of the group.
     pub fn set_scalar_state(
         &mut self,
         group: usize,
@@ -132,30 +153,87 @@ impl Checkpoint {
         value: f64,
     ) -> Result<(), CheckpointError> {
         let n_groups = self.groups.len();
-        let slot = (self.groups.get_mut(group))
-            .and_then(|g| g.scalar_states.get_mut(name))
+        let refuse = || CheckpointError {
+            origin: "checkpoint".into(),
+            problem: format!(
+                "set_scalar_state: param group {group} (of {n_groups}) has no scalar state '{name}'"
+            ),
+        };
+        let own = self.groups.get_mut(group).ok_or_else(refuse)?;
+        if let Some(slot) = own.scalar_states.get_mut(name) {
+            *slot = value;
+            return Ok(());
+        }
+        let tensors = own.tensors.clone();
+        let holds = |t: &usize| self.tensor_scalar_states[*t].contains_key(name);
+        if tensors.is_empty() || !tensors.iter().all(holds) {
+            return Err(refuse());
+        }
+        for t in tensors {
+            self.tensor_scalar_states[t].insert(name.to_string(), value);
+        }
+        Ok(())
+    }
+
+    /// Sets the scalar state `name` of tensor `tensor`, which it must hold as its own.
+    pub fn set_tensor_scalar_state(
+        &mut self,
+        tensor: usize,
+        name: &str,
+        value: f64,
+    ) -> Result<(), CheckpointError> {
+        let slot = (self.tensor_scalar_states.get_mut(tensor))
+            .and_then(|states| states.get_mut(name))
             .ok_or_else(|| CheckpointError {
                 origin: "checkpoint".into(),
                 problem: format!(
-                    "set_scalar_state: param group {group} (of {n_groups}) has no scalar state '{name}'"
+                    "set_tensor_scalar_state: tensor {tensor} has no scalar state '{name}' of its own"
                 ),
             })?;
         *slot = value;
         Ok(())
     }
 
-    /// Sets the count of steps taken (PyTorch's `state[p]["step"]`), below 2^53.
+    /// Sets the count of steps taken, by the optimizer and by every tensor (PyTorch's
+    /// `state[p]["step"]`), below 2^53.
     pub fn set_steps(&mut self, steps: u64) -> Result<(), CheckpointError> {
-        if steps > MAX_STEPS {
-            return Err(CheckpointError {
-                origin: "checkpoint".into(),
-                problem: format!(
-                    "set_steps: {steps} is more than the {MAX_STEPS} steps a count may reach"
-                ),
-            });
-        }
+        check_steps("set_steps", steps)?;
         self.steps = steps;
+        self.tensor_steps.iter_mut().for_each(|s| *s = steps);
         Ok(())
+    }
+
+    /// Sets the count of steps tensor `tensor` took, below 2^53 and at most the optimizer's.
+    pub fn set_tensor_steps(&mut self, tensor: usize, steps: u64) -> Result<(), CheckpointError> {
+        check_steps("set_tensor_steps", steps)?;
+        let optimizer = self.steps;
+        let refuse = |problem: String| CheckpointError {
+            origin: "checkpoint".into(),
+            problem: format!("set_tensor_steps: {problem}"),
+        };
+        if steps > optimizer {
+            return Err(refuse(format!(
+                "tensor {tensor} cannot have taken {steps} steps, more than the optimizer's {optimizer}"
+            )));
+        }
+        let n = self.tensor_steps.len();
+        let slot = (self.tensor_steps.get_mut(tensor))
+            .ok_or_else(|| refuse(format!("tensor {tensor} does not exist ({n} tensors)")))?;
+        *slot = steps;
+        Ok(())
+    }
+}
+
+/// Refuses a step count that the scalar program's f64 could not count on from.
+fn check_steps(what: &str, steps: u64) -> Result<(), CheckpointError> {
+    match steps > MAX_STEPS {
+        true => Err(CheckpointError {
+            origin: "checkpoint".into(),
+            problem: format!(
+                "{what}: {steps} is more than the {MAX_STEPS} steps a count may reach"
+            ),
+        }),
+        false => Ok(()),
     }
 }
 
@@ -238,6 +316,7 @@ pub(crate) fn capture(
         }
         tensors.push(values);
     }
+    let (tensor_steps, tensor_scalar_states) = tensor_scalars(table.lens.len(), kinds);
     Ok(Checkpoint {
         rule: table.rule.clone(),
         dtype,
@@ -245,7 +324,26 @@ pub(crate) fn capture(
         shapes: table.shapes.clone(),
         groups: groups(table, kinds),
         tensors,
+        tensor_steps,
+        tensor_scalar_states,
     })
+}
+
+/// Per tensor of an optimizer over `n_tensors` tensors made of `kinds`, its step count and its
+/// own scalar states, as a checkpoint holds them.
+pub(crate) fn tensor_scalars(
+    n_tensors: usize,
+    kinds: &[&KindStep],
+) -> (Vec<u64>, Vec<BTreeMap<String, f64>>) {
+    let mut steps = vec![0; n_tensors];
+    let mut scalar_states = vec![BTreeMap::new(); n_tensors];
+    for kind in kinds {
+        for (local, &t) in kind.tensors.iter().enumerate() {
+            steps[t] = kind.binding.tensors[local].steps;
+            scalar_states[t] = kind.binding.named_tensor_scalar_states(local).collect();
+        }
+    }
+    (steps, scalar_states)
 }
 
 /// The param groups of an optimizer over `table`'s groups made of `kinds`, as a checkpoint
@@ -340,6 +438,26 @@ pub(crate) fn check(
             }
         }
     }
+    let (_, declared) = tensor_scalars(table.lens.len(), kinds);
+    let saved = (checkpoint.tensor_steps.iter()).zip(&checkpoint.tensor_scalar_states);
+    if checkpoint.tensor_steps.len() != declared.len() {
+        return Err(refuse(format!(
+            "it has the step counts of {} tensors, this optimizer {}",
+            checkpoint.tensor_steps.len(),
+            declared.len()
+        )));
+    }
+    for (t, ((&steps, saved), declared)) in saved.zip(&declared).enumerate() {
+        if steps > checkpoint.steps {
+            return Err(refuse(format!(
+                "its tensor {t} took {steps} steps, more than the optimizer's {}",
+                checkpoint.steps
+            )));
+        }
+        let declared: Vec<String> = declared.keys().cloned().collect();
+        let what = format!("scalar states of tensor {t}");
+        same_names(&what, saved.keys(), &declared).map_err(refuse)?;
+    }
     Ok(layout)
 }
 
@@ -391,5 +509,10 @@ pub(crate) fn restore_host(
     }
     for kind in kinds.iter_mut() {
         kind.binding.step_count = checkpoint.steps;
+        for (local, &t) in kind.tensors.iter().enumerate() {
+            kind.binding.tensors[local].steps = checkpoint.tensor_steps[t];
+            let own = &checkpoint.tensor_scalar_states[t];
+            kind.binding.set_tensor_scalar_states(local, own);
+        }
     }
 }

@@ -10,6 +10,8 @@
 //! | `group.G.hyper.NAME` | F64 `[]` | a hyperparameter's value |
 //! | `group.G.scalar_state.NAME` | F64 `[]` | a scalar state |
 //! | `state.T.NAME` | F32, the tensor's shape if it has as many values, else `[n]` | a state of tensor T |
+//! | `step.T` | U64 `[]` | steps tensor T took (fewer than `steps` if it lacked a gradient at some) |
+//! | `scalar_state.T.NAME` | F64 `[]` | a scalar state of tensor T's own (NAdam's `mu_product`) |
 //!
 //! `__metadata__` holds `format` (`optjit-checkpoint/2`), `rule`, `dtype` and `checksum`
 //! (`xxh3_64:` and, in hex, the XXH3 64-bit hash of the whole file with these 16 hex digits
@@ -97,6 +99,10 @@ pub(crate) struct CheckpointView<'a> {
     pub(crate) shapes: &'a [Vec<usize>],
     pub(crate) groups: &'a [GroupCheckpoint],
     pub(crate) tensors: Vec<Vec<(&'a str, &'a [f32])>>,
+    /// Per tensor, its step count.
+    pub(crate) tensor_steps: Vec<u64>,
+    /// Per tensor, its own scalar states by name.
+    pub(crate) tensor_scalar_states: Vec<BTreeMap<String, f64>>,
 }
 
 impl CheckpointView<'_> {
@@ -130,6 +136,15 @@ impl CheckpointView<'_> {
                     false => vec![values.len()],
                 };
                 entries.push((format!("state.{t}.{name}"), shape, Data::F32(values)));
+            }
+        }
+        for (t, &steps) in self.tensor_steps.iter().enumerate() {
+            entries.push((format!("step.{t}"), vec![], Data::U64(vec![steps])));
+        }
+        for (t, states) in self.tensor_scalar_states.iter().enumerate() {
+            for (name, &value) in states {
+                let key = format!("scalar_state.{t}.{name}");
+                entries.push((key, vec![], Data::F64(value)));
             }
         }
         entries
@@ -294,6 +309,8 @@ impl Checkpoint {
             shapes: &self.shapes,
             groups: &self.groups,
             tensors: self.tensors.iter().map(by_name).collect(),
+            tensor_steps: self.tensor_steps.clone(),
+            tensor_scalar_states: self.tensor_scalar_states.clone(),
         }
     }
 

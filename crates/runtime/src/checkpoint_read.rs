@@ -175,6 +175,8 @@ fn assemble(rule: &str, dtype: DType, mut entries: Vec<Entry<'_>>) -> Result<Che
     let mut shapes: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut groups: BTreeMap<usize, GroupParts> = BTreeMap::new();
     let mut states: Vec<(usize, String, Vec<f32>)> = Vec::new();
+    let mut tensor_steps: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut tensor_scalars: Vec<(usize, String, f64)> = Vec::new();
     for entry in &mut entries {
         let name = entry.name;
         let words: Vec<&str> = name.splitn(4, '.').collect();
@@ -203,6 +205,12 @@ fn assemble(rule: &str, dtype: DType, mut entries: Vec<Entry<'_>>) -> Result<Che
                 let value = entry.scalar_f64()?;
                 let group = groups.entry(index(g)?).or_default();
                 group.scalar_states.insert(key.to_string(), value);
+            }
+            ["step", t] => {
+                tensor_steps.insert(index(t)?, entry.scalar_u64()?);
+            }
+            ["scalar_state", t, key] => {
+                tensor_scalars.push((index(t)?, key.to_string(), entry.scalar_f64()?));
             }
             ["state", t, ..] => {
                 // The rest of the name, dots and all, is the state's.
@@ -246,6 +254,29 @@ fn assemble(rule: &str, dtype: DType, mut entries: Vec<Entry<'_>>) -> Result<Che
         };
         own.insert(key, values);
     }
+    let tensor_steps = numbered("step.T", tensor_steps)?;
+    if tensor_steps.len() != shapes.len() {
+        return Err(format!(
+            "step.T: {} step counts for {} tensors",
+            tensor_steps.len(),
+            shapes.len()
+        ));
+    }
+    if let Some((t, &s)) = tensor_steps.iter().enumerate().find(|&(_, &s)| s > steps) {
+        return Err(format!(
+            "step.{t}: {s}, more than the optimizer's {steps} steps"
+        ));
+    }
+    let mut tensor_scalar_states = vec![BTreeMap::new(); shapes.len()];
+    for (t, key, value) in tensor_scalars {
+        let Some(own) = tensor_scalar_states.get_mut(t) else {
+            return Err(format!(
+                "scalar_state.{t}.{key}: tensor {t} does not exist ({} tensors)",
+                shapes.len()
+            ));
+        };
+        own.insert(key, value);
+    }
     Ok(Checkpoint {
         rule: rule.to_string(),
         dtype,
@@ -253,6 +284,8 @@ fn assemble(rule: &str, dtype: DType, mut entries: Vec<Entry<'_>>) -> Result<Che
         shapes,
         groups,
         tensors,
+        tensor_steps,
+        tensor_scalar_states,
     })
 }
 

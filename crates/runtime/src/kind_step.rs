@@ -30,6 +30,8 @@ pub(crate) struct KindStep {
     pub(crate) globals: Vec<(usize, usize)>,
     /// The scalar program's rows and column values of the stage that ran last.
     pub(crate) stage: StageScratch,
+    /// Per tensor of this kind, whether it takes the next step (has a gradient).
+    pub(crate) stepping: Vec<bool>,
     /// The step's reductions so far.
     pub(crate) reduced: Reduced,
 }
@@ -90,6 +92,7 @@ impl KindStep {
             buffer_bytes,
             globals,
             stage: StageScratch::default(),
+            stepping: vec![true; part.tensors.len()],
             reduced: Reduced::default(),
         })
     }
@@ -106,10 +109,16 @@ impl KindStep {
         self.reduced.reset(plan, self.binding.lens.len());
     }
 
+    /// Forms the next step's cohorts (see `binding::Cohort`), as stage 0 does.
+    pub(crate) fn form_cohorts(&mut self) {
+        self.binding.form_cohorts(&self.stepping, &mut self.stage);
+    }
+
     /// Runs stage `stage` of the scalar program into `self.stage`.
     pub(crate) fn scalar_stage(&mut self, stage: usize) {
         let program = &self.compiled.scalar_program;
-        (self.binding).scalar_stage(program, stage, &self.reduced, &mut self.stage);
+        let (reduced, stepping) = (&self.reduced, &self.stepping);
+        (self.binding).scalar_stage(program, stage, reduced, stepping, &mut self.stage);
     }
 
     /// Adds to `table` the records of phase `phase` over every tensor of this kind: `address`
@@ -127,15 +136,20 @@ impl KindStep {
         let walk = self.compiled.plan.phases[phase].walk;
         let (sources, per_col) = (&self.buffer_sources[phase], &self.per_col[phase]);
         let mut base = vec![0u64; sources.len()];
-        for (g, group) in self.binding.groups.iter().enumerate() {
+        for group in &self.binding.groups {
             for &t in &group.tensors {
-                if self.binding.lens[t] == 0 {
-                    continue;
+                let stage = &self.stage;
+                if self.binding.lens[t] == 0 || self.binding.row_of(program, stage, t, 0).is_none()
+                {
+                    continue; // nothing to step, or no gradient
                 }
                 for (slot, &source) in base.iter_mut().zip(sources) {
                     *slot = address(t, source);
                 }
-                let row_of = |r: usize| row(self.binding.row_of(program, g, t, r));
+                let row_of = |r: usize| {
+                    let index = self.binding.row_of(program, stage, t, r);
+                    row(index.expect("a stepping tensor has rows"))
+                };
                 let view = &self.binding.views[t];
                 match (walk, program.rows_per_row()) {
                     (Walk::Columns, _) => {
@@ -180,7 +194,7 @@ impl KindStep {
         self.scalar_stage(self.compiled.plan.phases.len());
         let program = &self.compiled.scalar_program;
         let pending = self.binding.pending_step(program, &self.stage);
-        self.binding.finish_step(pending);
+        self.binding.finish_step(pending, &self.stage);
     }
 }
 

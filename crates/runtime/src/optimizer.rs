@@ -295,7 +295,11 @@ impl Optimizer {
                 states
             })
             .collect();
+        let (tensor_steps, tensor_scalar_states) =
+            checkpoint::tensor_scalars(self.table.lens.len(), &kinds);
         let view = CheckpointView {
+            tensor_steps,
+            tensor_scalar_states,
             rule: &self.table.rule,
             dtype: DType::F32,
             steps: self.steps(),
@@ -338,6 +342,23 @@ impl Optimizer {
         self.table.scalar_state(&self.parts, group, name)
     }
 
+    /// The scalar state `name` of tensor `tensor`, when each tensor has its own (NAdam's
+    /// `mu_product`, ASGD's `eta` and `mu`: PyTorch keeps them per parameter).
+    pub fn tensor_scalar_state(&self, tensor: usize, name: &str) -> Option<f64> {
+        let &(part, local) = self.placement.get(tensor)?;
+        self.parts[part]
+            .kind
+            .binding
+            .tensor_scalar_state(local, name)
+    }
+
+    /// Steps taken so far by tensor `tensor` (PyTorch's `state[p]["step"]`: steps where it
+    /// had no gradient do not count).
+    pub fn tensor_steps(&self, tensor: usize) -> Option<u64> {
+        let &(part, local) = self.placement.get(tensor)?;
+        Some(self.parts[part].kind.binding.tensors[local].steps)
+    }
+
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
         self.parts[0].kind.binding.step_count
@@ -350,13 +371,46 @@ impl Optimizer {
         params: &mut [P],
         grads: &[G],
     ) -> Result<(), OptimizerError> {
+        let grads: Vec<Option<&[f32]>> = grads.iter().map(|g| Some(g.as_ref())).collect();
+        self.step_optional(params, &grads)
+    }
+
+    /// Takes one step over the tensors that have a gradient (`Some`), as PyTorch skips a
+    /// parameter whose `.grad` is `None`: a tensor without one keeps its parameter, states,
+    /// step count and scalar states (so its bias corrections, NAdam's `mu_product`, ... go on
+    /// from where it stopped), and a reduction over every tensor (`clip_grad_norm`) covers
+    /// those that have one. Schedules count the optimizer's steps. On error nothing is
+    /// modified.
+    pub fn step_optional<P: AsMut<[f32]>, G: AsRef<[f32]>>(
+        &mut self,
+        params: &mut [P],
+        grads: &[Option<G>],
+    ) -> Result<(), OptimizerError> {
         // Take each slice once: the pointers handed to the kernels are those of the checked
         // slices, whatever a user's AsMut/AsRef would return on a second call.
         let mut params: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut()).collect();
-        let grads: Vec<&[f32]> = grads.iter().map(|g| g.as_ref()).collect();
+        let grads: Vec<Option<&[f32]>> = grads
+            .iter()
+            .map(|g| g.as_ref().map(|g| g.as_ref()))
+            .collect();
         let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
-        let grad_lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
+        // A missing gradient has no length to check.
+        let grad_lens: Vec<usize> = (grads.iter().enumerate())
+            .map(|(t, g)| {
+                g.map_or_else(
+                    || self.table.lens.get(t).copied().unwrap_or(0),
+                    <[f32]>::len,
+                )
+            })
+            .collect();
         self.table.check_lengths(&param_lens, &grad_lens)?;
+        for part in &mut self.parts {
+            let kind = &mut part.kind;
+            for (stepping, &t) in kind.stepping.iter_mut().zip(&kind.tensors) {
+                *stepping = grads[t].is_some();
+            }
+        }
+        let grads: Vec<&[f32]> = grads.iter().map(|g| g.unwrap_or(&[])).collect();
         // Each part's tensors, in its order (ascending optimizer indices).
         let mut part_params: Vec<Vec<&mut [f32]>> = self.parts.iter().map(|_| Vec::new()).collect();
         let mut part_grads: Vec<Vec<&[f32]>> = self.parts.iter().map(|_| Vec::new()).collect();

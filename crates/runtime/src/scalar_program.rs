@@ -12,7 +12,10 @@ use std::collections::HashMap;
 #[derive(Clone, Debug)]
 enum Inst {
     Hyper(usize),
+    /// The tensors' step count (see `StageInputs::step`).
     Step,
+    /// The optimizer's step count.
+    OptimizerStep,
     /// A scalar state, or (in a per-row or per-column instruction) a row or column state, by
     /// index into the graph's states.
     State(usize),
@@ -77,6 +80,7 @@ impl ScalarProgram {
                     Input::ScalarState(name) | Input::RowState(name) | Input::ColState(name),
                 ) => Inst::State(state(name)),
                 Op::Input(Input::Step) => Inst::Step,
+                Op::Input(Input::OptimizerStep) => Inst::OptimizerStep,
                 Op::Input(Input::Rank) => Inst::Rank,
                 Op::Reduce(Reduction::RowsMean) => Inst::RowsMean(slot[&graph.operands(node)[0]]),
                 Op::Const(c) => Inst::Const(*c),
@@ -197,6 +201,7 @@ impl ScalarProgram {
         match &self.insts[i] {
             Inst::Hyper(h) => inputs.hypers[*h],
             Inst::Step => inputs.step,
+            Inst::OptimizerStep => inputs.optimizer_step,
             Inst::State(s) => inputs.states[*s],
             Inst::Rank | Inst::RowsMean(_) => unreachable!("run by run_factors"),
             Inst::Const(c) => *c,
@@ -409,8 +414,10 @@ impl FactorValues {
 pub(crate) struct StageInputs<'a> {
     /// The group's hyperparameters in force, in declaration order.
     pub(crate) hypers: &'a [f64],
-    /// The 1-based step being taken.
+    /// The tensors' 1-based step count, this step included (PyTorch's `state["step"]`).
     pub(crate) step: f64,
+    /// The optimizer's 1-based step count, this step included (what schedules count).
+    pub(crate) optimizer_step: f64,
     /// The group's scalar states (indexed like the graph's states).
     pub(crate) states: &'a [f64],
     /// The step's reductions finished so far.

@@ -91,5 +91,10 @@ pub fn clip_grad_norm(definition: &Definition, max_norm: f64) -> Result<Definiti
         on_metric: definition.on_metric.clone(),
         state_aliases: definition.state_aliases.clone(),
         per_group: definition.per_group.clone(),
+        group_states: {
+            let mut states = definition.group_states.clone();
+            states.insert(GRAD_NORM.to_string());
+            states
+        },
     })
 }

@@ -1,7 +1,7 @@
 //! A traced update rule: its graph plus the valid range of each hyperparameter.
 
 use optjit_ir::Graph;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The values a hyperparameter may take, checked whenever one is set (never in generated code).
@@ -137,6 +137,10 @@ pub struct Definition {
     /// Hyperparameters given one value per param group by a schedule's arguments
     /// (`OneCycleLR(max_lr=[...])`): group `g` starts with `values[g]`.
     pub per_group: Vec<PerGroupValues>,
+    /// The scalar states kept once per param group (a schedule's, the clipping norm); every
+    /// other scalar state is each tensor's own, as PyTorch keeps `mu_product` or `step` per
+    /// parameter (a tensor without a gradient keeps its value).
+    pub group_states: BTreeSet<String>,
 }
 
 /// One value per param group for a hyperparameter, and where the values came from (a

@@ -243,6 +243,7 @@ impl Tracer {
             on_metric: None,
             state_aliases: s.aliases.clone(),
             per_group: Vec::new(),
+            group_states: Default::default(),
         })
     }
 }

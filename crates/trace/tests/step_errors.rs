@@ -101,7 +101,7 @@ fn names_are_used_after_their_definition() {
         4,
         24,
         "t",
-        "'t' is a schedule's step index; an optimizer reads `step` (t = step - 1)",
+        "'t' is a schedule's step index; an optimizer reads `step`, the tensor's own count",
     );
 }
 

@@ -287,6 +287,23 @@ impl<G: Gpu> CudaOptimizer<G> {
         self.table.scalar_state(&self.parts, group, name)
     }
 
+    /// The scalar state `name` of tensor `tensor`, when each tensor has its own (NAdam's
+    /// `mu_product`, ASGD's `eta` and `mu`: PyTorch keeps them per parameter).
+    pub fn tensor_scalar_state(&self, tensor: usize, name: &str) -> Option<f64> {
+        let &(part, local) = self.placement.get(tensor)?;
+        self.parts[part]
+            .kind
+            .binding
+            .tensor_scalar_state(local, name)
+    }
+
+    /// Steps taken so far by tensor `tensor` (PyTorch's `state[p]["step"]`: steps where it
+    /// had no gradient do not count).
+    pub fn tensor_steps(&self, tensor: usize) -> Option<u64> {
+        let &(part, local) = self.placement.get(tensor)?;
+        Some(self.parts[part].kind.binding.tensors[local].steps)
+    }
+
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
         self.parts[0].kind.binding.step_count
@@ -372,6 +389,14 @@ impl<G: Gpu> CudaOptimizer<G> {
     /// tables are rebuilt if its tensors moved, then the parts run in lockstep, phase level by
     /// phase level (see `CudaPart::run_phase`).
     fn step_addresses(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
+        // Device rows and tables are laid out one row per group (see `Binding::group_rows`).
+        if !self.parts.iter().all(|p| p.kind.binding.uniform_groups()) {
+            return Err(OptimizerError::NotOnTarget {
+                rule: self.table.rule.clone(),
+                what: "tensors of one param group at different step counts (a checkpoint of steps where some tensors had no gradient)".into(),
+                target: "cuda",
+            });
+        }
         let mut part_params = vec![Vec::new(); self.parts.len()];
         let mut part_grads = vec![Vec::new(); self.parts.len()];
         for ((&param, &grad), &(part, _)) in params.iter().zip(grads).zip(&self.placement) {

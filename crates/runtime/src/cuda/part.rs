@@ -149,7 +149,7 @@ impl<G: Gpu> CudaPart<G> {
         }
         let program = &compiled.scalar_program;
         // At least one row, so that a step with no rows still has a buffer to point at.
-        let n_rows = binding.n_rows(program).max(1);
+        let n_rows = binding.group_rows(program).max(1);
         let rows = device.upload(&vec![0f32; n_rows * row_width(program)])?;
         let (col_offsets, n_cols) = column_layout(&binding.views, program.n_col_values());
         let cols = match n_cols {
@@ -237,6 +237,9 @@ impl<G: Gpu> CudaPart<G> {
         let mut moved = false;
         // Forget the old tables first: a rebuild that fails half-way is redone next step.
         self.table_tensors.clear();
+        // Every tensor steps, one cohort per group (the optimizer checked): the rows the
+        // tables point at are the groups'.
+        self.kind.form_cohorts();
         let program = &self.kind.compiled.scalar_program;
         let width = row_width(program);
         let rows = device.address(&self.rows);

@@ -128,5 +128,6 @@ pub(crate) fn build(file: &str, source: &str, item: &Item) -> Result<Definition,
         on_metric: None,
         state_aliases: assigned.aliases,
         per_group: Vec::new(),
+        group_states: Default::default(),
     })
 }

@@ -216,8 +216,9 @@ impl Schedule {
         for h in &source.hypers {
             names.insert(h.name.clone(), graph.input(Input::Hyper(h.name.clone())));
         }
-        // t = step - 1: the 0-based index of the step being taken (PyTorch's last_epoch).
-        let step = graph.input(Input::Step);
+        // t = optimizer_step - 1: the 0-based index of the optimizer's step being taken
+        // (PyTorch's last_epoch), whatever steps a tensor skipped.
+        let step = graph.input(Input::OptimizerStep);
         let one = graph.constant(1.0);
         names.insert("t".into(), graph.add(Op::Binary(Binary::Sub), &[step, one]));
         names
@@ -299,6 +300,13 @@ impl Schedule {
                 format!("schedule '{}' does not apply: {e}", self.name()),
             )
         })?;
+        // The states the schedule added are the param group's, not each tensor's.
+        let mut group_states = definition.group_states.clone();
+        (graph.states.iter())
+            .filter(|s| definition.graph.state(&s.name).is_none())
+            .for_each(|s| {
+                group_states.insert(s.name.clone());
+            });
         Ok(Definition {
             graph,
             domains: definition
@@ -310,6 +318,7 @@ impl Schedule {
             on_metric,
             state_aliases: definition.state_aliases.clone(),
             per_group: definition.per_group.clone(),
+            group_states,
         })
     }
 }

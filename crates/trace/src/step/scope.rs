@@ -156,7 +156,8 @@ impl Scope<'_> {
         let message = match (name, self.kind) {
             ("pi", _) => return self.add(Op::Const(std::f64::consts::PI), &[], span),
             ("t", BlockKind::Optimizer) => {
-                "'t' is a schedule's step index; an optimizer reads `step` (t = step - 1)".into()
+                "'t' is a schedule's step index; an optimizer reads `step`, the tensor's own count"
+                    .into()
             }
             ("step", BlockKind::Schedule) => {
                 "a schedule reads `t`, the 0-based index of the step about to be taken".into()
