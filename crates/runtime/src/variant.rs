@@ -215,6 +215,7 @@ fn same_rule(a: &Definition, b: &Definition) -> bool {
             == b.on_metric.as_ref().map(ToString::to_string)
         && a.state_aliases == b.state_aliases
         && a.per_group == b.per_group
+        && a.group_states == b.group_states
 }
 
 /// Splits the tensors `tensors` (of shapes `shapes`) by the step they need: one kind for all
