@@ -14,7 +14,7 @@ use crate::target::Target;
 use optjit_ir::DType;
 use optjit_ir::{FusionPlan, Graph};
 use optjit_kernels_gen::{Kernel, LowerOptions, PtxOptions};
-use optjit_rewrite::{SimplifyOptions, SimplifyReport};
+use optjit_rewrite::{SimplifyOptions, SimplifyReport, ValueRange};
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -197,7 +197,7 @@ pub fn compile_cached(
         settings: settings(
             options.target,
             options.storage,
-            &options.simplify,
+            &simplify_options(definition, &options.simplify),
             fma_in_force(options),
         ),
         graph: graph.canonical_words(),
@@ -284,6 +284,17 @@ fn from_entry(
     attempt.unwrap_or_else(|_| Err("the cached graph made the compiler panic".to_string()))
 }
 
+/// The e-graph options for `definition`: `options`, with its hyperparameters' domains (checked
+/// whenever a value is set) as the ranges that rules with a side condition may rely on.
+fn simplify_options(definition: &Definition, options: &SimplifyOptions) -> SimplifyOptions {
+    let mut simplify = options.clone();
+    for (name, d) in &definition.domains {
+        let range = ValueRange::between(d.min, d.min_inclusive, d.max, d.max_inclusive);
+        simplify.hyper_ranges.insert(name.clone(), range);
+    }
+    simplify
+}
+
 /// The FMA contraction a compile uses: the option, else every GPU, else the host CPU's answer.
 fn fma_in_force(options: &CompileOptions) -> bool {
     static HOST_FMA: OnceLock<bool> = OnceLock::new();
@@ -333,7 +344,8 @@ fn run(
     let (extracted, optimized, simplify_report) = match cached {
         Some(Cached { graph }) => (graph, String::new(), None),
         None => {
-            let simplified = optjit_rewrite::simplify(graph, &options.simplify)
+            let simplify = simplify_options(definition, &options.simplify);
+            let simplified = optjit_rewrite::simplify(graph, &simplify)
                 .map_err(|e| rec.fail(Stage::Simplify, e))?;
             rec.finish_stage(Stage::Simplify, || simplified.report.to_string());
             let extracted = optjit_rewrite::extract(&simplified);

@@ -45,12 +45,20 @@ pub(crate) fn settings(
 ) -> String {
     // Every field is named, so no two different settings print alike; the time limit is a
     // safety net that never changes a finished run's output, so it is left out.
+    // Hyperparameter ranges decide which conditional rules fire (`name:range` pairs in name
+    // order; names cannot hold spaces or colons).
+    let ranges: Vec<String> = simplify
+        .hyper_ranges
+        .iter()
+        .map(|(name, range)| format!("{name}:{range}"))
+        .collect();
     format!(
-        "version={} target={target} storage={storage} exact_only={} iter_limit={} node_limit={} fma={fma}\n",
+        "version={} target={target} storage={storage} exact_only={} iter_limit={} node_limit={} hyper_ranges={} fma={fma}\n",
         cache_version(),
         simplify.exact_only,
         simplify.iter_limit,
         simplify.node_limit,
+        ranges.join(" "),
     )
 }
 
