@@ -261,3 +261,31 @@ fn half_precision_tensors_are_refused_on_the_cpu() {
         assert!(text.contains(&format!("{dtype} tensors")), "{text}");
     }
 }
+
+/// Shapes with a zero dimension may have very many rows or columns: Adafactor's per-row and
+/// per-column states of `[1 << 40, 0]` (4 TB) or a count past `usize` are errors, not an abort
+/// or a panic.
+#[test]
+fn shapes_with_more_rows_than_memory_are_refused() {
+    let adafactor = optjit::optim::Adafactor::new().build().expect("Adafactor");
+    for shape in [
+        vec![1usize << 40, 0],
+        vec![usize::MAX, 0],
+        vec![1 << 33, 1 << 33, 0, 5],
+        vec![0, usize::MAX],
+    ] {
+        let setup = Setup {
+            shapes: vec![shape.clone(), vec![3]],
+            hypers: adafactor.hypers.clone(),
+            ..Setup::default()
+        };
+        let err = Optimizer::new(&adafactor.definition, setup)
+            .err()
+            .unwrap_or_else(|| panic!("{shape:?} accepted"));
+        let message = err.to_string();
+        assert!(
+            message.contains("tensor 0") && message.contains("memory"),
+            "{shape:?}: {message}"
+        );
+    }
+}

@@ -6,7 +6,7 @@ use crate::error::OptimizerError;
 use crate::optimizer::{Group, Setup};
 use crate::reduce::Reduced;
 use crate::scalar_program::{FactorValues, ScalarProgram, StageInputs};
-use crate::view::View;
+use crate::view::{MAX_VALUES, View};
 use optjit_ir::Class;
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
@@ -155,20 +155,24 @@ impl Binding {
             .map(|s| definition.group_states.contains(&s.name))
             .collect();
         let lens = tensor_lengths(rule, &setup.shapes)?;
-        let views: Vec<View> = setup
-            .shapes
-            .iter()
-            .zip(&lens)
-            .map(|(shape, &len)| View::of(shape, len))
-            .collect();
-        let row_base = views
-            .iter()
-            .scan(0, |next, view| {
-                let base = *next;
-                *next += view.total_rows();
-                Some(base)
-            })
-            .collect();
+        let bad_shape = |tensor: usize| OptimizerError::BadShape {
+            rule: rule.to_string(),
+            tensor,
+            shape: setup.shapes[tensor].clone(),
+        };
+        let views: Vec<View> = (setup.shapes.iter().zip(&lens).enumerate())
+            .map(|(t, (shape, &len))| View::of(shape, len).ok_or_else(|| bad_shape(t)))
+            .collect::<Result<_, _>>()?;
+        // Per tensor, its first row over all tensors' rows (checked: a tensor may have very
+        // many rows of no element).
+        let mut row_base = Vec::with_capacity(views.len());
+        let mut next = 0usize;
+        for (t, view) in views.iter().enumerate() {
+            row_base.push(next);
+            next = (next.checked_add(view.total_rows()))
+                .filter(|&n| n <= MAX_VALUES)
+                .ok_or_else(|| bad_shape(t))?;
+        }
         Ok(Binding {
             definition: definition.clone(),
             lens,
@@ -322,23 +326,34 @@ impl Binding {
     }
 
     /// Allocates every tensor's per-row and per-column states at their initial values (a
-    /// binding that steps needs them; one that only checks a setup does not).
-    pub(crate) fn allocate_factor_states(&mut self) {
+    /// binding that steps needs them; one that only checks a setup does not). Fails, with
+    /// nothing allocated, when memory cannot hold them.
+    pub(crate) fn allocate_factor_states(&mut self) -> Result<(), OptimizerError> {
         let states = &self.definition.graph.states;
-        self.factor_states = self
-            .views
-            .iter()
-            .map(|view| {
-                states
-                    .iter()
-                    .map(|s| match s.class {
-                        Class::Row => vec![s.init as f32; view.total_rows()],
-                        Class::Col => vec![s.init as f32; view.total_cols()],
-                        _ => Vec::new(),
-                    })
-                    .collect()
-            })
-            .collect();
+        let mut all = Vec::with_capacity(self.views.len());
+        for (t, view) in self.views.iter().enumerate() {
+            let mut own = Vec::with_capacity(states.len());
+            for s in states {
+                let (len, what) = match s.class {
+                    Class::Row => (view.total_rows(), "row"),
+                    Class::Col => (view.total_cols(), "column"),
+                    _ => (0, ""),
+                };
+                let mut values = Vec::new();
+                values
+                    .try_reserve_exact(len)
+                    .map_err(|_| OptimizerError::OutOfMemory {
+                        rule: self.rule().to_string(),
+                        tensor: t,
+                        what: format!("{len} {what} values of state {}", s.name),
+                    })?;
+                values.resize(len, s.init as f32);
+                own.push(values);
+            }
+            all.push(own);
+        }
+        self.factor_states = all;
+        Ok(())
     }
 
     /// The per-row or per-column state `name` of tensor `tensor`.

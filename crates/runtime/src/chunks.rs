@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(record(2), [4, 0x900, 0x1000 + 32, 0x2000 + 64]);
 
         // Row-aligned: two 3 x 5 matrices of bf16, a column-value buffer of f32.
-        let view = View::of(&[2, 3, 5], 30);
+        let view = View::of(&[2, 3, 5], 30).unwrap();
         let (words, _) = table(&[2, 4], 8, |t| {
             let row = |r: usize| 0x900 + r as u64;
             t.push_rows(0, &view, row, &[0x1000, 0x2000], &[false, true])
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn column_walk_records_use_the_element_size_for_rows_and_starts() {
         // 5000 x 20 bf16 in records of 64K elements: 3276 rows (ChunkAbi::tile_rows), then 1724.
-        let view = View::of(&[5000, 20], 100_000);
+        let view = View::of(&[5000, 20], 100_000).unwrap();
         let (words, partials) = table(&[2, 2], 1 << 16, |t| {
             let per_record = |rows: usize, cols: usize| 1 + rows + cols;
             t.push_columns(0, &view, 0x900, &[0x1000, 0x2000], per_record)

@@ -109,7 +109,7 @@ pub enum OptimizerError {
     },
     /// A shape's element count overflows or cannot be allocated.
     #[error(
-        "{rule}: tensor {tensor} has shape {shape:?}, whose element count exceeds what memory can hold"
+        "{rule}: tensor {tensor} has shape {shape:?}, whose elements, rows or columns are more than memory can hold"
     )]
     BadShape {
         /// The update rule.
@@ -118,6 +118,17 @@ pub enum OptimizerError {
         tensor: usize,
         /// Its shape.
         shape: Vec<usize>,
+    },
+    /// Memory cannot hold what a tensor needs (per-row or per-column states of a shape with
+    /// very many rows or columns).
+    #[error("{rule}: tensor {tensor} needs {what}, more than memory can hold")]
+    OutOfMemory {
+        /// The update rule.
+        rule: String,
+        /// The tensor's index.
+        tensor: usize,
+        /// What it needs.
+        what: String,
     },
     /// `step` got the wrong number of tensors.
     #[error("{rule}: step expects {expected} {what} tensors, got {got}")]

@@ -57,7 +57,7 @@ impl KindStep {
     ) -> Result<KindStep, OptimizerError> {
         let definition = &part.definition;
         let mut binding = Binding::new(definition, &part.setup)?;
-        binding.allocate_factor_states();
+        binding.allocate_factor_states()?;
         let buffer_sources = buffer_sources(definition, &compiled.plan);
         let per_col = buffer_sources
             .iter()

@@ -402,9 +402,9 @@ mod tests {
     #[test]
     fn column_values_start_16_byte_aligned_tensor_after_tensor() {
         let views = [
-            View::of(&[3, 5], 15),
-            View::of(&[2, 4, 8], 64),
-            View::of(&[7], 7),
+            View::of(&[3, 5], 15).unwrap(),
+            View::of(&[2, 4, 8], 64).unwrap(),
+            View::of(&[7], 7).unwrap(),
         ];
         let (offsets, total) = column_layout(&views, 2);
         // 5 columns padded to 8; 2 matrices x 8 columns; a vector of 7 is one row of 7 columns.
