@@ -1,9 +1,9 @@
 //! `optjit golden`: replays a recorded PyTorch/optax trajectory (`optjit-golden/1`) through a
 //! compiled step and compares parameters, hyperparameters in force and final state.
 
-use crate::stepper::{Backend, Steps, open};
+use crate::stepper::{Backend, open};
 use optjit_optim::{Configured, Kwarg, Kwargs, SchedulerArg, SchedulerConfig};
-use optjit_runtime::{Checkpoint, Group, Setup};
+use optjit_runtime::{Checkpoint, DynOptimizer, Group, Setup};
 use optjit_trace::Definition;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -343,7 +343,7 @@ impl Rule {
     }
 
     /// The value in force during the last step of keyword `key` for group `g`, as numbers.
-    fn in_force(&self, opt: &dyn Steps, g: usize, key: &str) -> Option<Vec<f64>> {
+    fn in_force(&self, opt: &dyn DynOptimizer, g: usize, key: &str) -> Option<Vec<f64>> {
         // A metric-driven schedule's state is NaN until it first sets the value: the base.
         // A hyperparameter without such a state is not scheduled: its value is the configured one.
         let hyper = |name: &str| {
@@ -671,11 +671,11 @@ fn replay(
 /// A fresh optimizer on `resume.on` that goes on from `opt`'s checkpoint, saved to the bytes
 /// of a file and read back.
 fn resumed(
-    opt: &dyn Steps,
+    opt: &dyn DynOptimizer,
     definition: &Definition,
     setup: &Setup,
     resume: &Resume,
-) -> Result<Box<dyn Steps>, String> {
+) -> Result<Box<dyn DynOptimizer>, String> {
     let bytes = opt.checkpoint().map_err(|e| e.to_string())?.to_bytes();
     let checkpoint = Checkpoint::from_bytes(&bytes).map_err(|e| e.to_string())?;
     let mut fresh = open(definition, setup.clone(), &resume.on).map_err(|e| e.to_string())?;

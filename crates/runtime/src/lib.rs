@@ -11,7 +11,10 @@ mod checkpoint_file;
 mod checkpoint_read;
 mod chunks;
 mod cuda;
+mod dyn_optimizer;
 mod error;
+mod executor;
+mod host;
 mod jit;
 mod kind_step;
 mod optimizer;
@@ -32,13 +35,15 @@ pub use checkpoint_file::{CHECKPOINT_FORMAT, CheckpointError};
 pub use chunks::{CHUNK_ELEMS, max_threads};
 pub use cuda::{
     CUDA_CHUNK_ELEMS, CudaDevice, CudaError, CudaOptimizer, DeviceFloat, DeviceGraph, DeviceValue,
-    Gpu,
+    Gpu, GpuExecutor,
 };
 pub use cudarc;
+pub use dyn_optimizer::DynOptimizer;
 pub use error::{CompileError, OptimizerError};
 pub use half;
+pub use host::{Host, Optimizer};
 pub use jit::{CpuCodegen, CpuModule, JitError, KernelFn};
-pub use optimizer::{Group, Optimizer, Setup, Stats};
+pub use optimizer::{Group, OptimizerOn, Setup, Stats};
 pub use optjit_kernels_gen::Arch;
 pub use pipeline::{CompileOptions, Compiled, compile, compile_cached};
 pub use stage::{Dump, Stage};

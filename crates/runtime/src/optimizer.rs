@@ -1,21 +1,20 @@
-//! `Optimizer`: a compiled step bound to tensor shapes and param groups, holding the state, and
-//! stepping every tensor of every group through one kernel call per phase (per part: a kind of
-//! tensor of one variant, for a step that depends on the rank or groups that follow different
-//! rules: see `variant.rs`).
+//! `OptimizerOn<E>`: a compiled step bound to tensor shapes and param groups, holding the
+//! state, and stepping every tensor of every group through one kernel call per phase (per part:
+//! a kind of tensor of one variant, for a step that depends on the rank or groups that follow
+//! different rules: see `variant.rs`), written once for every executor (`executor.rs`); its
+//! forms are `Optimizer` (the host, `host.rs`) and `CudaOptimizer` (`cuda/optimizer.rs`).
+//! Also what an optimizer is built from (`Setup`, `Group`) and its counters (`Stats`).
 
 use crate::cache::CacheUse;
 use crate::checkpoint::{self, Checkpoint, Slot};
-use crate::checkpoint_file::{CheckpointError, CheckpointView};
 use crate::error::OptimizerError;
-use crate::kind_step::{KindStep, check_global_levels, step_in_lockstep};
-use crate::part::Part;
+use crate::executor::Executor;
+use crate::kind_step::{KindStep, check_global_levels};
 use crate::pipeline::{CompileOptions, Compiled, compile_cached};
-use crate::target::Target;
 use crate::variant::GroupTable;
 use optjit_ir::DType;
 use optjit_trace::Definition;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
 /// A param group: which tensors it holds, which hyperparameters it overrides, and the update
@@ -116,92 +115,74 @@ impl Stats {
     }
 }
 
-/// A compiled optimizer step with its state.
-///
-/// ```
-/// use optjit_runtime::{Optimizer, Setup};
-/// let adamw = optjit_optim::AdamW::new().lr(0.1).build().unwrap();
-/// let setup = Setup { shapes: vec![vec![3]], hypers: adamw.hypers.clone(), ..Setup::default() };
-/// let mut opt = Optimizer::new(&adamw.definition, setup).unwrap();
-/// let mut params = vec![vec![1.0f32, 2.0, 3.0]];
-/// opt.step(&mut params, &[vec![0.5f32, -0.5, 0.0]]).unwrap();
-/// assert!(params[0][0] < 1.0 && params[0][1] > 2.0);
-/// assert_eq!(opt.stats().kernels_per_step, 1);
-/// ```
+/// A compiled optimizer step with its state, on the host ([`crate::Optimizer`]) or a GPU
+/// ([`crate::CudaOptimizer`]): everything but stepping and reading states is written once, here.
 ///
 /// Most definitions compile to one step for every tensor. One that reads per-column values or
-/// the rank (Adafactor) compiles one step per kind of tensor: two or more dimensions, one, none
-/// (see [`Optimizer::compiled_kinds`]); the steps run phase level by phase level together, and a
-/// reduction over every tensor (`clip_grad_norm`'s) adds up all kinds before any uses it.
-pub struct Optimizer {
+/// the rank (Adafactor) compiles one step per kind of tensor: two or more dimensions, one, none;
+/// groups that follow rules of their own ([`Group::rule`]) compile one per rule (see
+/// [`OptimizerOn::compiled_kinds`]). The steps run phase level by phase level together, and a
+/// reduction over every tensor (`clip_grad_norm`'s) adds up all of them before any uses it.
+#[allow(private_bounds)] // the executors are the crate's own; users name the two forms
+pub struct OptimizerOn<E: Executor> {
+    /// Where it runs. First, so that what it holds (a captured CUDA graph) is dropped before
+    /// the parts' kernels and buffers.
+    pub(crate) exec: E,
     /// The tensors and param groups, and which parts hold each group.
-    table: GroupTable,
-    parts: Vec<Part>,
+    pub(crate) table: GroupTable,
+    pub(crate) parts: Vec<E::Part>,
     /// Per tensor: its part and its index there.
-    placement: Vec<(usize, usize)>,
-    threads: usize,
-    stats: Stats,
+    pub(crate) placement: Vec<(usize, usize)>,
+    /// Counters but the step count (the bindings hold it).
+    pub(crate) stats: Stats,
 }
 
-impl Optimizer {
-    /// Compiles `definition` and allocates its state for `setup`'s tensors.
-    pub fn new(definition: &Definition, setup: Setup) -> Result<Optimizer, OptimizerError> {
-        Self::with_options(definition, setup, &CompileOptions::default())
-    }
-
-    /// As [`Optimizer::new`], with explicit compile options (their target must be the CPU).
-    pub fn with_options(
+#[allow(private_bounds)]
+impl<E: Executor> OptimizerOn<E> {
+    /// Compiles `definition` for `exec` (with `options`, for `setup`) and allocates its state
+    /// for `setup`'s tensors.
+    pub(crate) fn build(
         definition: &Definition,
         setup: Setup,
         options: &CompileOptions,
-    ) -> Result<Optimizer, OptimizerError> {
+        exec: E,
+    ) -> Result<OptimizerOn<E>, OptimizerError> {
         let (table, plans) = GroupTable::plan(definition, &setup)?;
-        let wrong_target = || OptimizerError::WrongTarget {
-            rule: table.rule.clone(),
-            target: options.target.to_string(),
-            expected: "cpu",
-        };
-        if options.target != Target::Cpu {
-            return Err(wrong_target());
-        }
-        if setup.dtype != DType::F32 {
-            return Err(OptimizerError::NotOnTarget {
-                rule: table.rule.clone(),
-                what: format!("{} tensors (Setup::dtype)", setup.dtype),
-                target: "cpu",
-            });
-        }
+        let options = exec.options(&table.rule, &setup, options)?;
         let mut parts = Vec::new();
         let mut part_stats = Vec::new();
         for plan in &plans {
             let started = Instant::now();
-            let (compiled, used) = compile_cached(&plan.definition, options)?;
+            let (compiled, used) = compile_cached(&plan.definition, &options)?;
             let elapsed = started.elapsed();
-            if compiled.cpu_module().is_none() {
-                return Err(wrong_target());
+            if !exec.runs(&compiled) {
+                return Err(OptimizerError::WrongTarget {
+                    rule: table.rule.clone(),
+                    target: options.target.to_string(),
+                    expected: E::TARGET,
+                });
             }
             let elems: usize = plan.tensors.iter().map(|&t| table.lens[t]).sum();
-            part_stats.push((Stats::of(&compiled, used, elapsed), elems));
-            parts.push(Part::new(plan, compiled)?);
+            let mut stats = Stats::of(&compiled, used, elapsed);
+            let (part, load_ms) = exec.part(plan, compiled)?;
+            stats.compile_ms += load_ms;
+            part_stats.push((stats, elems));
+            parts.push(part);
         }
         // Every part must reduce over all tensors at the same levels, to add their sums up.
-        let kinds: Vec<&KindStep> = parts.iter().map(|p| &p.kind).collect();
-        check_global_levels(&kinds, &table.rule, "cpu")?;
+        let kinds: Vec<&KindStep> = parts.iter().map(AsRef::as_ref).collect();
+        check_global_levels(&kinds, &table.rule, E::TARGET)?;
         let mut placement = vec![(0, 0); table.lens.len()];
         for (p, part) in parts.iter().enumerate() {
-            for (local, &t) in part.kind.tensors.iter().enumerate() {
+            for (local, &t) in part.as_ref().tensors.iter().enumerate() {
                 placement[t] = (p, local);
             }
         }
-        let threads = match setup.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        Ok(Optimizer {
+        Ok(OptimizerOn {
+            exec,
             table,
             parts,
             placement,
-            threads,
             stats: Stats::combined(&part_stats),
         })
     }
@@ -209,20 +190,22 @@ impl Optimizer {
     /// The compiled step (plan, kernels, stage texts) of the first part (the only one unless
     /// the definition depends on the rank or groups follow other rules).
     pub fn compiled(&self) -> &Compiled {
-        &self.parts[0].kind.compiled
+        &self.parts[0].as_ref().compiled
     }
 
     /// Every compiled step, one per part (a kind of tensors of one rule), with the optimizer's
     /// indices of the tensors each one steps.
     pub fn compiled_kinds(&self) -> impl Iterator<Item = (&Compiled, &[usize])> {
-        self.parts
-            .iter()
-            .map(|p| (p.kind.compiled.as_ref(), p.kind.tensors.as_slice()))
+        (self.parts.iter().map(AsRef::as_ref))
+            .map(|kind| (kind.compiled.as_ref(), kind.tensors.as_slice()))
     }
 
     /// Counters: compiles, kernels per step, bytes per element, compile time, steps.
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats {
+            steps: self.steps(),
+            ..self.stats
+        }
     }
 
     /// How many param groups there are.
@@ -251,93 +234,26 @@ impl Optimizer {
         self.table.set_hyper(&mut self.parts, group, name, value)
     }
 
-    /// The state `name` of tensor `tensor` (PyTorch's state names): per element, or per row
-    /// or column of each matrix (row-major over the matrices).
-    pub fn state(&self, tensor: usize, name: &str) -> Option<&[f32]> {
-        let &(part, local) = self.placement.get(tensor)?;
-        self.parts[part].state(local, name)
-    }
-
-    /// Everything this optimizer carries to its next step (states, scalar states,
-    /// hyperparameters, the step count), to save ([`Checkpoint::save`]) and resume from with
-    /// [`Optimizer::restore`], here or in a [`crate::CudaOptimizer`].
-    pub fn checkpoint(&self) -> Checkpoint {
-        let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
-        let elem = |part: usize, local: usize, state: usize| {
-            Ok(self.parts[part].elem_state(local, state).to_vec())
-        };
-        checkpoint::capture(&self.table, &kinds, DType::F32, elem)
-            .expect("reading host states cannot fail")
-    }
-
-    /// Saves the checkpoint to `path`, written straight from the states where they lie: the
-    /// same file as `checkpoint().save(path)`, without a copy of the states in memory.
-    pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
-        let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
-        let layout = checkpoint::layout(self.table.lens.len(), &kinds);
-        let groups = checkpoint::groups(&self.table, &kinds);
-        let tensors = (layout.iter())
-            .map(|states| {
-                let mut states: Vec<(&str, &[f32])> = (states.iter())
-                    .map(|(name, _, slot)| {
-                        let values = match *slot {
-                            Slot::Elem { part, local, state } => {
-                                self.parts[part].elem_state(local, state)
-                            }
-                            Slot::Factor { part, local, state } => {
-                                &kinds[part].binding.factor_states[local][state]
-                            }
-                        };
-                        (name.as_str(), values)
-                    })
-                    .collect();
-                states.sort_by_key(|&(name, _)| name);
-                states
-            })
-            .collect();
-        let (tensor_steps, tensor_scalar_states) =
-            checkpoint::tensor_scalars(self.table.lens.len(), &kinds);
-        let view = CheckpointView {
-            tensor_steps,
-            tensor_scalar_states,
-            rule: &self.table.rule,
-            dtype: DType::F32,
-            steps: self.steps(),
-            shapes: &self.table.shapes,
-            groups: &groups,
-            tensors,
-        };
-        view.save(path.as_ref())
-    }
-
-    /// Continues from `checkpoint`, made by an optimizer of the same rule, shapes and param
-    /// groups (on any target): the next step is the one that would have followed it there.
-    /// Hyperparameters take the checkpoint's values. On error nothing is modified.
-    pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), OptimizerError> {
-        let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
-        let layout = checkpoint::check(checkpoint, &self.table, &kinds)?;
-        let mut kinds: Vec<&mut KindStep> = self.parts.iter_mut().map(|p| &mut p.kind).collect();
-        checkpoint::restore_host(checkpoint, &layout, &self.table, &mut kinds);
-        for (saved, states) in checkpoint.tensors.iter().zip(&layout) {
-            for (name, _, slot) in states {
-                if let Slot::Elem { part, local, state } = *slot {
-                    let values = self.parts[part].elem_state_mut(local, state);
-                    values.copy_from_slice(&saved[name]);
-                }
+    /// Reports the metric of the step just taken to the metric-driven schedule (as PyTorch's
+    /// `ReduceLROnPlateau.step(metric)`): what it sets is in force from the next step. Fails,
+    /// changing nothing, when no schedule of this optimizer reads `metric`.
+    pub fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
+        for part in &self.parts {
+            let binding = &part.as_ref().binding;
+            if binding.definition.on_metric.is_none() {
+                return Err(OptimizerError::NoMetricSchedule {
+                    rule: binding.rule().to_string(),
+                });
             }
         }
-        self.stats.steps = checkpoint.steps;
+        for part in &mut self.parts {
+            part.as_mut().binding.report_metric(metric)?;
+        }
         Ok(())
     }
 
-    /// Reports the metric of the step just taken to the metric-driven schedule (as PyTorch's
-    /// `ReduceLROnPlateau.step(metric)`): what it sets is in force from the next step. Fails
-    /// when no schedule of this optimizer reads `metric`.
-    pub fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
-        report_metric(&mut self.parts, metric)
-    }
-
-    /// The scalar state `name` of param group `group`.
+    /// The scalar state `name` of param group `group`: the group's own (a schedule's, the
+    /// clipping norm), or, for one each tensor has, that of the group's first tensor.
     pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
         self.table.scalar_state(&self.parts, group, name)
     }
@@ -347,7 +263,7 @@ impl Optimizer {
     pub fn tensor_scalar_state(&self, tensor: usize, name: &str) -> Option<f64> {
         let &(part, local) = self.placement.get(tensor)?;
         self.parts[part]
-            .kind
+            .as_ref()
             .binding
             .tensor_scalar_state(local, name)
     }
@@ -356,95 +272,65 @@ impl Optimizer {
     /// had no gradient do not count).
     pub fn tensor_steps(&self, tensor: usize) -> Option<u64> {
         let &(part, local) = self.placement.get(tensor)?;
-        Some(self.parts[part].kind.binding.tensors[local].steps)
+        Some(self.parts[part].as_ref().binding.tensors[local].steps)
     }
 
-    /// Steps taken so far.
+    /// Steps the optimizer took so far.
     pub fn steps(&self) -> u64 {
-        self.parts[0].kind.binding.step_count
+        self.parts[0].as_ref().binding.step_count
     }
 
-    /// Takes one step: updates every parameter and state in place. `params[i]` and `grads[i]`
-    /// are tensor i of the setup. On error nothing is modified.
-    pub fn step<P: AsMut<[f32]>, G: AsRef<[f32]>>(
-        &mut self,
-        params: &mut [P],
-        grads: &[G],
-    ) -> Result<(), OptimizerError> {
-        let grads: Vec<Option<&[f32]>> = grads.iter().map(|g| Some(g.as_ref())).collect();
-        self.step_optional(params, &grads)
+    /// Everything this optimizer carries to its next step, read from where its states lie.
+    pub(crate) fn take_checkpoint(&self) -> Result<Checkpoint, OptimizerError> {
+        let kinds: Vec<&KindStep> = self.parts.iter().map(AsRef::as_ref).collect();
+        let elem = |part: usize, local: usize, state: usize| {
+            self.exec.read_state(&self.parts[part], local, state)
+        };
+        checkpoint::capture(&self.table, &kinds, self.exec.dtype(), elem)
     }
 
-    /// Takes one step over the tensors that have a gradient (`Some`), as PyTorch skips a
-    /// parameter whose `.grad` is `None`: a tensor without one keeps its parameter, states,
-    /// step count and scalar states (so its bias corrections, NAdam's `mu_product`, ... go on
-    /// from where it stopped), and a reduction over every tensor (`clip_grad_norm`) covers
-    /// those that have one. Schedules count the optimizer's steps. On error nothing is
-    /// modified.
-    pub fn step_optional<P: AsMut<[f32]>, G: AsRef<[f32]>>(
-        &mut self,
-        params: &mut [P],
-        grads: &[Option<G>],
-    ) -> Result<(), OptimizerError> {
-        // Take each slice once: the pointers handed to the kernels are those of the checked
-        // slices, whatever a user's AsMut/AsRef would return on a second call.
-        let mut params: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut()).collect();
-        let grads: Vec<Option<&[f32]>> = grads
-            .iter()
-            .map(|g| g.as_ref().map(|g| g.as_ref()))
-            .collect();
-        let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
-        // A missing gradient has no length to check.
-        let grad_lens: Vec<usize> = (grads.iter().enumerate())
-            .map(|(t, g)| {
-                g.map_or_else(
-                    || self.table.lens.get(t).copied().unwrap_or(0),
-                    <[f32]>::len,
-                )
-            })
-            .collect();
-        self.table.check_lengths(&param_lens, &grad_lens)?;
-        for part in &mut self.parts {
-            let kind = &mut part.kind;
-            for (stepping, &t) in kind.stepping.iter_mut().zip(&kind.tensors) {
-                *stepping = grads[t].is_some();
+    /// Continues from `checkpoint`, made by an optimizer of the same rule, shapes and param
+    /// groups (on any target): the next step is the one that would have followed it there.
+    /// Hyperparameters take the checkpoint's values; states are stored as this optimizer stores
+    /// them (f32 values round to f16 or bf16 on a GPU that stores those; a finite value beyond
+    /// their range is refused). A checkpoint that does not fit changes nothing; on a GPU, a
+    /// copy that fails half-way leaves the states partly written.
+    pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), OptimizerError> {
+        let kinds: Vec<&KindStep> = self.parts.iter().map(AsRef::as_ref).collect();
+        let layout = checkpoint::check(checkpoint, &self.table, &kinds)?;
+        for (t, (saved, states)) in checkpoint.tensors.iter().zip(&layout).enumerate() {
+            for (name, _, slot) in states {
+                let refused = match slot {
+                    Slot::Elem { .. } => self.exec.refuse_values(t, name, &saved[name]),
+                    Slot::Factor { .. } => None,
+                };
+                if let Some(problem) = refused {
+                    let rule = self.table.rule.clone();
+                    return Err(OptimizerError::Checkpoint { rule, problem });
+                }
             }
         }
-        let grads: Vec<&[f32]> = grads.iter().map(|g| g.unwrap_or(&[])).collect();
-        // Each part's tensors, in its order (ascending optimizer indices).
-        let mut part_params: Vec<Vec<&mut [f32]>> = self.parts.iter().map(|_| Vec::new()).collect();
-        let mut part_grads: Vec<Vec<&[f32]>> = self.parts.iter().map(|_| Vec::new()).collect();
-        for ((param, grad), &(part, _)) in params.drain(..).zip(grads).zip(&self.placement) {
-            part_params[part].push(param);
-            part_grads[part].push(grad);
+        for (saved, states) in checkpoint.tensors.iter().zip(&layout) {
+            for (name, _, slot) in states {
+                if let Slot::Elem { part, local, state } = *slot {
+                    let values = &saved[name];
+                    (self.exec).write_state(&mut self.parts[part], local, state, values)?;
+                }
+            }
         }
-        let threads = self.threads;
-        let run = |i: usize, part: &mut Part, phase: usize| {
-            part.run_phase(phase, &mut part_params[i], &part_grads[i], threads);
-            Ok::<(), std::convert::Infallible>(())
-        };
-        let Ok(()) = step_in_lockstep(&mut self.parts, run);
-        self.stats.steps = self.steps();
+        let mut kinds: Vec<&mut KindStep> = self.parts.iter_mut().map(AsMut::as_mut).collect();
+        checkpoint::restore_host(checkpoint, &layout, &self.table, &mut kinds);
         Ok(())
     }
-}
 
-/// Reports `metric` to every part's metric-driven schedule (see [`Optimizer::report_metric`]):
-/// every part must have one, else nothing changes.
-pub(crate) fn report_metric<K: AsMut<KindStep>>(
-    parts: &mut [K],
-    metric: f64,
-) -> Result<(), OptimizerError> {
-    for part in parts.iter_mut() {
-        let binding = &part.as_mut().binding;
-        if binding.definition.on_metric.is_none() {
-            return Err(OptimizerError::NoMetricSchedule {
-                rule: binding.rule().to_string(),
-            });
+    /// Marks, in every part, which of its tensors take the next step: those `has_grad` says
+    /// have a gradient.
+    pub(crate) fn mark_stepping(&mut self, has_grad: impl Fn(usize) -> bool) {
+        for part in &mut self.parts {
+            let kind = part.as_mut();
+            for (stepping, &t) in kind.stepping.iter_mut().zip(&kind.tensors) {
+                *stepping = has_grad(t);
+            }
         }
     }
-    for part in parts.iter_mut() {
-        part.as_mut().binding.report_metric(metric)?;
-    }
-    Ok(())
 }

@@ -10,4 +10,4 @@ mod part;
 pub use device::{CudaDevice, CudaError};
 pub use elem::DeviceFloat;
 pub use gpu::{DeviceGraph, DeviceValue, Gpu};
-pub use optimizer::{CUDA_CHUNK_ELEMS, CudaOptimizer};
+pub use optimizer::{CUDA_CHUNK_ELEMS, CudaOptimizer, GpuExecutor};

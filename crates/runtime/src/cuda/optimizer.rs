@@ -1,18 +1,20 @@
-//! `CudaOptimizer`: a step compiled to PTX, its state on the device, and one launch per phase
-//! over a device chunk table that covers every tensor of every group (per kind of tensor, for
-//! a step that depends on the rank: see `part.rs`).
+//! `CudaOptimizer`: the optimizer on a GPU. Its executor, [`GpuExecutor`], holds the device,
+//! the storage dtype and a captured CUDA graph; each part's step is compiled to PTX, its state
+//! lives on the device, and each phase is one launch over a device chunk table that covers
+//! every tensor of the part.
 
 use super::device::{CudaDevice, CudaError};
 use super::elem::{DeviceFloat, decode, encode, round_trip};
 use super::gpu::Gpu;
 use super::part::CudaPart;
-use crate::checkpoint::{self, Checkpoint, Slot};
+use crate::checkpoint::Checkpoint;
 use crate::error::OptimizerError;
-use crate::kind_step::{KindStep, check_global_levels, step_in_lockstep};
-use crate::optimizer::{Setup, Stats, report_metric};
-use crate::pipeline::{CompileOptions, Compiled, compile_cached};
+use crate::executor::Executor;
+use crate::kind_step::step_in_lockstep;
+use crate::optimizer::{OptimizerOn, Setup};
+use crate::pipeline::{CompileOptions, Compiled};
 use crate::target::Target;
-use crate::variant::GroupTable;
+use crate::variant::PartPlan;
 use cudarc::driver::CudaSlice;
 use optjit_ir::DType;
 use optjit_trace::Definition;
@@ -48,18 +50,18 @@ fn chunk_elems() -> usize {
 ///
 /// Parameters and gradients are device buffers on the device's stream ([`CudaDevice::upload`]);
 /// [`CudaOptimizer::step`] enqueues a copy of the step's scalars and the launches on
-/// [`CudaDevice::stream`] and does not wait for the kernels. Hyperparameters and the scalar program's results reach the kernels through a small
-/// device buffer written before the launches, so changing them never recompiles.
-pub struct CudaOptimizer<G: Gpu = CudaDevice> {
+/// [`CudaDevice::stream`] and does not wait for the kernels. Hyperparameters and the scalar
+/// program's results reach the kernels through a small device buffer written before the
+/// launches, so changing them never recompiles.
+pub type CudaOptimizer<G = CudaDevice> = OptimizerOn<GpuExecutor<G>>;
+
+/// A GPU as an optimizer's executor: the device, how tensors are stored there, and the CUDA
+/// graph of a step's launches when steps are replayed.
+pub struct GpuExecutor<G: Gpu> {
     /// The captured launches of a step over the current tables. First, so that it is dropped
-    /// before the kernels and buffers it launches on.
+    /// before the device handle (and, in the optimizer, before the parts' kernels).
     graph: Option<G::Graph>,
-    /// The tensors and param groups, and which parts hold each group.
-    table: GroupTable,
     device: Arc<G>,
-    parts: Vec<CudaPart<G>>,
-    /// Per tensor: its part and its index there.
-    placement: Vec<(usize, usize)>,
     /// Elements per chunk record.
     chunk_elems: usize,
     /// How the tensors and per-element states are stored.
@@ -67,10 +69,105 @@ pub struct CudaOptimizer<G: Gpu = CudaDevice> {
     /// Whether steps that can be are replayed from a CUDA graph (see
     /// [`CudaOptimizer::set_graph_capture`]).
     graphs: bool,
-    stats: Stats,
 }
 
-impl<G: Gpu> CudaOptimizer<G> {
+impl<G: Gpu> Executor for GpuExecutor<G> {
+    type Part = CudaPart<G>;
+
+    const TARGET: &'static str = "cuda";
+
+    fn options(
+        &self,
+        rule: &str,
+        setup: &Setup,
+        options: &CompileOptions,
+    ) -> Result<CompileOptions, OptimizerError> {
+        if !matches!(options.target, Target::Cuda { .. }) {
+            return Err(OptimizerError::WrongTarget {
+                rule: rule.to_string(),
+                target: options.target.to_string(),
+                expected: Self::TARGET,
+            });
+        }
+        Ok(CompileOptions {
+            storage: setup.dtype,
+            ..options.clone()
+        })
+    }
+
+    fn runs(&self, compiled: &Compiled) -> bool {
+        compiled.ptx().is_some()
+    }
+
+    fn part(
+        &self,
+        plan: &PartPlan,
+        compiled: Arc<Compiled>,
+    ) -> Result<(CudaPart<G>, f64), OptimizerError> {
+        let started = Instant::now();
+        let part = CudaPart::new(plan, compiled, &*self.device)?;
+        Ok((part, started.elapsed().as_secs_f64() * 1e3))
+    }
+
+    fn read_state(
+        &self,
+        part: &CudaPart<G>,
+        local: usize,
+        state: usize,
+    ) -> Result<Vec<f32>, OptimizerError> {
+        part.elem_state(&self.device, local, state)
+    }
+
+    fn write_state(
+        &self,
+        part: &mut CudaPart<G>,
+        local: usize,
+        state: usize,
+        values: &[f32],
+    ) -> Result<(), OptimizerError> {
+        part.write_elem_state(&self.device, local, state, values)
+    }
+
+    fn refuse_values(&self, tensor: usize, name: &str, values: &[f32]) -> Option<String> {
+        // A finite value that the dtype cannot hold would come back as infinity.
+        let overflows = |&x: &f32| x.is_finite() && !round_trip(self.dtype, x).is_finite();
+        let i = values.iter().position(overflows)?;
+        Some(format!(
+            "its state {name} of tensor {tensor} holds {} at index {i}, beyond what {} can hold",
+            values[i], self.dtype
+        ))
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Every tensor must have its gradient (see `Optimizer::step_optional` for the host).
+    fn step_host_tensors(
+        opt: &mut CudaOptimizer<G>,
+        params: &mut [Vec<f32>],
+        grads: &[Option<Vec<f32>>],
+    ) -> Result<(), OptimizerError> {
+        let Some(grads) = grads.iter().cloned().collect::<Option<Vec<Vec<f32>>>>() else {
+            return Err(OptimizerError::NotOnTarget {
+                rule: opt.table.rule.clone(),
+                what: "tensors without a gradient (Optimizer::step_optional)".into(),
+                target: Self::TARGET,
+            });
+        };
+        opt.step_host(params, &grads)
+    }
+
+    fn state_on_host(
+        opt: &CudaOptimizer<G>,
+        tensor: usize,
+        name: &str,
+    ) -> Result<Option<Vec<f32>>, OptimizerError> {
+        opt.state(tensor, name)
+    }
+}
+
+impl<G: Gpu> OptimizerOn<GpuExecutor<G>> {
     /// Compiles `definition` to sm_80 PTX (which the driver also runs on sm_90 and later), loads
     /// it on `device`, and allocates the state for `setup`'s tensors there.
     pub fn new(
@@ -93,56 +190,14 @@ impl<G: Gpu> CudaOptimizer<G> {
         device: Arc<G>,
         options: &CompileOptions,
     ) -> Result<CudaOptimizer<G>, OptimizerError> {
-        let (table, plans) = GroupTable::plan(definition, &setup)?;
-        let wrong_target = || OptimizerError::WrongTarget {
-            rule: table.rule.clone(),
-            target: options.target.to_string(),
-            expected: "cuda",
-        };
-        if !matches!(options.target, Target::Cuda { .. }) {
-            return Err(wrong_target());
-        }
-        let mut parts = Vec::new();
-        let mut part_stats = Vec::new();
-        let options = CompileOptions {
-            storage: setup.dtype,
-            ..options.clone()
-        };
-        for plan in &plans {
-            let started = Instant::now();
-            let (compiled, used) = compile_cached(&plan.definition, &options)?;
-            let elapsed = started.elapsed();
-            if compiled.ptx().is_none() {
-                return Err(wrong_target());
-            }
-            let elems: usize = plan.tensors.iter().map(|&t| table.lens[t]).sum();
-            let started = Instant::now();
-            let part = CudaPart::new(plan, compiled.clone(), &*device)?;
-            let mut stats = Stats::of(&compiled, used, elapsed);
-            stats.compile_ms += started.elapsed().as_secs_f64() * 1e3;
-            part_stats.push((stats, elems));
-            parts.push(part);
-        }
-        // Every part must reduce over all tensors at the same levels, to add their sums up.
-        let kinds: Vec<&KindStep> = parts.iter().map(|p| &p.kind).collect();
-        check_global_levels(&kinds, &table.rule, "cuda")?;
-        let mut placement = vec![(0, 0); table.lens.len()];
-        for (p, part) in parts.iter().enumerate() {
-            for (local, &t) in part.kind.tensors.iter().enumerate() {
-                placement[t] = (p, local);
-            }
-        }
-        Ok(CudaOptimizer {
-            table,
+        let exec = GpuExecutor {
+            graph: None,
             device,
-            parts,
-            placement,
             chunk_elems: chunk_elems(),
             dtype: setup.dtype,
             graphs: false,
-            graph: None,
-            stats: Stats::combined(&part_stats),
-        })
+        };
+        OptimizerOn::build(definition, setup, options, exec)
     }
 
     /// Replays steps from a CUDA graph (`on`) or launches each kernel (the default). A graph
@@ -155,63 +210,18 @@ impl<G: Gpu> CudaOptimizer<G> {
     /// the same graph goes on serving. (Not yet run on a GPU; `tests/cuda.rs` runs it on the
     /// PTX interpreter.)
     pub fn set_graph_capture(&mut self, on: bool) {
-        self.graphs = on;
-        self.graph = None;
+        self.exec.graphs = on;
+        self.exec.graph = None;
     }
 
     /// Whether the last step was replayed from (or captured into) a CUDA graph.
     pub fn replays_graph(&self) -> bool {
-        self.graph.is_some()
+        self.exec.graph.is_some()
     }
 
     /// The device the step runs on.
     pub fn device(&self) -> &Arc<G> {
-        &self.device
-    }
-
-    /// The compiled step (plan, kernels, PTX, stage texts) of the first kind of tensors (the
-    /// only one unless the definition depends on the rank).
-    pub fn compiled(&self) -> &Compiled {
-        &self.parts[0].kind.compiled
-    }
-
-    /// Every compiled step, one per kind of tensors, with the optimizer's indices of the
-    /// tensors each one steps.
-    pub fn compiled_kinds(&self) -> impl Iterator<Item = (&Compiled, &[usize])> {
-        self.parts
-            .iter()
-            .map(|p| (p.kind.compiled.as_ref(), p.kind.tensors.as_slice()))
-    }
-
-    /// Counters: compiles, kernels per step, bytes per element, compile (and load) time, steps.
-    pub fn stats(&self) -> Stats {
-        self.stats
-    }
-
-    /// How many param groups there are.
-    pub fn n_groups(&self) -> usize {
-        self.table.n_groups()
-    }
-
-    /// The tensor indices of param group `group`.
-    pub fn group_tensors(&self, group: usize) -> Option<&[usize]> {
-        self.table.tensors.get(group).map(Vec::as_slice)
-    }
-
-    /// The value of hyperparameter `name` in force for `group`.
-    pub fn hyper(&self, group: usize, name: &str) -> Result<f64, OptimizerError> {
-        self.table.hyper(&self.parts, group, name)
-    }
-
-    /// Sets hyperparameter `name` for one group (`Some(g)`) or all (`None`: every group whose
-    /// rule has it). It takes effect at the next step and never recompiles.
-    pub fn set_hyper(
-        &mut self,
-        group: Option<usize>,
-        name: &str,
-        value: f64,
-    ) -> Result<(), OptimizerError> {
-        self.table.set_hyper(&mut self.parts, group, name, value)
+        &self.exec.device
     }
 
     /// The state `name` of tensor `tensor` (PyTorch's state names), copied to the host (waits
@@ -221,92 +231,15 @@ impl<G: Gpu> CudaOptimizer<G> {
         let Some(&(part, local)) = self.placement.get(tensor) else {
             return Ok(None);
         };
-        self.parts[part].state(&self.device, local, name)
+        self.parts[part].state(&self.exec.device, local, name)
     }
 
     /// Everything this optimizer carries to its next step (states, scalar states,
-    /// hyperparameters, the step count), copied to the host (waits for the stream), to save
-    /// ([`Checkpoint::save`]) and resume from with [`CudaOptimizer::restore`], here or in a
+    /// hyperparameters, step counts), copied to the host (waits for the stream), to save
+    /// ([`Checkpoint::save`]) and resume from with [`OptimizerOn::restore`], here or in a
     /// [`crate::Optimizer`].
     pub fn checkpoint(&self) -> Result<Checkpoint, OptimizerError> {
-        let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
-        let elem = |part: usize, local: usize, state: usize| {
-            self.parts[part].elem_state(&self.device, local, state)
-        };
-        checkpoint::capture(&self.table, &kinds, self.dtype, elem)
-    }
-
-    /// Continues from `checkpoint`, made by an optimizer of the same rule, shapes and param
-    /// groups (on any target): the next step is the one that would have followed it there.
-    /// Hyperparameters take the checkpoint's values; states are stored as this optimizer's
-    /// dtype (f32 values round to f16 or bf16; a finite value beyond its range is refused). The
-    /// copies are enqueued on the stream. On a mismatch nothing is modified; a failed copy
-    /// leaves the states partly written.
-    pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), OptimizerError> {
-        let kinds: Vec<&KindStep> = self.parts.iter().map(|p| &p.kind).collect();
-        let layout = checkpoint::check(checkpoint, &self.table, &kinds)?;
-        // A finite value that the dtype cannot hold would come back as infinity: refuse first.
-        for (t, (saved, states)) in checkpoint.tensors.iter().zip(&layout).enumerate() {
-            for (name, _, slot) in states {
-                let values = &saved[name];
-                let overflows = |&x: &f32| x.is_finite() && !round_trip(self.dtype, x).is_finite();
-                if let (Slot::Elem { .. }, Some(i)) = (slot, values.iter().position(overflows)) {
-                    return Err(OptimizerError::Checkpoint {
-                        rule: self.table.rule.clone(),
-                        problem: format!(
-                            "its state {name} of tensor {t} holds {} at index {i}, beyond what {} can hold",
-                            values[i], self.dtype
-                        ),
-                    });
-                }
-            }
-        }
-        for (saved, states) in checkpoint.tensors.iter().zip(&layout) {
-            for (name, _, slot) in states {
-                if let Slot::Elem { part, local, state } = *slot {
-                    let values = &saved[name];
-                    self.parts[part].write_elem_state(&self.device, local, state, values)?;
-                }
-            }
-        }
-        let mut kinds: Vec<&mut KindStep> = self.parts.iter_mut().map(|p| &mut p.kind).collect();
-        checkpoint::restore_host(checkpoint, &layout, &self.table, &mut kinds);
-        self.stats.steps = checkpoint.steps;
-        Ok(())
-    }
-
-    /// Reports the metric of the step just taken to the metric-driven schedule (as PyTorch's
-    /// `ReduceLROnPlateau.step(metric)`): what it sets is in force from the next step. Fails
-    /// when no schedule of this optimizer reads `metric`.
-    pub fn report_metric(&mut self, metric: f64) -> Result<(), OptimizerError> {
-        report_metric(&mut self.parts, metric)
-    }
-
-    /// The scalar state `name` of param group `group`.
-    pub fn scalar_state(&self, group: usize, name: &str) -> Option<f64> {
-        self.table.scalar_state(&self.parts, group, name)
-    }
-
-    /// The scalar state `name` of tensor `tensor`, when each tensor has its own (NAdam's
-    /// `mu_product`, ASGD's `eta` and `mu`: PyTorch keeps them per parameter).
-    pub fn tensor_scalar_state(&self, tensor: usize, name: &str) -> Option<f64> {
-        let &(part, local) = self.placement.get(tensor)?;
-        self.parts[part]
-            .kind
-            .binding
-            .tensor_scalar_state(local, name)
-    }
-
-    /// Steps taken so far by tensor `tensor` (PyTorch's `state[p]["step"]`: steps where it
-    /// had no gradient do not count).
-    pub fn tensor_steps(&self, tensor: usize) -> Option<u64> {
-        let &(part, local) = self.placement.get(tensor)?;
-        Some(self.parts[part].kind.binding.tensors[local].steps)
-    }
-
-    /// Steps taken so far.
-    pub fn steps(&self) -> u64 {
-        self.parts[0].kind.binding.step_count
+        self.take_checkpoint()
     }
 
     /// Enqueues one step over tensors given as raw device addresses (for buffers that another
@@ -328,7 +261,7 @@ impl<G: Gpu> CudaOptimizer<G> {
         };
         self.table
             .check_lengths(&claimed(params.len()), &claimed(grads.len()))?;
-        let bytes = self.dtype.size_bytes();
+        let bytes = self.exec.dtype.size_bytes();
         for (what, addresses) in [("param", params), ("grad", grads)] {
             if let Some(tensor) = addresses.iter().position(|&a| a % bytes as u64 != 0) {
                 let address = addresses[tensor];
@@ -358,11 +291,12 @@ impl<G: Gpu> CudaOptimizer<G> {
         let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
         let grad_lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
         self.table.check_lengths(&param_lens, &grad_lens)?;
-        let dtype = self.dtype;
+        let dtype = self.exec.dtype;
+        let device = &self.exec.device;
         let upload = |host: &[f32]| -> Result<Option<G::Buffer<u8>>, CudaError> {
             match host.len() {
                 0 => Ok(None),
-                _ => self.device.upload(&encode(dtype, host)).map(Some),
+                _ => device.upload(&encode(dtype, host)).map(Some),
             }
         };
         let device_params = params
@@ -373,13 +307,14 @@ impl<G: Gpu> CudaOptimizer<G> {
             .iter()
             .map(|g| upload(g))
             .collect::<Result<Vec<_>, _>>()?;
-        let address = |b: &Option<G::Buffer<u8>>| b.as_ref().map_or(0, |b| self.device.address(b));
+        let address = |b: &Option<G::Buffer<u8>>| b.as_ref().map_or(0, |b| device.address(b));
         let param_addresses: Vec<u64> = device_params.iter().map(address).collect();
         let grad_addresses: Vec<u64> = device_grads.iter().map(address).collect();
         self.step_addresses(&param_addresses, &grad_addresses)?;
-        for (host, device) in params.iter_mut().zip(&device_params) {
-            if let Some(device) = device {
-                host.copy_from_slice(&decode(dtype, &self.device.download(device)?));
+        let device = &self.exec.device;
+        for (host, buffer) in params.iter_mut().zip(&device_params) {
+            if let Some(buffer) = buffer {
+                host.copy_from_slice(&decode(dtype, &device.download(buffer)?));
             }
         }
         Ok(())
@@ -403,49 +338,42 @@ impl<G: Gpu> CudaOptimizer<G> {
             part_params[part].push(param);
             part_grads[part].push(grad);
         }
-        for (part, (params, grads)) in self
-            .parts
-            .iter_mut()
-            .zip(part_params.iter().zip(&part_grads))
-        {
-            if part.prepare_tables(&self.device, params, grads, self.chunk_elems)? {
+        let exec = &mut self.exec;
+        let pairs = part_params.iter().zip(&part_grads);
+        for (part, (params, grads)) in self.parts.iter_mut().zip(pairs) {
+            if part.prepare_tables(&exec.device, params, grads, exec.chunk_elems)? {
                 // The launches' tables or partials moved: the graph no longer fits.
-                self.graph = None;
+                exec.graph = None;
             }
         }
-        let device = &self.device;
+        let device = &exec.device;
         let capturable = self.parts.iter().all(CudaPart::capturable);
-        if self.graphs && capturable && self.parts.iter().any(CudaPart::launches) {
+        if exec.graphs && capturable && self.parts.iter().any(CudaPart::launches) {
             for part in &mut self.parts {
                 part.kind.begin();
                 part.stage_all(device)?;
             }
-            if self.graph.is_none() {
-                self.graph = Some(self.capture()?);
+            if exec.graph.is_none() {
+                // Captures every part's launches, in order (nothing runs).
+                let parts = &self.parts;
+                let launches = &mut || parts.iter().try_for_each(|p| p.launch_all(&**device));
+                exec.graph = Some(device.capture(launches)?);
                 self.stats.graph_captures += 1;
             }
-            let graph = self.graph.as_ref().expect("captured above");
+            let graph = exec.graph.as_ref().expect("captured above");
             device.replay(graph)?;
             self.parts.iter_mut().for_each(|part| part.kind.finish());
         } else {
-            self.graph = None;
+            exec.graph = None;
             step_in_lockstep(&mut self.parts, |_, part, phase| {
                 part.run_phase(device, phase)
             })?;
         }
-        self.stats.steps = self.steps();
         Ok(())
-    }
-
-    /// Captures every part's launches, in order, into a graph (nothing runs).
-    fn capture(&self) -> Result<G::Graph, OptimizerError> {
-        let device = &*self.device;
-        let parts = &self.parts;
-        device.capture(&mut || parts.iter().try_for_each(|part| part.launch_all(device)))
     }
 }
 
-impl CudaOptimizer<CudaDevice> {
+impl OptimizerOn<GpuExecutor<CudaDevice>> {
     /// Enqueues one step on the device's stream: updates every parameter and state in place.
     /// `params[i]` and `grads[i]` are tensor i of the setup, allocated on [`CudaDevice::stream`]
     /// (so that freeing them is ordered after the step). A step refused for its input (counts,
@@ -456,8 +384,8 @@ impl CudaOptimizer<CudaDevice> {
         params: &mut [CudaSlice<T>],
         grads: &[CudaSlice<T>],
     ) -> Result<(), OptimizerError> {
-        if T::DTYPE != self.dtype {
-            let (expected, got) = (self.dtype, T::DTYPE);
+        if T::DTYPE != self.exec.dtype {
+            let (expected, got) = (self.exec.dtype, T::DTYPE);
             return Err(CudaError::WrongDType { expected, got }.into());
         }
         let param_lens: Vec<usize> = params.iter().map(CudaSlice::len).collect();
@@ -468,17 +396,21 @@ impl CudaOptimizer<CudaDevice> {
                 "param",
                 params
                     .iter()
-                    .map(|p| self.device.owns(p))
+                    .map(|p| self.exec.device.owns(p))
                     .collect::<Vec<_>>(),
             ),
-            ("grad", grads.iter().map(|g| self.device.owns(g)).collect()),
+            (
+                "grad",
+                grads.iter().map(|g| self.exec.device.owns(g)).collect(),
+            ),
         ] {
             if let Some(tensor) = owned.iter().position(|&ours| !ours) {
                 return Err(CudaError::ForeignTensor { what, tensor }.into());
             }
         }
-        let param_addresses: Vec<u64> = params.iter().map(|p| self.device.address(p)).collect();
-        let grad_addresses: Vec<u64> = grads.iter().map(|g| self.device.address(g)).collect();
+        let param_addresses: Vec<u64> =
+            params.iter().map(|p| self.exec.device.address(p)).collect();
+        let grad_addresses: Vec<u64> = grads.iter().map(|g| self.exec.device.address(g)).collect();
         self.step_addresses(&param_addresses, &grad_addresses)
     }
 }

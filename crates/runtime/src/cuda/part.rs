@@ -43,7 +43,7 @@ struct Phase<G: Gpu> {
 }
 
 /// One kind's compiled step on a device, with its state there.
-pub(super) struct CudaPart<G: Gpu> {
+pub(crate) struct CudaPart<G: Gpu> {
     pub(super) kind: KindStep,
     phases: Vec<Phase<G>>,
     /// How tensors and per-element states are stored (the compiled graph's element dtype).
