@@ -38,7 +38,7 @@ fn resumed(case: &str, from: &Backend, after_step: usize, to: &Backend) -> CaseR
 
 #[test]
 fn resuming_a_golden_case_on_the_cpu_changes_no_bit() {
-    for case in common::GOLDEN_CASES.iter().chain(&common::CPU_ONLY_CASES) {
+    for case in common::GOLDEN_CASES {
         let plain = run_file(&common::golden_path(case), &CPU).expect(case);
         assert!(plain.passed(), "{plain}");
         for after_step in [0, 9] {

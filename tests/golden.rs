@@ -165,18 +165,6 @@ fn nonfinite_expectations_match_by_class() {
     bad["init"][3][0] = serde_json::json!("Infinity");
     let e = run_case(&bad, &cpu(1)).expect_err("refused");
     assert!(e.to_string().contains("init[3]"), "{e}");
-
-
-/// Tensors without a gradient at some steps (`null` in `grads`), as PyTorch skips them: their
-/// step counts, and NAdam's `mu_product`, are their own.
-#[test]
-fn cases_with_missing_gradients_pass() {
-    for case in common::CPU_ONLY_CASES {
-        check(case, 1);
-        check(case, 3);
-    }
-}
-
 /// Scheduler arguments given per param group (`OneCycleLR(max_lr=[...])`, CyclicLR's bounds,
 /// ReduceLROnPlateau's `min_lr`): every case in `tests/golden/sched-groups/`.
 #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 /// The golden cases the built-ins of this version must pass (those in a subfolder extend the
 /// format: scheduler arguments per group, param groups with rules of their own).
-pub const GOLDEN_CASES: [&str; 44] = [
+pub const GOLDEN_CASES: [&str; 46] = [
     "sgd-plain",
     "sgd-momentum-wd",
     "sgd-nesterov",
@@ -59,6 +59,8 @@ pub const GOLDEN_CASES: [&str; 44] = [
     "sched-groups/sched-groups-plateau-minlr-list",
     "groups/groups-adam-amsgrad-per-group",
     "groups/groups-mixed-adamw-sgd",
+    "groups/groups-adamw-none-grads",
+    "groups/groups-nadam-none-grads",
 ];
 
 /// The non-finite cases (`tests/golden/nonfinite/`, recorded by its `gen.py`): inf, -inf and
@@ -100,12 +102,6 @@ pub const NONFINITE_CASES: [&str; 36] = [
     "nonfinite/sgd",
     "nonfinite/sgd-momentum-wd",
     "nonfinite/sgd-nesterov-maximize",
-
-/// Golden cases that only the CPU passes so far: tensors without a gradient at some steps
-/// (`Optimizer::step_optional`; the CUDA optimizer refuses a missing gradient).
-pub const CPU_ONLY_CASES: [&str; 2] = [
-    "groups/groups-adamw-none-grads",
-    "groups/groups-nadam-none-grads",
 ];
 
 /// The repository's copy of golden case `case`: in the checkout the test was built in, or,

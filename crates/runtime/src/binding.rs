@@ -406,9 +406,9 @@ impl Binding {
         if stage == 0 {
             self.form_cohorts(stepping, scratch);
             scratch.rows.clear();
-            scratch
-                .rows
-                .resize(self.n_rows(program, scratch) * width, 0.0);
+            // At least one row, so that every part has a row buffer to point at.
+            let n_rows = self.n_rows(program, scratch).max(1);
+            scratch.rows.resize(n_rows * width, 0.0);
             scratch.cohort_values.clear();
             scratch.cohort_values.resize(scratch.cohorts.len() * n, 0.0);
             scratch.tensor_values.clear();
@@ -531,16 +531,6 @@ impl Binding {
             scratch.cohort_states.len(),
             scratch.cohorts.len() * n_states
         );
-    }
-
-    /// Whether the tensors of each group are at the same step count with the same scalar
-    /// states (then each group steps as one cohort).
-    pub(crate) fn uniform_groups(&self) -> bool {
-        self.groups.iter().all(|g| {
-            let mut states = g.tensors.iter().map(|&t| &self.tensors[t]);
-            let first = states.next();
-            states.all(|s| first.is_some_and(|first| first.same(s)))
-        })
     }
 
     /// How many rows of kernel scalars a step fills when each group is one cohort (every
@@ -875,4 +865,42 @@ pub(crate) fn buffer_sources(
         .iter()
         .map(|phase| phase.buffers.iter().map(|b| source(&b.buffer)).collect())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Binding, StageScratch};
+    use crate::optimizer::{Group, Setup};
+
+    /// A step where every tensor has its gradient runs the scalar program once per group and
+    /// fills one row per group, as before tensors could skip steps; a tensor that skipped
+    /// steps gets a cohort (and row) of its own, and one that skips this step none.
+    #[test]
+    fn every_tensor_stepping_means_one_cohort_per_group() {
+        let adamw = optjit_optim::AdamW::new().build().expect("AdamW");
+        let groups = [vec![0, 1, 2, 3], vec![4, 5], vec![6, 7, 8, 9]]
+            .map(|tensors| Group {
+                tensors,
+                ..Group::default()
+            })
+            .to_vec();
+        let setup = Setup {
+            shapes: vec![vec![4]; 10],
+            groups,
+            hypers: adamw.hypers.clone(),
+            ..Setup::default()
+        };
+        let mut binding = Binding::new(&adamw.definition, &setup).expect("binds");
+        let mut scratch = StageScratch::default();
+        binding.form_cohorts(&[true; 10], &mut scratch);
+        let members: Vec<Vec<usize>> = scratch.cohorts.iter().map(|c| c.tensors.clone()).collect();
+        assert_eq!(members, [vec![0, 1, 2, 3], vec![4, 5], vec![6, 7, 8, 9]]);
+
+        binding.tensors[1].steps = 3; // tensor 1 took fewer steps than its group
+        let mut stepping = [true; 10];
+        stepping[5] = false; // tensor 5 has no gradient this step
+        binding.form_cohorts(&stepping, &mut scratch);
+        let members: Vec<Vec<usize>> = scratch.cohorts.iter().map(|c| c.tensors.clone()).collect();
+        assert_eq!(members, [vec![0, 2, 3], vec![1], vec![4], vec![6, 7, 8, 9]]);
+    }
 }

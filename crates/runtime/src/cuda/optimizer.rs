@@ -142,20 +142,12 @@ impl<G: Gpu> Executor for GpuExecutor<G> {
         self.dtype
     }
 
-    /// Every tensor must have its gradient (see `Optimizer::step_optional` for the host).
     fn step_host_tensors(
         opt: &mut CudaOptimizer<G>,
         params: &mut [Vec<f32>],
         grads: &[Option<Vec<f32>>],
     ) -> Result<(), OptimizerError> {
-        let Some(grads) = grads.iter().cloned().collect::<Option<Vec<Vec<f32>>>>() else {
-            return Err(OptimizerError::NotOnTarget {
-                rule: opt.table.rule.clone(),
-                what: "tensors without a gradient (Optimizer::step_optional)".into(),
-                target: Self::TARGET,
-            });
-        };
-        opt.step_host(params, &grads)
+        opt.step_host_optional(params, grads)
     }
 
     fn state_on_host(
@@ -254,6 +246,22 @@ impl<G: Gpu> OptimizerOn<GpuExecutor<G>> {
     /// must not alias a buffer the step writes); and all must stay valid, with no other stream
     /// writing them, until this device's stream has run the step.
     pub unsafe fn step_raw(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
+        let grads: Vec<Option<u64>> = grads.iter().copied().map(Some).collect();
+        // SAFETY: the caller's promises, every gradient present.
+        unsafe { self.step_raw_optional(params, &grads) }
+    }
+
+    /// As [`CudaOptimizer::step_raw`], over the tensors that have a gradient (`Some`): a tensor
+    /// without one is skipped as PyTorch skips a parameter whose `.grad` is `None` (see
+    /// [`crate::Optimizer::step_optional`]).
+    ///
+    /// # Safety
+    /// As [`CudaOptimizer::step_raw`], for the gradients given.
+    pub unsafe fn step_raw_optional(
+        &mut self,
+        params: &[u64],
+        grads: &[Option<u64>],
+    ) -> Result<(), OptimizerError> {
         let n = self.table.lens.len();
         let claimed = |given: usize| match given == n {
             true => self.table.lens.clone(),
@@ -262,7 +270,8 @@ impl<G: Gpu> OptimizerOn<GpuExecutor<G>> {
         self.table
             .check_lengths(&claimed(params.len()), &claimed(grads.len()))?;
         let bytes = self.exec.dtype.size_bytes();
-        for (what, addresses) in [("param", params), ("grad", grads)] {
+        let given: Vec<u64> = grads.iter().map(|g| g.unwrap_or(0)).collect();
+        for (what, addresses) in [("param", params), ("grad", &given[..])] {
             if let Some(tensor) = addresses.iter().position(|&a| a % bytes as u64 != 0) {
                 let address = addresses[tensor];
                 return Err(CudaError::Misaligned {
@@ -286,10 +295,26 @@ impl<G: Gpu> OptimizerOn<GpuExecutor<G>> {
         params: &mut [P],
         grads: &[Q],
     ) -> Result<(), OptimizerError> {
+        let grads: Vec<Option<&[f32]>> = grads.iter().map(|g| Some(g.as_ref())).collect();
+        self.step_host_optional(params, &grads)
+    }
+
+    /// As [`CudaOptimizer::step_host`], over the tensors that have a gradient (`Some`; see
+    /// [`crate::Optimizer::step_optional`]).
+    pub fn step_host_optional<P: AsMut<[f32]>, Q: AsRef<[f32]>>(
+        &mut self,
+        params: &mut [P],
+        grads: &[Option<Q>],
+    ) -> Result<(), OptimizerError> {
         let mut params: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut()).collect();
-        let grads: Vec<&[f32]> = grads.iter().map(|g| g.as_ref()).collect();
+        let grads: Vec<Option<&[f32]>> = (grads.iter())
+            .map(|g| g.as_ref().map(|g| g.as_ref()))
+            .collect();
         let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
-        let grad_lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
+        let lens = &self.table.lens;
+        let grad_lens: Vec<usize> = (grads.iter().enumerate())
+            .map(|(t, g)| g.map_or_else(|| lens.get(t).copied().unwrap_or(0), <[f32]>::len))
+            .collect();
         self.table.check_lengths(&param_lens, &grad_lens)?;
         let dtype = self.exec.dtype;
         let device = &self.exec.device;
@@ -305,11 +330,13 @@ impl<G: Gpu> OptimizerOn<GpuExecutor<G>> {
             .collect::<Result<Vec<_>, _>>()?;
         let device_grads = grads
             .iter()
-            .map(|g| upload(g))
+            .map(|g| g.map(upload).transpose().map(Option::flatten))
             .collect::<Result<Vec<_>, _>>()?;
         let address = |b: &Option<G::Buffer<u8>>| b.as_ref().map_or(0, |b| device.address(b));
         let param_addresses: Vec<u64> = device_params.iter().map(address).collect();
-        let grad_addresses: Vec<u64> = device_grads.iter().map(address).collect();
+        let grad_addresses: Vec<Option<u64>> = (grads.iter().zip(&device_grads))
+            .map(|(given, buffer)| given.map(|_| address(buffer)))
+            .collect();
         self.step_addresses(&param_addresses, &grad_addresses)?;
         let device = &self.exec.device;
         for (host, buffer) in params.iter_mut().zip(&device_params) {
@@ -323,20 +350,17 @@ impl<G: Gpu> OptimizerOn<GpuExecutor<G>> {
     /// The step over tensors at these device addresses (lengths already checked): each part's
     /// tables are rebuilt if its tensors moved, then the parts run in lockstep, phase level by
     /// phase level (see `CudaPart::run_phase`).
-    fn step_addresses(&mut self, params: &[u64], grads: &[u64]) -> Result<(), OptimizerError> {
-        // Device rows and tables are laid out one row per group (see `Binding::group_rows`).
-        if !self.parts.iter().all(|p| p.kind.binding.uniform_groups()) {
-            return Err(OptimizerError::NotOnTarget {
-                rule: self.table.rule.clone(),
-                what: "tensors of one param group at different step counts (a checkpoint of steps where some tensors had no gradient)".into(),
-                target: "cuda",
-            });
-        }
+    fn step_addresses(
+        &mut self,
+        params: &[u64],
+        grads: &[Option<u64>],
+    ) -> Result<(), OptimizerError> {
+        self.mark_stepping(|t| grads[t].is_some());
         let mut part_params = vec![Vec::new(); self.parts.len()];
         let mut part_grads = vec![Vec::new(); self.parts.len()];
         for ((&param, &grad), &(part, _)) in params.iter().zip(grads).zip(&self.placement) {
             part_params[part].push(param);
-            part_grads[part].push(grad);
+            part_grads[part].push(grad.unwrap_or(0));
         }
         let exec = &mut self.exec;
         let pairs = part_params.iter().zip(&part_grads);
@@ -410,7 +434,9 @@ impl OptimizerOn<GpuExecutor<CudaDevice>> {
         }
         let param_addresses: Vec<u64> =
             params.iter().map(|p| self.exec.device.address(p)).collect();
-        let grad_addresses: Vec<u64> = grads.iter().map(|g| self.exec.device.address(g)).collect();
+        let grad_addresses: Vec<Option<u64>> = (grads.iter())
+            .map(|g| Some(self.exec.device.address(g)))
+            .collect();
         self.step_addresses(&param_addresses, &grad_addresses)
     }
 }

@@ -59,7 +59,7 @@ pub(crate) struct CudaPart<G: Gpu> {
     col_offsets: Vec<Vec<usize>>,
     /// The column values gathered on the host before an upload.
     col_staging: Vec<f32>,
-    /// The param and grad addresses the tables were built for.
+    /// The param and grad addresses, and each tensor's row, the tables were built for.
     table_tensors: Vec<u64>,
 }
 
@@ -230,18 +230,27 @@ impl<G: Gpu> CudaPart<G> {
         grads: &[u64],
         chunk_elems: usize,
     ) -> Result<bool, OptimizerError> {
-        let tensors: Vec<u64> = params.iter().chain(grads).copied().collect();
+        // The step's cohorts decide which tensors have records and which row each reads: one
+        // per group unless tensors skip steps (see `binding::Cohort`).
+        self.kind.form_cohorts();
+        let program = &self.kind.compiled.scalar_program;
+        let n_rows = (0..params.len()).map(|t| {
+            let row = self.kind.binding.row_of(program, &self.kind.stage, t, 0);
+            row.map_or(u64::MAX, |r| r as u64)
+        });
+        let tensors: Vec<u64> = params.iter().chain(grads).copied().chain(n_rows).collect();
         if tensors == self.table_tensors {
             return Ok(false);
         }
         let mut moved = false;
         // Forget the old tables first: a rebuild that fails half-way is redone next step.
         self.table_tensors.clear();
-        // Every tensor steps, one cohort per group (the optimizer checked): the rows the
-        // tables point at are the groups'.
-        self.kind.form_cohorts();
-        let program = &self.kind.compiled.scalar_program;
         let width = row_width(program);
+        let n_rows = self.kind.binding.n_rows(program, &self.kind.stage).max(1);
+        if G::len(&self.rows) != n_rows * width {
+            self.rows = device.upload(&vec![0f32; n_rows * width])?;
+            moved = true;
+        }
         let rows = device.address(&self.rows);
         let cols = self.cols.as_ref().map_or(0, |c| device.address(c));
         let (states, col_offsets) = (&self.states, &self.col_offsets);
