@@ -408,35 +408,41 @@ impl OptimizerOn<GpuExecutor<CudaDevice>> {
         params: &mut [CudaSlice<T>],
         grads: &[CudaSlice<T>],
     ) -> Result<(), OptimizerError> {
+        let grads: Vec<Option<&CudaSlice<T>>> = grads.iter().map(Some).collect();
+        self.step_optional(params, &grads)
+    }
+
+    /// As [`CudaOptimizer::step`], over the tensors that have a gradient (`Some`): a tensor
+    /// without one is skipped as PyTorch skips a parameter whose `.grad` is `None` (see
+    /// [`crate::Optimizer::step_optional`]).
+    pub fn step_optional<T: DeviceFloat>(
+        &mut self,
+        params: &mut [CudaSlice<T>],
+        grads: &[Option<&CudaSlice<T>>],
+    ) -> Result<(), OptimizerError> {
         if T::DTYPE != self.exec.dtype {
             let (expected, got) = (self.exec.dtype, T::DTYPE);
             return Err(CudaError::WrongDType { expected, got }.into());
         }
+        let lens = &self.table.lens;
         let param_lens: Vec<usize> = params.iter().map(CudaSlice::len).collect();
-        let grad_lens: Vec<usize> = grads.iter().map(CudaSlice::len).collect();
+        let grad_lens: Vec<usize> = (grads.iter().enumerate())
+            .map(|(t, g)| g.map_or_else(|| lens.get(t).copied().unwrap_or(0), |g| g.len()))
+            .collect();
         self.table.check_lengths(&param_lens, &grad_lens)?;
-        for (what, owned) in [
-            (
-                "param",
-                params
-                    .iter()
-                    .map(|p| self.exec.device.owns(p))
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                "grad",
-                grads.iter().map(|g| self.exec.device.owns(g)).collect(),
-            ),
-        ] {
-            if let Some(tensor) = owned.iter().position(|&ours| !ours) {
+        let device = &self.exec.device;
+        let foreign_param = params.iter().position(|p| !device.owns(p));
+        let foreign_grad = grads
+            .iter()
+            .position(|g| g.is_some_and(|g| !device.owns(g)));
+        for (what, tensor) in [("param", foreign_param), ("grad", foreign_grad)] {
+            if let Some(tensor) = tensor {
                 return Err(CudaError::ForeignTensor { what, tensor }.into());
             }
         }
-        let param_addresses: Vec<u64> =
-            params.iter().map(|p| self.exec.device.address(p)).collect();
-        let grad_addresses: Vec<Option<u64>> = (grads.iter())
-            .map(|g| Some(self.exec.device.address(g)))
-            .collect();
+        let param_addresses: Vec<u64> = params.iter().map(|p| device.address(p)).collect();
+        let grad_addresses: Vec<Option<u64>> =
+            grads.iter().map(|g| g.map(|g| device.address(g))).collect();
         self.step_addresses(&param_addresses, &grad_addresses)
     }
 }
