@@ -165,6 +165,8 @@ fn nonfinite_expectations_match_by_class() {
     bad["init"][3][0] = serde_json::json!("Infinity");
     let e = run_case(&bad, &cpu(1)).expect_err("refused");
     assert!(e.to_string().contains("init[3]"), "{e}");
+}
+
 /// Scheduler arguments given per param group (`OneCycleLR(max_lr=[...])`, CyclicLR's bounds,
 /// ReduceLROnPlateau's `min_lr`): every case in `tests/golden/sched-groups/`.
 #[test]
