@@ -72,7 +72,6 @@ fn check_definition(definition: &Definition, hypers: &BTreeMap<String, f64>) {
             hypers: hypers.clone(),
             step: step as f64,
             scalar_states: scalar_states.clone(),
-            ..ScalarEnv::default()
         };
         let out = interpret(graph, &env, &reference).expect("interpret");
         reference = out.tensors;

@@ -40,10 +40,10 @@ impl TensorValues {
 pub struct ScalarEnv {
     /// Hyperparameter values; a declared hyper missing here takes its declared default.
     pub hypers: BTreeMap<String, f64>,
-    /// The tensors' 1-based step count, including the step being taken.
+    /// The 1-based step count, including the step being taken: the tensors' and the
+    /// optimizer's (`optimizer_step`, what schedules count) alike, as when every tensor has had
+    /// its gradient at every step.
     pub step: f64,
-    /// The optimizer's 1-based step count (what schedules count); `None`: `step`.
-    pub optimizer_step: Option<f64>,
     /// Scalar states before the step; a declared one missing here starts at its declared `init`.
     pub scalar_states: BTreeMap<String, f64>,
 }
@@ -285,7 +285,7 @@ fn read_input(
                 .ok_or_else(|| InterpError::MissingHyper { name: name.clone() })?,
         ),
         Input::Step => Val::Scalar(env.step),
-        Input::OptimizerStep => Val::Scalar(env.optimizer_step.unwrap_or(env.step)),
+        Input::OptimizerStep => Val::Scalar(env.step),
         Input::RowState(_) | Input::ColState(_) | Input::Rank => {
             unreachable!("interpret refuses graphs that need shapes")
         }
@@ -517,7 +517,6 @@ mod tests {
             hypers: hypers.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
             step,
             scalar_states: BTreeMap::new(),
-            optimizer_step: None,
         }
     }
 

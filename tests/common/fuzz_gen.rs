@@ -132,6 +132,7 @@ impl Case {
                     .map(|(tensors, hypers)| Group {
                         tensors: tensors.clone(),
                         hypers: hypers.clone(),
+                        rule: None,
                     })
                     .collect(),
             },

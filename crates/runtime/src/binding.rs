@@ -626,7 +626,6 @@ impl Binding {
                 hypers,
                 step: self.step_count as f64,
                 scalar_states,
-                optimizer_step: Some(self.step_count as f64),
             };
             let out = optjit_ir::interpret(program, &env, &[]).map_err(|e| {
                 OptimizerError::MetricSchedule {

@@ -258,7 +258,6 @@ fn env(definition: &Definition, run: u64) -> ScalarEnv {
         hypers,
         step: [1.0, 4.0][run.min(1) as usize],
         scalar_states,
-        optimizer_step: Some([1.0, 6.0][run.min(1) as usize]),
     }
 }
 
