@@ -315,7 +315,9 @@ impl Gen<'_> {
             bound,
             tainted: a.tainted,
         };
-        let c = *self.rng.pick(&[0.25, 0.5, 1.0, 2.0]);
+        // At least 1/2: a smaller constant makes `log(abs(x) + c)` and its like amplify rounding
+        // enough, over a few steps of a recurrence, to come near the tolerance.
+        let c = *self.rng.pick(&[0.5, 1.0, 2.0]);
         match self.rng.below(26) {
             0 => e(format!("{an} + {bn}"), ab + bb),
             1 => e(format!("{an} - {bn}"), ab + bb),
@@ -521,8 +523,8 @@ impl Gen<'_> {
 /// per-element `pow` the e-graph may leave: `pow(x, 0.5)` and `pow(x, -0.5)` (not `sqrt` and
 /// `rsqrt` at -0 and -inf), `pow(x, 2)` and `pow(x, -1)` in exact-only mode (their rewrites to
 /// `x * x` and `1 / x` are not exact), and `pow(x, 2)` even by default when `x` is dear:
-/// extraction counts `x` twice in `x * x` (`pow(exp(grad), 2)` is refused for CUDA; seed
-/// 267484874 of the simulator test found it).
+/// extraction counts `x` twice in `x * x` (`param = pow(exp(grad), 2)` is refused for CUDA:
+/// this test found it).
 pub fn generate(seed: u64, gpu: Option<bool>) -> Case {
     let mut rng = Rng::new(seed);
     // Shapes: one to four tensors, empty ones and odd lengths, some of two dimensions.
