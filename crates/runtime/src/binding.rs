@@ -385,8 +385,8 @@ impl Binding {
     }
 
     /// Runs stage `stage` of the next step's scalar program for every cohort (see [`Cohort`])
-    /// of the tensors marked in `stepping` (and every tensor, for per-tensor values). Stage 0
-    /// starts the step: it forms the cohorts and sizes `scratch`: one row of
+    /// in `scratch`, formed for the step by [`Binding::form_cohorts`] (and every tensor, for
+    /// per-tensor values). Stage 0 sizes `scratch`: one row of
     /// `program.n_kernel_scalars().max(1)` kernel scalars per cohort, or per tensor when kernels
     /// read per-tensor values (see [`Binding::row_of`]). Each stage fills the row slots it
     /// computes; `reduced` holds the step's reductions finished so far. Nothing is modified
@@ -396,7 +396,6 @@ impl Binding {
         program: &ScalarProgram,
         stage: usize,
         reduced: &Reduced,
-        stepping: &[bool],
         scratch: &mut StageScratch,
     ) {
         let width = row_width(program);
@@ -404,7 +403,6 @@ impl Binding {
         let per_tensor = program.rows_per_tensor();
         let per_row = program.rows_per_row();
         if stage == 0 {
-            self.form_cohorts(stepping, scratch);
             scratch.rows.clear();
             // At least one row, so that every part has a row buffer to point at.
             let n_rows = self.n_rows(program, scratch).max(1);
@@ -531,16 +529,6 @@ impl Binding {
             scratch.cohort_states.len(),
             scratch.cohorts.len() * n_states
         );
-    }
-
-    /// How many rows of kernel scalars a step fills when each group is one cohort (every
-    /// tensor of a group at the same step count: always, unless some tensors skipped steps).
-    pub(crate) fn group_rows(&self, program: &ScalarProgram) -> usize {
-        match (program.rows_per_row(), program.rows_per_tensor()) {
-            (true, _) => self.views.iter().map(View::total_rows).sum(),
-            (false, true) => self.lens.len(),
-            (false, false) => self.groups.len(),
-        }
     }
 
     /// How many rows of kernel scalars a step fills (see [`Binding::row_of`]).

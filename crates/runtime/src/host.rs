@@ -223,13 +223,9 @@ impl OptimizerOn<Host> {
             .map(|g| g.as_ref().map(|g| g.as_ref()))
             .collect();
         let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
-        // A missing gradient has no length to check.
-        let lens = &self.table.lens;
-        let grad_lens: Vec<usize> = (grads.iter().enumerate())
-            .map(|(t, g)| g.map_or_else(|| lens.get(t).copied().unwrap_or(0), <[f32]>::len))
-            .collect();
+        let grad_lens: Vec<Option<usize>> = grads.iter().map(|g| g.map(<[f32]>::len)).collect();
         self.table.check_lengths(&param_lens, &grad_lens)?;
-        self.mark_stepping(|t| grads[t].is_some());
+        self.begin_step(|t| grads[t].is_some());
         let grads: Vec<&[f32]> = grads.iter().map(|g| g.unwrap_or(&[])).collect();
         // Each part's tensors, in its order (ascending optimizer indices).
         let mut part_params: Vec<Vec<&mut [f32]>> = self.parts.iter().map(|_| Vec::new()).collect();

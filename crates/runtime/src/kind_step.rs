@@ -103,22 +103,18 @@ impl KindStep {
         self.compiled.plan.phases.get(phase).map(|p| p.level)
     }
 
-    /// Starts a step: no reduction is known yet.
+    /// Starts a step over the tensors marked in `stepping`: no reduction is known yet, and the
+    /// cohorts (see `binding::Cohort`) are formed, once for the whole step.
     pub(crate) fn begin(&mut self) {
         let plan = &self.compiled.plan;
         self.reduced.reset(plan, self.binding.lens.len());
-    }
-
-    /// Forms the next step's cohorts (see `binding::Cohort`), as stage 0 does.
-    pub(crate) fn form_cohorts(&mut self) {
         self.binding.form_cohorts(&self.stepping, &mut self.stage);
     }
 
     /// Runs stage `stage` of the scalar program into `self.stage`.
     pub(crate) fn scalar_stage(&mut self, stage: usize) {
         let program = &self.compiled.scalar_program;
-        let (reduced, stepping) = (&self.reduced, &self.stepping);
-        (self.binding).scalar_stage(program, stage, reduced, stepping, &mut self.stage);
+        (self.binding).scalar_stage(program, stage, &self.reduced, &mut self.stage);
     }
 
     /// Adds to `table` the records of phase `phase` over every tensor of this kind: `address`
@@ -224,7 +220,8 @@ pub(crate) fn check_global_levels(
     }
 }
 
-/// Runs one step of every part (a kind's step on some target): each part's phases of level 0,
+/// Runs one step of every part (a kind's step on some target), begun (`KindStep::begin`): each
+/// part's phases of level 0,
 /// then of level 1, and so on, calling `run(i, parts[i], phase)` for each; after each level,
 /// the sums of the reductions over every tensor folded at that level are added up in part
 /// order and every part gets the total. Stops at the first error.
@@ -232,7 +229,6 @@ pub(crate) fn step_in_lockstep<P: AsMut<KindStep>, E>(
     parts: &mut [P],
     mut run: impl FnMut(usize, &mut P, usize) -> Result<(), E>,
 ) -> Result<(), E> {
-    parts.iter_mut().for_each(|p| p.as_mut().begin());
     let mut next = vec![0; parts.len()];
     let mut level = 0;
     while (parts.iter_mut().zip(&next)).any(|(p, &n)| p.as_mut().level(n).is_some()) {

@@ -323,14 +323,15 @@ impl<E: Executor> OptimizerOn<E> {
         Ok(())
     }
 
-    /// Marks, in every part, which of its tensors take the next step: those `has_grad` says
-    /// have a gradient.
-    pub(crate) fn mark_stepping(&mut self, has_grad: impl Fn(usize) -> bool) {
+    /// Begins a step in every part over the tensors `has_grad` says have a gradient (see
+    /// `KindStep::begin`).
+    pub(crate) fn begin_step(&mut self, has_grad: impl Fn(usize) -> bool) {
         for part in &mut self.parts {
             let kind = part.as_mut();
             for (stepping, &t) in kind.stepping.iter_mut().zip(&kind.tensors) {
                 *stepping = has_grad(t);
             }
+            kind.begin();
         }
     }
 }

@@ -197,13 +197,17 @@ impl GroupTable {
         Ok(())
     }
 
-    /// Checks the lengths of the tensors handed to a step (see `binding::check_lengths`).
+    /// Checks the lengths of the tensors handed to a step (see `binding::check_lengths`): a
+    /// missing gradient (`None`) has no length to check.
     pub(crate) fn check_lengths(
         &self,
         params: &[usize],
-        grads: &[usize],
+        grads: &[Option<usize>],
     ) -> Result<(), OptimizerError> {
-        check_lengths(&self.rule, &self.lens, &self.shapes, params, grads)
+        let grads: Vec<usize> = (grads.iter().enumerate())
+            .map(|(t, g)| g.unwrap_or_else(|| self.lens.get(t).copied().unwrap_or(0)))
+            .collect();
+        check_lengths(&self.rule, &self.lens, &self.shapes, params, &grads)
     }
 }
 

@@ -262,13 +262,15 @@ impl<G: Gpu> OptimizerOn<GpuExecutor<G>> {
         params: &[u64],
         grads: &[Option<u64>],
     ) -> Result<(), OptimizerError> {
+        // Raw addresses carry no length: the counts are checked, the lengths taken on trust.
         let n = self.table.lens.len();
         let claimed = |given: usize| match given == n {
             true => self.table.lens.clone(),
             false => vec![0; given],
         };
+        let grad_lens: Vec<Option<usize>> = claimed(grads.len()).into_iter().map(Some).collect();
         self.table
-            .check_lengths(&claimed(params.len()), &claimed(grads.len()))?;
+            .check_lengths(&claimed(params.len()), &grad_lens)?;
         let bytes = self.exec.dtype.size_bytes();
         let given: Vec<u64> = grads.iter().map(|g| g.unwrap_or(0)).collect();
         for (what, addresses) in [("param", params), ("grad", &given[..])] {
@@ -311,10 +313,7 @@ impl<G: Gpu> OptimizerOn<GpuExecutor<G>> {
             .map(|g| g.as_ref().map(|g| g.as_ref()))
             .collect();
         let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
-        let lens = &self.table.lens;
-        let grad_lens: Vec<usize> = (grads.iter().enumerate())
-            .map(|(t, g)| g.map_or_else(|| lens.get(t).copied().unwrap_or(0), <[f32]>::len))
-            .collect();
+        let grad_lens: Vec<Option<usize>> = grads.iter().map(|g| g.map(<[f32]>::len)).collect();
         self.table.check_lengths(&param_lens, &grad_lens)?;
         let dtype = self.exec.dtype;
         let device = &self.exec.device;
@@ -355,7 +354,7 @@ impl<G: Gpu> OptimizerOn<GpuExecutor<G>> {
         params: &[u64],
         grads: &[Option<u64>],
     ) -> Result<(), OptimizerError> {
-        self.mark_stepping(|t| grads[t].is_some());
+        self.begin_step(|t| grads[t].is_some());
         let mut part_params = vec![Vec::new(); self.parts.len()];
         let mut part_grads = vec![Vec::new(); self.parts.len()];
         for ((&param, &grad), &(part, _)) in params.iter().zip(grads).zip(&self.placement) {
@@ -374,7 +373,6 @@ impl<G: Gpu> OptimizerOn<GpuExecutor<G>> {
         let capturable = self.parts.iter().all(CudaPart::capturable);
         if exec.graphs && capturable && self.parts.iter().any(CudaPart::launches) {
             for part in &mut self.parts {
-                part.kind.begin();
                 part.stage_all(device)?;
             }
             if exec.graph.is_none() {
@@ -424,11 +422,8 @@ impl OptimizerOn<GpuExecutor<CudaDevice>> {
             let (expected, got) = (self.exec.dtype, T::DTYPE);
             return Err(CudaError::WrongDType { expected, got }.into());
         }
-        let lens = &self.table.lens;
         let param_lens: Vec<usize> = params.iter().map(CudaSlice::len).collect();
-        let grad_lens: Vec<usize> = (grads.iter().enumerate())
-            .map(|(t, g)| g.map_or_else(|| lens.get(t).copied().unwrap_or(0), |g| g.len()))
-            .collect();
+        let grad_lens: Vec<Option<usize>> = grads.iter().map(|g| g.map(CudaSlice::len)).collect();
         self.table.check_lengths(&param_lens, &grad_lens)?;
         let device = &self.exec.device;
         let foreign_param = params.iter().position(|p| !device.owns(p));

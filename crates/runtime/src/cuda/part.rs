@@ -148,9 +148,8 @@ impl<G: Gpu> CudaPart<G> {
             states.push(tensor_states);
         }
         let program = &compiled.scalar_program;
-        // At least one row, so that a step with no rows still has a buffer to point at.
-        let n_rows = binding.group_rows(program).max(1);
-        let rows = device.upload(&vec![0f32; n_rows * row_width(program)])?;
+        // One row to start with: `prepare_tables` sizes it for each step's cohorts.
+        let rows = device.upload(&vec![0f32; row_width(program)])?;
         let (col_offsets, n_cols) = column_layout(&binding.views, program.n_col_values());
         let cols = match n_cols {
             0 => None,
@@ -230,9 +229,8 @@ impl<G: Gpu> CudaPart<G> {
         grads: &[u64],
         chunk_elems: usize,
     ) -> Result<bool, OptimizerError> {
-        // The step's cohorts decide which tensors have records and which row each reads: one
-        // per group unless tensors skip steps (see `binding::Cohort`).
-        self.kind.form_cohorts();
+        // The step's cohorts (formed by `KindStep::begin`) decide which tensors have records
+        // and which row each reads: one per group unless tensors skip steps.
         let program = &self.kind.compiled.scalar_program;
         let n_rows = (0..params.len()).map(|t| {
             let row = self.kind.binding.row_of(program, &self.kind.stage, t, 0);
